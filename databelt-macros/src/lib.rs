@@ -1,0 +1,158 @@
+//! Procedural macros of the Databelt SDK. Use them through the `databelt`
+//! crate (`#[databelt::function]`, `#[databelt::data]`), which supplies every
+//! path the generated code needs.
+
+use proc_macro::TokenStream;
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{FnArg, GenericArgument, ItemFn, PathArguments, ReturnType, Type, parse_macro_input};
+
+/// Turn `fn name(ctx: &Context, input: In) -> Result<Out, E>` into the export
+/// of a Databelt WASI component.
+///
+/// `In` and `Out` must implement serde's traits and `databelt`'s `Schema`
+/// (derive all three with `#[databelt::data]`); they travel as postcard. `E`
+/// is `databelt::Error` (its case is kept) or any `Display + 'static` type
+/// (reported as `other`). One function per component.
+#[proc_macro_attribute]
+pub fn function(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        let attr = proc_macro2::TokenStream::from(attr);
+        return syn::Error::new(attr.span(), "#[databelt::function] takes no arguments")
+            .to_compile_error()
+            .into();
+    }
+    let func = parse_macro_input!(item as ItemFn);
+    match expand_function(&func) {
+        Ok(tokens) => tokens.into(),
+        Err(e) => {
+            let err = e.to_compile_error();
+            quote!(#func #err).into()
+        }
+    }
+}
+
+fn expand_function(func: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
+    let sig = &func.sig;
+    if let Some(a) = &sig.asyncness {
+        return Err(syn::Error::new(a.span(), "a Databelt function cannot be async"));
+    }
+    if !sig.generics.params.is_empty() {
+        return Err(syn::Error::new(sig.generics.span(), "a Databelt function cannot be generic"));
+    }
+    if sig.inputs.len() != 2 {
+        return Err(syn::Error::new(
+            sig.inputs.span(),
+            format!(
+                "a Databelt function takes exactly two parameters, `ctx: &databelt::Context` and the input; found {}",
+                sig.inputs.len()
+            ),
+        ));
+    }
+    let mut params = sig.inputs.iter();
+    let (Some(ctx), Some(input)) = (params.next(), params.next()) else {
+        return Err(syn::Error::new(sig.inputs.span(), "expected two parameters"));
+    };
+    let ctx_ty = match ctx {
+        FnArg::Typed(p) => &p.ty,
+        FnArg::Receiver(r) => return Err(syn::Error::new(r.span(), "a Databelt function cannot take `self`")),
+    };
+    if !is_context_ref(ctx_ty) {
+        return Err(syn::Error::new(
+            ctx_ty.span(),
+            "the first parameter must be `&Context` (databelt::Context)",
+        ));
+    }
+    let input_ty = match input {
+        FnArg::Typed(p) => &p.ty,
+        FnArg::Receiver(r) => return Err(syn::Error::new(r.span(), "a Databelt function cannot take `self`")),
+    };
+    if let Type::Reference(r) = &**input_ty {
+        return Err(syn::Error::new(r.span(), "the input must be taken by value (an owned, deserializable type)"));
+    }
+    let output_ty = match &sig.output {
+        ReturnType::Type(_, ty) => result_ok_type(ty).ok_or_else(|| {
+            syn::Error::new(ty.span(), "a Databelt function must return `Result<Output, Error>`")
+        })?,
+        ReturnType::Default => {
+            return Err(syn::Error::new(
+                sig.ident.span(),
+                "a Databelt function must return `Result<Output, Error>`",
+            ));
+        }
+    };
+    let name = &sig.ident;
+    let name_str = name.to_string();
+    let export = format_ident!("__DatabeltExport_{}", name);
+    let describe = quote_spanned! {input_ty.span()=>
+        ::databelt::__private::describe::<#input_ty, #output_ty>(#name_str)
+    };
+    let run = quote_spanned! {sig.output.span()=>
+        ::databelt::__private::run::<#input_ty, #output_ty, _, _>(input, #name)
+    };
+    Ok(quote! {
+        #func
+
+        #[doc(hidden)]
+        #[allow(non_camel_case_types)]
+        struct #export;
+
+        impl ::databelt::__private::Guest for #export {
+            fn handle(input: ::std::vec::Vec<u8>)
+                -> ::core::result::Result<::std::vec::Vec<u8>, ::databelt::__private::WitError> {
+                #run
+            }
+
+            fn describe() -> ::databelt::__private::WitFunctionInfo {
+                #describe
+            }
+        }
+
+        ::databelt::wit::export!(#export with_types_in ::databelt::wit);
+    })
+}
+
+fn is_context_ref(ty: &Type) -> bool {
+    let Type::Reference(r) = ty else { return false };
+    if r.mutability.is_some() {
+        return false;
+    }
+    let Type::Path(p) = &*r.elem else { return false };
+    p.path.segments.last().is_some_and(|s| s.ident == "Context" && s.arguments.is_empty())
+}
+
+fn result_ok_type(ty: &Type) -> Option<&Type> {
+    let Type::Path(p) = ty else { return None };
+    let last = p.path.segments.last()?;
+    if last.ident != "Result" {
+        return None;
+    }
+    let PathArguments::AngleBracketed(args) = &last.arguments else { return None };
+    match args.args.first()? {
+        GenericArgument::Type(t) => Some(t),
+        _ => None,
+    }
+}
+
+/// Derive everything a function's input, output or state type needs: serde's
+/// `Serialize` and `Deserialize`, and a postcard schema (used by hosts to map
+/// JSON to the type). Works on structs and enums; no other dependency needed.
+#[proc_macro_attribute]
+pub fn data(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        let attr = proc_macro2::TokenStream::from(attr);
+        return syn::Error::new(attr.span(), "#[databelt::data] takes no arguments").to_compile_error().into();
+    }
+    let item = parse_macro_input!(item as syn::DeriveInput);
+    quote! {
+        #[derive(
+            ::databelt::__private::serde::Serialize,
+            ::databelt::__private::serde::Deserialize,
+            ::databelt::__private::Schema
+        )]
+        #[serde(crate = "::databelt::__private::serde")]
+        #[postcard(crate = ::databelt::__private::postcard_schema)]
+        #item
+    }
+    .into()
+}

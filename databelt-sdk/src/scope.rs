@@ -1,0 +1,226 @@
+//! Typed (serde + postcard) and raw-bytes access to a state scope.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+use crate::wit::databelt::state::store;
+
+/// Options of a write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SetOptions {
+    /// Time to live in milliseconds; `None` keeps the value until deleted.
+    pub ttl_ms: Option<u64>,
+    /// Write only if no live value exists (else `PreconditionFailed`).
+    pub if_not_exists: bool,
+}
+
+impl SetOptions {
+    /// Expire the value `ms` milliseconds after the write.
+    pub fn ttl_ms(ms: u64) -> Self {
+        SetOptions { ttl_ms: Some(ms), if_not_exists: false }
+    }
+
+    /// Write only if the key is absent.
+    pub fn if_not_exists() -> Self {
+        SetOptions { ttl_ms: None, if_not_exists: true }
+    }
+}
+
+impl From<SetOptions> for store::SetOptions {
+    fn from(o: SetOptions) -> Self {
+        store::SetOptions { ttl_ms: o.ttl_ms, if_not_exists: o.if_not_exists }
+    }
+}
+
+/// An opaque version token from [`Scope::get_entry`], for
+/// [`Scope::compare_and_swap`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Version(Vec<u8>);
+
+impl Version {
+    /// The token's bytes, e.g. to keep it in state or send it elsewhere.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// A token from bytes obtained by [`Version::as_bytes`].
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        Version(bytes)
+    }
+}
+
+/// A value with its version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned<T> {
+    /// The value.
+    pub value: T,
+    /// Its version.
+    pub version: Version,
+}
+
+/// The outcome of [`Scope::compare_and_swap`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cas<T> {
+    /// Written; the new version.
+    Swapped(Version),
+    /// Not written: the expectation was stale. The current entry, if any.
+    Stale(Option<Versioned<T>>),
+}
+
+/// One page of [`Scope::list_keys`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPage {
+    /// Keys in ascending byte order.
+    pub keys: Vec<String>,
+    /// Pass to the next call to continue; `None` when done.
+    pub cursor: Option<String>,
+}
+
+fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    postcard::to_allocvec(value).map_err(|e| Error::Encode(e.to_string()))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| Error::Decode(e.to_string()))
+}
+
+/// A named group of keys on the host (a bucket), shared by every function
+/// that opens the same name. Typed methods store values with postcard; the
+/// `_bytes` methods store raw bytes.
+#[derive(Debug)]
+pub struct Scope {
+    inner: store::Scope,
+}
+
+impl Scope {
+    /// Open the scope `name` (1-64 ASCII letters, digits, `-`, `_`, `.`).
+    pub fn open(name: &str) -> Result<Scope> {
+        Ok(Scope { inner: store::open(name)? })
+    }
+
+    /// The scope's name.
+    pub fn name(&self) -> String {
+        self.inner.name()
+    }
+
+    /// The value under `key`, decoded as `T`.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        self.get_bytes(key)?.map(|b| decode(&b)).transpose()
+    }
+
+    /// The raw bytes under `key`.
+    pub fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.inner.get(key)?)
+    }
+
+    /// Store `value` under `key`.
+    pub fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
+        self.set_with(key, value, SetOptions::default())
+    }
+
+    /// Store `value` under `key` with options (TTL, if-not-exists).
+    pub fn set_with<T: Serialize + ?Sized>(&self, key: &str, value: &T, options: SetOptions) -> Result<()> {
+        self.set_bytes(key, &encode(value)?, options)
+    }
+
+    /// Store raw bytes under `key`.
+    pub fn set_bytes(&self, key: &str, value: &[u8], options: SetOptions) -> Result<()> {
+        Ok(self.inner.set(key, value, options.into())?)
+    }
+
+    /// Remove `key` (absent keys are fine).
+    pub fn delete(&self, key: &str) -> Result<()> {
+        Ok(self.inner.delete(key)?)
+    }
+
+    /// Whether a live value exists under `key`.
+    pub fn exists(&self, key: &str) -> Result<bool> {
+        Ok(self.inner.exists(key)?)
+    }
+
+    /// One page of keys starting with `prefix`, after `cursor`.
+    pub fn list_keys(&self, prefix: &str, cursor: Option<&str>, limit: Option<u32>) -> Result<KeyPage> {
+        let page = self.inner.list_keys(prefix, cursor, limit)?;
+        Ok(KeyPage { keys: page.keys, cursor: page.cursor })
+    }
+
+    /// Every key starting with `prefix`, fetching pages as needed.
+    pub fn keys(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self.list_keys(prefix, cursor.as_deref(), None)?;
+            all.extend(page.keys);
+            match page.cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// The values of `keys`, decoded, in order; read from one snapshot.
+    pub fn get_many<T: DeserializeOwned>(&self, keys: &[&str]) -> Result<Vec<Option<T>>> {
+        self.get_many_bytes(keys)?.into_iter().map(|v| v.map(|b| decode(&b)).transpose()).collect()
+    }
+
+    /// The raw values of `keys`, in order.
+    pub fn get_many_bytes(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        Ok(self.inner.get_many(&keys)?)
+    }
+
+    /// Store every entry, all or none.
+    pub fn set_many<T: Serialize>(&self, entries: &[(&str, T)]) -> Result<()> {
+        let encoded = entries
+            .iter()
+            .map(|(k, v)| Ok((k.to_string(), encode(v)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(self.inner.set_many(&encoded, SetOptions::default().into())?)
+    }
+
+    /// Store raw entries, all or none, with options.
+    pub fn set_many_bytes(&self, entries: &[(&str, &[u8])], options: SetOptions) -> Result<()> {
+        let owned: Vec<(String, Vec<u8>)> = entries.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect();
+        Ok(self.inner.set_many(&owned, options.into())?)
+    }
+
+    /// Remove every key, all or none.
+    pub fn delete_many(&self, keys: &[&str]) -> Result<()> {
+        let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        Ok(self.inner.delete_many(&keys)?)
+    }
+
+    /// Add `delta` to the counter under `key` (8-byte little-endian s64;
+    /// absent = 0) and return the new value.
+    pub fn increment(&self, key: &str, delta: i64) -> Result<i64> {
+        Ok(self.inner.increment(key, delta)?)
+    }
+
+    /// The value and its version, for [`Scope::compare_and_swap`].
+    pub fn get_entry<T: DeserializeOwned>(&self, key: &str) -> Result<Option<Versioned<T>>> {
+        match self.inner.get_entry(key)? {
+            Some(e) => Ok(Some(Versioned { value: decode(&e.value)?, version: Version(e.version) })),
+            None => Ok(None),
+        }
+    }
+
+    /// Store `value` if the key's version is still `expected` (`None`: if the
+    /// key is absent). On a stale expectation nothing is written and the
+    /// current entry is returned.
+    pub fn compare_and_swap<T: Serialize + DeserializeOwned>(
+        &self,
+        key: &str,
+        expected: Option<&Version>,
+        value: &T,
+    ) -> Result<Cas<T>> {
+        let out = self.inner.compare_and_swap(key, expected.map(|v| v.0.as_slice()), &encode(value)?)?;
+        Ok(match out {
+            store::CasOutcome::Swapped(v) => Cas::Swapped(Version(v)),
+            store::CasOutcome::Stale(None) => Cas::Stale(None),
+            store::CasOutcome::Stale(Some(e)) => {
+                Cas::Stale(Some(Versioned { value: decode(&e.value)?, version: Version(e.version) }))
+            }
+        })
+    }
+}
