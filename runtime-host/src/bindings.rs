@@ -3,7 +3,7 @@
 //!
 //! Mount Databelt in an existing wasmtime runtime like WASI:
 //!
-//! ```ignore
+//! ```text
 //! struct MyState { table: ResourceTable, databelt: DatabeltCtx, /* ... */ }
 //! impl DatabeltView for MyState {
 //!     fn databelt(&mut self) -> DatabeltCtxView<'_> {
@@ -145,17 +145,16 @@ impl From<Error> for types::Error {
     }
 }
 
-impl std::fmt::Display for types::Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            types::Error::NoSuchScope => f.write_str("no-such-scope"),
-            types::Error::AccessDenied => f.write_str("access-denied"),
-            types::Error::QuotaExceeded(s) => write!(f, "quota-exceeded: {s}"),
-            types::Error::PreconditionFailed => f.write_str("precondition-failed"),
-            types::Error::Timeout => f.write_str("timeout"),
-            types::Error::Unavailable(s) => write!(f, "unavailable: {s}"),
-            types::Error::Other(s) => write!(f, "other: {s}"),
-        }
+/// A WIT error as one line: its case name, then its text if it has one.
+pub fn wit_error_message(e: &types::Error) -> String {
+    match e {
+        types::Error::NoSuchScope => "no-such-scope".into(),
+        types::Error::AccessDenied => "access-denied".into(),
+        types::Error::QuotaExceeded(s) => format!("quota-exceeded: {s}"),
+        types::Error::PreconditionFailed => "precondition-failed".into(),
+        types::Error::Timeout => "timeout".into(),
+        types::Error::Unavailable(s) => format!("unavailable: {s}"),
+        types::Error::Other(s) => format!("other: {s}"),
     }
 }
 

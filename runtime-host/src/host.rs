@@ -237,8 +237,10 @@ fn new_engine(config: &HostConfig) -> Result<Engine> {
         .max_memory_size(config.max_memory_bytes as usize);
     cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     if let Some(dir) = &config.cache_dir {
+        let dir = std::path::absolute(dir)
+            .map_err(|e| Error::Config(format!("compiled-code cache at {}: {e}", dir.display())))?;
         let mut cache_config = wasmtime::CacheConfig::new();
-        cache_config.with_directory(dir);
+        cache_config.with_directory(&dir);
         let cache = wasmtime::Cache::new(cache_config)
             .map_err(|e| Error::Config(format!("compiled-code cache at {}: {e}", dir.display())))?;
         cfg.cache(Some(cache));
@@ -480,7 +482,7 @@ impl Host {
             .map_err(|e| self.classify(&store, e))?;
         match result {
             Ok(output) => Ok((output, store.data_mut().databelt.take_hand_off())),
-            Err(e) => Err(Error::Function(e.to_string())),
+            Err(e) => Err(Error::Function(bindings::wit_error_message(&e))),
         }
     }
 }

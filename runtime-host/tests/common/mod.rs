@@ -1,0 +1,64 @@
+//! Shared test support: builds the guest components once per test binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use databelt_host::{BackendConfig, Host, HostConfig};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+/// Build every guest component (kv-probe, hello-counter, bench-min) for
+/// wasm32-wasip2, once, and return the directory holding the .wasm files.
+pub fn guests_dir() -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = workspace();
+            let target = root.join("target/guests");
+            let out = Command::new(env!("CARGO"))
+                .current_dir(&root)
+                .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+                .arg(&target)
+                .args(["-p", "kv-probe", "-p", "hello-counter", "-p", "bench-min"])
+                .output()
+                .map_err(|e| format!("cannot run cargo: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "building guests failed (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`):\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            Ok(target.join("wasm32-wasip2/release"))
+        })
+        .clone()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Path of a built guest, e.g. `guest("kv_probe")`.
+pub fn guest(name: &str) -> PathBuf {
+    guests_dir().join(format!("{name}.wasm"))
+}
+
+/// A host config in a fresh temp dir; keep the dir alive while the host runs.
+pub fn temp_config() -> (HostConfig, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = HostConfig::in_dir(dir.path());
+    // Tests share one compiled-code cache so each component compiles once.
+    config.cache_dir = Some(workspace().join("target/guests/cwasm-cache"));
+    (config, dir)
+}
+
+/// A host on the in-memory backend with short limits for failure tests.
+pub fn memory_host() -> Host {
+    let (mut config, _dir) = temp_config();
+    config.backend = BackendConfig::Memory;
+    config.deadline_ms = 500;
+    config.max_memory_bytes = 32 * 1024 * 1024;
+    Host::new(config).expect("host")
+}

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Sets up and runs every test: unit, property, macro (trybuild), and
+# integration tests that build real components and start real hosts on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --with-cargo-component
+cargo test --workspace --exclude hello-counter --exclude kv-probe --exclude bench-min "$@"
