@@ -1,1 +1,237 @@
-fn main(){}
+//! Invocation benchmark (issue: "one stateful function end to end").
+//!
+//! Measures, in one run:
+//! - `databelt/<backend>`: one invocation of a function doing one 1 KiB get
+//!   and one 1 KiB set (kv-probe `GetSet1K`), through `Host::invoke`
+//!   (instantiate from the `InstancePre`, schema check, call, state calls);
+//! - `reference`: plain wasmtime instantiate + call of a minimal component
+//!   built the same way (bench-min: same WASI imports, no Databelt import, no
+//!   state calls), on an identically configured engine;
+//! - the guest-side cost of one 1 KiB `get`, timed inside the guest.
+//!
+//! Criterion prints its own statistics; the summary at the end prints the
+//! p50 of each (from a separate timed loop of single invocations) and the
+//! ratios to the reference, against the targets: invocation ≤ 1.5× the
+//! reference and p50 ≤ 20 µs; guest-side 1 KiB get ≤ 2 µs.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use databelt_host::{BackendConfig, Host, InvokeOptions};
+use serde::{Deserialize, Serialize};
+use wasmtime::component::{Component, Linker, ResourceTable, TypedFunc};
+use wasmtime::Store;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+/// The kv-probe operations this benchmark uses (same postcard layout as the
+/// guest's `Op` enum: variant indices must match).
+#[derive(Serialize)]
+#[allow(dead_code)]
+enum Op {
+    Get { scope: String, key: String },
+    Set { scope: String, key: String, value: Vec<u8>, ttl_ms: Option<u64>, if_not_exists: bool },
+    Delete { scope: String, key: String },
+    Exists { scope: String, key: String },
+    ListKeys { scope: String, prefix: String, cursor: Option<String>, limit: Option<u32> },
+    GetMany { scope: String, keys: Vec<String> },
+    SetMany { scope: String, entries: Vec<(String, Vec<u8>)> },
+    DeleteMany { scope: String, keys: Vec<String> },
+    Increment { scope: String, key: String, delta: i64 },
+    GetVersion { scope: String, key: String },
+    Cas { scope: String, key: String, expected: Option<Vec<u8>>, value: Vec<u8> },
+    Context,
+    HandOff { successor: String, next: Vec<u8> },
+    HandOffTwice { successor: String, next: Vec<u8> },
+    WriteThenTrap { scope: String, key: String },
+    Trap,
+    Loop,
+    Alloc { mib: u32 },
+    GetSet1K { scope: String },
+    TimeGets { scope: String, key: String, n: u32 },
+}
+
+#[derive(Deserialize, Debug)]
+#[allow(dead_code)]
+enum Reply {
+    Done,
+    Value(Option<Vec<u8>>),
+    Values(Vec<Option<Vec<u8>>>),
+    Bool(bool),
+    Keys { keys: Vec<String>, cursor: Option<String> },
+    Count(i64),
+    Version(Option<Vec<u8>>),
+    Swapped(Vec<u8>),
+    Stale(Option<(Vec<u8>, Vec<u8>)>),
+    Context { run_id: String, function: String, step: u32, node_id: String },
+    Nanos(u64),
+}
+
+struct RefState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for RefState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Plain wasmtime: the same engine configuration as the host (it is the
+/// host's own engine), a WASI p2 linker, an `InstancePre`, a Store per call.
+struct Reference {
+    engine: wasmtime::Engine,
+    pre: wasmtime::component::InstancePre<RefState>,
+}
+
+impl Reference {
+    fn new(host: &Host) -> Reference {
+        let engine = host.engine().clone();
+        let component = Component::from_file(&engine, common::guest("bench_min")).expect("bench-min component");
+        let mut linker: Linker<RefState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).expect("wasi");
+        let pre = linker.instantiate_pre(&component).expect("instantiate_pre");
+        Reference { engine, pre }
+    }
+
+    fn call(&self, input: &[u8]) -> Vec<u8> {
+        let state = RefState { wasi: WasiCtxBuilder::new().build(), table: ResourceTable::new() };
+        let mut store = Store::new(&self.engine, state);
+        store.set_epoch_deadline(1_000);
+        store.epoch_deadline_trap();
+        let instance = self.pre.instantiate(&mut store).expect("instantiate");
+        let run: TypedFunc<(&[u8],), (Vec<u8>,)> = instance.get_typed_func(&mut store, "run").expect("run export");
+        let (out,) = run.call(&mut store, (input,)).expect("call");
+        out
+    }
+}
+
+fn host(backend: &str) -> (Host, tempfile::TempDir) {
+    let (mut config, dir) = common::temp_config();
+    if backend == "memory" {
+        config.backend = BackendConfig::Memory;
+    }
+    let host = Host::new(config).expect("host");
+    host.deploy_file("probe", &common::guest("kv_probe")).expect("deploy kv-probe");
+    // The 1 KiB value the benchmark reads.
+    let seed = postcard::to_stdvec(&Op::Set {
+        scope: "bench".into(),
+        key: "in".into(),
+        value: vec![7u8; 1024],
+        ttl_ms: None,
+        if_not_exists: false,
+    })
+    .expect("encode");
+    host.invoke("probe", &seed, InvokeOptions::default()).expect("seed");
+    (host, dir)
+}
+
+fn get_set_input() -> Vec<u8> {
+    postcard::to_stdvec(&Op::GetSet1K { scope: "bench".into() }).expect("encode")
+}
+
+fn invoke_once(host: &Host, input: &[u8]) {
+    let out = host.invoke("probe", input, InvokeOptions::default()).expect("invoke");
+    assert!(matches!(postcard::from_bytes::<Reply>(&out.output), Ok(Reply::Done)));
+}
+
+/// p50 of `n` single timed calls of each of `fs`, interleaved call by call
+/// so that drift in the machine's state affects every candidate alike.
+fn p50s(n: usize, fs: &mut [&mut dyn FnMut()]) -> Vec<Duration> {
+    for _ in 0..n / 10 {
+        for f in fs.iter_mut() {
+            f();
+        }
+    }
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(n); fs.len()];
+    for _ in 0..n {
+        for (f, s) in fs.iter_mut().zip(samples.iter_mut()) {
+            let t = Instant::now();
+            f();
+            s.push(t.elapsed());
+        }
+    }
+    samples
+        .into_iter()
+        .map(|mut s| {
+            s.sort();
+            s[s.len() / 2]
+        })
+        .collect()
+}
+
+/// Per-get nanoseconds measured inside the guest, p50 over `rounds` rounds.
+fn guest_get_ns(host: &Host, rounds: usize) -> f64 {
+    let n = 1000u32;
+    let input = postcard::to_stdvec(&Op::TimeGets { scope: "bench".into(), key: "in".into(), n }).expect("encode");
+    let mut per_get: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let out = host.invoke("probe", &input, InvokeOptions::default()).expect("invoke");
+            match postcard::from_bytes::<Reply>(&out.output) {
+                Ok(Reply::Nanos(ns)) => ns as f64 / f64::from(n),
+                other => panic!("unexpected reply {other:?}"),
+            }
+        })
+        .collect();
+    per_get.sort_by(f64::total_cmp);
+    per_get[per_get.len() / 2]
+}
+
+fn main() {
+    let mut criterion = Criterion::default().configure_from_args();
+    let input = get_set_input();
+    let (mem_host, _mem_dir) = host("memory");
+    let (redb_host, _redb_dir) = host("redb");
+    let reference = Reference::new(&mem_host);
+    let ref_input = vec![0u8; input.len()];
+    assert_eq!(reference.call(&ref_input), ref_input);
+
+    {
+        let mut group = criterion.benchmark_group("invoke");
+        group.bench_function("reference (plain wasmtime, bench-min)", |b| b.iter(|| reference.call(&ref_input)));
+        group.bench_function("databelt/memory (1 KiB get + set)", |b| b.iter(|| invoke_once(&mem_host, &input)));
+        group.bench_function("databelt/redb (1 KiB get + set)", |b| b.iter(|| invoke_once(&redb_host, &input)));
+        group.finish();
+    }
+    criterion.final_summary();
+
+    let figures = p50s(
+        1000,
+        &mut [
+            &mut || {
+                reference.call(&ref_input);
+            },
+            &mut || invoke_once(&mem_host, &input),
+            &mut || invoke_once(&redb_host, &input),
+        ],
+    );
+    let (reference_p50, mem_p50, redb_p50) = (figures[0], figures[1], figures[2]);
+    let get_mem = guest_get_ns(&mem_host, 51);
+    let get_redb = guest_get_ns(&redb_host, 51);
+
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let ratio = |d: Duration| d.as_secs_f64() / reference_p50.as_secs_f64();
+    let verdict = |ok: bool| if ok { "meets" } else { "MISSES" };
+    println!();
+    println!("== summary (p50 of 1000 single invocations each, interleaved, same run)");
+    println!("reference: plain wasmtime instantiate + call of bench-min  {:>9.2} µs", us(reference_p50));
+    for (name, d) in [("memory", mem_p50), ("redb (default)", redb_p50)] {
+        println!(
+            "databelt/{name:<15} 1 KiB get + 1 KiB set       {:>9.2} µs  = {:.2}× reference  [{} ≤ 1.5×, {} ≤ 20 µs]",
+            us(d),
+            ratio(d),
+            verdict(ratio(d) <= 1.5),
+            verdict(us(d) <= 20.0)
+        );
+    }
+    for (name, ns) in [("memory", get_mem), ("redb (default)", get_redb)] {
+        println!(
+            "guest-side 1 KiB get, {name:<15}                {:>9.3} µs  [{} ≤ 2 µs]",
+            ns / 1000.0,
+            verdict(ns <= 2000.0)
+        );
+    }
+}
