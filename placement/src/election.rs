@@ -1,0 +1,311 @@
+//! Election of the node that stores a step's output state (pure logic).
+//!
+//! The paper's heuristic, corrected. Given the producer's node, the
+//! consumer's node, the state size `D` and the step's `Tmax`:
+//!
+//! 1. Take the shortest path (by latency) from producer to consumer over the
+//!    links that exist at the snapshot's instant (petgraph A* with a zero
+//!    heuristic, i.e. Dijkstra with the path kept).
+//! 2. For each node `n` of the path, the migration time from the producer is
+//!    `Tmig(n) = 2·(L(n) + J(n)) + 8·D / B(n)` milliseconds, where `L` is the
+//!    summed one-way latency of the links up to `n`, `J` their summed jitter
+//!    (a margin for the worst case), and `B` the *bottleneck* bandwidth of
+//!    those links in bit/s (each link's own bandwidth, not a global average;
+//!    `D` is in bytes, hence the 8). The factor 2 covers the data going out
+//!    and the receiver's acknowledgement coming back: a push counts only once
+//!    the receiver has stored it and said so.
+//! 3. A link whose window closes before `Tmig(n)` has elapsed excludes `n`
+//!    and every node after it.
+//! 4. Walk the path from the consumer backwards and elect the first node
+//!    whose `Tmig` fits `Tmax`. If none but the producer fits, the state
+//!    does not propagate and the answer says why.
+
+use petgraph::algo::astar;
+use petgraph::graph::NodeIndex;
+use petgraph::visit::EdgeRef;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::topology::Snapshot;
+
+/// What is being decided.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ElectionRequest {
+    /// The node that produced the state (where it is now).
+    pub producer: String,
+    /// The node where the consuming step will run.
+    pub consumer: String,
+    /// State size in bytes.
+    pub size_bytes: u64,
+    /// The step's SLO: the longest the transfer may take, in ms.
+    pub tmax_ms: f64,
+}
+
+/// One node of the path with its migration time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PathNode {
+    /// Node id.
+    pub node: String,
+    /// Migration time from the producer, ms (0 for the producer itself).
+    pub tmig_ms: f64,
+    /// Whether every link up to this node stays up for the whole transfer.
+    pub window_ok: bool,
+}
+
+/// Why the state stays where it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StayReason {
+    /// Producer and consumer are the same node: the state is already local.
+    AlreadyLocal,
+    /// No path from the producer to the consumer exists at this instant.
+    Unreachable,
+    /// A path exists but no node beyond the producer can be reached within
+    /// `Tmax` (or before a link window closes).
+    NoNodeFits,
+}
+
+/// The election's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "decision")]
+pub enum Decision {
+    /// Move the state to `node`.
+    Propagate {
+        /// The elected node.
+        node: String,
+        /// Its migration time, ms.
+        tmig_ms: f64,
+        /// Hops between the elected node and the consumer (0: the consumer).
+        hops_to_consumer: usize,
+        /// The path producer → consumer with each node's migration time.
+        path: Vec<PathNode>,
+    },
+    /// Keep the state on the producer.
+    Stay {
+        /// Why.
+        reason: StayReason,
+        /// The path considered (empty when unreachable).
+        path: Vec<PathNode>,
+    },
+}
+
+impl Decision {
+    /// The node the state should be on after the decision.
+    pub fn target<'a>(&'a self, request: &'a ElectionRequest) -> &'a str {
+        match self {
+            Decision::Propagate { node, .. } => node,
+            Decision::Stay { .. } => &request.producer,
+        }
+    }
+}
+
+/// Elect the storage node for `request` on `snapshot`.
+pub fn elect(snapshot: &Snapshot, request: &ElectionRequest) -> Result<Decision> {
+    if !(request.tmax_ms.is_finite() && request.tmax_ms >= 0.0) {
+        return Err(Error::BadRequest(format!("tmax_ms must be a non-negative number, got {}", request.tmax_ms)));
+    }
+    let producer = snapshot
+        .index_of(&request.producer)
+        .ok_or_else(|| Error::UnknownNode(request.producer.clone()))?;
+    let consumer = snapshot
+        .index_of(&request.consumer)
+        .ok_or_else(|| Error::UnknownNode(request.consumer.clone()))?;
+    if producer == consumer {
+        let path = vec![PathNode { node: request.producer.clone(), tmig_ms: 0.0, window_ok: true }];
+        return Ok(Decision::Stay { reason: StayReason::AlreadyLocal, path });
+    }
+    let Some((_, path)) = astar(&snapshot.graph, producer, |n| n == consumer, |e| e.weight().latency_ms, |_| 0.0)
+    else {
+        return Ok(Decision::Stay { reason: StayReason::Unreachable, path: Vec::new() });
+    };
+    let annotated = annotate(snapshot, &path, request.size_bytes);
+    let last = annotated.len() - 1;
+    for i in (1..annotated.len()).rev() {
+        let n = &annotated[i];
+        if n.window_ok && n.tmig_ms <= request.tmax_ms {
+            return Ok(Decision::Propagate {
+                node: n.node.clone(),
+                tmig_ms: n.tmig_ms,
+                hops_to_consumer: last - i,
+                path: annotated,
+            });
+        }
+    }
+    Ok(Decision::Stay { reason: StayReason::NoNodeFits, path: annotated })
+}
+
+/// Migration time and window check for every node of `path`.
+fn annotate(snapshot: &Snapshot, path: &[NodeIndex], size_bytes: u64) -> Vec<PathNode> {
+    let bits = size_bytes as f64 * 8.0;
+    let mut out = Vec::with_capacity(path.len());
+    out.push(PathNode { node: snapshot.id_of(path[0]).to_string(), tmig_ms: 0.0, window_ok: true });
+    let (mut latency, mut jitter, mut bottleneck, mut shortest_window) = (0.0f64, 0.0f64, f64::INFINITY, u64::MAX);
+    for hop in path.windows(2) {
+        let link = best_link(snapshot, hop[0], hop[1]);
+        latency += link.latency_ms;
+        jitter += link.jitter_ms;
+        bottleneck = bottleneck.min(link.bandwidth_bps);
+        shortest_window = shortest_window.min(link.remaining_ms);
+        let tmig = 2.0 * (latency + jitter) + bits / bottleneck * 1000.0;
+        let window_ok = out.last().is_some_and(|p: &PathNode| p.window_ok) && (shortest_window as f64) >= tmig;
+        out.push(PathNode { node: snapshot.id_of(hop[1]).to_string(), tmig_ms: tmig, window_ok });
+    }
+    out
+}
+
+/// The lowest-latency live link between two adjacent nodes of the path.
+fn best_link(snapshot: &Snapshot, a: NodeIndex, b: NodeIndex) -> crate::topology::LiveLink {
+    snapshot
+        .graph
+        .edges(a)
+        .filter(|e| e.target() == b || e.source() == b)
+        .map(|e| *e.weight())
+        .min_by(|x, y| x.latency_ms.total_cmp(&y.latency_ms))
+        .unwrap_or(crate::topology::LiveLink {
+            latency_ms: f64::INFINITY,
+            jitter_ms: 0.0,
+            bandwidth_bps: 0.0,
+            remaining_ms: 0,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::Topology;
+    use proptest::prelude::*;
+
+    fn chain(n: usize, bandwidth: &[f64], window_end: Option<u64>) -> Topology {
+        let mut text = String::from("period_ms = 100000\n");
+        for i in 0..n {
+            text += &format!("[[node]]\nid = \"n{i}\"\nkind = \"satellite\"\n");
+        }
+        for i in 0..n - 1 {
+            text += &format!(
+                "[[link]]\na = \"n{i}\"\nb = \"n{}\"\nlatency_ms = 10\njitter_ms = 1\nbandwidth_mbps = {}\n",
+                i + 1,
+                bandwidth[i % bandwidth.len()]
+            );
+            if let (Some(end), 0) = (window_end, i) {
+                text += &format!("windows = [{{start_ms = 0, end_ms = {end}}}]\n");
+            }
+        }
+        Topology::from_toml(&text).unwrap()
+    }
+
+    fn req(p: &str, c: &str, size: u64, tmax: f64) -> ElectionRequest {
+        ElectionRequest { producer: p.into(), consumer: c.into(), size_bytes: size, tmax_ms: tmax }
+    }
+
+    #[test]
+    fn worked_example_from_the_docs() {
+        // n0 -> n4, 4 hops of 10 ms ± 1 ms, 40 Mbit/s; 1 MB state.
+        // Tmig(n_k) = 2·(11k) + 8e6/40e6·1000 = 22k + 200 ms.
+        let t = chain(5, &[40.0], None);
+        let d = elect(&t.snapshot(0), &req("n0", "n4", 1_000_000, 250.0)).unwrap();
+        match d {
+            Decision::Propagate { node, tmig_ms, hops_to_consumer, path } => {
+                assert_eq!(node, "n2");
+                assert!((tmig_ms - 244.0).abs() < 1e-9, "{tmig_ms}");
+                assert_eq!(hops_to_consumer, 2);
+                assert!((path[4].tmig_ms - 288.0).abs() < 1e-9);
+            }
+            other => panic!("{other:?}"),
+        }
+        let all = elect(&t.snapshot(0), &req("n0", "n4", 1_000_000, 300.0)).unwrap();
+        assert!(matches!(all, Decision::Propagate { ref node, .. } if node == "n4"));
+    }
+
+    #[test]
+    fn bottleneck_bandwidth_and_units() {
+        // 80 Mbit/s then 8 Mbit/s: 1 MB takes 1000 ms over the bottleneck.
+        let t = chain(3, &[80.0, 8.0], None);
+        let d = elect(&t.snapshot(0), &req("n0", "n2", 1_000_000, 1000.0)).unwrap();
+        // n2: 2·22 + 1000 = 1044 > 1000; n1: 2·11 + 100 = 122.
+        assert!(matches!(d, Decision::Propagate { ref node, .. } if node == "n1"), "{d:?}");
+    }
+
+    #[test]
+    fn nothing_fits_or_unreachable_says_why() {
+        let t = chain(3, &[1.0], None);
+        let d = elect(&t.snapshot(0), &req("n0", "n2", 50_000_000, 10.0)).unwrap();
+        assert!(matches!(d, Decision::Stay { reason: StayReason::NoNodeFits, .. }), "{d:?}");
+        let closed = chain(3, &[40.0], Some(1000));
+        let d = elect(&closed.snapshot(5000), &req("n0", "n2", 1000, 1000.0)).unwrap();
+        assert!(matches!(d, Decision::Stay { reason: StayReason::Unreachable, .. }), "{d:?}");
+        let d = elect(&closed.snapshot(0), &req("n1", "n1", 1000, 1000.0)).unwrap();
+        assert!(matches!(d, Decision::Stay { reason: StayReason::AlreadyLocal, .. }));
+        assert!(matches!(elect(&closed.snapshot(0), &req("n0", "x", 1, 1.0)), Err(Error::UnknownNode(_))));
+        assert!(elect(&closed.snapshot(0), &req("n0", "n1", 1, f64::NAN)).is_err());
+    }
+
+    #[test]
+    fn a_window_closing_mid_transfer_excludes_the_nodes_behind_it() {
+        // First link closes at 1000 ms; at t = 900 only 100 ms remain.
+        let t = chain(3, &[40.0], Some(1000));
+        let d = elect(&t.snapshot(900), &req("n0", "n2", 1_000_000, 10_000.0)).unwrap();
+        assert!(matches!(d, Decision::Stay { reason: StayReason::NoNodeFits, .. }), "{d:?}");
+        let d = elect(&t.snapshot(0), &req("n0", "n2", 1_000_000, 10_000.0)).unwrap();
+        assert!(matches!(d, Decision::Propagate { ref node, .. } if node == "n2"), "{d:?}");
+    }
+
+    fn arb_topology() -> impl Strategy<Value = Topology> {
+        (3usize..30, proptest::collection::vec((0usize..30, 0usize..30, 1u32..50, 0u32..10, 1u32..200), 2..80))
+            .prop_map(|(n, links)| {
+                let mut text = String::from("period_ms = 10000\n");
+                for i in 0..n {
+                    text += &format!("[[node]]\nid = \"n{i}\"\nkind = \"edge\"\n");
+                }
+                let mut seen = std::collections::HashSet::new();
+                for (a, b, lat, jit, bw) in links {
+                    let (a, b) = (a % n, b % n);
+                    if a == b || !seen.insert((a.min(b), a.max(b))) {
+                        continue;
+                    }
+                    text += &format!(
+                        "[[link]]\na = \"n{a}\"\nb = \"n{b}\"\nlatency_ms = {lat}\njitter_ms = {jit}\nbandwidth_mbps = {bw}\n"
+                    );
+                }
+                Topology::from_toml(&text).unwrap()
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn elected_node_is_on_the_path_fits_and_is_nearest(
+            t in arb_topology(), p in 0usize..30, c in 0usize..30, size in 0u64..20_000_000, tmax in 0.0f64..3000.0
+        ) {
+            let n = t.nodes.len();
+            let r = req(&format!("n{}", p % n), &format!("n{}", c % n), size, tmax);
+            let d = elect(&t.snapshot(0), &r).unwrap();
+            match d {
+                Decision::Propagate { node, tmig_ms, hops_to_consumer, path } => {
+                    let pos = path.iter().position(|x| x.node == node).expect("elected node on the path");
+                    prop_assert_eq!(path.first().map(|x| x.node.as_str()), Some(r.producer.as_str()));
+                    prop_assert_eq!(path.last().map(|x| x.node.as_str()), Some(r.consumer.as_str()));
+                    prop_assert!(tmig_ms <= tmax);
+                    prop_assert_eq!(hops_to_consumer, path.len() - 1 - pos);
+                    for nearer in &path[pos + 1..] {
+                        prop_assert!(!(nearer.window_ok && nearer.tmig_ms <= tmax), "a nearer node fits: {:?}", nearer);
+                    }
+                    // Migration time never decreases along the path.
+                    for w in path.windows(2) {
+                        prop_assert!(w[1].tmig_ms >= w[0].tmig_ms);
+                    }
+                }
+                Decision::Stay { reason: StayReason::NoNodeFits, path } => {
+                    for x in &path[1..] {
+                        prop_assert!(!(x.window_ok && x.tmig_ms <= tmax));
+                    }
+                }
+                Decision::Stay { reason: StayReason::AlreadyLocal, .. } => prop_assert_eq!(&r.producer, &r.consumer),
+                Decision::Stay { reason: StayReason::Unreachable, path } => {
+                    prop_assert!(path.is_empty());
+                    let s = t.snapshot(0);
+                    let (a, b) = (s.index_of(&r.producer).unwrap(), s.index_of(&r.consumer).unwrap());
+                    prop_assert!(!petgraph::algo::has_path_connecting(&s.graph, a, b, None));
+                }
+            }
+        }
+    }
+}

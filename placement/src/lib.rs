@@ -1,0 +1,25 @@
+//! # Databelt placement
+//!
+//! The continuum model and the decisions taken on it:
+//!
+//! - [`topology`]: nodes, links with latency, jitter, bandwidth and time
+//!   windows, loaded from TOML and validated; [`topology::Snapshot`] is the
+//!   live graph at one instant.
+//! - [`election`]: which node stores a step's output state so that the next
+//!   step finds it local or near, within the step's SLO (pure).
+//! - [`hints`]: which node runs a function (pure).
+//! - [`service`]: the thin HTTP placement service and its client; hosts
+//!   cache its topology and elect locally when it is unreachable.
+
+#![warn(missing_docs)]
+
+pub mod election;
+mod error;
+pub mod hints;
+pub mod service;
+pub mod topology;
+
+pub use election::{Decision, ElectionRequest, PathNode, StayReason, elect};
+pub use error::{Error, Result};
+pub use hints::{FunctionPlacement, FunctionRequest, place_function};
+pub use topology::{Link, Node, NodeKind, Resources, Snapshot, Topology, Window};

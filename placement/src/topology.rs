@@ -1,0 +1,433 @@
+//! The continuum's topology: nodes, links and the time windows during which
+//! links exist. Pure data and validation; no I/O.
+//!
+//! Time is measured in milliseconds from the start of the scenario. A link
+//! with windows exists only inside them; windows repeat every `period_ms`
+//! (a satellite's ground link rotating along the constellation). A link
+//! without windows always exists.
+
+use std::collections::{HashMap, HashSet};
+
+use petgraph::graph::{NodeIndex, UnGraph};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// What kind of place a node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeKind {
+    /// A cloud data centre: the global tier.
+    Cloud,
+    /// An edge or ground station.
+    Edge,
+    /// A LEO satellite.
+    Satellite,
+}
+
+/// Resources a node offers (what placement weighs; all optional).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Resources {
+    /// CPU cores.
+    pub cpu: f64,
+    /// Memory in MiB.
+    pub memory_mb: f64,
+    /// Power budget in watts (0: unconstrained).
+    pub power_w: f64,
+    /// Battery charge in percent (100 when mains-powered).
+    pub battery_pct: f64,
+    /// Current temperature in °C.
+    pub temperature_c: f64,
+    /// Temperature above which the node takes no more work, in °C (0: none).
+    pub max_temperature_c: f64,
+}
+
+/// One node of the continuum.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    /// Unique id, 1-64 bytes of ASCII letters, digits, `-`, `_`, `.`.
+    pub id: String,
+    /// Cloud, edge or satellite.
+    pub kind: NodeKind,
+    /// `host:port` of the node's Databelt host (peer protocol); may be empty
+    /// in a scenario that is only used for election.
+    #[serde(default)]
+    pub address: String,
+    /// What the node offers.
+    #[serde(default)]
+    pub resources: Resources,
+}
+
+/// A half-open time window `[start_ms, end_ms)` within the period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    /// Start, ms from the start of the period.
+    pub start_ms: u64,
+    /// End (exclusive), ms from the start of the period.
+    pub end_ms: u64,
+}
+
+/// A bidirectional link between two nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    /// One end (a node id).
+    pub a: String,
+    /// The other end (a node id).
+    pub b: String,
+    /// One-way latency in milliseconds.
+    pub latency_ms: f64,
+    /// Jitter (deviation of the latency) in milliseconds.
+    #[serde(default)]
+    pub jitter_ms: f64,
+    /// Bandwidth in megabits per second (10^6 bit/s).
+    pub bandwidth_mbps: f64,
+    /// When the link exists; empty: always.
+    #[serde(default)]
+    pub windows: Vec<Window>,
+}
+
+/// A whole scenario: nodes, links, and the schedule period.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    /// Length of the schedule in ms; link windows repeat with it. Required
+    /// when any link has windows.
+    #[serde(default)]
+    pub period_ms: Option<u64>,
+    /// The nodes.
+    #[serde(rename = "node", default)]
+    pub nodes: Vec<Node>,
+    /// The links.
+    #[serde(rename = "link", default)]
+    pub links: Vec<Link>,
+}
+
+/// Whether `id` is a usable node id.
+pub fn valid_node_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+impl Topology {
+    /// Parse TOML and validate it.
+    pub fn from_toml(text: &str) -> Result<Topology> {
+        let topology: Topology = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            let msg = e.message().trim().to_string();
+            Error::Topology(match line {
+                Some(l) => format!("line {l}: {msg}"),
+                None => msg,
+            })
+        })?;
+        topology.validate()?;
+        Ok(topology)
+    }
+
+    /// Read and validate a TOML scenario file.
+    pub fn from_file(path: &std::path::Path) -> Result<Topology> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Topology(format!("cannot read {}: {e}", path.display())))?;
+        Topology::from_toml(&text).map_err(|e| match e {
+            Error::Topology(m) => Error::Topology(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    /// Check every node and link; the first problem is the error.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Topology(m));
+        if self.nodes.is_empty() {
+            return bad("the topology has no nodes".into());
+        }
+        let mut ids = HashSet::new();
+        for n in &self.nodes {
+            if !valid_node_id(&n.id) {
+                return bad(format!("node id {:?} is not 1-64 letters, digits, '-', '_' or '.'", n.id));
+            }
+            if !ids.insert(n.id.as_str()) {
+                return bad(format!("node `{}` is defined twice", n.id));
+            }
+            let r = &n.resources;
+            for (name, v) in [
+                ("cpu", r.cpu),
+                ("memory_mb", r.memory_mb),
+                ("power_w", r.power_w),
+                ("max_temperature_c", r.max_temperature_c),
+            ] {
+                if !v.is_finite() || v < 0.0 {
+                    return bad(format!("node `{}`: resources.{name} must be a non-negative number, got {v}", n.id));
+                }
+            }
+            if !(0.0..=100.0).contains(&r.battery_pct) {
+                return bad(format!("node `{}`: resources.battery_pct must be 0-100, got {}", n.id, r.battery_pct));
+            }
+        }
+        if self.period_ms == Some(0) {
+            return bad("period_ms must be at least 1".into());
+        }
+        let mut pairs = HashSet::new();
+        for l in &self.links {
+            let name = format!("link {}–{}", l.a, l.b);
+            for end in [&l.a, &l.b] {
+                if !ids.contains(end.as_str()) {
+                    return bad(format!("{name}: unknown node `{end}`"));
+                }
+            }
+            if l.a == l.b {
+                return bad(format!("{name}: a link cannot join a node to itself"));
+            }
+            let key = if l.a < l.b { (l.a.as_str(), l.b.as_str()) } else { (l.b.as_str(), l.a.as_str()) };
+            if !pairs.insert(key) {
+                return bad(format!("{name}: defined twice"));
+            }
+            if !l.bandwidth_mbps.is_finite() || l.bandwidth_mbps <= 0.0 {
+                return bad(format!("{name}: bandwidth_mbps must be positive, got {}", l.bandwidth_mbps));
+            }
+            if !l.latency_ms.is_finite() || l.latency_ms < 0.0 {
+                return bad(format!("{name}: latency_ms must be non-negative, got {}", l.latency_ms));
+            }
+            if !l.jitter_ms.is_finite() || l.jitter_ms < 0.0 {
+                return bad(format!("{name}: jitter_ms must be non-negative, got {}", l.jitter_ms));
+            }
+            if l.windows.is_empty() {
+                continue;
+            }
+            let Some(period) = self.period_ms else {
+                return bad(format!("{name}: has windows but the topology sets no period_ms"));
+            };
+            let mut ws = l.windows.clone();
+            ws.sort_by_key(|w| w.start_ms);
+            for w in &ws {
+                if w.start_ms >= w.end_ms {
+                    return bad(format!("{name}: window {}..{} ms is empty or reversed", w.start_ms, w.end_ms));
+                }
+                if w.end_ms > period {
+                    return bad(format!("{name}: window {}..{} ms ends after the period ({period} ms)", w.start_ms, w.end_ms));
+                }
+            }
+            for pair in ws.windows(2) {
+                if pair[1].start_ms < pair[0].end_ms {
+                    return bad(format!(
+                        "{name}: windows {}..{} and {}..{} ms overlap",
+                        pair[0].start_ms, pair[0].end_ms, pair[1].start_ms, pair[1].end_ms
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The node called `id`.
+    pub fn node(&self, id: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    /// The topology as it is at time `t_ms`: the links that exist then.
+    pub fn snapshot(&self, t_ms: u64) -> Snapshot {
+        Snapshot::new(self, t_ms)
+    }
+}
+
+impl Link {
+    /// How long, from `t_ms`, the link keeps existing: `None` when it does not
+    /// exist at `t_ms`, `Some(u64::MAX)` when it always exists.
+    pub fn remaining_ms(&self, t_ms: u64, period_ms: Option<u64>) -> Option<u64> {
+        if self.windows.is_empty() {
+            return Some(u64::MAX);
+        }
+        let period = period_ms?;
+        let phase = t_ms % period;
+        let w = self.windows.iter().find(|w| w.start_ms <= phase && phase < w.end_ms)?;
+        let mut remaining = w.end_ms - phase;
+        // A window ending at the period's end continues into one starting at 0.
+        if w.end_ms == period
+            && let Some(next) = self.windows.iter().find(|x| x.start_ms == 0)
+        {
+            remaining = remaining.saturating_add(next.end_ms);
+        }
+        Some(remaining)
+    }
+}
+
+/// A link as it exists in a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LiveLink {
+    /// One-way latency, ms.
+    pub latency_ms: f64,
+    /// Jitter, ms.
+    pub jitter_ms: f64,
+    /// Bandwidth, bits per second.
+    pub bandwidth_bps: f64,
+    /// How long the link keeps existing after the snapshot's time, ms
+    /// (`u64::MAX`: always).
+    pub remaining_ms: u64,
+}
+
+/// The live graph at one instant, ready for election.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The instant, ms.
+    pub t_ms: u64,
+    /// Nodes (weights: node ids) and live links.
+    pub graph: UnGraph<String, LiveLink>,
+    index: HashMap<String, NodeIndex>,
+}
+
+impl Snapshot {
+    fn new(topology: &Topology, t_ms: u64) -> Snapshot {
+        let mut graph = UnGraph::with_capacity(topology.nodes.len(), topology.links.len());
+        let mut index = HashMap::with_capacity(topology.nodes.len());
+        for n in &topology.nodes {
+            index.insert(n.id.clone(), graph.add_node(n.id.clone()));
+        }
+        for l in &topology.links {
+            let (Some(&a), Some(&b)) = (index.get(&l.a), index.get(&l.b)) else { continue };
+            if let Some(remaining_ms) = l.remaining_ms(t_ms, topology.period_ms) {
+                graph.add_edge(
+                    a,
+                    b,
+                    LiveLink {
+                        latency_ms: l.latency_ms,
+                        jitter_ms: l.jitter_ms,
+                        bandwidth_bps: l.bandwidth_mbps * 1e6,
+                        remaining_ms,
+                    },
+                );
+            }
+        }
+        Snapshot { t_ms, graph, index }
+    }
+
+    /// The graph index of node `id`.
+    pub fn index_of(&self, id: &str) -> Option<NodeIndex> {
+        self.index.get(id).copied()
+    }
+
+    /// The id of the node at `ix`.
+    pub fn id_of(&self, ix: NodeIndex) -> &str {
+        self.graph.node_weight(ix).map_or("", String::as_str)
+    }
+
+    /// Live neighbours of `id`, nearest (lowest latency) first.
+    pub fn neighbours(&self, id: &str) -> Vec<String> {
+        let Some(ix) = self.index_of(id) else { return Vec::new() };
+        let mut n: Vec<(f64, String)> = self
+            .graph
+            .edges(ix)
+            .map(|e| {
+                let other = if petgraph::visit::EdgeRef::source(&e) == ix {
+                    petgraph::visit::EdgeRef::target(&e)
+                } else {
+                    petgraph::visit::EdgeRef::source(&e)
+                };
+                (e.weight().latency_ms, self.id_of(other).to_string())
+            })
+            .collect();
+        n.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        n.into_iter().map(|(_, id)| id).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+period_ms = 1000
+[[node]]
+id = "a"
+kind = "cloud"
+[[node]]
+id = "b"
+kind = "satellite"
+[[link]]
+a = "a"
+b = "b"
+latency_ms = 10
+bandwidth_mbps = 40
+"#;
+
+    #[test]
+    fn parses_and_validates() {
+        let t = Topology::from_toml(BASE).unwrap();
+        assert_eq!(t.nodes.len(), 2);
+        assert_eq!(t.links[0].bandwidth_mbps, 40.0);
+        let s = t.snapshot(0);
+        assert_eq!(s.graph.edge_count(), 1);
+        assert_eq!(s.neighbours("a"), vec!["b".to_string()]);
+    }
+
+    fn err(extra: &str) -> String {
+        Topology::from_toml(&format!("{BASE}{extra}")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn bad_topologies_say_why() {
+        assert!(err("[[link]]\na = \"a\"\nb = \"zz\"\nlatency_ms = 1\nbandwidth_mbps = 1\n").contains("unknown node `zz`"));
+        let neg = Topology::from_toml(&BASE.replace("bandwidth_mbps = 40", "bandwidth_mbps = -4")).unwrap_err();
+        assert!(neg.to_string().contains("bandwidth_mbps must be positive"), "{neg}");
+        let overlap = BASE.replace(
+            "bandwidth_mbps = 40",
+            "bandwidth_mbps = 40\nwindows = [{start_ms = 0, end_ms = 500}, {start_ms = 400, end_ms = 900}]",
+        );
+        let e = Topology::from_toml(&overlap).unwrap_err().to_string();
+        assert!(e.contains("overlap"), "{e}");
+        assert!(err("[[node]]\nid = \"a\"\nkind = \"edge\"\n").contains("defined twice"));
+        assert!(err("[[link]]\na = \"b\"\nb = \"a\"\nlatency_ms = 1\nbandwidth_mbps = 1\n").contains("defined twice"));
+        let unknown = Topology::from_toml(&format!("{BASE}colour = 1\n")).unwrap_err().to_string();
+        assert!(unknown.contains("line"), "{unknown}");
+        let past = BASE.replace("bandwidth_mbps = 40", "bandwidth_mbps = 40\nwindows = [{start_ms = 0, end_ms = 5000}]");
+        assert!(Topology::from_toml(&past).unwrap_err().to_string().contains("after the period"));
+        let kind = BASE.replace("kind = \"cloud\"", "kind = \"moon\"");
+        assert!(Topology::from_toml(&kind).is_err());
+    }
+
+    #[test]
+    fn windows_decide_which_links_exist() {
+        let t = Topology::from_toml(&BASE.replace(
+            "bandwidth_mbps = 40",
+            "bandwidth_mbps = 40\nwindows = [{start_ms = 100, end_ms = 300}]",
+        ))
+        .unwrap();
+        assert_eq!(t.snapshot(50).graph.edge_count(), 0);
+        let s = t.snapshot(1150);
+        assert_eq!(s.graph.edge_count(), 1);
+        assert_eq!(s.graph.edge_weights().next().unwrap().remaining_ms, 150);
+        assert_eq!(t.snapshot(300).graph.edge_count(), 0);
+    }
+
+    #[test]
+    fn a_window_at_the_period_end_wraps() {
+        let l = Link {
+            a: "a".into(),
+            b: "b".into(),
+            latency_ms: 1.0,
+            jitter_ms: 0.0,
+            bandwidth_mbps: 1.0,
+            windows: vec![Window { start_ms: 0, end_ms: 100 }, Window { start_ms: 900, end_ms: 1000 }],
+        };
+        assert_eq!(l.remaining_ms(950, Some(1000)), Some(150));
+        assert_eq!(l.remaining_ms(500, Some(1000)), None);
+    }
+}
+
+#[cfg(test)]
+mod scenario_tests {
+    use super::*;
+
+    #[test]
+    fn the_paper_testbed_scenario_loads_and_rotates() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/paper-testbed.toml");
+        let t = Topology::from_file(&path).unwrap();
+        assert_eq!(t.nodes.len(), 9);
+        assert_eq!(t.nodes.iter().filter(|n| n.kind == NodeKind::Satellite).count(), 7);
+        // Minute 0: the ground link is on sat1; minute 3: on sat4; minute 7 wraps to sat1.
+        assert!(t.snapshot(0).neighbours("cloud").contains(&"sat1".to_string()));
+        let at3 = t.snapshot(3 * 60_000 + 5);
+        assert!(at3.neighbours("cloud").contains(&"sat4".to_string()));
+        assert!(!at3.neighbours("cloud").contains(&"sat1".to_string()));
+        assert!(t.snapshot(7 * 60_000).neighbours("cloud").contains(&"sat1".to_string()));
+    }
+}
