@@ -18,6 +18,7 @@ pub mod bindings;
 pub mod config;
 mod error;
 mod host;
+pub mod peer;
 pub mod schema;
 pub mod serve;
 pub mod state;

@@ -37,7 +37,11 @@ pub fn status_for(e: &Error) -> StatusCode {
         | Error::InvalidComponent(_)
         | Error::CoreModule
         | Error::WrongWorld(_)
-        | Error::BadInput(_) => StatusCode::BAD_REQUEST,
+        | Error::BadInput(_)
+        | Error::NoSuchScope(_)
+        | Error::Other(_) => StatusCode::BAD_REQUEST,
+        Error::AccessDenied(_) => StatusCode::FORBIDDEN,
+        Error::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
         Error::QuotaExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,
         Error::Function(_) => StatusCode::UNPROCESSABLE_ENTITY,
         Error::DeadlineExceeded(_) | Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -120,7 +124,8 @@ pub fn router(host: Host) -> Router {
         .route("/functions/{name}", put(deploy).delete(undeploy).get(describe))
         .route("/functions/{name}/invoke", post(invoke))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(host)
+        .with_state(host.clone())
+        .merge(crate::peer::router(host.state().clone()))
 }
 
 /// Serve the API on `listener` until `shutdown` resolves.

@@ -94,6 +94,13 @@ impl StateTier {
         Ok(())
     }
 
+    /// Check that `scope` may be opened and `key` is within the limits,
+    /// without touching the store (used before accepting a streamed value).
+    pub fn check_scope_and_key(&self, scope: &str, key: &str) -> Result<()> {
+        self.open_scope(scope)?;
+        self.check_key(key)
+    }
+
     fn check_key(&self, key: &str) -> Result<()> {
         if key.is_empty() {
             return Err(Error::Other("keys must not be empty".into()));

@@ -1,0 +1,320 @@
+//! The peer protocol between Databelt hosts: HTTP, postcard bodies for
+//! batches, raw streamed bodies for single values.
+//!
+//! | method and path | body | answer |
+//! |---|---|---|
+//! | `GET /peer/v1/state/{scope}/{key}` | | the value (octet stream, streamed), 404 if absent |
+//! | `PUT /peer/v1/state/{scope}/{key}` | the value (streamed); header `x-databelt-ttl-ms` optional | 204 once stored |
+//! | `DELETE /peer/v1/state/{scope}/{key}` | | 204 |
+//! | `POST /peer/v1/batch-get` | postcard [`BatchGet`] | postcard `Vec<Option<Vec<u8>>>` |
+//! | `POST /peer/v1/batch-put` | postcard [`BatchPut`] | 204 once stored (all or nothing) |
+//!
+//! Every request carries the workflow run id in `x-databelt-run-id`
+//! (1-128 bytes); a request without one is 400. The key is one
+//! percent-encoded path segment. Limits are the receiving host's state
+//! limits: a value over `max_value_bytes` is refused with 413 as soon as
+//! its `content-length` (or the bytes received so far) exceed it, and
+//! nothing is written. A `PUT` answers 204 only after the value is stored
+//! (on redb: committed to disk) — that answer is the acknowledgement a
+//! producer waits for before it counts a push as done.
+//!
+//! Memory: a value is held once on each side. The sender streams it from
+//! the `Vec` it owns; the receiver appends the body's chunks into one buffer
+//! presized from `content-length` and hands that buffer to the store.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::serve::{kind_of, status_for};
+use crate::state::{SetOptions, StateTier};
+
+/// Header carrying the run id.
+pub const RUN_ID_HEADER: &str = "x-databelt-run-id";
+/// Header carrying a TTL for `PUT`.
+pub const TTL_HEADER: &str = "x-databelt-ttl-ms";
+
+/// Body of `batch-get`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchGet {
+    /// The scope.
+    pub scope: String,
+    /// The keys, at most the receiver's batch limit.
+    pub keys: Vec<String>,
+}
+
+/// Body of `batch-put`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchPut {
+    /// The scope.
+    pub scope: String,
+    /// Entries to store atomically.
+    pub entries: Vec<(String, Vec<u8>)>,
+    /// Time to live of every entry, ms.
+    pub ttl_ms: Option<u64>,
+}
+
+struct PeerError(Error);
+
+impl IntoResponse for PeerError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"error": kind_of(&self.0), "message": self.0.to_string()});
+        (status_for(&self.0), axum::Json(body)).into_response()
+    }
+}
+
+impl From<Error> for PeerError {
+    fn from(e: Error) -> Self {
+        PeerError(e)
+    }
+}
+
+/// The peer routes over `tier`, to merge into a host's router.
+pub fn router(tier: StateTier) -> Router {
+    // Batches are bounded by count and value limits; allow a little framing.
+    let limits = tier.limits().clone();
+    let batch_limit = limits.max_value_bytes.saturating_mul(2).saturating_add(1 << 20);
+    Router::new()
+        .route("/peer/v1/state/{scope}/{key}", get(get_value).put(put_value).delete(delete_value))
+        .route("/peer/v1/batch-get", post(batch_get))
+        .route("/peer/v1/batch-put", post(batch_put))
+        .layer(DefaultBodyLimit::max(batch_limit))
+        .with_state(tier)
+}
+
+fn run_id(headers: &HeaderMap) -> std::result::Result<String, PeerError> {
+    let id = headers
+        .get(RUN_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| PeerError(Error::BadInput(format!("missing `{RUN_ID_HEADER}` header"))))?;
+    if id.is_empty() || id.len() > 128 {
+        return Err(PeerError(Error::BadInput("run id must be 1-128 bytes".into())));
+    }
+    Ok(id.to_string())
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> std::result::Result<T, PeerError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| PeerError(Error::Runtime(format!("worker failed: {e}"))))?
+        .map_err(PeerError)
+}
+
+async fn get_value(
+    State(tier): State<StateTier>,
+    headers: HeaderMap,
+    Path((scope, key)): Path<(String, String)>,
+) -> std::result::Result<Response, PeerError> {
+    let run = run_id(&headers)?;
+    tracing::debug!(%run, %scope, %key, "peer get");
+    match blocking(move || tier.get(&scope, &key)).await? {
+        Some(v) => Ok(([(header::CONTENT_TYPE, "application/octet-stream")], Body::from(v)).into_response()),
+        None => Ok(StatusCode::NOT_FOUND.into_response()),
+    }
+}
+
+async fn put_value(
+    State(tier): State<StateTier>,
+    headers: HeaderMap,
+    Path((scope, key)): Path<(String, String)>,
+    body: Body,
+) -> std::result::Result<StatusCode, PeerError> {
+    let run = run_id(&headers)?;
+    let ttl_ms = match headers.get(TTL_HEADER) {
+        None => None,
+        Some(v) => Some(v.to_str().ok().and_then(|s| s.parse::<u64>().ok()).ok_or_else(|| {
+            PeerError(Error::BadInput(format!("`{TTL_HEADER}` must be a number of milliseconds")))
+        })?),
+    };
+    let max = tier.limits().max_value_bytes;
+    // Check the key and the scope before taking the body.
+    tier.check_scope_and_key(&scope, &key)?;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<usize>().ok());
+    if let Some(n) = declared.filter(|n| *n > max) {
+        return Err(PeerError(Error::QuotaExceeded(format!("value is {n} bytes; the limit is {max}"))));
+    }
+    let mut value = Vec::with_capacity(declared.unwrap_or(0).min(max));
+    let mut stream = body.into_data_stream();
+    use futures_util::StreamExt;
+    while let Some(chunk) = stream.next().await {
+        let chunk: Bytes = chunk.map_err(|e| PeerError(Error::BadInput(format!("body: {e}"))))?;
+        if value.len() + chunk.len() > max {
+            return Err(PeerError(Error::QuotaExceeded(format!("value is over the limit of {max} bytes"))));
+        }
+        value.extend_from_slice(&chunk);
+    }
+    tracing::debug!(%run, %scope, %key, bytes = value.len(), "peer put");
+    blocking(move || tier.set(&scope, &key, value, SetOptions { ttl_ms, if_not_exists: false }).map(|_| ())).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn delete_value(
+    State(tier): State<StateTier>,
+    headers: HeaderMap,
+    Path((scope, key)): Path<(String, String)>,
+) -> std::result::Result<StatusCode, PeerError> {
+    run_id(&headers)?;
+    blocking(move || tier.delete(&scope, &key)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> std::result::Result<T, PeerError> {
+    match postcard::take_from_bytes::<T>(body) {
+        Ok((v, [])) => Ok(v),
+        Ok((_, rest)) => Err(PeerError(Error::BadInput(format!("{} trailing bytes after a {what}", rest.len())))),
+        Err(e) => Err(PeerError(Error::BadInput(format!("body is not a postcard {what}: {e}")))),
+    }
+}
+
+async fn batch_get(
+    State(tier): State<StateTier>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> std::result::Result<Response, PeerError> {
+    run_id(&headers)?;
+    let req: BatchGet = decode(&body, "BatchGet")?;
+    let values = blocking(move || tier.get_many(&req.scope, &req.keys)).await?;
+    let bytes = postcard::to_stdvec(&values).map_err(|e| PeerError(Error::Runtime(e.to_string())))?;
+    Ok(([(header::CONTENT_TYPE, "application/postcard")], bytes).into_response())
+}
+
+async fn batch_put(
+    State(tier): State<StateTier>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> std::result::Result<StatusCode, PeerError> {
+    run_id(&headers)?;
+    let req: BatchPut = decode(&body, "BatchPut")?;
+    blocking(move || {
+        tier.set_many(&req.scope, req.entries, SetOptions { ttl_ms: req.ttl_ms, if_not_exists: false })
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A client of other hosts' peer routes.
+#[derive(Clone)]
+pub struct PeerClient {
+    http: reqwest::Client,
+}
+
+impl PeerClient {
+    /// A client whose requests time out after `timeout` (connect and whole
+    /// request).
+    pub fn new(connect_timeout: Duration, timeout: Duration) -> Result<PeerClient> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .timeout(timeout)
+            .build()
+            .map_err(|e| Error::Runtime(format!("http client: {e}")))?;
+        Ok(PeerClient { http })
+    }
+
+    fn url(peer: &str, scope: &str, key: &str) -> Result<reqwest::Url> {
+        let mut url = reqwest::Url::parse(&format!("http://{peer}/"))
+            .map_err(|e| Error::BadInput(format!("peer address `{peer}`: {e}")))?;
+        url.path_segments_mut()
+            .map_err(|_| Error::BadInput(format!("peer address `{peer}` cannot take a path")))?
+            .extend(["peer", "v1", "state", scope, key]);
+        Ok(url)
+    }
+
+    /// Read `scope/key` from `peer` (`host:port`).
+    pub async fn get(&self, peer: &str, run_id: &str, scope: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        let url = Self::url(peer, scope, key)?;
+        let r = self.http.get(url).header(RUN_ID_HEADER, run_id).send().await.map_err(|e| unreachable(peer, e))?;
+        if r.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let r = check(peer, r).await?;
+        Ok(Some(r.bytes().await.map_err(|e| unreachable(peer, e))?.into()))
+    }
+
+    /// Store `value` under `scope/key` on `peer`; returns once the peer has
+    /// stored it and said so.
+    pub async fn put(
+        &self,
+        peer: &str,
+        run_id: &str,
+        scope: &str,
+        key: &str,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> Result<()> {
+        let url = Self::url(peer, scope, key)?;
+        let mut req = self.http.put(url).header(RUN_ID_HEADER, run_id).body(value);
+        if let Some(ttl) = ttl_ms {
+            req = req.header(TTL_HEADER, ttl.to_string());
+        }
+        let r = req.send().await.map_err(|e| unreachable(peer, e))?;
+        check(peer, r).await.map(|_| ())
+    }
+
+    /// Delete `scope/key` on `peer`.
+    pub async fn delete(&self, peer: &str, run_id: &str, scope: &str, key: &str) -> Result<()> {
+        let url = Self::url(peer, scope, key)?;
+        let r = self.http.delete(url).header(RUN_ID_HEADER, run_id).send().await.map_err(|e| unreachable(peer, e))?;
+        check(peer, r).await.map(|_| ())
+    }
+
+    /// Read many keys of one scope from `peer` in one request.
+    pub async fn batch_get(&self, peer: &str, run_id: &str, req: &BatchGet) -> Result<Vec<Option<Vec<u8>>>> {
+        let body = postcard::to_stdvec(req).map_err(|e| Error::Runtime(e.to_string()))?;
+        let r = self
+            .http
+            .post(format!("http://{peer}/peer/v1/batch-get"))
+            .header(RUN_ID_HEADER, run_id)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| unreachable(peer, e))?;
+        let bytes = check(peer, r).await?.bytes().await.map_err(|e| unreachable(peer, e))?;
+        postcard::from_bytes(&bytes).map_err(|e| Error::Unavailable(format!("peer {peer}: malformed answer: {e}")))
+    }
+
+    /// Store many entries of one scope on `peer`, atomically, in one request.
+    pub async fn batch_put(&self, peer: &str, run_id: &str, req: &BatchPut) -> Result<()> {
+        let body = postcard::to_stdvec(req).map_err(|e| Error::Runtime(e.to_string()))?;
+        let r = self
+            .http
+            .post(format!("http://{peer}/peer/v1/batch-put"))
+            .header(RUN_ID_HEADER, run_id)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| unreachable(peer, e))?;
+        check(peer, r).await.map(|_| ())
+    }
+}
+
+fn unreachable(peer: &str, e: reqwest::Error) -> Error {
+    Error::Unavailable(format!("peer {peer}: {e}"))
+}
+
+/// Turn an error answer into the error it reports.
+async fn check(peer: &str, r: reqwest::Response) -> Result<reqwest::Response> {
+    let status = r.status();
+    if status.is_success() {
+        return Ok(r);
+    }
+    let body: serde_json::Value = r.json().await.unwrap_or_default();
+    let message = format!("peer {peer}: {}", body["message"].as_str().unwrap_or(status.as_str()));
+    Err(match status {
+        StatusCode::PAYLOAD_TOO_LARGE => Error::QuotaExceeded(message),
+        StatusCode::BAD_REQUEST => Error::BadInput(message),
+        StatusCode::FORBIDDEN => Error::AccessDenied(message),
+        _ => Error::Unavailable(message),
+    })
+}
