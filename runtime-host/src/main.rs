@@ -9,6 +9,8 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use databelt_host::schema::{json_to_postcard, postcard_to_json};
 use databelt_host::{BackendConfig, Host, HostConfig, InvokeOptions};
+use databelt_placement::service::PlacementService;
+use databelt_placement::{ElectionRequest, Topology};
 
 /// Databelt: stateful serverless functions as WASI components.
 #[derive(Parser)]
@@ -28,6 +30,36 @@ enum Command {
     Describe {
         /// Path of the component (.wasm).
         component: PathBuf,
+    },
+    /// Serve the placement service (topology, SLOs, hints) for a scenario.
+    Placement {
+        /// Scenario file (TOML topology), e.g. scenarios/paper-testbed.toml.
+        #[arg(long)]
+        scenario: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7300")]
+        listen: SocketAddr,
+    },
+    /// Elect the storage node for one state transfer and explain the answer.
+    Elect {
+        /// Scenario file (TOML topology).
+        #[arg(long)]
+        scenario: PathBuf,
+        /// Node holding the state.
+        #[arg(long)]
+        producer: String,
+        /// Node where the next step runs.
+        #[arg(long)]
+        consumer: String,
+        /// State size in bytes.
+        #[arg(long)]
+        size: u64,
+        /// The step's SLO (longest transfer), ms.
+        #[arg(long)]
+        tmax_ms: f64,
+        /// Scenario time, ms (link windows).
+        #[arg(long, default_value_t = 0)]
+        at_ms: u64,
     },
 }
 
@@ -163,6 +195,28 @@ fn describe(component: &Path) -> Result<()> {
     Ok(())
 }
 
+fn placement(scenario: &Path, listen: SocketAddr) -> Result<()> {
+    let topology = Topology::from_file(scenario)?;
+    let service = PlacementService::new(topology)?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener =
+            tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+        eprintln!("databelt placement serving {} on http://{}", scenario.display(), listener.local_addr()?);
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        service.serve(listener, shutdown).await.context("placement service failed")
+    })
+}
+
+fn elect(scenario: &Path, request: ElectionRequest, at_ms: u64) -> Result<()> {
+    let topology = Topology::from_file(scenario)?;
+    let decision = databelt_placement::elect(&topology.snapshot(at_ms), &request)?;
+    println!("{}", serde_json::to_string_pretty(&decision)?);
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -173,6 +227,10 @@ fn main() -> ExitCode {
         Command::Run(a) => run(a),
         Command::Serve(a) => serve(a),
         Command::Describe { component } => describe(&component),
+        Command::Placement { scenario, listen } => placement(&scenario, listen),
+        Command::Elect { scenario, producer, consumer, size, tmax_ms, at_ms } => {
+            elect(&scenario, ElectionRequest { producer, consumer, size_bytes: size, tmax_ms }, at_ms)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -87,3 +87,55 @@ fn describe_and_help() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));
     }
 }
+
+fn scenario() -> std::path::PathBuf {
+    common::workspace().join("scenarios/paper-testbed.toml")
+}
+
+#[test]
+fn elect_explains_its_decision() {
+    let out = databelt()
+        .args(["elect", "--producer", "sat2", "--consumer", "sat6", "--size", "100000", "--tmax-ms", "100", "--scenario"])
+        .arg(scenario())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["decision"], "propagate");
+    assert_eq!(v["node"], "sat4");
+    let bad = databelt()
+        .args(["elect", "--producer", "sat2", "--consumer", "mars", "--size", "1", "--tmax-ms", "1", "--scenario"])
+        .arg(scenario())
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.starts_with("error: ") && err.contains("unknown node `mars`") && err.lines().count() == 1, "{err}");
+}
+
+#[test]
+fn placement_service_runs_from_the_cli() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = databelt()
+        .args(["placement", "--listen", &format!("127.0.0.1:{port}"), "--scenario"])
+        .arg(scenario())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut body = None;
+    for _ in 0..100 {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::{Read, Write};
+            s.write_all(b"GET /v1/topology HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+            let mut text = String::new();
+            s.read_to_string(&mut text).unwrap();
+            body = Some(text);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let body = body.expect("placement service answered");
+    assert!(body.starts_with("HTTP/1.1 200") && body.contains("sat7"), "{body}");
+}
