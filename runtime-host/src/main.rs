@@ -68,7 +68,7 @@ struct HostArgs {
     /// Host configuration file (TOML); flags below override it.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Directory for the state database and the compiled-code cache.
+    /// Directory for the state database (when the backend is redb) and the compiled-code cache.
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Keep state in memory only (lost on exit).
@@ -119,7 +119,11 @@ fn host_config(args: &HostArgs) -> Result<HostConfig> {
     };
     if let Some(dir) = &args.data_dir {
         let d = HostConfig::in_dir(dir);
-        config.backend = d.backend;
+        // The data dir moves the redb file and the cache; it never turns a
+        // memory backend chosen in the config file into a durable one.
+        if matches!(config.backend, BackendConfig::Redb { .. }) {
+            config.backend = d.backend;
+        }
         config.cache_dir = d.cache_dir;
     }
     if args.memory {

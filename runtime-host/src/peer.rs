@@ -238,8 +238,13 @@ impl PeerClient {
         if r.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        let r = check(peer, r).await?;
-        Ok(Some(r.bytes().await.map_err(|e| unreachable(peer, e))?.into()))
+        let mut r = check(peer, r).await?;
+        // One buffer, presized: the value is held once.
+        let mut value = Vec::with_capacity(r.content_length().unwrap_or(0).min(1 << 32) as usize);
+        while let Some(chunk) = r.chunk().await.map_err(|e| unreachable(peer, e))? {
+            value.extend_from_slice(&chunk);
+        }
+        Ok(Some(value))
     }
 
     /// Store `value` under `scope/key` on `peer`; returns once the peer has
