@@ -145,8 +145,20 @@ async fn an_acknowledged_put_survives_the_receiver_restarting() {
     let value: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     client().put(&peer.addr, "run-9", "wf", "big", value.clone(), None).await.unwrap();
     peer.stop().await;
-    // (the redb file is released when the last Host clone drops)
-    let again = start(config).await;
+    // The redb file is released when the last Host clone drops, which is
+    // when the server's connection tasks have wound down.
+    let mut again = None;
+    for _ in 0..100 {
+        match Host::new(config.clone()) {
+            Ok(h) => {
+                drop(h);
+                again = Some(start(config.clone()).await);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let again = again.expect("the restarted host opens the database");
     assert_eq!(client().get(&again.addr, "run-9", "wf", "big").await.unwrap(), Some(value));
     again.stop().await;
 }
