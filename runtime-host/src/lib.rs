@@ -16,6 +16,7 @@
 
 pub mod bindings;
 pub mod config;
+pub mod continuum;
 mod error;
 mod host;
 pub mod peer;

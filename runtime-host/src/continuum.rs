@@ -1,0 +1,283 @@
+//! The continuous data path between hosts: SLO-aware propagation of a
+//! step's output state, locators, and the tiered read path.
+//!
+//! - [`Continuum::propagate`] elects the storage node for a state (asking
+//!   the placement service, or electing locally on the cached topology when
+//!   it is unreachable), pushes the state there and waits for the receiver's
+//!   acknowledgement. Only an acknowledged push moves the [`Locator`]; if the
+//!   elected node cannot be reached the producer keeps its copy and the
+//!   locator names the producer — never a node that does not hold the state.
+//! - [`Continuum::read`] looks for a state local → the node the locator
+//!   names → live neighbours → the cloud node, and counts hits and misses per
+//!   tier ([`ReadStats`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use databelt_placement::service::{HintSource, PlacementClient};
+use databelt_placement::{Decision, ElectionRequest, NodeKind, Topology};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::peer::PeerClient;
+use crate::state::StateTier;
+
+/// Where a state handed to the next step is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Locator {
+    /// Scope of the state.
+    pub scope: String,
+    /// Key of the state.
+    pub key: String,
+    /// The node that holds it (acknowledged).
+    pub node: String,
+    /// Its size in bytes.
+    pub size_bytes: u64,
+}
+
+/// What one propagation did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Propagation {
+    /// Where the state is now.
+    pub locator: Locator,
+    /// The election's answer.
+    pub decision: Decision,
+    /// Whether the service or the local cache elected.
+    pub source: HintSource,
+    /// Bytes sent to another node (0 when the state stayed).
+    pub bytes_moved: u64,
+    /// Wall time of election plus transfer.
+    pub duration: Duration,
+    /// The transfer took longer than the step's Tmax.
+    pub slo_violated: bool,
+    /// Set when the elected node could not take the state; it stayed here.
+    pub push_failed: Option<String>,
+}
+
+/// The tier a read was served from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadTier {
+    /// This node's own store.
+    Local,
+    /// The node the locator names.
+    Locator,
+    /// A live neighbour of this node.
+    Neighbour,
+    /// The cloud (global) node.
+    Cloud,
+}
+
+/// Hits per tier and misses, since the counters were created.
+#[derive(Debug, Default)]
+pub struct ReadStats {
+    local: AtomicU64,
+    locator: AtomicU64,
+    neighbour: AtomicU64,
+    cloud: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// A copy of [`ReadStats`] at one instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadCounts {
+    /// Served by the reading node itself.
+    pub local: u64,
+    /// Served by the node the locator named.
+    pub locator: u64,
+    /// Served by a neighbour.
+    pub neighbour: u64,
+    /// Served by the cloud node.
+    pub cloud: u64,
+    /// Found nowhere.
+    pub misses: u64,
+}
+
+impl ReadCounts {
+    /// Share of reads served by the reading node itself (0 when none).
+    pub fn local_availability(&self) -> f64 {
+        let total = self.local + self.locator + self.neighbour + self.cloud + self.misses;
+        if total == 0 { 0.0 } else { self.local as f64 / total as f64 }
+    }
+}
+
+impl ReadStats {
+    fn count(&self, tier: Option<ReadTier>) {
+        let c = match tier {
+            Some(ReadTier::Local) => &self.local,
+            Some(ReadTier::Locator) => &self.locator,
+            Some(ReadTier::Neighbour) => &self.neighbour,
+            Some(ReadTier::Cloud) => &self.cloud,
+            None => &self.misses,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> ReadCounts {
+        ReadCounts {
+            local: self.local.load(Ordering::Relaxed),
+            locator: self.locator.load(Ordering::Relaxed),
+            neighbour: self.neighbour.load(Ordering::Relaxed),
+            cloud: self.cloud.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// One host's view of the continuum.
+#[derive(Clone)]
+pub struct Continuum {
+    node_id: String,
+    tier: StateTier,
+    peers: PeerClient,
+    placement: PlacementClient,
+    stats: Arc<ReadStats>,
+}
+
+impl Continuum {
+    /// The continuum as seen by node `node_id`, whose local state is `tier`.
+    /// `placement` must have a topology (fetched with `refresh` or given with
+    /// `seed`) before state can move while the service is down.
+    pub fn new(node_id: &str, tier: StateTier, peers: PeerClient, placement: PlacementClient) -> Continuum {
+        Continuum { node_id: node_id.to_string(), tier, peers, placement, stats: Arc::new(ReadStats::default()) }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The read counters of this node.
+    pub fn stats(&self) -> ReadCounts {
+        self.stats.snapshot()
+    }
+
+    fn topology(&self) -> Result<(Topology, u64)> {
+        self.placement
+            .cached()
+            .ok_or_else(|| Error::Unavailable("no topology: the placement service was never reached".into()))
+    }
+
+    fn address(topology: &Topology, node: &str) -> Result<String> {
+        match topology.node(node) {
+            Some(n) if !n.address.is_empty() => Ok(n.address.clone()),
+            Some(_) => Err(Error::Unavailable(format!("node `{node}` has no peer address"))),
+            None => Err(Error::Unavailable(format!("node `{node}` is not in the topology"))),
+        }
+    }
+
+    /// Move the state under `scope/key` (stored on this node) toward the
+    /// node where the next step runs, within `tmax_ms`.
+    pub async fn propagate(
+        &self,
+        run_id: &str,
+        scope: &str,
+        key: &str,
+        consumer: &str,
+        tmax_ms: f64,
+        ttl_ms: Option<u64>,
+    ) -> Result<Propagation> {
+        let started = Instant::now();
+        let tier = self.tier.clone();
+        let (s, k) = (scope.to_string(), key.to_string());
+        let value = tokio::task::spawn_blocking(move || tier.get(&s, &k))
+            .await
+            .map_err(|e| Error::Runtime(format!("worker failed: {e}")))??
+            .ok_or_else(|| Error::BadInput(format!("no state `{scope}/{key}` on node `{}`", self.node_id)))?;
+        let size_bytes = value.len() as u64;
+        let request = ElectionRequest {
+            producer: self.node_id.clone(),
+            consumer: consumer.to_string(),
+            size_bytes,
+            tmax_ms,
+        };
+        let (decision, source) = self
+            .placement
+            .storage_hint(&request)
+            .await
+            .map_err(|e| Error::Unavailable(format!("cannot elect a storage node: {e}")))?;
+        let here = Locator { scope: scope.into(), key: key.into(), node: self.node_id.clone(), size_bytes };
+        let target = decision.target(&request).to_string();
+        if target == self.node_id {
+            return Ok(Propagation {
+                locator: here,
+                decision,
+                source,
+                bytes_moved: 0,
+                duration: started.elapsed(),
+                slo_violated: false,
+                push_failed: None,
+            });
+        }
+        let pushed = match self.topology().and_then(|(t, _)| Self::address(&t, &target)) {
+            Ok(addr) => self.peers.put(&addr, run_id, scope, key, value, ttl_ms).await,
+            Err(e) => Err(e),
+        };
+        let duration = started.elapsed();
+        let slo_violated = duration.as_secs_f64() * 1000.0 > tmax_ms;
+        match pushed {
+            Ok(()) => Ok(Propagation {
+                locator: Locator { node: target, ..here },
+                decision,
+                source,
+                bytes_moved: size_bytes,
+                duration,
+                slo_violated,
+                push_failed: None,
+            }),
+            Err(e) => {
+                tracing::warn!(%run_id, %target, error = %e, "push failed; the state stays on the producer");
+                Ok(Propagation {
+                    locator: here,
+                    decision,
+                    source,
+                    bytes_moved: 0,
+                    duration,
+                    slo_violated,
+                    push_failed: Some(e.to_string()),
+                })
+            }
+        }
+    }
+
+    /// Read the state `locator` names: local → the locator's node → live
+    /// neighbours → the cloud node. `Ok(None)` when no tier has it.
+    pub async fn read(&self, run_id: &str, locator: &Locator) -> Result<Option<(Vec<u8>, ReadTier)>> {
+        let tier = self.tier.clone();
+        let (s, k) = (locator.scope.clone(), locator.key.clone());
+        let local = tokio::task::spawn_blocking(move || tier.get(&s, &k))
+            .await
+            .map_err(|e| Error::Runtime(format!("worker failed: {e}")))??;
+        if let Some(v) = local {
+            self.stats.count(Some(ReadTier::Local));
+            return Ok(Some((v, ReadTier::Local)));
+        }
+        let (topology, t) = self.topology()?;
+        let snapshot = topology.snapshot(t);
+        let mut tried = vec![self.node_id.clone()];
+        let mut candidates: Vec<(String, ReadTier)> = vec![(locator.node.clone(), ReadTier::Locator)];
+        candidates.extend(snapshot.neighbours(&self.node_id).into_iter().map(|n| (n, ReadTier::Neighbour)));
+        candidates.extend(
+            topology.nodes.iter().filter(|n| n.kind == NodeKind::Cloud).map(|n| (n.id.clone(), ReadTier::Cloud)),
+        );
+        for (node, tier) in candidates {
+            if tried.contains(&node) {
+                continue;
+            }
+            tried.push(node.clone());
+            let Ok(addr) = Self::address(&topology, &node) else { continue };
+            match self.peers.get(&addr, run_id, &locator.scope, &locator.key).await {
+                Ok(Some(v)) => {
+                    self.stats.count(Some(tier));
+                    return Ok(Some((v, tier)));
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(%node, error = %e, "read tier unavailable"),
+            }
+        }
+        self.stats.count(None);
+        Ok(None)
+    }
+}

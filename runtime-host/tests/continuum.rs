@@ -1,0 +1,154 @@
+//! Propagation between real hosts on loopback: election, acknowledged push,
+//! locators, the tiered read path, and failures (elected node down,
+//! placement service down).
+
+mod common;
+
+use std::time::Duration;
+
+use databelt_host::continuum::{Continuum, ReadTier};
+use databelt_host::peer::PeerClient;
+use databelt_host::state::SetOptions;
+use databelt_host::{BackendConfig, Host};
+use databelt_placement::service::{HintSource, PlacementClient, PlacementService};
+use databelt_placement::{Decision, Topology};
+
+struct Node {
+    id: &'static str,
+    host: Host,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    continuum: Continuum,
+}
+
+impl Node {
+    fn kill(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// cloud — s1 — s2 — s3, each a host serving the peer protocol, plus an
+/// embedded placement service.
+async fn continuum() -> (Vec<Node>, tokio::sync::oneshot::Sender<()>) {
+    let ids = ["cloud", "s1", "s2", "s3"];
+    let mut listeners = Vec::new();
+    for _ in ids {
+        listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    }
+    let mut toml = String::new();
+    for (id, l) in ids.iter().zip(&listeners) {
+        let kind = if *id == "cloud" { "cloud" } else { "satellite" };
+        toml += &format!("[[node]]\nid = \"{id}\"\nkind = \"{kind}\"\naddress = \"{}\"\n", l.local_addr().unwrap());
+    }
+    for (a, b, lat) in [("cloud", "s1", 60), ("s1", "s2", 10), ("s2", "s3", 10)] {
+        toml += &format!("[[link]]\na = \"{a}\"\nb = \"{b}\"\nlatency_ms = {lat}\njitter_ms = 1\nbandwidth_mbps = 40\n");
+    }
+    let topology = Topology::from_toml(&toml).unwrap();
+    let (paddr, pstop) =
+        PlacementService::new(topology).unwrap().spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let mut nodes = Vec::new();
+    for (id, listener) in ids.into_iter().zip(listeners) {
+        let (mut config, _dir) = common::temp_config();
+        config.backend = BackendConfig::Memory;
+        config.node_id = id.into();
+        let host = Host::new(config).unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(databelt_host::serve::serve(host.clone(), listener, async {
+            let _ = rx.await;
+        }));
+        let placement = PlacementClient::new(&format!("http://{paddr}"), Duration::from_millis(300)).unwrap();
+        placement.refresh().await.unwrap();
+        let peers = PeerClient::new(Duration::from_millis(300), Duration::from_secs(10)).unwrap();
+        let continuum = Continuum::new(id, host.state().clone(), peers, placement);
+        nodes.push(Node { id, host, stop: Some(tx), continuum });
+    }
+    (nodes, pstop)
+}
+
+fn write(node: &Node, key: &str, size: usize) -> Vec<u8> {
+    let v: Vec<u8> = (0..size).map(|i| (i % 250) as u8).collect();
+    node.host.state().set("run", key, v.clone(), SetOptions::default()).unwrap();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_lands_on_the_elected_node_and_is_read_from_the_nearest_tier() {
+    let (nodes, _pstop) = continuum().await;
+    let (s1, s2, s3) = (&nodes[1], &nodes[2], &nodes[3]);
+
+    // Generous SLO: the state goes all the way to the consumer.
+    let v = write(s1, "a", 100_000);
+    let p = s1.continuum.propagate("r1", "run", "a", "s3", 1000.0, None).await.unwrap();
+    assert_eq!(p.locator.node, "s3");
+    assert_eq!(p.source, HintSource::Service);
+    assert_eq!(p.bytes_moved, 100_000);
+    // Landed before the next step starts: it is in s3's store now.
+    assert_eq!(s3.host.state().get("run", "a").unwrap(), Some(v.clone()));
+    let (got, tier) = s3.continuum.read("r1", &p.locator).await.unwrap().unwrap();
+    assert_eq!((got, tier), (v, ReadTier::Local));
+
+    // Tight SLO: 100 kB = 20 ms over 40 Mbit/s; Tmig(s2) = 2·11 + 20 = 42 ms,
+    // Tmig(s3) = 2·22 + 20 = 64 ms; Tmax 50 elects s2, one hop from s3.
+    let v = write(s1, "b", 100_000);
+    let p = s1.continuum.propagate("r1", "run", "b", "s3", 50.0, None).await.unwrap();
+    assert!(matches!(&p.decision, Decision::Propagate { node, hops_to_consumer: 1, .. } if node == "s2"), "{p:?}");
+    assert_eq!(p.locator.node, "s2");
+    assert_eq!(s2.host.state().get("run", "b").unwrap(), Some(v.clone()));
+    let (got, tier) = s3.continuum.read("r1", &p.locator).await.unwrap().unwrap();
+    assert_eq!((got, tier), (v, ReadTier::Locator));
+
+    // Impossible SLO: the state stays, and the locator says so.
+    write(s1, "c", 1_000_000);
+    let p = s1.continuum.propagate("r1", "run", "c", "s3", 5.0, None).await.unwrap();
+    assert!(matches!(p.decision, Decision::Stay { .. }));
+    assert_eq!((p.locator.node.as_str(), p.bytes_moved), ("s1", 0));
+
+    // Found nowhere: a miss, counted.
+    let mut gone = p.locator.clone();
+    gone.key = "never-written".into();
+    assert!(s3.continuum.read("r1", &gone).await.unwrap().is_none());
+    let stats = s3.continuum.stats();
+    assert_eq!((stats.local, stats.locator, stats.misses), (1, 1, 1));
+    assert!((stats.local_availability() - 1.0 / 3.0).abs() < 1e-9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_elected_node_never_loses_the_state_or_the_locator() {
+    let (mut nodes, _pstop) = continuum().await;
+    nodes[3].kill();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (s1, s2) = (&nodes[1], &nodes[2]);
+    let v = write(s1, "x", 10_000);
+    let p = s1.continuum.propagate("r2", "run", "x", "s3", 1000.0, None).await.unwrap();
+    assert!(matches!(&p.decision, Decision::Propagate { node, .. } if node == "s3"));
+    assert!(p.push_failed.is_some(), "{p:?}");
+    assert_eq!(p.locator.node, "s1", "the locator names where the state really is");
+    assert_eq!(s1.host.state().get("run", "x").unwrap(), Some(v.clone()));
+    // Another node follows the locator to it.
+    let (got, tier) = s2.continuum.read("r2", &p.locator).await.unwrap().unwrap();
+    assert_eq!((got, tier), (v, ReadTier::Locator));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_down_means_local_election_and_state_still_moves() {
+    let (nodes, pstop) = continuum().await;
+    pstop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (s1, s3) = (&nodes[1], &nodes[3]);
+    let v = write(s1, "y", 100_000);
+    let p = s1.continuum.propagate("r3", "run", "y", "s3", 1000.0, None).await.unwrap();
+    assert_eq!(p.source, HintSource::LocalCache);
+    assert_eq!(p.locator.node, "s3");
+    assert_eq!(s3.host.state().get("run", "y").unwrap(), Some(v));
+    // Reads fall back to neighbours and the cloud tier too.
+    let cloud = &nodes[0];
+    let w = write(cloud, "global", 10);
+    let mut loc = p.locator.clone();
+    loc.key = "global".into();
+    loc.node = "s2".into();
+    let (got, tier) = nodes[1].continuum.read("r3", &loc).await.unwrap().unwrap();
+    assert_eq!(got, w);
+    assert!(tier == ReadTier::Neighbour || tier == ReadTier::Cloud, "{tier:?}");
+    assert_eq!(nodes.iter().map(|n| n.id).collect::<Vec<_>>(), ["cloud", "s1", "s2", "s3"]);
+}
