@@ -53,6 +53,9 @@ pub struct Propagation {
     pub slo_violated: bool,
     /// Set when the elected node could not take the state; it stayed here.
     pub push_failed: Option<String>,
+    /// Every node that holds a copy after this propagation (the producer
+    /// keeps its own): what garbage collection must clean.
+    pub copies: Vec<String>,
 }
 
 /// The tier a read was served from.
@@ -209,6 +212,7 @@ impl Continuum {
                 duration: started.elapsed(),
                 slo_violated: false,
                 push_failed: None,
+                copies: vec![self.node_id.clone()],
             });
         }
         let pushed = match self.topology().and_then(|(t, _)| Self::address(&t, &target)) {
@@ -219,6 +223,7 @@ impl Continuum {
         let slo_violated = duration.as_secs_f64() * 1000.0 > tmax_ms;
         match pushed {
             Ok(()) => Ok(Propagation {
+                copies: vec![self.node_id.clone(), target.clone()],
                 locator: Locator { node: target, ..here },
                 decision,
                 source,
@@ -237,6 +242,7 @@ impl Continuum {
                     duration,
                     slo_violated,
                     push_failed: Some(e.to_string()),
+                    copies: vec![self.node_id.clone()],
                 })
             }
         }
@@ -279,5 +285,32 @@ impl Continuum {
         }
         self.stats.count(None);
         Ok(None)
+    }
+
+    /// Delete `scope/key` of a finished run from every node in `nodes`
+    /// (locally when this node is one of them). Returns the nodes that could
+    /// not be reached; their copies remain until their TTL, if any.
+    pub async fn forget(&self, run_id: &str, scope: &str, key: &str, nodes: &[String]) -> Result<Vec<String>> {
+        let (topology, _) = self.topology()?;
+        let mut unreachable = Vec::new();
+        for node in nodes {
+            if *node == self.node_id {
+                let tier = self.tier.clone();
+                let (s, k) = (scope.to_string(), key.to_string());
+                tokio::task::spawn_blocking(move || tier.delete(&s, &k))
+                    .await
+                    .map_err(|e| Error::Runtime(format!("worker failed: {e}")))??;
+                continue;
+            }
+            let done = match Self::address(&topology, node) {
+                Ok(addr) => self.peers.delete(&addr, run_id, scope, key).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = done {
+                tracing::warn!(%run_id, %node, error = %e, "could not delete a finished run's state");
+                unreachable.push(node.clone());
+            }
+        }
+        Ok(unreachable)
     }
 }

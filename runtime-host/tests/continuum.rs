@@ -97,6 +97,13 @@ async fn state_lands_on_the_elected_node_and_is_read_from_the_nearest_tier() {
     assert_eq!(s2.host.state().get("run", "b").unwrap(), Some(v.clone()));
     let (got, tier) = s3.continuum.read("r1", &p.locator).await.unwrap().unwrap();
     assert_eq!((got, tier), (v, ReadTier::Locator));
+    assert_eq!(p.copies, ["s1", "s2"]);
+    // The run ends: its state is deleted everywhere it went.
+    let left = s1.continuum.forget("r1", "run", "b", &p.copies).await.unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    for n in &nodes {
+        assert_eq!(n.host.state().get("run", "b").unwrap(), None, "left behind on {}", n.id);
+    }
 
     // Impossible SLO: the state stays, and the locator says so.
     write(s1, "c", 1_000_000);
