@@ -6,9 +6,136 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 
-/// Check that `bytes` is exactly one postcard value of type `schema`.
+/// Check that `bytes` is exactly one postcard value of type `schema`,
+/// without building the value: a walk over the schema that consumes the
+/// bytes as postcard 1.x would (varints, zigzag, lengths, UTF-8, enum
+/// discriminants). Trailing bytes are an error.
 pub fn check_postcard(schema: &OwnedNamedType, bytes: &[u8]) -> Result<()> {
-    postcard_to_json(schema, bytes).map(|_| ())
+    let mut cursor = Cursor { bytes, at: 0 };
+    cursor.value(schema).map_err(|why| {
+        Error::BadInput(format!("bytes are not a postcard `{schema}`: at byte {}: {why}", cursor.at))
+    })?;
+    if cursor.at != bytes.len() {
+        return Err(Error::BadInput(format!(
+            "{} trailing bytes after a postcard `{schema}`",
+            bytes.len() - cursor.at
+        )));
+    }
+    Ok(())
+}
+
+/// Elements a sequence of zero-sized items may claim (they cost no bytes,
+/// so the input length cannot bound them).
+const MAX_ZERO_SIZED_ITEMS: u64 = 1 << 20;
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    fn take(&mut self, n: usize) -> std::result::Result<&[u8], String> {
+        let end = self.at.checked_add(n).filter(|e| *e <= self.bytes.len()).ok_or("unexpected end of input")?;
+        let out = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(out)
+    }
+
+    /// A LEB128 varint of at most `bits` bits.
+    fn varint(&mut self, bits: u32) -> std::result::Result<u128, String> {
+        let max_bytes = bits.div_ceil(7);
+        let mut value: u128 = 0;
+        for i in 0..max_bytes {
+            let b = self.take(1)?[0];
+            value |= u128::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                if bits < 128 && value >> bits != 0 {
+                    return Err(format!("varint overflows {bits} bits"));
+                }
+                return Ok(value);
+            }
+        }
+        Err(format!("varint longer than {max_bytes} bytes"))
+    }
+
+    fn len(&mut self) -> std::result::Result<u64, String> {
+        u64::try_from(self.varint(64)?).map_err(|_| "length overflows".to_string())
+    }
+
+    fn value(&mut self, t: &OwnedNamedType) -> std::result::Result<(), String> {
+        use postcard_schema::schema::owned::{OwnedDataModelType as T, OwnedDataModelVariant as V};
+        match &t.ty {
+            T::Unit | T::UnitStruct => Ok(()),
+            T::Bool => match self.take(1)?[0] {
+                0 | 1 => Ok(()),
+                b => Err(format!("{b} is not a bool")),
+            },
+            T::I8 | T::U8 => self.take(1).map(|_| ()),
+            T::U16 | T::I16 => self.varint(16).map(|_| ()),
+            T::U32 | T::I32 => self.varint(32).map(|_| ()),
+            T::U64 | T::I64 | T::Usize | T::Isize => self.varint(64).map(|_| ()),
+            T::U128 | T::I128 => self.varint(128).map(|_| ()),
+            T::F32 => self.take(4).map(|_| ()),
+            T::F64 => self.take(8).map(|_| ()),
+            T::Char => {
+                let n = self.len()?;
+                let bytes = self.take(usize::try_from(n).map_err(|_| "length overflows")?)?;
+                let s = std::str::from_utf8(bytes).map_err(|e| format!("char is not UTF-8: {e}"))?;
+                if s.chars().count() == 1 { Ok(()) } else { Err("char is not exactly one character".into()) }
+            }
+            T::String => {
+                let n = self.len()?;
+                let bytes = self.take(usize::try_from(n).map_err(|_| "length overflows")?)?;
+                std::str::from_utf8(bytes).map(|_| ()).map_err(|e| format!("string is not UTF-8: {e}"))
+            }
+            T::ByteArray => {
+                let n = self.len()?;
+                self.take(usize::try_from(n).map_err(|_| "length overflows")?).map(|_| ())
+            }
+            T::Option(inner) => match self.take(1)?[0] {
+                0 => Ok(()),
+                1 => self.value(inner),
+                b => Err(format!("{b} is not an option tag")),
+            },
+            T::NewtypeStruct(inner) => self.value(inner),
+            T::Seq(item) => {
+                let n = self.len()?;
+                let n = self.count(n)?;
+                (0..n).try_for_each(|_| self.value(item))
+            }
+            T::Map { key, val } => {
+                let n = self.len()?;
+                let n = self.count(n)?;
+                (0..n).try_for_each(|_| self.value(key).and_then(|()| self.value(val)))
+            }
+            T::Tuple(items) | T::TupleStruct(items) => items.iter().try_for_each(|i| self.value(i)),
+            T::Struct(fields) => fields.iter().try_for_each(|f| self.value(&f.ty)),
+            T::Enum(variants) => {
+                let d = self.varint(32)?;
+                let v = usize::try_from(d)
+                    .ok()
+                    .and_then(|i| variants.get(i))
+                    .ok_or_else(|| format!("variant {d} does not exist (the enum has {})", variants.len()))?;
+                match &v.ty {
+                    V::UnitVariant => Ok(()),
+                    V::NewtypeVariant(inner) => self.value(inner),
+                    V::TupleVariant(items) => items.iter().try_for_each(|i| self.value(i)),
+                    V::StructVariant(fields) => fields.iter().try_for_each(|f| self.value(&f.ty)),
+                }
+            }
+            T::Schema => Err("schema-typed values are not supported as function input".into()),
+        }
+    }
+
+    /// Bound an element count: each element of a sized type takes at least
+    /// one byte, so more elements than bytes left is malformed.
+    fn count(&self, n: u64) -> std::result::Result<u64, String> {
+        let left = (self.bytes.len() - self.at) as u64;
+        if n > left.max(MAX_ZERO_SIZED_ITEMS) {
+            return Err(format!("a length of {n} with {left} bytes left"));
+        }
+        Ok(n)
+    }
 }
 
 /// Decode postcard `bytes` of type `schema` into JSON.
@@ -62,6 +189,85 @@ mod tests {
         let typed: Visit = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(typed, Visit { name: "ada".into(), count: Some(3) });
         assert_eq!(postcard_to_json(&schema(), &bytes).unwrap(), json);
+    }
+
+    #[derive(Serialize, Deserialize, Schema, Debug, PartialEq, Clone)]
+    enum Shape {
+        Dot,
+        Circle(f64),
+        Rect { w: u32, h: i64 },
+        Pair(i8, char),
+    }
+
+    #[derive(Serialize, Deserialize, Schema, Debug, PartialEq, Clone)]
+    struct Rich {
+        name: String,
+        tags: Vec<String>,
+        shape: Shape,
+        maybe: Option<u16>,
+        bytes: Vec<u8>,
+        wide: u128,
+        pairs: Vec<(bool, i32)>,
+        unit: (),
+    }
+
+    fn rich() -> impl proptest::strategy::Strategy<Value = Rich> {
+        use proptest::prelude::*;
+        let shape = prop_oneof![
+            Just(Shape::Dot),
+            any::<f64>().prop_map(Shape::Circle),
+            (any::<u32>(), any::<i64>()).prop_map(|(w, h)| Shape::Rect { w, h }),
+            (any::<i8>(), any::<char>()).prop_map(|(a, c)| Shape::Pair(a, c)),
+        ];
+        (
+            ".*",
+            proptest::collection::vec(".*", 0..4),
+            shape,
+            any::<Option<u16>>(),
+            proptest::collection::vec(any::<u8>(), 0..40),
+            any::<u128>(),
+            proptest::collection::vec(any::<(bool, i32)>(), 0..4),
+        )
+            .prop_map(|(name, tags, shape, maybe, bytes, wide, pairs)| Rich {
+                name,
+                tags,
+                shape,
+                maybe,
+                bytes,
+                wide,
+                pairs,
+                unit: (),
+            })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_encoded_value_checks_and_every_truncation_fails(v in rich(), extra in 1usize..4) {
+            let schema: OwnedNamedType = Rich::SCHEMA.into();
+            let bytes = postcard::to_allocvec(&v).unwrap();
+            proptest::prop_assert!(check_postcard(&schema, &bytes).is_ok());
+            for cut in 0..bytes.len() {
+                proptest::prop_assert!(check_postcard(&schema, &bytes[..cut]).is_err());
+            }
+            let mut longer = bytes.clone();
+            longer.extend(std::iter::repeat_n(0u8, extra));
+            proptest::prop_assert!(check_postcard(&schema, &longer).is_err());
+        }
+
+        #[test]
+        fn the_check_agrees_with_a_typed_decode_on_arbitrary_bytes(
+            bytes in proptest::collection::vec(any_byte(), 0..64)
+        ) {
+            let schema: OwnedNamedType = Rich::SCHEMA.into();
+            let typed = matches!(postcard::take_from_bytes::<Rich>(&bytes), Ok((_, rest)) if rest.is_empty());
+            proptest::prop_assert_eq!(check_postcard(&schema, &bytes).is_ok(), typed);
+        }
+    }
+
+    fn any_byte() -> impl proptest::strategy::Strategy<Value = u8> {
+        use proptest::prelude::*;
+        // Small values hit valid tags and lengths often.
+        prop_oneof![0u8..4, any::<u8>()]
     }
 
     #[test]
