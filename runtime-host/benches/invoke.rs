@@ -187,6 +187,9 @@ fn main() {
     let (redb_host, _redb_dir) = host("redb");
     let reference = Reference::new(&mem_host);
     let ref_input = vec![0u8; input.len()];
+    // The same function with no state call (reads its context): splits the
+    // Databelt figure into instantiation of the larger component and state calls.
+    let context_input = postcard::to_stdvec(&Op::Context).expect("encode");
     assert_eq!(reference.call(&ref_input), ref_input);
 
     {
@@ -206,9 +209,12 @@ fn main() {
             },
             &mut || invoke_once(&mem_host, &input),
             &mut || invoke_once(&redb_host, &input),
+            &mut || {
+                mem_host.invoke("probe", &context_input, InvokeOptions::default()).expect("invoke");
+            },
         ],
     );
-    let (reference_p50, mem_p50, redb_p50) = (figures[0], figures[1], figures[2]);
+    let (reference_p50, mem_p50, redb_p50, bare_p50) = (figures[0], figures[1], figures[2], figures[3]);
     let get_mem = guest_get_ns(&mem_host, 51);
     let get_redb = guest_get_ns(&redb_host, 51);
 
@@ -227,6 +233,11 @@ fn main() {
             verdict(us(d) <= 20.0)
         );
     }
+    println!(
+        "decomposition: kv-probe invocation with no state call       {:>9.2} µs  = {:.2}× reference",
+        us(bare_p50),
+        ratio(bare_p50)
+    );
     for (name, ns) in [("memory", get_mem), ("redb (default)", get_redb)] {
         println!(
             "guest-side 1 KiB get, {name:<15}                {:>9.3} µs  [{} ≤ 2 µs]",
