@@ -159,3 +159,84 @@ async fn placement_down_means_local_election_and_state_still_moves() {
     assert!(tier == ReadTier::Neighbour || tier == ReadTier::Cloud, "{tier:?}");
     assert_eq!(nodes.iter().map(|n| n.id).collect::<Vec<_>>(), ["cloud", "s1", "s2", "s3"]);
 }
+
+/// A receiver process killed in the middle of a push: either the push was
+/// acknowledged (and then the state is on the receiver's disk after a
+/// restart) or it was not (and then the producer still has it and the
+/// locator names the producer). Never neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_killed_mid_push_loses_no_acknowledged_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("host.toml");
+    std::fs::write(&config, "node_id = \"s2\"\n[limits]\nmax_value_bytes = 67108864\n").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_databelt"))
+            .args(["serve", "--listen", &addr, "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let wait_up = || async {
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("receiver did not start");
+    };
+    let mut receiver = spawn();
+    wait_up().await;
+
+    let toml = format!(
+        "[[node]]\nid = \"s1\"\nkind = \"satellite\"\n[[node]]\nid = \"s2\"\nkind = \"satellite\"\naddress = \"{addr}\"\n\
+         [[link]]\na = \"s1\"\nb = \"s2\"\nlatency_ms = 1\nbandwidth_mbps = 100000\n"
+    );
+    let (mut cfg, _d) = common::temp_config();
+    cfg.backend = BackendConfig::Memory;
+    cfg.node_id = "s1".into();
+    cfg.limits.max_value_bytes = 64 * 1024 * 1024;
+    let producer = Host::new(cfg).unwrap();
+    let placement = PlacementClient::new("http://127.0.0.1:9", Duration::from_millis(100)).unwrap();
+    placement.seed(Topology::from_toml(&toml).unwrap());
+    let peers = PeerClient::new(Duration::from_millis(300), Duration::from_secs(20)).unwrap();
+    let s1 = Continuum::new("s1", producer.state().clone(), peers, placement);
+    let value: Vec<u8> = (0..48_000_000u32).map(|i| (i % 241) as u8).collect();
+    producer.state().set("run", "big", value.clone(), SetOptions::default()).unwrap();
+
+    let push = tokio::spawn({
+        let s1 = s1.clone();
+        async move { s1.propagate("r-kill", "run", "big", "s2", 60_000.0, None).await }
+    });
+    tokio::time::sleep(Duration::from_millis(15)).await;
+    receiver.kill().unwrap();
+    receiver.wait().unwrap();
+    let p = push.await.unwrap().unwrap();
+    eprintln!("push outcome after the kill: {:?}", p.push_failed);
+
+    if p.push_failed.is_none() {
+        // Acknowledged: it must be on the receiver's disk.
+        assert_eq!(p.locator.node, "s2");
+        let mut again = spawn();
+        wait_up().await;
+        let got = PeerClient::new(Duration::from_millis(300), Duration::from_secs(20))
+            .unwrap()
+            .get(&addr, "r-kill", "run", "big")
+            .await
+            .unwrap();
+        again.kill().unwrap();
+        again.wait().unwrap();
+        assert_eq!(got.as_deref(), Some(value.as_slice()), "acknowledged state lost");
+    } else {
+        assert_eq!(p.locator.node, "s1", "unacknowledged push must leave the locator on the producer");
+        assert_eq!(producer.state().get("run", "big").unwrap(), Some(value));
+        // The run completes: the next step reads through the locator.
+        let (got, tier) = s1.read("r-kill", &p.locator).await.unwrap().unwrap();
+        assert_eq!((got.len(), tier), (48_000_000, ReadTier::Local));
+    }
+}
