@@ -15,6 +15,7 @@ use databelt_placement::{Decision, Topology};
 
 struct Node {
     id: &'static str,
+    addr: String,
     host: Host,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     continuum: Continuum,
@@ -49,9 +50,11 @@ async fn continuum() -> (Vec<Node>, tokio::sync::oneshot::Sender<()>) {
         PlacementService::new(topology).unwrap().spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let mut nodes = Vec::new();
     for (id, listener) in ids.into_iter().zip(listeners) {
+        let addr = listener.local_addr().unwrap().to_string();
         let (mut config, _dir) = common::temp_config();
         config.backend = BackendConfig::Memory;
         config.node_id = id.into();
+        config.limits.max_value_bytes = 64 * 1024 * 1024;
         let host = Host::new(config).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(databelt_host::serve::serve(host.clone(), listener, async {
@@ -61,7 +64,7 @@ async fn continuum() -> (Vec<Node>, tokio::sync::oneshot::Sender<()>) {
         placement.refresh().await.unwrap();
         let peers = PeerClient::new(Duration::from_millis(300), Duration::from_secs(10)).unwrap();
         let continuum = Continuum::new(id, host.state().clone(), peers, placement);
-        nodes.push(Node { id, host, stop: Some(tx), continuum });
+        nodes.push(Node { id, addr, host, stop: Some(tx), continuum });
     }
     (nodes, pstop)
 }
@@ -239,4 +242,33 @@ async fn a_host_killed_mid_push_loses_no_acknowledged_state() {
         let (got, tier) = s1.read("r-kill", &p.locator).await.unwrap().unwrap();
         assert_eq!((got.len(), tier), (48_000_000, ReadTier::Local));
     }
+}
+
+/// A link whose window closes before the transfer would end: the state goes
+/// to a node before that link (or stays), and is never lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closing_link_window_moves_the_state_short_of_it_never_loses_it() {
+    let (nodes, _pstop) = continuum().await;
+    // The same chain, but s2–s3 exists only for the first 5 s of each 100 s
+    // period, and a 30 MB state needs ~6 s at 40 Mbit/s: s3 cannot be
+    // reached before the window closes, s2 can. The cached topology is all
+    // the producer has.
+    let mut toml = String::from("period_ms = 100000\n");
+    for n in &nodes {
+        let kind = if n.id == "cloud" { "cloud" } else { "satellite" };
+        toml += &format!("[[node]]\nid = \"{}\"\nkind = \"{kind}\"\naddress = \"{}\"\n", n.id, n.addr);
+    }
+    toml += "[[link]]\na = \"cloud\"\nb = \"s1\"\nlatency_ms = 60\nbandwidth_mbps = 40\n";
+    toml += "[[link]]\na = \"s1\"\nb = \"s2\"\nlatency_ms = 10\nbandwidth_mbps = 40\n";
+    toml += "[[link]]\na = \"s2\"\nb = \"s3\"\nlatency_ms = 10\nbandwidth_mbps = 40\nwindows = [{ start_ms = 0, end_ms = 5000 }]\n";
+    let placement = PlacementClient::new("http://127.0.0.1:9", Duration::from_millis(100)).unwrap();
+    placement.seed(Topology::from_toml(&toml).unwrap());
+    let peers = PeerClient::new(Duration::from_millis(300), Duration::from_secs(10)).unwrap();
+    let s1 = Continuum::new("s1", nodes[1].host.state().clone(), peers, placement);
+    let v = write(&nodes[1], "w", 30_000_000);
+    let p = s1.propagate("r5", "run", "w", "s3", 10_000.0, None).await.unwrap();
+    assert_eq!(p.source, HintSource::LocalCache);
+    assert_eq!(p.locator.node, "s2", "{p:?}");
+    assert_eq!(nodes[2].host.state().get("run", "w").unwrap(), Some(v.clone()));
+    assert_eq!(nodes[1].host.state().get("run", "w").unwrap(), Some(v));
 }
