@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main demo: build the hello-counter example as a WASI component and run it
-# on the Databelt host three times; its state persists between runs.
+# on the Databelt host three times (its state persists between runs), then elect
+# the storage node for a state on the paper's satellite testbed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -17,3 +18,6 @@ for name in ada grace ada; do
   ./target/release/databelt run "$wasm" --input "{\"name\":\"$name\"}" --data-dir "$data"
 done
 echo "== state persisted in $data/databelt-state.redb across three separate host processes"
+echo "== where should a 100 kB state produced on sat2 go, if the next step runs on sat6 within 100 ms?"
+./target/release/databelt elect --scenario scenarios/paper-testbed.toml \
+  --producer sat2 --consumer sat6 --size 100000 --tmax-ms 100
