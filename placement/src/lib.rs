@@ -8,6 +8,7 @@
 //! - [`election`]: which node stores a step's output state so that the next
 //!   step finds it local or near, within the step's SLO (pure).
 //! - [`hints`]: which node runs a function (pure).
+//! - [`workflow`]: workflow files: steps, nodes, SLOs, the DAG (pure).
 //! - [`service`]: the thin HTTP placement service and its client; hosts
 //!   cache its topology and elect locally when it is unreachable.
 
@@ -18,8 +19,10 @@ mod error;
 pub mod hints;
 pub mod service;
 pub mod topology;
+pub mod workflow;
 
 pub use election::{Decision, ElectionRequest, PathNode, StayReason, elect};
 pub use error::{Error, Result};
 pub use hints::{FunctionPlacement, FunctionRequest, place_function};
 pub use topology::{Link, Node, NodeKind, Resources, Snapshot, Topology, Window};
+pub use workflow::{Step, StepNode, Workflow};

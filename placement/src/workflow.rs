@@ -1,0 +1,212 @@
+//! Workflow definitions: steps, where they run, their SLOs, and the DAG
+//! they form (chains, fan-out, fan-in). Pure parsing and validation; the
+//! runner that executes a workflow across hosts builds on it.
+//!
+//! ```toml
+//! name = "wildfire"
+//!
+//! [[step]]
+//! name = "preprocess"
+//! component = "preprocess.wasm"   # relative to the workflow file
+//! node = "sat2"                   # or "placement": the service decides
+//! tmax_ms = 100                   # SLO for moving this step's input state
+//!
+//! [[step]]
+//! name = "detect"
+//! component = "detect.wasm"
+//! node = "sat4"
+//! tmax_ms = 150
+//! after = ["preprocess"]          # predecessors; several = fan-in
+//! ```
+
+use std::collections::HashMap;
+
+use petgraph::algo::toposort;
+use petgraph::graph::DiGraph;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::topology::{Topology, valid_node_id};
+
+/// Where a step runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum StepNode {
+    /// On this node.
+    Fixed(String),
+    /// Wherever the placement service's function hint says.
+    Placement,
+}
+
+impl From<String> for StepNode {
+    fn from(s: String) -> Self {
+        if s == "placement" { StepNode::Placement } else { StepNode::Fixed(s) }
+    }
+}
+
+impl From<StepNode> for String {
+    fn from(n: StepNode) -> Self {
+        match n {
+            StepNode::Fixed(s) => s,
+            StepNode::Placement => "placement".into(),
+        }
+    }
+}
+
+/// One step of a workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Unique within the workflow (1-64 letters, digits, `-`, `_`, `.`).
+    pub name: String,
+    /// Path of the component, relative to the workflow file.
+    pub component: String,
+    /// Where it runs.
+    pub node: StepNode,
+    /// The longest the transfer of this step's input state may take, ms.
+    pub tmax_ms: f64,
+    /// Steps whose output this step consumes (none: an entry step).
+    #[serde(default)]
+    pub after: Vec<String>,
+}
+
+/// A workflow: a DAG of steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workflow {
+    /// Its name (SLOs are registered under it).
+    pub name: String,
+    /// The steps.
+    #[serde(rename = "step")]
+    pub steps: Vec<Step>,
+}
+
+impl Workflow {
+    /// Parse TOML and validate the DAG (not the nodes: see
+    /// [`Workflow::check_nodes`]).
+    pub fn from_toml(text: &str) -> Result<Workflow> {
+        let workflow: Workflow = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            let msg = e.message().trim().to_string();
+            Error::BadRequest(match line {
+                Some(l) => format!("workflow, line {l}: {msg}"),
+                None => format!("workflow: {msg}"),
+            })
+        })?;
+        workflow.order()?;
+        Ok(workflow)
+    }
+
+    /// The steps in an order where every step comes after its
+    /// predecessors; errors on duplicates, unknown predecessors and cycles.
+    pub fn order(&self) -> Result<Vec<&Step>> {
+        let bad = |m: String| Err(Error::BadRequest(format!("workflow `{}`: {m}", self.name)));
+        if self.steps.is_empty() {
+            return bad("has no steps".into());
+        }
+        let mut graph = DiGraph::<usize, ()>::new();
+        let mut index = HashMap::new();
+        for (i, s) in self.steps.iter().enumerate() {
+            if !valid_node_id(&s.name) {
+                return bad(format!("step name {:?} is not 1-64 letters, digits, '-', '_' or '.'", s.name));
+            }
+            if !(s.tmax_ms.is_finite() && s.tmax_ms >= 0.0) {
+                return bad(format!("step `{}`: tmax_ms must be a non-negative number", s.name));
+            }
+            if s.component.is_empty() {
+                return bad(format!("step `{}`: component is empty", s.name));
+            }
+            if index.insert(s.name.as_str(), graph.add_node(i)).is_some() {
+                return bad(format!("step `{}` is defined twice", s.name));
+            }
+        }
+        for s in &self.steps {
+            for p in &s.after {
+                let Some(&from) = index.get(p.as_str()) else {
+                    return bad(format!("step `{}` comes after unknown step `{p}`", s.name));
+                };
+                graph.add_edge(from, index[s.name.as_str()], ());
+            }
+        }
+        match toposort(&graph, None) {
+            Ok(order) => Ok(order.into_iter().map(|n| &self.steps[graph[n]]).collect()),
+            Err(cycle) => bad(format!("steps form a cycle through `{}`", self.steps[graph[cycle.node_id()]].name)),
+        }
+    }
+
+    /// Check that every fixed node exists in `topology`.
+    pub fn check_nodes(&self, topology: &Topology) -> Result<()> {
+        for s in &self.steps {
+            if let StepNode::Fixed(n) = &s.node
+                && topology.node(n).is_none()
+            {
+                return Err(Error::UnknownNode(format!("{n} (step `{}` of workflow `{}`)", s.name, self.name)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Steps that consume the output of `step`.
+    pub fn successors(&self, step: &str) -> Vec<&Step> {
+        self.steps.iter().filter(|s| s.after.iter().any(|p| p == step)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(name: &str, node: &str, after: &[&str]) -> String {
+        let after: Vec<String> = after.iter().map(|a| format!("\"{a}\"")).collect();
+        format!(
+            "[[step]]\nname = \"{name}\"\ncomponent = \"{name}.wasm\"\nnode = \"{node}\"\ntmax_ms = 100\nafter = [{}]\n",
+            after.join(", ")
+        )
+    }
+
+    #[test]
+    fn the_wildfire_chain_orders_and_checks_against_the_testbed() {
+        let text = format!(
+            "name = \"wildfire\"\n{}{}{}{}",
+            step("alarm", "cloud", &["detect2"]),
+            step("preprocess", "sat2", &[]),
+            step("detect1", "sat4", &["preprocess"]),
+            step("detect2", "sat6", &["detect1"]),
+        );
+        let w = Workflow::from_toml(&text).unwrap();
+        let order: Vec<&str> = w.order().unwrap().iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(order, ["preprocess", "detect1", "detect2", "alarm"]);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/paper-testbed.toml");
+        w.check_nodes(&Topology::from_file(&path).unwrap()).unwrap();
+        assert_eq!(w.successors("detect1")[0].name, "detect2");
+    }
+
+    #[test]
+    fn fan_out_and_fan_in() {
+        let text = format!(
+            "name = \"f\"\n{}{}{}{}",
+            step("a", "placement", &[]),
+            step("b", "n1", &["a"]),
+            step("c", "n2", &["a"]),
+            step("d", "n3", &["b", "c"]),
+        );
+        let w = Workflow::from_toml(&text).unwrap();
+        assert_eq!(w.steps[0].node, StepNode::Placement);
+        let order: Vec<&str> = w.order().unwrap().iter().map(|s| s.name.as_str()).collect();
+        assert_eq!((order[0], order[3]), ("a", "d"));
+        assert_eq!(w.successors("a").len(), 2);
+    }
+
+    #[test]
+    fn bad_workflows_say_why() {
+        let err = |t: String| Workflow::from_toml(&t).unwrap_err().to_string();
+        assert!(err(format!("name = \"w\"\n{}{}", step("a", "n", &["b"]), step("b", "n", &["a"]))).contains("cycle"));
+        assert!(err(format!("name = \"w\"\n{}", step("a", "n", &["zz"]))).contains("unknown step `zz`"));
+        assert!(err(format!("name = \"w\"\n{}{}", step("a", "n", &[]), step("a", "n", &[]))).contains("twice"));
+        assert!(err("name = \"w\"\nstep = []\n".into()).contains("no steps"));
+        assert!(err(format!("name = \"w\"\ncolour = 1\n{}", step("a", "n", &[]))).contains("line"));
+        let w = Workflow::from_toml(&format!("name = \"w\"\n{}", step("a", "mars", &[]))).unwrap();
+        let t = Topology::from_toml("[[node]]\nid = \"n\"\nkind = \"edge\"\n").unwrap();
+        assert!(w.check_nodes(&t).unwrap_err().to_string().contains("mars"));
+    }
+}
