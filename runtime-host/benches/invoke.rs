@@ -19,55 +19,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::probe::{Op, Reply};
 use criterion::Criterion;
 use databelt_host::{BackendConfig, Host, InvokeOptions};
-use serde::{Deserialize, Serialize};
 use wasmtime::component::{Component, Linker, ResourceTable, TypedFunc};
 use wasmtime::Store;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-
-/// The kv-probe operations this benchmark uses (same postcard layout as the
-/// guest's `Op` enum: variant indices must match).
-#[derive(Serialize)]
-#[allow(dead_code)]
-enum Op {
-    Get { scope: String, key: String },
-    Set { scope: String, key: String, value: Vec<u8>, ttl_ms: Option<u64>, if_not_exists: bool },
-    Delete { scope: String, key: String },
-    Exists { scope: String, key: String },
-    ListKeys { scope: String, prefix: String, cursor: Option<String>, limit: Option<u32> },
-    GetMany { scope: String, keys: Vec<String> },
-    SetMany { scope: String, entries: Vec<(String, Vec<u8>)> },
-    DeleteMany { scope: String, keys: Vec<String> },
-    Increment { scope: String, key: String, delta: i64 },
-    GetVersion { scope: String, key: String },
-    Cas { scope: String, key: String, expected: Option<Vec<u8>>, value: Vec<u8> },
-    Context,
-    HandOff { successor: String, next: Vec<u8> },
-    HandOffTwice { successor: String, next: Vec<u8> },
-    WriteThenTrap { scope: String, key: String },
-    Trap,
-    Loop,
-    Alloc { mib: u32 },
-    GetSet1K { scope: String },
-    TimeGets { scope: String, key: String, n: u32 },
-}
-
-#[derive(Deserialize, Debug)]
-#[allow(dead_code)]
-enum Reply {
-    Done,
-    Value(Option<Vec<u8>>),
-    Values(Vec<Option<Vec<u8>>>),
-    Bool(bool),
-    Keys { keys: Vec<String>, cursor: Option<String> },
-    Count(i64),
-    Version(Option<Vec<u8>>),
-    Swapped(Vec<u8>),
-    Stale(Option<(Vec<u8>, Vec<u8>)>),
-    Context { run_id: String, function: String, step: u32, node_id: String },
-    Nanos(u64),
-}
 
 struct RefState {
     wasi: WasiCtx,
