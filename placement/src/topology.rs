@@ -105,6 +105,16 @@ pub struct Topology {
     pub links: Vec<Link>,
 }
 
+/// A TOML parse error as one line, prefixed with the line it points at.
+pub(crate) fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim();
+    let line = e.span().and_then(|s| text.get(..s.start)).map(|before| before.lines().count().max(1));
+    match line {
+        Some(l) => format!("line {l}: {msg}"),
+        None => msg.to_string(),
+    }
+}
+
 /// Whether `id` is a usable node id.
 pub fn valid_node_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
@@ -113,14 +123,7 @@ pub fn valid_node_id(id: &str) -> bool {
 impl Topology {
     /// Parse TOML and validate it.
     pub fn from_toml(text: &str) -> Result<Topology> {
-        let topology: Topology = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
-            let msg = e.message().trim().to_string();
-            Error::Topology(match line {
-                Some(l) => format!("line {l}: {msg}"),
-                None => msg,
-            })
-        })?;
+        let topology: Topology = toml::from_str(text).map_err(|e| Error::Topology(toml_error(text, &e)))?;
         topology.validate()?;
         Ok(topology)
     }

@@ -26,7 +26,7 @@ use petgraph::graph::DiGraph;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::topology::{Topology, valid_node_id};
+use crate::topology::{Topology, toml_error, valid_node_id};
 
 /// Where a step runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,14 +85,8 @@ impl Workflow {
     /// Parse TOML and validate the DAG (not the nodes: see
     /// [`Workflow::check_nodes`]).
     pub fn from_toml(text: &str) -> Result<Workflow> {
-        let workflow: Workflow = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
-            let msg = e.message().trim().to_string();
-            Error::BadRequest(match line {
-                Some(l) => format!("workflow, line {l}: {msg}"),
-                None => format!("workflow: {msg}"),
-            })
-        })?;
+        let workflow: Workflow = toml::from_str(text)
+            .map_err(|e| Error::BadRequest(format!("workflow, {}", toml_error(text, &e))))?;
         workflow.order()?;
         Ok(workflow)
     }

@@ -115,7 +115,7 @@ impl HostConfig {
     /// Parse and validate a TOML configuration.
     pub fn from_toml(text: &str) -> Result<Self> {
         let config: HostConfig = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            let line = e.span().and_then(|s| text.get(..s.start)).map(|before| before.lines().count().max(1));
             match line {
                 Some(l) => Error::Config(format!("line {l}: {}", e.message().trim())),
                 None => Error::Config(e.message().trim().to_string()),

@@ -276,31 +276,34 @@ impl PeerClient {
 
     /// Read many keys of one scope from `peer` in one request.
     pub async fn batch_get(&self, peer: &str, run_id: &str, req: &BatchGet) -> Result<Vec<Option<Vec<u8>>>> {
-        let body = postcard::to_stdvec(req).map_err(|e| Error::Runtime(e.to_string()))?;
-        let r = self
-            .http
-            .post(format!("http://{peer}/peer/v1/batch-get"))
-            .header(RUN_ID_HEADER, run_id)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| unreachable(peer, e))?;
-        let bytes = check(peer, r).await?.bytes().await.map_err(|e| unreachable(peer, e))?;
+        let r = self.post_postcard(peer, run_id, "batch-get", req).await?;
+        let bytes = r.bytes().await.map_err(|e| unreachable(peer, e))?;
         postcard::from_bytes(&bytes).map_err(|e| Error::Unavailable(format!("peer {peer}: malformed answer: {e}")))
     }
 
     /// Store many entries of one scope on `peer`, atomically, in one request.
     pub async fn batch_put(&self, peer: &str, run_id: &str, req: &BatchPut) -> Result<()> {
-        let body = postcard::to_stdvec(req).map_err(|e| Error::Runtime(e.to_string()))?;
+        self.post_postcard(peer, run_id, "batch-put", req).await.map(|_| ())
+    }
+
+    /// POST `body` as postcard to `/peer/v1/{route}` and check the answer.
+    async fn post_postcard<B: Serialize>(
+        &self,
+        peer: &str,
+        run_id: &str,
+        route: &str,
+        body: &B,
+    ) -> Result<reqwest::Response> {
+        let body = postcard::to_stdvec(body).map_err(|e| Error::Runtime(e.to_string()))?;
         let r = self
             .http
-            .post(format!("http://{peer}/peer/v1/batch-put"))
+            .post(format!("http://{peer}/peer/v1/{route}"))
             .header(RUN_ID_HEADER, run_id)
             .body(body)
             .send()
             .await
             .map_err(|e| unreachable(peer, e))?;
-        check(peer, r).await.map(|_| ())
+        check(peer, r).await
     }
 }
 
