@@ -10,7 +10,7 @@
 //!
 //! The clock is scenario time: milliseconds since the service started,
 //! unless a request pins `t_ms`. Errors are `{"error", "message"}` with 400
-//! (bad request), 404 (unknown node or workflow) or 409 (no capacity).
+//! (bad request), 404 (unknown node — with its id in `node` — or workflow) or 409 (no capacity).
 //!
 //! [`PlacementClient`] caches the topology it last fetched and elects
 //! locally on that cache when the service is unreachable, so state keeps
@@ -72,7 +72,11 @@ impl IntoResponse for ApiError {
             Error::NoCapacity(_) => (StatusCode::CONFLICT, "no-capacity"),
             Error::Unavailable(_) | Error::Io(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         };
-        (status, axum::Json(serde_json::json!({"error": kind, "message": self.0.to_string()}))).into_response()
+        let mut body = serde_json::json!({"error": kind, "message": self.0.to_string()});
+        if let Error::UnknownNode(node) = &self.0 {
+            body["node"] = serde_json::Value::String(node.clone());
+        }
+        (status, axum::Json(body)).into_response()
     }
 }
 
@@ -331,7 +335,10 @@ async fn check(r: reqwest::Response) -> Result<reqwest::Response> {
     let message = body["message"].as_str().unwrap_or("").to_string();
     Err(match status.as_u16() {
         400 => Error::BadRequest(message),
-        404 => Error::UnknownNode(message),
+        404 => match body["node"].as_str() {
+            Some(node) => Error::UnknownNode(node.to_string()),
+            None => Error::BadRequest(message),
+        },
         409 => Error::NoCapacity(message),
         _ => Error::Unavailable(format!("status {status}: {message}")),
     })

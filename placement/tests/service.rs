@@ -55,7 +55,10 @@ async fn hints_slos_errors_and_local_fallback() {
     assert_eq!(r.status(), 400);
     let mut bad = request(1, 1.0);
     bad.consumer = "mars".into();
-    assert!(matches!(client.storage_hint(&bad).await, Err(Error::UnknownNode(_))));
+    match client.storage_hint(&bad).await {
+        Err(Error::UnknownNode(node)) => assert_eq!(node, "mars"),
+        other => panic!("{other:?}"),
+    }
     let r = http
         .put(format!("http://{addr}/v1/slos/w"))
         .json(&serde_json::json!({"s": -5.0}))
