@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --with-cargo-component
-cargo test --workspace --exclude hello-counter --exclude kv-probe --exclude bench-min "$@"
+cargo test --workspace --exclude hello-counter --exclude kv-probe --exclude bench-min --exclude stage --exclude merge "$@"

@@ -187,6 +187,12 @@ impl store::Host for DatabeltCtxView<'_> {
         if let Err(e) = self.ctx.tier.open_scope(&name) {
             return wit(Err(e));
         }
+        if crate::state::is_reserved_scope(&name) {
+            return wit(Err(Error::AccessDenied(format!(
+                "scope `{name}` is reserved for the host (names starting with `{}`)",
+                crate::state::RESERVED_SCOPE_PREFIX
+            ))));
+        }
         if self.ctx.open_scopes >= MAX_OPEN_SCOPES {
             return wit(Err(Error::over_limit("open scopes", self.ctx.open_scopes + 1, MAX_OPEN_SCOPES)));
         }

@@ -41,8 +41,11 @@ pub struct Locator {
 pub struct Propagation {
     /// Where the state is now.
     pub locator: Locator,
-    /// The election's answer.
-    pub decision: Decision,
+    /// The policy that chose the target.
+    pub policy: Policy,
+    /// The election's answer (`None` under [`Policy::Stateless`], which
+    /// does not elect).
+    pub decision: Option<Decision>,
     /// Whether the service or the local cache elected.
     pub source: HintSource,
     /// Bytes sent to another node (0 when the state stayed).
@@ -58,6 +61,62 @@ pub struct Propagation {
     pub copies: Vec<String>,
 }
 
+/// Where a step's output state goes: Databelt's election and the paper's
+/// two baselines, selectable per run for comparison.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    /// The elected node: nearest the consumer within Tmax (SLO-aware).
+    #[default]
+    Databelt,
+    /// A node drawn uniformly from the producer → consumer path.
+    Random,
+    /// Every state is kept in the cloud node only (the producer's copy is
+    /// dropped once the cloud has acknowledged it).
+    Stateless,
+}
+
+impl Policy {
+    /// Every policy, in the order reports list them.
+    pub const ALL: [Policy; 3] = [Policy::Stateless, Policy::Random, Policy::Databelt];
+
+    /// Its name as on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Databelt => "databelt",
+            Policy::Random => "random",
+            Policy::Stateless => "stateless",
+        }
+    }
+}
+
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Policy {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Policy> {
+        Policy::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| Error::BadInput(format!("unknown policy `{s}`: use databelt, random or stateless")))
+    }
+}
+
+/// A state found by [`Continuum::read`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadHit {
+    /// The value.
+    pub value: Vec<u8>,
+    /// The tier that served it.
+    pub tier: ReadTier,
+    /// The node that served it.
+    pub node: String,
+}
+
 /// The tier a read was served from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -70,6 +129,18 @@ pub enum ReadTier {
     Neighbour,
     /// The cloud (global) node.
     Cloud,
+}
+
+impl ReadTier {
+    /// Its name in reports: `local`, `locator`, `neighbour` or `cloud`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadTier::Local => "local",
+            ReadTier::Locator => "locator",
+            ReadTier::Neighbour => "neighbour",
+            ReadTier::Cloud => "cloud",
+        }
+    }
 }
 
 /// Hits per tier and misses, since the counters were created.
@@ -172,9 +243,28 @@ impl Continuum {
     }
 
     /// Move the state under `scope/key` (stored on this node) toward the
-    /// node where the next step runs, within `tmax_ms`.
+    /// node where the next step runs, within `tmax_ms`, with the Databelt
+    /// policy (see [`Continuum::propagate_with`]).
     pub async fn propagate(
         &self,
+        run_id: &str,
+        scope: &str,
+        key: &str,
+        consumer: &str,
+        tmax_ms: f64,
+        ttl_ms: Option<u64>,
+    ) -> Result<Propagation> {
+        self.propagate_with(Policy::Databelt, run_id, scope, key, consumer, tmax_ms, ttl_ms).await
+    }
+
+    /// Move the state under `scope/key` (stored on this node) to where
+    /// `policy` puts it for a consumer on node `consumer`, and wait for the
+    /// receiver's acknowledgement. A failed push leaves the state here and
+    /// the locator names this node.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn propagate_with(
+        &self,
+        policy: Policy,
         run_id: &str,
         scope: &str,
         key: &str,
@@ -196,24 +286,47 @@ impl Continuum {
             size_bytes,
             tmax_ms,
         };
-        let (decision, source) = self
-            .placement
-            .storage_hint(&request)
-            .await
-            .map_err(|e| Error::Unavailable(format!("cannot elect a storage node: {e}")))?;
+        let (decision, source, target) = match policy {
+            Policy::Databelt | Policy::Random => {
+                let (decision, source) = self
+                    .placement
+                    .storage_hint(&request)
+                    .await
+                    .map_err(|e| Error::Unavailable(format!("cannot elect a storage node: {e}")))?;
+                let target = match (policy, &decision) {
+                    (Policy::Random, Decision::Propagate { path, .. } | Decision::Stay { path, .. })
+                        if !path.is_empty() =>
+                    {
+                        path[rand::random_range(0..path.len())].node.clone()
+                    }
+                    _ => decision.target(&request).to_string(),
+                };
+                (Some(decision), source, target)
+            }
+            Policy::Stateless => {
+                let (topology, _) = self.topology()?;
+                let cloud = topology
+                    .nodes
+                    .iter()
+                    .find(|n| n.kind == NodeKind::Cloud)
+                    .ok_or_else(|| Error::Unavailable("the stateless policy needs a cloud node; the topology has none".into()))?;
+                (None, HintSource::LocalCache, cloud.id.clone())
+            }
+        };
         let here = Locator { scope: scope.into(), key: key.into(), node: self.node_id.clone(), size_bytes };
-        let target = decision.target(&request).to_string();
+        let stayed = |duration, push_failed| Propagation {
+            locator: here.clone(),
+            policy,
+            decision: decision.clone(),
+            source,
+            bytes_moved: 0,
+            duration,
+            slo_violated: false,
+            push_failed,
+            copies: vec![self.node_id.clone()],
+        };
         if target == self.node_id {
-            return Ok(Propagation {
-                locator: here,
-                decision,
-                source,
-                bytes_moved: 0,
-                duration: started.elapsed(),
-                slo_violated: false,
-                push_failed: None,
-                copies: vec![self.node_id.clone()],
-            });
+            return Ok(stayed(started.elapsed(), None));
         }
         let pushed = match self.topology().and_then(|(t, _)| Self::address(&t, &target)) {
             Ok(addr) => self.peers.put(&addr, run_id, scope, key, value, ttl_ms).await,
@@ -222,35 +335,41 @@ impl Continuum {
         let duration = started.elapsed();
         let slo_violated = duration.as_secs_f64() * 1000.0 > tmax_ms;
         match pushed {
-            Ok(()) => Ok(Propagation {
-                copies: vec![self.node_id.clone(), target.clone()],
-                locator: Locator { node: target, ..here },
-                decision,
-                source,
-                bytes_moved: size_bytes,
-                duration,
-                slo_violated,
-                push_failed: None,
-            }),
-            Err(e) => {
-                tracing::warn!(%run_id, %target, error = %e, "push failed; the state stays on the producer");
+            Ok(()) => {
+                let mut copies = vec![self.node_id.clone(), target.clone()];
+                if policy == Policy::Stateless {
+                    // The cloud holds it now; the producer keeps nothing.
+                    let tier = self.tier.clone();
+                    let (s, k) = (scope.to_string(), key.to_string());
+                    tokio::task::spawn_blocking(move || tier.delete(&s, &k))
+                        .await
+                        .map_err(|e| Error::Runtime(format!("worker failed: {e}")))??;
+                    copies.remove(0);
+                }
                 Ok(Propagation {
-                    locator: here,
-                    decision,
+                    copies,
+                    locator: Locator { node: target, ..here.clone() },
+                    policy,
+                    decision: decision.clone(),
                     source,
-                    bytes_moved: 0,
+                    bytes_moved: size_bytes,
                     duration,
                     slo_violated,
-                    push_failed: Some(e.to_string()),
-                    copies: vec![self.node_id.clone()],
+                    push_failed: None,
                 })
+            }
+            Err(e) => {
+                tracing::warn!(%run_id, %target, error = %e, "push failed; the state stays on the producer");
+                let mut p = stayed(duration, Some(e.to_string()));
+                p.slo_violated = slo_violated;
+                Ok(p)
             }
         }
     }
 
     /// Read the state `locator` names: local → the locator's node → live
     /// neighbours → the cloud node. `Ok(None)` when no tier has it.
-    pub async fn read(&self, run_id: &str, locator: &Locator) -> Result<Option<(Vec<u8>, ReadTier)>> {
+    pub async fn read(&self, run_id: &str, locator: &Locator) -> Result<Option<ReadHit>> {
         let tier = self.tier.clone();
         let (s, k) = (locator.scope.clone(), locator.key.clone());
         let local = tokio::task::spawn_blocking(move || tier.get(&s, &k))
@@ -258,7 +377,7 @@ impl Continuum {
             .map_err(|e| Error::Runtime(format!("worker failed: {e}")))??;
         if let Some(v) = local {
             self.stats.count(Some(ReadTier::Local));
-            return Ok(Some((v, ReadTier::Local)));
+            return Ok(Some(ReadHit { value: v, tier: ReadTier::Local, node: self.node_id.clone() }));
         }
         let (topology, t) = self.topology()?;
         let snapshot = topology.snapshot(t);
@@ -277,7 +396,7 @@ impl Continuum {
             match self.peers.get(&addr, run_id, &locator.scope, &locator.key).await {
                 Ok(Some(v)) => {
                     self.stats.count(Some(tier));
-                    return Ok(Some((v, tier)));
+                    return Ok(Some(ReadHit { value: v, tier, node }));
                 }
                 Ok(None) => {}
                 Err(e) => tracing::debug!(%node, error = %e, "read tier unavailable"),

@@ -65,6 +65,10 @@ pub enum Error {
     #[error("workflow exceeded the limit of {0} chained steps")]
     TooManySteps(u32),
 
+    /// A workflow run failed; the text names the step and node.
+    #[error("workflow failed: {0}")]
+    Workflow(String),
+
     /// A configuration value or file is not acceptable.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod bindings;
+pub mod cluster;
 pub mod config;
 pub mod continuum;
 mod error;
@@ -23,6 +24,7 @@ pub mod peer;
 pub mod schema;
 pub mod serve;
 pub mod state;
+pub mod workflow;
 
 pub use bindings::{DatabeltCtx, DatabeltCtxView, DatabeltView, HandOff, Invocation, add_to_linker};
 pub use config::{BackendConfig, HostConfig, StateLimits};

@@ -9,7 +9,13 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use databelt_host::schema::{json_to_postcard, postcard_to_json};
 use databelt_host::{BackendConfig, Host, HostConfig, InvokeOptions};
-use databelt_placement::service::PlacementService;
+use std::time::Duration;
+
+use databelt_host::cluster::{Cluster, ClusterOptions};
+use databelt_host::continuum::{Continuum, Policy};
+use databelt_host::peer::PeerClient;
+use databelt_host::workflow::{RunOptions, RunReport, Runner, StepExecutor};
+use databelt_placement::service::{PlacementClient, PlacementService};
 use databelt_placement::{ElectionRequest, Topology};
 
 /// Databelt: stateful serverless functions as WASI components.
@@ -40,6 +46,11 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:7300")]
         listen: SocketAddr,
     },
+    /// Start a whole continuum on this machine: the placement service and
+    /// one host per node of a scenario, on the addresses it gives.
+    Up(UpArgs),
+    /// Run a workflow across a running continuum and report each step.
+    Invoke(InvokeArgs),
     /// Elect the storage node for one state transfer and explain the answer.
     Elect {
         /// Scenario file (TOML topology).
@@ -80,6 +91,52 @@ struct HostArgs {
 }
 
 #[derive(Args)]
+struct UpArgs {
+    /// Scenario file (TOML topology), e.g. scenarios/paper-testbed.toml.
+    scenario: PathBuf,
+    /// Address of the placement service.
+    #[arg(long, default_value = "127.0.0.1:7300")]
+    placement_listen: SocketAddr,
+    /// Host configuration every node starts from (TOML).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Directory with one sub-directory per node (redb state, compiled code).
+    #[arg(long, default_value = "databelt-data/continuum")]
+    data_dir: PathBuf,
+    /// Keep every node's state in memory only.
+    #[arg(long)]
+    memory: bool,
+}
+
+#[derive(Args)]
+struct InvokeArgs {
+    /// Workflow file (TOML); component paths are relative to it.
+    workflow: PathBuf,
+    /// The run's input as JSON (or `@path`), of the entry steps' input type.
+    #[arg(long, default_value = "null")]
+    input: String,
+    /// The placement service of the continuum.
+    #[arg(long, default_value = "http://127.0.0.1:7300")]
+    placement: String,
+    /// Where output states go: databelt (elected), random (a node of the
+    /// path), stateless (the cloud node).
+    #[arg(long, default_value = "databelt")]
+    policy: String,
+    /// Run the workflow this many times.
+    #[arg(long, default_value_t = 1)]
+    runs: u32,
+    /// Print each run's report as one JSON line instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Leave each run's state on the nodes instead of deleting it.
+    #[arg(long)]
+    keep_state: bool,
+    /// Compiled-code cache for describing the components.
+    #[arg(long, default_value = "databelt-data/cache")]
+    cache_dir: PathBuf,
+}
+
+#[derive(Args)]
 struct RunArgs {
     /// Path of the component (.wasm).
     component: PathBuf,
@@ -105,6 +162,11 @@ struct ServeArgs {
     /// Deploy a component at start: `name=path/to/component.wasm` (repeatable).
     #[arg(long, value_name = "NAME=PATH")]
     deploy: Vec<String>,
+    /// Join a continuum: the placement service's URL. Enables the peer
+    /// hand-offs and the step protocol (`/workflow/v1/...`); `--node-id`
+    /// must name this node in the service's topology.
+    #[arg(long)]
+    placement: Option<String>,
     #[command(flatten)]
     host: HostArgs,
 }
@@ -185,7 +247,193 @@ fn serve(args: ServeArgs) -> Result<()> {
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        databelt_host::serve::serve(host, listener, shutdown).await.context("server failed")
+        let mut router = databelt_host::serve::router(host.clone());
+        if let Some(url) = &args.placement {
+            let placement = PlacementClient::new(url, Duration::from_secs(2))?;
+            let view = placement.refresh().await.with_context(|| format!("placement service at {url}"))?;
+            let id = host.config().node_id.clone();
+            if view.topology.node(&id).is_none() {
+                bail!("node id `{id}` is not in the placement service's topology (set it with --node-id)");
+            }
+            let peers = PeerClient::new(Duration::from_secs(2), Duration::from_secs(60))?;
+            let continuum = Continuum::new(&id, host.state().clone(), peers, placement);
+            router = router.merge(StepExecutor::new(host, continuum).router());
+        }
+        axum::serve(listener, router).with_graceful_shutdown(shutdown).await.context("server failed")
+    })
+}
+
+fn up(args: UpArgs) -> Result<()> {
+    let topology = Topology::from_file(&args.scenario)?;
+    let mut host = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            HostConfig::from_toml(&text).with_context(|| format!("in {}", path.display()))?
+        }
+        None => HostConfig { max_concurrent_instances: 16, ..HostConfig::default() },
+    };
+    if args.memory {
+        host.backend = BackendConfig::Memory;
+    }
+    if args.config.is_none() {
+        host.cache_dir = Some(args.data_dir.join("cache"));
+    }
+    let options = ClusterOptions { placement_listen: args.placement_listen, host, data_dir: args.data_dir, ..ClusterOptions::default() };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let cluster = Cluster::start(topology, options).await?;
+        eprintln!("databelt continuum from {}", args.scenario.display());
+        eprintln!("  placement  {}", cluster.placement_url);
+        for n in &cluster.nodes {
+            let kind = cluster.topology.node(&n.id).map(|x| format!("{:?}", x.kind).to_lowercase()).unwrap_or_default();
+            eprintln!("  {:<10} {:<10} http://{}", n.id, kind, n.address);
+        }
+        eprintln!("ready; Ctrl-C stops every node");
+        let _ = tokio::signal::ctrl_c().await;
+        drop(cluster);
+        Ok(())
+    })
+}
+
+fn ms(micros: u64) -> String {
+    format!("{:.1}", micros as f64 / 1000.0)
+}
+
+fn print_report(report: &RunReport, runner: &Runner) -> Result<()> {
+    println!(
+        "run {}  workflow {}  policy {}  total {} ms",
+        report.run_id, report.workflow, report.policy, ms(report.total_micros)
+    );
+    println!(
+        "  {:<12} {:<8} {:<26} {:>10} {:>8} {:>8} {:>10}  handed on",
+        "step", "node", "input found", "in bytes", "read ms", "run ms", "out bytes"
+    );
+    for line in &report.steps {
+        let r = &line.result;
+        let found = if r.inputs.is_empty() {
+            "inline".to_string()
+        } else {
+            r.inputs
+                .iter()
+                .map(|i| format!("{}@{}", i.tier.name(), i.node))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let in_bytes: u64 = r.inputs.iter().map(|i| i.bytes).sum();
+        let handed = if r.handoffs.is_empty() {
+            "(final)".to_string()
+        } else {
+            r.handoffs
+                .iter()
+                .map(|h| {
+                    let mut s = format!(
+                        "{}→{} {} B {} ms/{} ms",
+                        h.successors.join("+"),
+                        h.locator.node,
+                        h.bytes_moved,
+                        ms(h.micros),
+                        h.tmax_ms
+                    );
+                    if h.slo_violated {
+                        s += " SLO-VIOLATED";
+                    }
+                    if let Some(e) = &h.push_failed {
+                        s += &format!(" (push failed: {e})");
+                    }
+                    s
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        println!(
+            "  {:<12} {:<8} {:<26} {:>10} {:>8} {:>8} {:>10}  {}",
+            line.step,
+            r.node,
+            found,
+            in_bytes,
+            ms(r.read_micros),
+            ms(r.invoke_micros),
+            r.output_bytes,
+            handed
+        );
+    }
+    let reads = report.reads;
+    let total_reads = reads.local + reads.locator + reads.neighbour + reads.cloud + reads.misses;
+    println!(
+        "  local availability {:.1}% ({} of {} reads; locator {}, neighbour {}, cloud {})  SLO violations {} of {} transfers  bytes moved {}",
+        report.local_availability() * 100.0,
+        reads.local,
+        total_reads,
+        reads.locator,
+        reads.neighbour,
+        reads.cloud,
+        report.slo_violations,
+        report.transfers,
+        report.bytes_moved
+    );
+    let c = &report.cleanup;
+    if c.nodes.is_empty() {
+        println!("  state kept (--keep-state)");
+    } else {
+        println!(
+            "  cleaned up {} states on {} nodes{}",
+            c.deleted,
+            c.nodes.len(),
+            if c.unreachable.is_empty() { String::new() } else { format!("; unreachable: {}", c.unreachable.join(", ")) }
+        );
+    }
+    for (step, bytes) in &report.outputs {
+        let schema = runner.output_schema(step).ok_or_else(|| anyhow!("no step `{step}`"))?;
+        println!("  output of {step}: {}", serde_json::to_string(&postcard_to_json(schema, bytes)?)?);
+    }
+    Ok(())
+}
+
+fn invoke(args: InvokeArgs) -> Result<()> {
+    let policy: Policy = args.policy.parse()?;
+    let input = read_input(&args.input)?;
+    if args.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let placement = PlacementClient::new(&args.placement, Duration::from_secs(5))?;
+        let runner = Runner::load(&args.workflow, placement, Some(args.cache_dir.clone())).await?;
+        let schema = runner.input_schema().ok_or_else(|| anyhow!("the workflow has no entry step"))?;
+        let bytes = json_to_postcard(schema, &input).context("--input")?;
+        runner.deploy().await?;
+        let options = RunOptions { policy, keep_state: args.keep_state, ..RunOptions::default() };
+        let mut totals = Vec::new();
+        let (mut local, mut reads, mut violations, mut transfers) = (0u64, 0u64, 0u64, 0u64);
+        for _ in 0..args.runs {
+            let report = runner.run(bytes.clone(), &options).await?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print_report(&report, &runner)?;
+            }
+            totals.push(report.total_micros);
+            let r = report.reads;
+            local += r.local;
+            reads += r.local + r.locator + r.neighbour + r.cloud + r.misses;
+            violations += report.slo_violations;
+            transfers += report.transfers;
+        }
+        if args.runs > 1 && !args.json {
+            totals.sort_unstable();
+            let pct = |q: f64| totals[((totals.len() - 1) as f64 * q).round() as usize];
+            println!(
+                "{} runs, policy {}: end-to-end p50 {} ms, p95 {} ms; local availability {:.1}%; SLO violations {} of {} transfers",
+                args.runs,
+                policy,
+                ms(pct(0.5)),
+                ms(pct(0.95)),
+                if reads == 0 { 0.0 } else { local as f64 * 100.0 / reads as f64 },
+                violations,
+                transfers
+            );
+        }
+        Ok(())
     })
 }
 
@@ -230,6 +478,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(a) => run(a),
         Command::Serve(a) => serve(a),
+        Command::Up(a) => up(a),
+        Command::Invoke(a) => invoke(a),
         Command::Describe { component } => describe(&component),
         Command::Placement { scenario, listen } => placement(&scenario, listen),
         Command::Elect { scenario, producer, consumer, size, tmax_ms, at_ms } => {

@@ -307,12 +307,12 @@ impl PeerClient {
     }
 }
 
-fn unreachable(peer: &str, e: reqwest::Error) -> Error {
+pub(crate) fn unreachable(peer: &str, e: reqwest::Error) -> Error {
     Error::Unavailable(format!("peer {peer}: {e}"))
 }
 
 /// Turn an error answer into the error it reports.
-async fn check(peer: &str, r: reqwest::Response) -> Result<reqwest::Response> {
+pub(crate) async fn check(peer: &str, r: reqwest::Response) -> Result<reqwest::Response> {
     let status = r.status();
     if status.is_success() {
         return Ok(r);

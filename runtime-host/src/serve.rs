@@ -46,6 +46,7 @@ pub fn status_for(e: &Error) -> StatusCode {
         Error::Function(_) => StatusCode::UNPROCESSABLE_ENTITY,
         Error::DeadlineExceeded(_) | Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Workflow(_) => StatusCode::BAD_GATEWAY,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -71,6 +72,7 @@ pub fn kind_of(e: &Error) -> &'static str {
         Error::MemoryLimitExceeded(_) => "memory-limit-exceeded",
         Error::Function(_) => "function-error",
         Error::TooManySteps(_) => "too-many-steps",
+        Error::Workflow(_) => "workflow",
         Error::Config(_) => "config",
         Error::Storage(_) => "storage",
         Error::Runtime(_) => "runtime",

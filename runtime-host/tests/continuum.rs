@@ -88,17 +88,17 @@ async fn state_lands_on_the_elected_node_and_is_read_from_the_nearest_tier() {
     assert_eq!(p.bytes_moved, 100_000);
     // Landed before the next step starts: it is in s3's store now.
     assert_eq!(s3.host.state().get("run", "a").unwrap(), Some(v.clone()));
-    let (got, tier) = s3.continuum.read("r1", &p.locator).await.unwrap().unwrap();
+    let (got, tier) = s3.continuum.read("r1", &p.locator).await.unwrap().map(|h| (h.value, h.tier)).unwrap();
     assert_eq!((got, tier), (v, ReadTier::Local));
 
     // Tight SLO: 100 kB = 20 ms over 40 Mbit/s; Tmig(s2) = 2·11 + 20 = 42 ms,
     // Tmig(s3) = 2·22 + 20 = 64 ms; Tmax 50 elects s2, one hop from s3.
     let v = write(s1, "b", 100_000);
     let p = s1.continuum.propagate("r1", "run", "b", "s3", 50.0, None).await.unwrap();
-    assert!(matches!(&p.decision, Decision::Propagate { node, hops_to_consumer: 1, .. } if node == "s2"), "{p:?}");
+    assert!(matches!(&p.decision, Some(Decision::Propagate { node, hops_to_consumer: 1, .. } ) if node == "s2"), "{p:?}");
     assert_eq!(p.locator.node, "s2");
     assert_eq!(s2.host.state().get("run", "b").unwrap(), Some(v.clone()));
-    let (got, tier) = s3.continuum.read("r1", &p.locator).await.unwrap().unwrap();
+    let (got, tier) = s3.continuum.read("r1", &p.locator).await.unwrap().map(|h| (h.value, h.tier)).unwrap();
     assert_eq!((got, tier), (v, ReadTier::Locator));
     assert_eq!(p.copies, ["s1", "s2"]);
     // The run ends: its state is deleted everywhere it went.
@@ -111,7 +111,7 @@ async fn state_lands_on_the_elected_node_and_is_read_from_the_nearest_tier() {
     // Impossible SLO: the state stays, and the locator says so.
     write(s1, "c", 1_000_000);
     let p = s1.continuum.propagate("r1", "run", "c", "s3", 5.0, None).await.unwrap();
-    assert!(matches!(p.decision, Decision::Stay { .. }));
+    assert!(matches!(p.decision, Some(Decision::Stay { .. })));
     assert_eq!((p.locator.node.as_str(), p.bytes_moved), ("s1", 0));
 
     // Found nowhere: a miss, counted.
@@ -131,12 +131,12 @@ async fn a_dead_elected_node_never_loses_the_state_or_the_locator() {
     let (s1, s2) = (&nodes[1], &nodes[2]);
     let v = write(s1, "x", 10_000);
     let p = s1.continuum.propagate("r2", "run", "x", "s3", 1000.0, None).await.unwrap();
-    assert!(matches!(&p.decision, Decision::Propagate { node, .. } if node == "s3"));
+    assert!(matches!(&p.decision, Some(Decision::Propagate { node, .. } ) if node == "s3"));
     assert!(p.push_failed.is_some(), "{p:?}");
     assert_eq!(p.locator.node, "s1", "the locator names where the state really is");
     assert_eq!(s1.host.state().get("run", "x").unwrap(), Some(v.clone()));
     // Another node follows the locator to it.
-    let (got, tier) = s2.continuum.read("r2", &p.locator).await.unwrap().unwrap();
+    let (got, tier) = s2.continuum.read("r2", &p.locator).await.unwrap().map(|h| (h.value, h.tier)).unwrap();
     assert_eq!((got, tier), (v, ReadTier::Locator));
 }
 
@@ -157,7 +157,7 @@ async fn placement_down_means_local_election_and_state_still_moves() {
     let mut loc = p.locator.clone();
     loc.key = "global".into();
     loc.node = "s2".into();
-    let (got, tier) = nodes[1].continuum.read("r3", &loc).await.unwrap().unwrap();
+    let (got, tier) = nodes[1].continuum.read("r3", &loc).await.unwrap().map(|h| (h.value, h.tier)).unwrap();
     assert_eq!(got, w);
     assert!(tier == ReadTier::Neighbour || tier == ReadTier::Cloud, "{tier:?}");
     assert_eq!(nodes.iter().map(|n| n.id).collect::<Vec<_>>(), ["cloud", "s1", "s2", "s3"]);
@@ -239,7 +239,7 @@ async fn a_host_killed_mid_push_loses_no_acknowledged_state() {
         assert_eq!(p.locator.node, "s1", "unacknowledged push must leave the locator on the producer");
         assert_eq!(producer.state().get("run", "big").unwrap(), Some(value));
         // The run completes: the next step reads through the locator.
-        let (got, tier) = s1.read("r-kill", &p.locator).await.unwrap().unwrap();
+        let (got, tier) = s1.read("r-kill", &p.locator).await.unwrap().map(|h| (h.value, h.tier)).unwrap();
         assert_eq!((got.len(), tier), (48_000_000, ReadTier::Local));
     }
 }

@@ -87,6 +87,16 @@ pub trait StateStore: Send + Sync {
     fn purge_expired(&self, now_ms: u64) -> Result<usize>;
 }
 
+/// Scopes whose names start with this prefix belong to the host (workflow
+/// hand-off state lives in `databelt.runs`). Functions cannot open them;
+/// the host and its peers always can, whatever `allowed_scopes` says.
+pub const RESERVED_SCOPE_PREFIX: &str = "databelt.";
+
+/// Whether `name` is a scope reserved for the host.
+pub fn is_reserved_scope(name: &str) -> bool {
+    name.starts_with(RESERVED_SCOPE_PREFIX)
+}
+
 /// Whether `name` is a valid scope name: 1 to 64 bytes of ASCII letters,
 /// digits, `-`, `_` and `.`.
 pub fn valid_scope_name(name: &str) -> bool {

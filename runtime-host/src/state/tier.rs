@@ -87,6 +87,7 @@ impl StateTier {
             )));
         }
         if let Some(allowed) = &self.allowed_scopes
+            && !super::is_reserved_scope(name)
             && !allowed.iter().any(|s| s == name)
         {
             return Err(Error::AccessDenied(format!("scope `{name}` is not allowed on this host")));

@@ -15,7 +15,7 @@ pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
 
-/// Build every guest component (kv-probe, hello-counter, bench-min) for
+/// Build every guest component (kv-probe, hello-counter, bench-min, stage, merge) for
 /// wasm32-wasip2, once, and return the directory holding the .wasm files.
 pub fn guests_dir() -> PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
@@ -27,7 +27,7 @@ pub fn guests_dir() -> PathBuf {
                 .current_dir(&root)
                 .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
                 .arg(&target)
-                .args(["-p", "kv-probe", "-p", "hello-counter", "-p", "bench-min"])
+                .args(["-p", "kv-probe", "-p", "hello-counter", "-p", "bench-min", "-p", "stage", "-p", "merge"])
                 .output()
                 .map_err(|e| format!("cannot run cargo: {e}"))?;
             if !out.status.success() {

@@ -1,0 +1,177 @@
+//! A whole continuum on one machine (`databelt up`): the placement service
+//! plus one host per node of a scenario, each listening on its node's
+//! address with its own embedded store, serving the host API, the peer
+//! protocol and the step protocol.
+//!
+//! A node address with port 0 gets a free port; the topology the placement
+//! service serves then carries the real one (tests use this).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use databelt_placement::Topology;
+use databelt_placement::service::{PlacementClient, PlacementService};
+use tokio::sync::oneshot;
+
+use crate::config::{BackendConfig, HostConfig};
+use crate::continuum::Continuum;
+use crate::error::{Error, Result};
+use crate::host::Host;
+use crate::peer::PeerClient;
+use crate::workflow::StepExecutor;
+
+/// How to start a [`Cluster`].
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Where the placement service listens (port 0: any free port).
+    pub placement_listen: SocketAddr,
+    /// Settings every host starts from; `node_id` and the redb path are set
+    /// per node.
+    pub host: HostConfig,
+    /// Directory holding one sub-directory per node for its redb file, when
+    /// `host.backend` is redb.
+    pub data_dir: PathBuf,
+    /// Timeout of peer requests (a push of a large state must fit in it).
+    pub peer_timeout: Duration,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            placement_listen: SocketAddr::from(([127, 0, 0, 1], 7300)),
+            host: HostConfig { max_concurrent_instances: 16, ..HostConfig::default() },
+            data_dir: PathBuf::from("databelt-data/continuum"),
+            peer_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One node of a running cluster.
+pub struct ClusterNode {
+    /// Node id.
+    pub id: String,
+    /// Its address (`host:port`).
+    pub address: String,
+    /// Its host.
+    pub host: Host,
+    /// Its step executor (and through it, its continuum).
+    pub executor: StepExecutor,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl ClusterNode {
+    /// Stop this node's server (its state stays in its store).
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A running continuum.
+pub struct Cluster {
+    /// Base URL of the placement service.
+    pub placement_url: String,
+    /// The topology as served (free ports filled in).
+    pub topology: Topology,
+    /// The nodes, in scenario order.
+    pub nodes: Vec<ClusterNode>,
+    placement_stop: Option<oneshot::Sender<()>>,
+}
+
+impl Cluster {
+    /// Start the placement service and one host per node of `topology`.
+    pub async fn start(mut topology: Topology, options: ClusterOptions) -> Result<Cluster> {
+        topology.validate().map_err(|e| Error::Config(e.to_string()))?;
+        let mut listeners = Vec::new();
+        for node in &mut topology.nodes {
+            if node.address.is_empty() {
+                return Err(Error::Config(format!("node `{}` has no address", node.id)));
+            }
+            let listener = tokio::net::TcpListener::bind(node.address.as_str())
+                .await
+                .map_err(|e| Error::Config(format!("node `{}`: cannot listen on {}: {e}", node.id, node.address)))?;
+            let addr = listener.local_addr().map_err(|e| Error::Runtime(e.to_string()))?;
+            node.address = addr.to_string();
+            listeners.push(listener);
+        }
+        let service = PlacementService::new(topology.clone()).map_err(|e| Error::Config(e.to_string()))?;
+        let (paddr, pstop) = service
+            .spawn(options.placement_listen)
+            .await
+            .map_err(|e| Error::Config(format!("placement service on {}: {e}", options.placement_listen)))?;
+        let placement_url = format!("http://{paddr}");
+        let mut cluster = Cluster { placement_url, topology: topology.clone(), nodes: Vec::new(), placement_stop: Some(pstop) };
+        for (node, listener) in topology.nodes.iter().zip(listeners) {
+            let mut config = options.host.clone();
+            config.node_id = node.id.clone();
+            if let BackendConfig::Redb { .. } = config.backend {
+                let dir = options.data_dir.join(&node.id);
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| Error::Config(format!("cannot create {}: {e}", dir.display())))?;
+                config.backend = BackendConfig::Redb { path: dir.join("databelt-state.redb") };
+            }
+            let host = Host::new(config)?;
+            let placement = PlacementClient::new(&cluster.placement_url, Duration::from_secs(2))
+                .map_err(|e| Error::Runtime(e.to_string()))?;
+            placement
+                .refresh()
+                .await
+                .map_err(|e| Error::Unavailable(format!("node `{}`: placement service: {e}", node.id)))?;
+            let peers = PeerClient::new(Duration::from_secs(2), options.peer_timeout)?;
+            let continuum = Continuum::new(&node.id, host.state().clone(), peers, placement);
+            let executor = StepExecutor::new(host.clone(), continuum);
+            let router = crate::serve::router(host.clone()).merge(executor.clone().router());
+            let (tx, rx) = oneshot::channel::<()>();
+            tokio::spawn(async move {
+                let shutdown = async {
+                    let _ = rx.await;
+                };
+                if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+                    tracing::error!(error = %e, "node server failed");
+                }
+            });
+            cluster.nodes.push(ClusterNode {
+                id: node.id.clone(),
+                address: node.address.clone(),
+                host,
+                executor,
+                stop: Some(tx),
+            });
+        }
+        Ok(cluster)
+    }
+
+    /// The node `id`.
+    pub fn node(&self, id: &str) -> Option<&ClusterNode> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    /// The node `id`, mutably (to stop it).
+    pub fn node_mut(&mut self, id: &str) -> Option<&mut ClusterNode> {
+        self.nodes.iter_mut().find(|n| n.id == id)
+    }
+
+    /// Stop the placement service only (hosts go on electing on their
+    /// cached topology).
+    pub fn stop_placement(&mut self) {
+        if let Some(tx) = self.placement_stop.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Stop everything.
+    pub fn stop(&mut self) {
+        self.stop_placement();
+        for n in &mut self.nodes {
+            n.stop();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

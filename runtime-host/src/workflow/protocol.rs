@@ -1,0 +1,141 @@
+//! The step protocol between a workflow runner and the hosts: what a host
+//! is asked to run and what it reports back. Bodies are postcard.
+//!
+//! | method and path | body | answer |
+//! |---|---|---|
+//! | `POST /workflow/v1/step` | postcard [`StepRequest`] | postcard [`StepResult`] |
+//! | `GET /workflow/v1/runs` | | JSON list of run ids with state on this host |
+//! | `DELETE /workflow/v1/runs/{run_id}` | | JSON `{"deleted": n}`: the run's state here is gone |
+//!
+//! Errors are JSON `{"error": kind, "message": text}` with a 4xx/5xx status,
+//! as on the host API.
+
+use serde::{Deserialize, Serialize};
+
+use crate::continuum::{Locator, Policy, ReadTier};
+
+/// The scope holding workflow hand-off state on every host. Reserved:
+/// functions cannot open it (see [`crate::state::RESERVED_SCOPE_PREFIX`]).
+pub const RUN_SCOPE: &str = "databelt.runs";
+
+/// The key of `step`'s output state in run `run_id`.
+pub fn state_key(run_id: &str, step: &str) -> String {
+    format!("{run_id}/{step}")
+}
+
+/// Whether `id` can be a run id: 1-128 bytes of ASCII letters, digits, `-`,
+/// `_` and `.` (it becomes part of state keys and HTTP headers).
+pub fn valid_run_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// Where a step's input comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum StepInput {
+    /// The run's input, given inline (entry steps).
+    Inline(Vec<u8>),
+    /// The output states of the step's predecessors, in the order of its
+    /// `after` list. The host reads each through the tiered read path and
+    /// concatenates them: the postcard encoding of the tuple of the
+    /// predecessors' outputs (one predecessor: its output as is).
+    Handed(Vec<Locator>),
+}
+
+/// A step that consumes this step's output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Successor {
+    /// Its name.
+    pub step: String,
+    /// The node it will run on.
+    pub node: String,
+    /// Its SLO: the longest the transfer of its input may take, ms.
+    pub tmax_ms: f64,
+}
+
+/// Run one step of a workflow on the receiving host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRequest {
+    /// The run (see [`valid_run_id`]).
+    pub run_id: String,
+    /// The step's name in the workflow.
+    pub step: String,
+    /// The function deployed on this host that implements it.
+    pub function: String,
+    /// Its input.
+    pub input: StepInput,
+    /// Who consumes its output; empty for a final step, whose output is
+    /// returned in [`StepResult::output`] instead of being stored.
+    pub successors: Vec<Successor>,
+    /// Where the output goes.
+    pub policy: Policy,
+    /// Lifetime of the stored output, ms: it expires even if garbage
+    /// collection never reaches this host.
+    pub ttl_ms: u64,
+}
+
+/// How one input state was read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputRead {
+    /// The key read.
+    pub key: String,
+    /// The node the locator named.
+    pub locator_node: String,
+    /// The tier that served it.
+    pub tier: ReadTier,
+    /// The node that served it.
+    pub node: String,
+    /// Its size.
+    pub bytes: u64,
+    /// Time to read it, µs.
+    pub micros: u64,
+}
+
+/// Where the output went for the successors on one node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HandOffReport {
+    /// The successor steps served by this hand-off.
+    pub successors: Vec<String>,
+    /// The node they run on.
+    pub consumer_node: String,
+    /// Where the state is now (acknowledged).
+    pub locator: Locator,
+    /// The elected node, when the policy elected (`None` for stateless).
+    pub elected: Option<String>,
+    /// Why the state stayed on the producer, when the election said so.
+    pub stay_reason: Option<String>,
+    /// Bytes sent to another node.
+    pub bytes_moved: u64,
+    /// Time of election plus transfer, µs.
+    pub micros: u64,
+    /// Tmax the transfer was held to, ms.
+    pub tmax_ms: f64,
+    /// The transfer took longer than Tmax.
+    pub slo_violated: bool,
+    /// Set when the chosen node could not take the state.
+    pub push_failed: Option<String>,
+    /// The election used the host's cached topology (service unreachable).
+    pub elected_locally: bool,
+    /// Every node holding a copy after this hand-off.
+    pub copies: Vec<String>,
+}
+
+/// What a host reports for one step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepResult {
+    /// The node that ran it.
+    pub node: String,
+    /// How each input state was read (empty for inline input).
+    pub inputs: Vec<InputRead>,
+    /// Time to read every input, µs.
+    pub read_micros: u64,
+    /// Time to run the function (instantiate + call + its own state calls), µs.
+    pub invoke_micros: u64,
+    /// Size of the output.
+    pub output_bytes: u64,
+    /// Time to store the output locally, µs (0 for a final step).
+    pub store_micros: u64,
+    /// The output of a final step; `None` when it was handed on.
+    pub output: Option<Vec<u8>>,
+    /// One per consumer node (one in all under the stateless policy).
+    pub handoffs: Vec<HandOffReport>,
+}
