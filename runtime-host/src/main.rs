@@ -384,9 +384,31 @@ fn print_report(report: &RunReport, runner: &Runner) -> Result<()> {
     }
     for (step, bytes) in &report.outputs {
         let schema = runner.output_schema(step).ok_or_else(|| anyhow!("no step `{step}`"))?;
-        println!("  output of {step}: {}", serde_json::to_string(&postcard_to_json(schema, bytes)?)?);
+        let mut value = postcard_to_json(schema, bytes)?;
+        if abbreviate(&mut value) {
+            println!("  output of {step} ({} bytes, long lists cut): {}", bytes.len(), serde_json::to_string(&value)?);
+        } else {
+            println!("  output of {step}: {}", serde_json::to_string(&value)?);
+        }
     }
     Ok(())
+}
+
+/// Cut every list longer than 16 items to its first 8 and a note of how
+/// many were left out; true when something was cut.
+fn abbreviate(value: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::Array(items) if items.len() > 16 => {
+            let more = items.len() - 8;
+            items.truncate(8);
+            items.push(Value::String(format!("… {more} more")));
+            true
+        }
+        Value::Array(items) => items.iter_mut().fold(false, |cut, v| abbreviate(v) | cut),
+        Value::Object(map) => map.values_mut().fold(false, |cut, v| abbreviate(v) | cut),
+        _ => false,
+    }
 }
 
 fn invoke(args: InvokeArgs) -> Result<()> {

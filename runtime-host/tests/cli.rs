@@ -139,3 +139,93 @@ fn placement_service_runs_from_the_cli() {
     let body = body.expect("placement service answered");
     assert!(body.starts_with("HTTP/1.1 200") && body.contains("sat7"), "{body}");
 }
+
+#[test]
+fn up_starts_a_continuum_and_invoke_runs_a_workflow_across_it() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut scenario = String::new();
+    for (id, kind) in [("cloud", "cloud"), ("sat1", "satellite"), ("sat2", "satellite")] {
+        scenario += &format!("[[node]]\nid = \"{id}\"\nkind = \"{kind}\"\naddress = \"127.0.0.1:0\"\n");
+    }
+    scenario += "[[link]]\na = \"cloud\"\nb = \"sat1\"\nlatency_ms = 30\nbandwidth_mbps = 100\n";
+    scenario += "[[link]]\na = \"sat1\"\nb = \"sat2\"\nlatency_ms = 10\nbandwidth_mbps = 40\n";
+    std::fs::write(dir.path().join("scenario.toml"), scenario).unwrap();
+    let mut wf = String::from("name = \"demo\"\n");
+    for (name, node, after) in [("a", "sat1", ""), ("b", "sat2", "\"a\""), ("c", "cloud", "\"b\"")] {
+        wf += &format!(
+            "[[step]]\nname = \"{name}\"\ncomponent = \"{}\"\nnode = \"{node}\"\ntmax_ms = 500\nafter = [{after}]\n",
+            guest("stage").display()
+        );
+    }
+    std::fs::write(dir.path().join("wf.toml"), wf).unwrap();
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut up = databelt()
+        .arg("up")
+        .arg(dir.path().join("scenario.toml"))
+        .args(["--memory", "--placement-listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.path().join("data"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = up.stderr.take().unwrap();
+    let _up = Kill(up);
+    let mut banner = String::new();
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        banner += &line;
+        banner += "\n";
+        if line.starts_with("ready") {
+            break;
+        }
+    }
+    assert!(banner.contains("sat2") && banner.contains("placement"), "{banner}");
+
+    let invoke = |extra: &[&str]| {
+        databelt()
+            .arg("invoke")
+            .arg(dir.path().join("wf.toml"))
+            .args(["--placement", &format!("http://127.0.0.1:{port}"), "--cache-dir"])
+            .arg(common::workspace().join("target/guests/cwasm-cache"))
+            .args(["--input", r#"{"trail": [], "data": [1, 2, 3], "resize": 20000}"#])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = invoke(&[]);
+    let text: String = String::from_utf8_lossy(&out.stdout).chars().take(4000).collect();
+    assert!(out.status.success(), "{}\n{}", text, String::from_utf8_lossy(&out.stderr));
+    let row = |step: &str| text.lines().find(|l| l.trim_start().starts_with(&format!("{step} "))).unwrap_or("").to_string();
+    assert!(row("a").contains("sat1") && row("a").contains("inline"), "{text}");
+    assert!(row("b").contains("sat2") && row("b").contains("local@sat2"), "{text}");
+    assert!(row("c").contains("cloud") && row("c").contains("(final)"), "{text}");
+    assert!(text.contains("local availability 100.0%"), "{text}");
+    let output = text.lines().find(|l| l.contains("output of c")).unwrap_or_default();
+    assert!(output.contains(r#""trail":["demo-a@sat1","demo-b@sat2","demo-c@cloud"]"#), "{output}");
+    assert!(output.len() < 1000 && output.contains("20042 bytes") && output.contains("… 19992 more"), "long outputs are cut: {output}");
+
+    // Two stateless runs, as JSON lines: everything was read from the cloud.
+    let out = invoke(&["--policy", "stateless", "--runs", "2", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reports: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r["policy"], "stateless");
+        assert_eq!(r["reads"]["local"], 0, "{r}");
+        assert!(r["cleanup"]["unreachable"].as_array().unwrap().is_empty());
+    }
+
+    let bad = invoke(&["--policy", "fastest"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown policy `fastest`"));
+}
