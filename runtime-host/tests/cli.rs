@@ -5,6 +5,7 @@ mod common;
 use std::process::Command;
 
 use common::guest;
+use serde_json::json;
 
 fn databelt() -> Command {
     Command::new(env!("CARGO_BIN_EXE_databelt"))
@@ -213,7 +214,8 @@ fn up_starts_a_continuum_and_invoke_runs_a_workflow_across_it() {
     assert!(output.contains(r#""trail":["demo-a@sat1","demo-b@sat2","demo-c@cloud"]"#), "{output}");
     assert!(output.len() < 1000 && output.contains("20042 bytes") && output.contains("… 19992 more"), "long outputs are cut: {output}");
 
-    // Two stateless runs, as JSON lines: everything was read from the cloud.
+    // Two stateless runs, as JSON lines: every state was read from the cloud
+    // (remotely by b on sat2, locally by c on the cloud itself).
     let out = invoke(&["--policy", "stateless", "--runs", "2", "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let reports: Vec<serde_json::Value> =
@@ -221,7 +223,8 @@ fn up_starts_a_continuum_and_invoke_runs_a_workflow_across_it() {
     assert_eq!(reports.len(), 2);
     for r in &reports {
         assert_eq!(r["policy"], "stateless");
-        assert_eq!(r["reads"]["local"], 0, "{r}");
+        assert_eq!((&r["reads"]["locator"], &r["reads"]["local"]), (&json!(1), &json!(1)));
+        assert_eq!(r["steps"][1]["result"]["inputs"][0]["node"], "cloud");
         assert!(r["cleanup"]["unreachable"].as_array().unwrap().is_empty());
     }
 
