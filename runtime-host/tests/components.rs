@@ -262,6 +262,31 @@ fn bad_scope_names_and_policy() {
 }
 
 #[test]
+fn guests_cannot_open_host_reserved_scopes() {
+    use databelt_host::state::SetOptions;
+    // No allow-list at all: every ordinary scope is open, `databelt.*` is not.
+    let host = probe_host();
+    host.state().set("databelt.runs", "run-1/a", b"handed-on state".to_vec(), SetOptions::default()).unwrap();
+    for op in [
+        Op::Get { scope: s("databelt.runs"), key: s("run-1/a") },
+        Op::Set {
+            scope: s("databelt.runs"),
+            key: s("run-1/a"),
+            value: b"forged".to_vec(),
+            ttl_ms: None,
+            if_not_exists: false,
+        },
+        Op::Delete { scope: s("databelt.anything"), key: s("k") },
+    ] {
+        let e = call(&host, &op).unwrap_err();
+        assert!(e.to_string().contains("access-denied"), "{e}");
+    }
+    let kept = host.state().get("databelt.runs", "run-1/a").unwrap();
+    assert_eq!(kept, Some(b"handed-on state".to_vec()), "the guest changed nothing");
+    assert_still_serving(&host);
+}
+
+#[test]
 fn state_survives_a_host_restart() {
     let (config, _dir) = temp_config();
     {

@@ -309,3 +309,62 @@ async fn malformed_step_requests_are_refused_and_change_nothing() {
     let r = http.delete(format!("http://{}/workflow/v1/runs/bad%2Fid", s1.address)).send().await.unwrap();
     assert_eq!(r.status(), 400);
 }
+
+/// The shipped example: examples/wildfire/wildfire.toml on the paper's
+/// testbed (scenarios/paper-testbed.toml, moved to free ports). The real
+/// components find the fire tiles the generator planted, every input is read
+/// where it runs, and a scene with no fire raises no alarm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wildfire_example_runs_on_the_paper_testbed() {
+    common::guests_dir();
+    let root = common::workspace();
+    let scenario = std::fs::read_to_string(root.join("scenarios/paper-testbed.toml")).unwrap();
+    let mut free = String::new();
+    for line in scenario.lines() {
+        if line.starts_with("address") {
+            free += "address = \"127.0.0.1:0\"\n";
+        } else {
+            free += line;
+            free += "\n";
+        }
+    }
+    let (mut host, dir) = common::temp_config();
+    host.backend = BackendConfig::Memory;
+    let options = ClusterOptions {
+        placement_listen: "127.0.0.1:0".parse().unwrap(),
+        host,
+        data_dir: dir.path().to_path_buf(),
+        peer_timeout: Duration::from_secs(10),
+    };
+    let cluster = Cluster::start(Topology::from_toml(&free).unwrap(), options).await.unwrap();
+    let runner = runner(&cluster, &root.join("examples/wildfire/wildfire.toml")).await;
+    let schema = runner.input_schema().unwrap();
+
+    let scene = schema::json_to_postcard(schema, &json!({"seed": 42, "tiles": 16, "side": 64})).unwrap();
+    let report = runner.run(scene.clone(), &RunOptions::default()).await.unwrap();
+    let steps: Vec<(&str, &str)> =
+        report.steps.iter().map(|s| (s.step.as_str(), s.result.node.as_str())).collect();
+    assert_eq!(steps, [("preprocess", "sat2"), ("mark", "sat4"), ("confirm", "sat6"), ("alarm", "cloud")]);
+    let alarm = output(&runner, &report, "alarm");
+    assert_eq!(alarm["fire"], json!(true), "{alarm}");
+    assert_eq!(alarm["tiles"], json!([0, 7, 14]), "{alarm}");
+    assert_eq!(alarm["raised_before"], json!(0));
+    assert_eq!(report.local_availability(), 1.0);
+    assert_eq!(report.slo_violations, 0);
+    // 16 tiles of 64×64 pixels went sat2 → sat4 → sat6.
+    assert!(report.bytes_moved > 2 * 16 * 64 * 64, "{}", report.bytes_moved);
+
+    let again = runner.run(scene.clone(), &RunOptions::default()).await.unwrap();
+    assert_eq!(output(&runner, &again, "alarm")["raised_before"], json!(1), "the cloud's alarm counter persists");
+
+    let calm = schema::json_to_postcard(schema, &json!({"seed": 1, "tiles": 3, "side": 32})).unwrap();
+    let report = runner.run(calm, &RunOptions::default()).await.unwrap();
+    let alarm = output(&runner, &report, "alarm");
+    assert_eq!(alarm["fire"], json!(false), "plain noise is not a fire: {alarm}");
+    assert_eq!(alarm["tiles"], json!([]));
+
+    let huge = schema::json_to_postcard(schema, &json!({"seed": 1, "tiles": 100000, "side": 1000})).unwrap();
+    let err = runner.run(huge, &RunOptions::default()).await.unwrap_err();
+    assert!(err.to_string().contains("pixels"), "{err}");
+    assert!(live_runs(&cluster).is_empty(), "{:?}", live_runs(&cluster));
+}

@@ -28,6 +28,7 @@ pub fn guests_dir() -> PathBuf {
                 .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
                 .arg(&target)
                 .args(["-p", "kv-probe", "-p", "hello-counter", "-p", "bench-min", "-p", "stage", "-p", "merge"])
+                .args(["-p", "wildfire-preprocess", "-p", "wildfire-detect", "-p", "wildfire-alarm"])
                 .output()
                 .map_err(|e| format!("cannot run cargo: {e}"))?;
             if !out.status.success() {
