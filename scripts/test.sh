@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --with-cargo-component
-cargo test --workspace --exclude hello-counter --exclude kv-probe --exclude bench-min --exclude stage --exclude merge \
+cargo test --workspace --exclude hello-counter --exclude kv-probe --exclude bench-min --exclude stage --exclude merge --exclude fan \
   --exclude wildfire-types --exclude wildfire-preprocess --exclude wildfire-detect --exclude wildfire-alarm "$@"

@@ -14,16 +14,18 @@ use syn::{FnArg, GenericArgument, ItemFn, PathArguments, ReturnType, Type, parse
 /// (derive all three with `#[databelt::data]`); they travel as postcard. `E`
 /// is `databelt::Error` (its case is kept) or any `Display + 'static` type
 /// (reported as `other`). One function per component.
+///
+/// `#[databelt::function(reads = ["frame", "mask"])]` declares the run-scope
+/// keys (`Context::run_state`) the function reads, so the host fetches them
+/// as one group before it starts.
 #[proc_macro_attribute]
 pub fn function(attr: TokenStream, item: TokenStream) -> TokenStream {
-    if !attr.is_empty() {
-        let attr = proc_macro2::TokenStream::from(attr);
-        return syn::Error::new(attr.span(), "#[databelt::function] takes no arguments")
-            .to_compile_error()
-            .into();
-    }
+    let reads = match parse_reads(proc_macro2::TokenStream::from(attr)) {
+        Ok(r) => r,
+        Err(e) => return e.to_compile_error().into(),
+    };
     let func = parse_macro_input!(item as ItemFn);
-    match expand_function(&func) {
+    match expand_function(&func, &reads) {
         Ok(tokens) => tokens.into(),
         Err(e) => {
             let err = e.to_compile_error();
@@ -32,7 +34,30 @@ pub fn function(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
-fn expand_function(func: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
+/// Parse the attribute's arguments: nothing, or `reads = ["key", ...]`.
+fn parse_reads(attr: proc_macro2::TokenStream) -> syn::Result<Vec<syn::LitStr>> {
+    if attr.is_empty() {
+        return Ok(Vec::new());
+    }
+    let usage = "expected `reads = [\"key\", ...]` (the run-scope keys the function reads), or no arguments";
+    let nv: syn::MetaNameValue = syn::parse2(attr.clone()).map_err(|_| syn::Error::new(attr.span(), usage))?;
+    if !nv.path.is_ident("reads") {
+        return Err(syn::Error::new(nv.path.span(), usage));
+    }
+    let syn::Expr::Array(array) = &nv.value else {
+        return Err(syn::Error::new(nv.value.span(), usage));
+    };
+    let mut keys = Vec::new();
+    for e in &array.elems {
+        match e {
+            syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) if !s.value().is_empty() => keys.push(s.clone()),
+            other => return Err(syn::Error::new(other.span(), "each key must be a non-empty string literal")),
+        }
+    }
+    Ok(keys)
+}
+
+fn expand_function(func: &ItemFn, reads: &[syn::LitStr]) -> syn::Result<proc_macro2::TokenStream> {
     let sig = &func.sig;
     if let Some(a) = &sig.asyncness {
         return Err(syn::Error::new(a.span(), "a Databelt function cannot be async"));
@@ -85,7 +110,7 @@ fn expand_function(func: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
     let name_str = name.to_string();
     let export = format_ident!("__DatabeltExport_{}", name);
     let describe = quote_spanned! {input_ty.span()=>
-        ::databelt::__private::describe::<#input_ty, #output_ty>(#name_str)
+        ::databelt::__private::describe::<#input_ty, #output_ty>(#name_str, &[#(#reads),*])
     };
     let run = quote_spanned! {sig.output.span()=>
         ::databelt::__private::run::<#input_ty, #output_ty, _, _>(input, #name)

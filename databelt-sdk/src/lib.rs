@@ -90,6 +90,17 @@ impl Context {
         Scope::open(name)
     }
 
+    /// The run's own state: a scope shared only by the steps of this workflow
+    /// run. What a step writes here travels with its output to the nodes its
+    /// successors run on; keys declared with
+    /// `#[databelt::function(reads = ["key", ...])]` are fetched before the
+    /// function starts, one batch per node that holds them. With fusion on
+    /// (the default) it lives in memory, one sandbox per run and host,
+    /// dropped when the run ends.
+    pub fn run_state(&self) -> Result<Scope> {
+        Scope::run_state()
+    }
+
     /// Hand `input` (encoded with postcard) to the function deployed as
     /// `successor`, which runs as the next step of this run once this function
     /// returns `Ok`. At most one hand-off per invocation.
@@ -141,12 +152,18 @@ pub mod __private {
         postcard::to_allocvec(&output).map_err(|e| WitError::Other(format!("cannot encode output: {e}")))
     }
 
-    /// The function's self-description.
-    pub fn describe<I: Schema, O: Schema>(name: &str) -> FunctionInfo {
+    /// The function's self-description; `reads` are the run-scope keys it
+    /// declared.
+    pub fn describe<I: Schema, O: Schema>(name: &str, reads: &[&str]) -> FunctionInfo {
         let schema = |s: &'static postcard_schema::schema::NamedType| {
             let owned = postcard_schema::schema::owned::OwnedNamedType::from(s);
             postcard::to_allocvec(&owned).unwrap_or_default()
         };
-        FunctionInfo { name: name.to_string(), input_schema: schema(I::SCHEMA), output_schema: schema(O::SCHEMA) }
+        FunctionInfo {
+            name: name.to_string(),
+            input_schema: schema(I::SCHEMA),
+            output_schema: schema(O::SCHEMA),
+            reads: reads.iter().map(|k| k.to_string()).collect(),
+        }
     }
 }

@@ -99,6 +99,11 @@ impl Scope {
         Ok(Scope { inner: store::open(name)? })
     }
 
+    /// The run scope of the current workflow run (see [`crate::Context::run_state`]).
+    pub fn run_state() -> Result<Scope> {
+        Ok(Scope { inner: crate::wit::databelt::state::context::run_state()? })
+    }
+
     /// The scope's name.
     pub fn name(&self) -> String {
         self.inner.name()

@@ -4,6 +4,7 @@
 //!
 //! ```toml
 //! name = "wildfire"
+//! fusion = true                   # default; false = one store op and one transfer per state
 //!
 //! [[step]]
 //! name = "preprocess"
@@ -79,6 +80,19 @@ pub struct Workflow {
     /// The steps.
     #[serde(rename = "step")]
     pub steps: Vec<Step>,
+    /// State fusion (default on): steps of a run on the same host share an
+    /// in-memory sandbox, states move in one batch per node. `false` stores
+    /// and moves every state on its own, for comparison.
+    #[serde(default = "fusion_default")]
+    pub fusion: bool,
+    /// With fusion on, also write every handed-on state to the host's store
+    /// (durable with redb); default off.
+    #[serde(default)]
+    pub durable: bool,
+}
+
+fn fusion_default() -> bool {
+    true
 }
 
 impl Workflow {

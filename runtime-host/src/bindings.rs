@@ -13,7 +13,9 @@
 //! databelt_host::add_to_linker(&mut linker)?;
 //! ```
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Instant;
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
@@ -39,6 +41,96 @@ use generated::databelt::state::{context, store, types};
 #[derive(Debug, Clone)]
 pub struct ScopeHandle {
     name: String,
+    /// The run scope (`context.run-state`), not a named scope.
+    run: bool,
+}
+
+/// Where an invocation's run scope (`context.run-state`) lives: keys
+/// `prefix + key` of scope `scope` in `tier` — the run's fusion sandbox (an
+/// in-memory tier) or the host's own store.
+#[derive(Clone)]
+pub struct RunScope {
+    tier: StateTier,
+    scope: String,
+    prefix: String,
+    in_memory: bool,
+}
+
+impl std::fmt::Debug for RunScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunScope")
+            .field("scope", &self.scope)
+            .field("prefix", &self.prefix)
+            .field("in_memory", &self.in_memory)
+            .finish()
+    }
+}
+
+impl RunScope {
+    /// The run scope as keys `prefix + key` of `scope` in `tier`;
+    /// `in_memory` says whether `tier` is a sandbox (counted as sandbox
+    /// operations) or the host's store (counted as storage operations).
+    pub fn new(tier: StateTier, scope: &str, prefix: &str, in_memory: bool) -> RunScope {
+        RunScope { tier, scope: scope.to_string(), prefix: prefix.to_string(), in_memory }
+    }
+}
+
+/// State operations one invocation made, by tier.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StateOps {
+    /// Operations on the host's store (named scopes, and the run scope with
+    /// fusion off).
+    pub store_ops: u64,
+    /// Value bytes they read or wrote.
+    pub store_bytes: u64,
+    /// Operations on the run's in-memory sandbox (the run scope with fusion on).
+    pub sandbox_ops: u64,
+    /// Value bytes they read or wrote.
+    pub sandbox_bytes: u64,
+    /// Time spent in all of them, µs.
+    pub micros: u64,
+}
+
+impl StateOps {
+    /// Add `other` to these counts.
+    pub fn add(&mut self, other: &StateOps) {
+        self.store_ops += other.store_ops;
+        self.store_bytes += other.store_bytes;
+        self.sandbox_ops += other.sandbox_ops;
+        self.sandbox_bytes += other.sandbox_bytes;
+        self.micros += other.micros;
+    }
+}
+
+/// What an operation on a scope handle resolves to.
+struct Target {
+    tier: StateTier,
+    scope: String,
+    prefix: Option<String>,
+    in_memory: bool,
+}
+
+impl Target {
+    fn key(&self, key: &str) -> String {
+        match &self.prefix {
+            Some(p) => format!("{p}{key}"),
+            None => key.to_string(),
+        }
+    }
+
+    fn keys(&self, keys: Vec<String>) -> Vec<String> {
+        match &self.prefix {
+            Some(_) => keys.iter().map(|k| self.key(k)).collect(),
+            None => keys,
+        }
+    }
+
+    fn strip(&self, key: String) -> String {
+        match &self.prefix {
+            Some(p) => key.strip_prefix(p.as_str()).map(str::to_string).unwrap_or(key),
+            None => key,
+        }
+    }
 }
 
 /// Open scopes one invocation may hold at once.
@@ -76,12 +168,43 @@ pub struct DatabeltCtx {
     successors: Option<SuccessorCheck>,
     hand_off: Option<HandOff>,
     open_scopes: usize,
+    run_scope: Option<RunScope>,
+    ops: StateOps,
+    run_written: BTreeSet<String>,
 }
 
 impl DatabeltCtx {
-    /// A context for one invocation over `tier`.
+    /// A context for one invocation over `tier`. Without
+    /// [`DatabeltCtx::with_run_scope`], `context.run-state` fails with
+    /// `no-such-scope`.
     pub fn new(tier: StateTier, invocation: Invocation) -> Self {
-        DatabeltCtx { tier, invocation, successors: None, hand_off: None, open_scopes: 0 }
+        DatabeltCtx {
+            tier,
+            invocation,
+            successors: None,
+            hand_off: None,
+            open_scopes: 0,
+            run_scope: None,
+            ops: StateOps::default(),
+            run_written: BTreeSet::new(),
+        }
+    }
+
+    /// Serve `context.run-state` from `run_scope`.
+    pub fn with_run_scope(mut self, run_scope: RunScope) -> Self {
+        self.run_scope = Some(run_scope);
+        self
+    }
+
+    /// The state operations made so far, by tier.
+    pub fn state_ops(&self) -> StateOps {
+        self.ops
+    }
+
+    /// Take the run-scope keys written so far (set, set-many, increment,
+    /// compare-and-swap; deleted ones are dropped), in order.
+    pub fn take_run_written(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.run_written).into_iter().collect()
     }
 
     /// Reject hand-offs to successors for which `check` returns false.
@@ -180,6 +303,44 @@ impl DatabeltCtxView<'_> {
     fn scope_name(&self, r: &Resource<ScopeHandle>) -> wasmtime::Result<String> {
         Ok(self.table.get(r)?.name.clone())
     }
+
+    fn target(&self, r: &Resource<ScopeHandle>) -> wasmtime::Result<Target> {
+        let handle = self.table.get(r)?;
+        match (&self.ctx.run_scope, handle.run) {
+            (Some(run), true) => Ok(Target {
+                tier: run.tier.clone(),
+                scope: run.scope.clone(),
+                prefix: Some(run.prefix.clone()),
+                in_memory: run.in_memory,
+            }),
+            _ => Ok(Target { tier: self.ctx.tier.clone(), scope: handle.name.clone(), prefix: None, in_memory: false }),
+        }
+    }
+
+    /// Count one operation on `target` that moved `bytes` value bytes.
+    fn count(&mut self, target: &Target, bytes: usize, started: Instant) {
+        let ops = &mut self.ctx.ops;
+        if target.in_memory {
+            ops.sandbox_ops += 1;
+            ops.sandbox_bytes += bytes as u64;
+        } else {
+            ops.store_ops += 1;
+            ops.store_bytes += bytes as u64;
+        }
+        ops.micros += started.elapsed().as_micros() as u64;
+    }
+
+    fn wrote(&mut self, target: &Target, key: &str) {
+        if target.prefix.is_some() {
+            self.ctx.run_written.insert(key.to_string());
+        }
+    }
+
+    fn unwrote(&mut self, target: &Target, key: &str) {
+        if target.prefix.is_some() {
+            self.ctx.run_written.remove(key);
+        }
+    }
 }
 
 impl store::Host for DatabeltCtxView<'_> {
@@ -196,7 +357,7 @@ impl store::Host for DatabeltCtxView<'_> {
         if self.ctx.open_scopes >= MAX_OPEN_SCOPES {
             return wit(Err(Error::over_limit("open scopes", self.ctx.open_scopes + 1, MAX_OPEN_SCOPES)));
         }
-        let r = self.table.push(ScopeHandle { name })?;
+        let r = self.table.push(ScopeHandle { name, run: false })?;
         self.ctx.open_scopes += 1;
         Ok(Ok(r))
     }
@@ -208,28 +369,45 @@ impl store::HostScope for DatabeltCtxView<'_> {
     }
 
     fn get(&mut self, self_: Resource<ScopeHandle>, key: String) -> WitResult<Option<Vec<u8>>> {
-        let scope = self.scope_name(&self_)?;
-        wit(self.ctx.tier.get(&scope, &key))
+        let (t, started) = (self.target(&self_)?, Instant::now());
+        let r = t.tier.get(&t.scope, &t.key(&key));
+        self.count(&t, r.as_ref().map_or(0, |v| v.as_ref().map_or(0, Vec::len)), started);
+        wit(r)
     }
 
     fn get_entry(&mut self, self_: Resource<ScopeHandle>, key: String) -> WitResult<Option<store::Entry>> {
-        let scope = self.scope_name(&self_)?;
-        wit(self.ctx.tier.get_entry(&scope, &key).map(|e| e.map(to_wit_entry)))
+        let (t, started) = (self.target(&self_)?, Instant::now());
+        let r = t.tier.get_entry(&t.scope, &t.key(&key));
+        self.count(&t, r.as_ref().map_or(0, |e| e.as_ref().map_or(0, |e| e.value.len())), started);
+        wit(r.map(|e| e.map(to_wit_entry)))
     }
 
     fn set(&mut self, self_: Resource<ScopeHandle>, key: String, value: Vec<u8>, options: store::SetOptions) -> WitResult<()> {
-        let scope = self.scope_name(&self_)?;
-        wit(self.ctx.tier.set(&scope, &key, value, options.into()).map(|_| ()))
+        let (t, started) = (self.target(&self_)?, Instant::now());
+        let n = value.len();
+        let r = t.tier.set(&t.scope, &t.key(&key), value, options.into()).map(|_| ());
+        self.count(&t, n, started);
+        if r.is_ok() {
+            self.wrote(&t, &key);
+        }
+        wit(r)
     }
 
     fn delete(&mut self, self_: Resource<ScopeHandle>, key: String) -> WitResult<()> {
-        let scope = self.scope_name(&self_)?;
-        wit(self.ctx.tier.delete(&scope, &key))
+        let (t, started) = (self.target(&self_)?, Instant::now());
+        let r = t.tier.delete(&t.scope, &t.key(&key));
+        self.count(&t, 0, started);
+        if r.is_ok() {
+            self.unwrote(&t, &key);
+        }
+        wit(r)
     }
 
     fn exists(&mut self, self_: Resource<ScopeHandle>, key: String) -> WitResult<bool> {
-        let scope = self.scope_name(&self_)?;
-        wit(self.ctx.tier.exists(&scope, &key))
+        let (t, started) = (self.target(&self_)?, Instant::now());
+        let r = t.tier.exists(&t.scope, &t.key(&key));
+        self.count(&t, 0, started);
+        wit(r)
     }
 
     fn list_keys(
@@ -239,17 +417,22 @@ impl store::HostScope for DatabeltCtxView<'_> {
         cursor: Option<String>,
         limit: Option<u32>,
     ) -> WitResult<store::KeyPage> {
-        let scope = self.scope_name(&self_)?;
-        wit(self
-            .ctx
-            .tier
-            .list_keys(&scope, &prefix, cursor.as_deref(), limit)
-            .map(|p| store::KeyPage { keys: p.keys, cursor: p.cursor }))
+        let (t, started) = (self.target(&self_)?, Instant::now());
+        let cursor = cursor.map(|c| t.key(&c));
+        let r = t.tier.list_keys(&t.scope, &t.key(&prefix), cursor.as_deref(), limit);
+        self.count(&t, 0, started);
+        wit(r.map(|p| store::KeyPage {
+            keys: p.keys.into_iter().map(|k| t.strip(k)).collect(),
+            cursor: p.cursor.map(|c| t.strip(c)),
+        }))
     }
 
     fn get_many(&mut self, self_: Resource<ScopeHandle>, keys: Vec<String>) -> WitResult<Vec<Option<Vec<u8>>>> {
-        let scope = self.scope_name(&self_)?;
-        wit(self.ctx.tier.get_many(&scope, &keys))
+        let (t, started) = (self.target(&self_)?, Instant::now());
+        let r = t.tier.get_many(&t.scope, &t.keys(keys));
+        let n = r.as_ref().map_or(0, |vs| vs.iter().flatten().map(Vec::len).sum());
+        self.count(&t, n, started);
+        wit(r)
     }
 
     fn set_many(
@@ -258,18 +441,36 @@ impl store::HostScope for DatabeltCtxView<'_> {
         entries: Vec<(String, Vec<u8>)>,
         options: store::SetOptions,
     ) -> WitResult<()> {
-        let scope = self.scope_name(&self_)?;
-        wit(self.ctx.tier.set_many(&scope, entries, options.into()))
+        let (t, started) = (self.target(&self_)?, Instant::now());
+        let n = entries.iter().map(|(_, v)| v.len()).sum();
+        let keys: Vec<String> = entries.iter().map(|(k, _)| k.clone()).collect();
+        let mapped = entries.into_iter().map(|(k, v)| (t.key(&k), v)).collect();
+        let r = t.tier.set_many(&t.scope, mapped, options.into());
+        self.count(&t, n, started);
+        if r.is_ok() {
+            keys.iter().for_each(|k| self.wrote(&t, k));
+        }
+        wit(r)
     }
 
     fn delete_many(&mut self, self_: Resource<ScopeHandle>, keys: Vec<String>) -> WitResult<()> {
-        let scope = self.scope_name(&self_)?;
-        wit(self.ctx.tier.delete_many(&scope, keys))
+        let (t, started) = (self.target(&self_)?, Instant::now());
+        let r = t.tier.delete_many(&t.scope, t.keys(keys.clone()));
+        self.count(&t, 0, started);
+        if r.is_ok() {
+            keys.iter().for_each(|k| self.unwrote(&t, k));
+        }
+        wit(r)
     }
 
     fn increment(&mut self, self_: Resource<ScopeHandle>, key: String, delta: i64) -> WitResult<i64> {
-        let scope = self.scope_name(&self_)?;
-        wit(self.ctx.tier.increment(&scope, &key, delta))
+        let (t, started) = (self.target(&self_)?, Instant::now());
+        let r = t.tier.increment(&t.scope, &t.key(&key), delta);
+        self.count(&t, 8, started);
+        if r.is_ok() {
+            self.wrote(&t, &key);
+        }
+        wit(r)
     }
 
     fn compare_and_swap(
@@ -279,8 +480,14 @@ impl store::HostScope for DatabeltCtxView<'_> {
         expected: Option<Vec<u8>>,
         value: Vec<u8>,
     ) -> WitResult<store::CasOutcome> {
-        let scope = self.scope_name(&self_)?;
-        wit(self.ctx.tier.compare_and_swap(&scope, &key, expected.as_deref(), value).map(|o| match o {
+        let (t, started) = (self.target(&self_)?, Instant::now());
+        let n = value.len();
+        let r = t.tier.compare_and_swap(&t.scope, &t.key(&key), expected.as_deref(), value);
+        self.count(&t, n, started);
+        if matches!(r, Ok(CasOutcome::Swapped(_))) {
+            self.wrote(&t, &key);
+        }
+        wit(r.map(|o| match o {
             CasOutcome::Swapped(v) => store::CasOutcome::Swapped(encode_version(v)),
             CasOutcome::Stale(e) => store::CasOutcome::Stale(e.map(to_wit_entry)),
         }))
@@ -315,5 +522,18 @@ impl context::Host for DatabeltCtxView<'_> {
         }
         self.ctx.hand_off = Some(HandOff { successor, input });
         Ok(Ok(()))
+    }
+
+    fn run_state(&mut self) -> WitResult<Resource<ScopeHandle>> {
+        if self.ctx.run_scope.is_none() {
+            return wit(Err(Error::NoSuchScope("this invocation has no run scope".into())));
+        }
+        let name = format!("run:{}", self.ctx.invocation.run_id);
+        if self.ctx.open_scopes >= MAX_OPEN_SCOPES {
+            return wit(Err(Error::over_limit("open scopes", self.ctx.open_scopes + 1, MAX_OPEN_SCOPES)));
+        }
+        let r = self.table.push(ScopeHandle { name, run: true })?;
+        self.ctx.open_scopes += 1;
+        Ok(Ok(r))
     }
 }

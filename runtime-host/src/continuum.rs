@@ -20,7 +20,7 @@ use databelt_placement::{Decision, ElectionRequest, NodeKind, Topology};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::peer::PeerClient;
+use crate::peer::{BatchPut, PeerClient, Place};
 use crate::state::StateTier;
 
 /// Where a state handed to the next step is.
@@ -34,6 +34,33 @@ pub struct Locator {
     pub node: String,
     /// Its size in bytes.
     pub size_bytes: u64,
+    /// Whether it is in the node's store or in the run's fusion sandbox there.
+    #[serde(default)]
+    pub place: Place,
+}
+
+/// What one batched propagation did.
+#[derive(Debug, Clone)]
+pub struct BatchPropagation {
+    /// The node holding the batch now: the target if it acknowledged, else
+    /// this node.
+    pub node: String,
+    /// The policy that chose the target.
+    pub policy: Policy,
+    /// The election's decision (`None` under the stateless policy).
+    pub decision: Option<Decision>,
+    /// Where the decision came from.
+    pub source: HintSource,
+    /// Bytes sent to another node (0 when the batch stayed).
+    pub bytes_moved: u64,
+    /// Time of the election and the transfer.
+    pub duration: Duration,
+    /// The transfer took longer than `tmax_ms`.
+    pub slo_violated: bool,
+    /// Why the push failed, if it did (the batch then stays here).
+    pub push_failed: Option<String>,
+    /// The entries, handed back (a push does not consume them).
+    pub entries: Vec<(String, Vec<u8>)>,
 }
 
 /// What one propagation did.
@@ -280,40 +307,9 @@ impl Continuum {
             .map_err(|e| Error::Runtime(format!("worker failed: {e}")))??
             .ok_or_else(|| Error::BadInput(format!("no state `{scope}/{key}` on node `{}`", self.node_id)))?;
         let size_bytes = value.len() as u64;
-        let request = ElectionRequest {
-            producer: self.node_id.clone(),
-            consumer: consumer.to_string(),
-            size_bytes,
-            tmax_ms,
-        };
-        let (decision, source, target) = match policy {
-            Policy::Databelt | Policy::Random => {
-                let (decision, source) = self
-                    .placement
-                    .storage_hint(&request)
-                    .await
-                    .map_err(|e| Error::Unavailable(format!("cannot elect a storage node: {e}")))?;
-                let target = match (policy, &decision) {
-                    (Policy::Random, Decision::Propagate { path, .. } | Decision::Stay { path, .. })
-                        if !path.is_empty() =>
-                    {
-                        path[rand::random_range(0..path.len())].node.clone()
-                    }
-                    _ => decision.target(&request).to_string(),
-                };
-                (Some(decision), source, target)
-            }
-            Policy::Stateless => {
-                let (topology, _) = self.topology()?;
-                let cloud = topology
-                    .nodes
-                    .iter()
-                    .find(|n| n.kind == NodeKind::Cloud)
-                    .ok_or_else(|| Error::Unavailable("the stateless policy needs a cloud node; the topology has none".into()))?;
-                (None, HintSource::LocalCache, cloud.id.clone())
-            }
-        };
-        let here = Locator { scope: scope.into(), key: key.into(), node: self.node_id.clone(), size_bytes };
+        let (decision, source, target) = self.choose(policy, size_bytes, consumer, tmax_ms).await?;
+        let here =
+            Locator { scope: scope.into(), key: key.into(), node: self.node_id.clone(), size_bytes, place: Place::Store };
         let stayed = |duration, push_failed| Propagation {
             locator: here.clone(),
             policy,
@@ -367,6 +363,130 @@ impl Continuum {
         }
     }
 
+    /// Move several states of one scope, held by the caller, to where
+    /// `policy` puts them for a consumer on node `consumer` (elected on their
+    /// total size), as one batch into `place` on the target, and wait for the
+    /// acknowledgement. When the target is this node, or the push fails,
+    /// nothing is sent and `node` is this node: the caller keeps them.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn propagate_batch(
+        &self,
+        policy: Policy,
+        run_id: &str,
+        place: Place,
+        scope: &str,
+        entries: Vec<(String, Vec<u8>)>,
+        consumer: &str,
+        tmax_ms: f64,
+        ttl_ms: Option<u64>,
+    ) -> Result<BatchPropagation> {
+        let started = Instant::now();
+        let size_bytes: u64 = entries.iter().map(|(_, v)| v.len() as u64).sum();
+        let (decision, source, target) = self.choose(policy, size_bytes, consumer, tmax_ms).await?;
+        let mut result = BatchPropagation {
+            node: self.node_id.clone(),
+            policy,
+            decision,
+            source,
+            bytes_moved: 0,
+            duration: Duration::ZERO,
+            slo_violated: false,
+            push_failed: None,
+            entries: Vec::new(),
+        };
+        if target == self.node_id {
+            result.entries = entries;
+            result.duration = started.elapsed();
+            return Ok(result);
+        }
+        let batch = BatchPut { scope: scope.to_string(), entries, ttl_ms };
+        let pushed = match self.topology().and_then(|(t, _)| Self::address(&t, &target)) {
+            Ok(addr) => self.peers.batch_put_to(&addr, run_id, place, &batch).await,
+            Err(e) => Err(e),
+        };
+        result.duration = started.elapsed();
+        result.slo_violated = result.duration.as_secs_f64() * 1000.0 > tmax_ms;
+        result.entries = batch.entries;
+        match pushed {
+            Ok(()) => {
+                result.node = target;
+                result.bytes_moved = size_bytes;
+            }
+            Err(e) => {
+                tracing::warn!(%run_id, %target, error = %e, "batch push failed; the states stay on the producer");
+                result.push_failed = Some(e.to_string());
+            }
+        }
+        Ok(result)
+    }
+
+    /// Fetch `keys` of `scope` from `place` on `node` in one request.
+    pub async fn fetch_batch(
+        &self,
+        run_id: &str,
+        node: &str,
+        place: Place,
+        scope: &str,
+        keys: Vec<String>,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let (topology, _) = self.topology()?;
+        let addr = Self::address(&topology, node)?;
+        self.peers.batch_get_from(&addr, run_id, place, &crate::peer::BatchGet { scope: scope.to_string(), keys }).await
+    }
+
+    /// Fetch `scope/key` from `place` on `node`.
+    pub async fn fetch(&self, run_id: &str, node: &str, place: Place, scope: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        let (topology, _) = self.topology()?;
+        let addr = Self::address(&topology, node)?;
+        self.peers.get_from(&addr, run_id, place, scope, key).await
+    }
+
+    /// Where `policy` puts a state of `size_bytes` for a consumer on node
+    /// `consumer`: the election's decision (none for stateless), where it
+    /// came from, and the target node.
+    async fn choose(
+        &self,
+        policy: Policy,
+        size_bytes: u64,
+        consumer: &str,
+        tmax_ms: f64,
+    ) -> Result<(Option<Decision>, HintSource, String)> {
+        let request = ElectionRequest {
+            producer: self.node_id.clone(),
+            consumer: consumer.to_string(),
+            size_bytes,
+            tmax_ms,
+        };
+        let chosen = match policy {
+            Policy::Databelt | Policy::Random => {
+                let (decision, source) = self
+                    .placement
+                    .storage_hint(&request)
+                    .await
+                    .map_err(|e| Error::Unavailable(format!("cannot elect a storage node: {e}")))?;
+                let target = match (policy, &decision) {
+                    (Policy::Random, Decision::Propagate { path, .. } | Decision::Stay { path, .. })
+                        if !path.is_empty() =>
+                    {
+                        path[rand::random_range(0..path.len())].node.clone()
+                    }
+                    _ => decision.target(&request).to_string(),
+                };
+                (Some(decision), source, target)
+            }
+            Policy::Stateless => {
+                let (topology, _) = self.topology()?;
+                let cloud = topology
+                    .nodes
+                    .iter()
+                    .find(|n| n.kind == NodeKind::Cloud)
+                    .ok_or_else(|| Error::Unavailable("the stateless policy needs a cloud node; the topology has none".into()))?;
+                (None, HintSource::LocalCache, cloud.id.clone())
+            }
+        };
+        Ok(chosen)
+    }
+
     /// Read the state `locator` names: local → the locator's node → live
     /// neighbours → the cloud node. `Ok(None)` when no tier has it.
     pub async fn read(&self, run_id: &str, locator: &Locator) -> Result<Option<ReadHit>> {
@@ -393,7 +513,7 @@ impl Continuum {
             }
             tried.push(node.clone());
             let Ok(addr) = Self::address(&topology, &node) else { continue };
-            match self.peers.get(&addr, run_id, &locator.scope, &locator.key).await {
+            match self.peers.get_from(&addr, run_id, locator.place, &locator.scope, &locator.key).await {
                 Ok(Some(v)) => {
                     self.stats.count(Some(tier));
                     return Ok(Some(ReadHit { value: v, tier, node }));

@@ -14,10 +14,10 @@ use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Reso
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::generated::{Function, FunctionPre};
-use crate::bindings::{self, DatabeltCtx, DatabeltCtxView, DatabeltView, HandOff, Invocation};
+use crate::bindings::{self, DatabeltCtx, DatabeltCtxView, DatabeltView, HandOff, Invocation, RunScope, StateOps};
 use crate::config::{BackendConfig, HostConfig};
 use crate::error::{Error, Result};
-use crate::state::{MemoryStore, RedbStore, StateStore, StateTier};
+use crate::state::{MemoryStore, RedbStore, Sandboxes, StateStore, StateTier};
 
 /// What a deployed function says about itself (from its `describe` export).
 #[derive(Debug, Clone)]
@@ -30,6 +30,8 @@ pub struct FunctionInfo {
     pub input_schema: OwnedNamedType,
     /// Schema of its output.
     pub output_schema: OwnedNamedType,
+    /// Run-scope keys it declared it reads (prefetched before it starts).
+    pub reads: Vec<String>,
 }
 
 struct Loaded {
@@ -45,11 +47,14 @@ pub struct InvokeOptions {
     /// Check the input against the function's input schema before running it.
     /// Default true.
     pub validate_input: bool,
+    /// Where `context.run-state` lives. `None`: a fresh in-memory scope that
+    /// lasts for this invocation and its hand-off chain.
+    pub run_scope: Option<RunScope>,
 }
 
 impl Default for InvokeOptions {
     fn default() -> Self {
-        InvokeOptions { run_id: None, validate_input: true }
+        InvokeOptions { run_id: None, validate_input: true, run_scope: None }
     }
 }
 
@@ -75,6 +80,10 @@ pub struct InvokeOutcome {
     pub output: Vec<u8>,
     /// Every step that ran, in order.
     pub steps: Vec<StepReport>,
+    /// State operations of all steps, by tier.
+    pub state_ops: StateOps,
+    /// Run-scope keys written (and not deleted) by the steps, in order.
+    pub run_written: Vec<String>,
 }
 
 /// Store data of one invocation.
@@ -156,6 +165,7 @@ struct HostInner {
     engine: Engine,
     linker: Linker<InvocationState>,
     tier: StateTier,
+    sandboxes: Sandboxes,
     config: HostConfig,
     functions: RwLock<HashMap<String, Arc<Loaded>>>,
     run_counter: AtomicU64,
@@ -208,6 +218,7 @@ impl HostBuilder {
             inner: Arc::new(HostInner {
                 engine,
                 linker,
+                sandboxes: Sandboxes::new(config.limits.clone()),
                 tier,
                 config,
                 functions: RwLock::new(HashMap::new()),
@@ -294,6 +305,11 @@ impl Host {
         &self.inner.tier
     }
 
+    /// The fusion sandboxes of the workflow runs active on this host.
+    pub fn sandboxes(&self) -> &Sandboxes {
+        &self.inner.sandboxes
+    }
+
     /// The engine, for embedders that compile their own components.
     pub fn engine(&self) -> &Engine {
         &self.inner.engine
@@ -328,7 +344,7 @@ impl Host {
                 step: 0,
                 node_id: self.inner.config.node_id.clone(),
             };
-            let (mut store, instance) = self.instantiate(&pre, invocation)?;
+            let (mut store, instance) = self.instantiate(&pre, invocation, None)?;
             let r = instance.databelt_state_handler().call_describe(&mut store);
             r.map_err(|e| self.classify(&store, e))?
         };
@@ -341,6 +357,7 @@ impl Host {
             source_name: raw.name,
             input_schema: decode(&raw.input_schema, "input")?,
             output_schema: decode(&raw.output_schema, "output")?,
+            reads: raw.reads,
         };
         let loaded = Arc::new(Loaded { pre, info: info.clone() });
         self.inner
@@ -388,6 +405,7 @@ impl Host {
         &self,
         pre: &FunctionPre<InvocationState>,
         invocation: Invocation,
+        run_scope: Option<RunScope>,
     ) -> Result<(Store<InvocationState>, Function)> {
         let inner = &self.inner;
         let mut wasi = WasiCtxBuilder::new();
@@ -401,7 +419,10 @@ impl Host {
         let state = InvocationState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            databelt: DatabeltCtx::new(inner.tier.clone(), invocation).with_successor_check(check),
+            databelt: match run_scope {
+                Some(r) => DatabeltCtx::new(inner.tier.clone(), invocation).with_successor_check(check).with_run_scope(r),
+                None => DatabeltCtx::new(inner.tier.clone(), invocation).with_successor_check(check),
+            },
             limiter: MemoryLimiter { max_memory: inner.config.max_memory_bytes as usize, refused: false },
         };
         let mut store = Store::new(&inner.engine, state);
@@ -441,7 +462,16 @@ impl Host {
             Some(r) => r,
             None => self.new_run_id(),
         };
+        let run_scope = match options.run_scope {
+            Some(r) => r,
+            None => {
+                let ephemeral = Sandboxes::new(self.inner.config.limits.clone()).open(&run_id)?;
+                RunScope::new(ephemeral.tier().clone(), "run", "", true)
+            }
+        };
         let mut steps = Vec::new();
+        let mut state_ops = StateOps::default();
+        let mut run_written: Vec<String> = Vec::new();
         let mut function = name.to_string();
         let mut input = input.to_vec();
         let mut step = 0u32;
@@ -458,10 +488,17 @@ impl Host {
                 step,
                 node_id: self.inner.config.node_id.clone(),
             };
-            let (output, hand_off) = self.call_once(&loaded, invocation, &input)?;
+            let called = self.call_once(&loaded, invocation, &input, &run_scope)?;
             steps.push(StepReport { function: function.clone(), step, duration: started.elapsed() });
-            match hand_off {
-                None => return Ok(InvokeOutcome { run_id, function, output, steps }),
+            state_ops.add(&called.ops);
+            for key in called.run_written {
+                if !run_written.contains(&key) {
+                    run_written.push(key);
+                }
+            }
+            let output = called.output;
+            match called.hand_off {
+                None => return Ok(InvokeOutcome { run_id, function, output, steps, state_ops, run_written }),
                 Some(HandOff { successor, input: next }) => {
                     step += 1;
                     if step >= self.inner.config.max_chain_steps {
@@ -474,15 +511,26 @@ impl Host {
         }
     }
 
-    fn call_once(&self, loaded: &Loaded, invocation: Invocation, input: &[u8]) -> Result<(Vec<u8>, Option<HandOff>)> {
-        let (mut store, instance) = self.instantiate(&loaded.pre, invocation)?;
+    fn call_once(&self, loaded: &Loaded, invocation: Invocation, input: &[u8], run_scope: &RunScope) -> Result<Called> {
+        let (mut store, instance) = self.instantiate(&loaded.pre, invocation, Some(run_scope.clone()))?;
         let result = instance
             .databelt_state_handler()
             .call_handle(&mut store, input)
             .map_err(|e| self.classify(&store, e))?;
         match result {
-            Ok(output) => Ok((output, store.data_mut().databelt.take_hand_off())),
+            Ok(output) => {
+                let ctx = &mut store.data_mut().databelt;
+                Ok(Called { output, hand_off: ctx.take_hand_off(), ops: ctx.state_ops(), run_written: ctx.take_run_written() })
+            }
             Err(e) => Err(Error::Function(bindings::wit_error_message(&e))),
         }
     }
+}
+
+/// What one call of a function left behind.
+struct Called {
+    output: Vec<u8>,
+    hand_off: Option<HandOff>,
+    ops: StateOps,
+    run_written: Vec<String>,
 }

@@ -26,7 +26,7 @@ pub mod serve;
 pub mod state;
 pub mod workflow;
 
-pub use bindings::{DatabeltCtx, DatabeltCtxView, DatabeltView, HandOff, Invocation, add_to_linker};
+pub use bindings::{DatabeltCtx, DatabeltCtxView, DatabeltView, HandOff, Invocation, RunScope, StateOps, add_to_linker};
 pub use config::{BackendConfig, HostConfig, StateLimits};
 pub use error::{Error, Result};
 pub use host::{FunctionInfo, Host, HostBuilder, InvokeOptions, InvokeOutcome, StepReport, valid_function_name};

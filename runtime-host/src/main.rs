@@ -131,6 +131,11 @@ struct InvokeArgs {
     /// Leave each run's state on the nodes instead of deleting it.
     #[arg(long)]
     keep_state: bool,
+    /// State fusion: `on` (one in-memory sandbox per run and host, one batch
+    /// per node) or `off` (one store operation and one transfer per state);
+    /// default: as the workflow file says (on unless it sets `fusion = false`).
+    #[arg(long, value_parser = ["on", "off"])]
+    fusion: Option<String>,
     /// Compiled-code cache for describing the components.
     #[arg(long, default_value = "databelt-data/cache")]
     cache_dir: PathBuf,
@@ -217,7 +222,7 @@ fn run(args: RunArgs) -> Result<()> {
     let name = function_name(&args.component);
     let info = host.deploy_file(&name, &args.component)?;
     let bytes = json_to_postcard(&info.input_schema, &input)?;
-    let outcome = host.invoke(&name, &bytes, InvokeOptions { run_id: args.run_id, validate_input: true })?;
+    let outcome = host.invoke(&name, &bytes, InvokeOptions { run_id: args.run_id, ..InvokeOptions::default() })?;
     if args.verbose {
         for s in &outcome.steps {
             eprintln!("step {} {} {:?}", s.step, s.function, s.duration);
@@ -301,8 +306,12 @@ fn ms(micros: u64) -> String {
 
 fn print_report(report: &RunReport, runner: &Runner) -> Result<()> {
     println!(
-        "run {}  workflow {}  policy {}  total {} ms",
-        report.run_id, report.workflow, report.policy, ms(report.total_micros)
+        "run {}  workflow {}  policy {}  fusion {}  total {} ms",
+        report.run_id,
+        report.workflow,
+        report.policy,
+        if report.fusion { "on" } else { "off" },
+        ms(report.total_micros)
     );
     println!(
         "  {:<12} {:<8} {:<26} {:>10} {:>8} {:>8} {:>10}  handed on",
@@ -371,6 +380,17 @@ fn print_report(report: &RunReport, runner: &Runner) -> Result<()> {
         report.transfers,
         report.bytes_moved
     );
+    let k = &report.counters;
+    println!(
+        "  state ops: store {} ({} B), sandbox {} ({} B); remote requests {} ({} B); time in state {} ms",
+        k.store_ops,
+        k.store_bytes,
+        k.sandbox_ops,
+        k.sandbox_bytes,
+        k.remote_requests,
+        k.remote_bytes,
+        ms(k.state_micros)
+    );
     let c = &report.cleanup;
     if c.nodes.is_empty() {
         println!("  state kept (--keep-state)");
@@ -424,7 +444,12 @@ fn invoke(args: InvokeArgs) -> Result<()> {
         let schema = runner.input_schema().ok_or_else(|| anyhow!("the workflow has no entry step"))?;
         let bytes = json_to_postcard(schema, &input).context("--input")?;
         runner.deploy().await?;
-        let options = RunOptions { policy, keep_state: args.keep_state, ..RunOptions::default() };
+        let options = RunOptions {
+            policy,
+            keep_state: args.keep_state,
+            fusion: args.fusion.as_deref().map(|f| f == "on"),
+            ..RunOptions::default()
+        };
         let mut totals = Vec::new();
         let (mut local, mut reads, mut violations, mut transfers) = (0u64, 0u64, 0u64, 0u64);
         for _ in 0..args.runs {

@@ -9,6 +9,11 @@
 //! | `POST /peer/v1/batch-get` | postcard [`BatchGet`] | postcard `Vec<Option<Vec<u8>>>` |
 //! | `POST /peer/v1/batch-put` | postcard [`BatchPut`] | 204 once stored (all or nothing) |
 //!
+//! With `x-databelt-sandbox: 1` a request works on the fusion sandbox of
+//! its run on the receiving host (created by the first write, dropped when
+//! the run ends) instead of the host's store: that is how fused states are
+//! handed to, and fetched from, another host's sandbox.
+//!
 //! Every request carries the workflow run id in `x-databelt-run-id`
 //! (1-128 bytes); a request without one is 400. The key is one
 //! percent-encoded path segment. Limits are the receiving host's state
@@ -34,12 +39,24 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::serve::{kind_of, status_for};
-use crate::state::{SetOptions, StateTier};
+use crate::state::{Sandboxes, SetOptions, StateTier};
 
 /// Header carrying the run id.
 pub const RUN_ID_HEADER: &str = "x-databelt-run-id";
 /// Header carrying a TTL for `PUT`.
 pub const TTL_HEADER: &str = "x-databelt-ttl-ms";
+/// Header selecting the run's fusion sandbox (`1`) instead of the store.
+pub const SANDBOX_HEADER: &str = "x-databelt-sandbox";
+
+/// Which tier of a host a peer request works on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Place {
+    /// The host's store (durable with redb).
+    #[default]
+    Store,
+    /// The run's fusion sandbox (memory, dropped with the run).
+    Sandbox,
+}
 
 /// Body of `batch-get`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,17 +93,61 @@ impl From<Error> for PeerError {
     }
 }
 
-/// The peer routes over `tier`, to merge into a host's router.
+/// The peer routes over `tier`, with sandboxes of their own, to merge into
+/// a host's router.
 pub fn router(tier: StateTier) -> Router {
-    // Batches are bounded by count and value limits; allow a little framing.
+    let sandboxes = Sandboxes::new(tier.limits().clone());
+    router_with_sandboxes(tier, sandboxes)
+}
+
+/// The peer routes over `tier` and the host's run `sandboxes`.
+pub fn router_with_sandboxes(tier: StateTier, sandboxes: Sandboxes) -> Router {
+    // A batch carries up to eight values of the largest size, plus framing.
     let limits = tier.limits().clone();
-    let batch_limit = limits.max_value_bytes.saturating_mul(2).saturating_add(1 << 20);
+    let batch_limit = limits.max_value_bytes.saturating_mul(8).saturating_add(1 << 20);
     Router::new()
         .route("/peer/v1/state/{scope}/{key}", get(get_value).put(put_value).delete(delete_value))
         .route("/peer/v1/batch-get", post(batch_get))
         .route("/peer/v1/batch-put", post(batch_put))
         .layer(DefaultBodyLimit::max(batch_limit))
-        .with_state(tier)
+        .with_state(Peer { tier, sandboxes })
+}
+
+/// What the peer routes serve.
+#[derive(Clone)]
+struct Peer {
+    tier: StateTier,
+    sandboxes: Sandboxes,
+}
+
+impl Peer {
+    fn place(headers: &HeaderMap) -> std::result::Result<Place, PeerError> {
+        match headers.get(SANDBOX_HEADER).map(|v| v.as_bytes()) {
+            None | Some(b"0") => Ok(Place::Store),
+            Some(b"1") => Ok(Place::Sandbox),
+            Some(_) => Err(PeerError(Error::BadInput(format!("`{SANDBOX_HEADER}` must be 0 or 1")))),
+        }
+    }
+
+    /// The tier a read works on. A run with no sandbox here reads from an
+    /// empty one (same checks, nothing found) that is not kept.
+    fn for_read(&self, headers: &HeaderMap, run: &str) -> std::result::Result<StateTier, PeerError> {
+        match Self::place(headers)? {
+            Place::Store => Ok(self.tier.clone()),
+            Place::Sandbox => match self.sandboxes.get(run)? {
+                Some(s) => Ok(s.tier().clone()),
+                None => Ok(Sandboxes::new(self.tier.limits().clone()).open(run)?.tier().clone()),
+            },
+        }
+    }
+
+    /// The tier a write works on (a sandbox is created by its first write).
+    fn for_write(&self, headers: &HeaderMap, run: &str) -> std::result::Result<StateTier, PeerError> {
+        match Self::place(headers)? {
+            Place::Store => Ok(self.tier.clone()),
+            Place::Sandbox => Ok(self.sandboxes.open(run)?.tier().clone()),
+        }
+    }
 }
 
 fn run_id(headers: &HeaderMap) -> std::result::Result<String, PeerError> {
@@ -110,12 +171,13 @@ async fn blocking<T: Send + 'static>(
 }
 
 async fn get_value(
-    State(tier): State<StateTier>,
+    State(peer): State<Peer>,
     headers: HeaderMap,
     Path((scope, key)): Path<(String, String)>,
 ) -> std::result::Result<Response, PeerError> {
     let run = run_id(&headers)?;
     tracing::debug!(%run, %scope, %key, "peer get");
+    let tier = peer.for_read(&headers, &run)?;
     match blocking(move || tier.get(&scope, &key)).await? {
         Some(v) => Ok(([(header::CONTENT_TYPE, "application/octet-stream")], Body::from(v)).into_response()),
         None => Ok(StatusCode::NOT_FOUND.into_response()),
@@ -123,12 +185,14 @@ async fn get_value(
 }
 
 async fn put_value(
-    State(tier): State<StateTier>,
+    State(peer): State<Peer>,
     headers: HeaderMap,
     Path((scope, key)): Path<(String, String)>,
     body: Body,
 ) -> std::result::Result<StatusCode, PeerError> {
     let run = run_id(&headers)?;
+    Peer::place(&headers)?;
+    let tier = peer.tier.clone();
     let ttl_ms = match headers.get(TTL_HEADER) {
         None => None,
         Some(v) => Some(v.to_str().ok().and_then(|s| s.parse::<u64>().ok()).ok_or_else(|| {
@@ -156,16 +220,18 @@ async fn put_value(
         value.extend_from_slice(&chunk);
     }
     tracing::debug!(%run, %scope, %key, bytes = value.len(), "peer put");
+    let tier = peer.for_write(&headers, &run)?;
     blocking(move || tier.set(&scope, &key, value, SetOptions { ttl_ms, if_not_exists: false }).map(|_| ())).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn delete_value(
-    State(tier): State<StateTier>,
+    State(peer): State<Peer>,
     headers: HeaderMap,
     Path((scope, key)): Path<(String, String)>,
 ) -> std::result::Result<StatusCode, PeerError> {
-    run_id(&headers)?;
+    let run = run_id(&headers)?;
+    let tier = peer.for_read(&headers, &run)?;
     blocking(move || tier.delete(&scope, &key)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -179,29 +245,40 @@ fn decode<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> std::resul
 }
 
 async fn batch_get(
-    State(tier): State<StateTier>,
+    State(peer): State<Peer>,
     headers: HeaderMap,
     body: Bytes,
 ) -> std::result::Result<Response, PeerError> {
-    run_id(&headers)?;
+    let run = run_id(&headers)?;
     let req: BatchGet = decode(&body, "BatchGet")?;
+    let tier = peer.for_read(&headers, &run)?;
     let values = blocking(move || tier.get_many(&req.scope, &req.keys)).await?;
     let bytes = postcard::to_stdvec(&values).map_err(|e| PeerError(Error::Runtime(e.to_string())))?;
     Ok(([(header::CONTENT_TYPE, "application/postcard")], bytes).into_response())
 }
 
 async fn batch_put(
-    State(tier): State<StateTier>,
+    State(peer): State<Peer>,
     headers: HeaderMap,
     body: Bytes,
 ) -> std::result::Result<StatusCode, PeerError> {
-    run_id(&headers)?;
+    let run = run_id(&headers)?;
     let req: BatchPut = decode(&body, "BatchPut")?;
+    let tier = peer.for_write(&headers, &run)?;
     blocking(move || {
         tier.set_many(&req.scope, req.entries, SetOptions { ttl_ms: req.ttl_ms, if_not_exists: false })
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+impl Place {
+    fn header(self) -> &'static str {
+        match self {
+            Place::Store => "0",
+            Place::Sandbox => "1",
+        }
+    }
 }
 
 /// A client of other hosts' peer routes.
@@ -233,8 +310,27 @@ impl PeerClient {
 
     /// Read `scope/key` from `peer` (`host:port`).
     pub async fn get(&self, peer: &str, run_id: &str, scope: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        self.get_from(peer, run_id, Place::Store, scope, key).await
+    }
+
+    /// Read `scope/key` from `place` on `peer`.
+    pub async fn get_from(
+        &self,
+        peer: &str,
+        run_id: &str,
+        place: Place,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>> {
         let url = Self::url(peer, scope, key)?;
-        let r = self.http.get(url).header(RUN_ID_HEADER, run_id).send().await.map_err(|e| unreachable(peer, e))?;
+        let r = self
+            .http
+            .get(url)
+            .header(RUN_ID_HEADER, run_id)
+            .header(SANDBOX_HEADER, place.header())
+            .send()
+            .await
+            .map_err(|e| unreachable(peer, e))?;
         if r.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -276,14 +372,31 @@ impl PeerClient {
 
     /// Read many keys of one scope from `peer` in one request.
     pub async fn batch_get(&self, peer: &str, run_id: &str, req: &BatchGet) -> Result<Vec<Option<Vec<u8>>>> {
-        let r = self.post_postcard(peer, run_id, "batch-get", req).await?;
+        self.batch_get_from(peer, run_id, Place::Store, req).await
+    }
+
+    /// Read many keys of one scope from `place` on `peer` in one request.
+    pub async fn batch_get_from(
+        &self,
+        peer: &str,
+        run_id: &str,
+        place: Place,
+        req: &BatchGet,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let r = self.post_postcard(peer, run_id, place, "batch-get", req).await?;
         let bytes = r.bytes().await.map_err(|e| unreachable(peer, e))?;
         postcard::from_bytes(&bytes).map_err(|e| Error::Unavailable(format!("peer {peer}: malformed answer: {e}")))
     }
 
     /// Store many entries of one scope on `peer`, atomically, in one request.
     pub async fn batch_put(&self, peer: &str, run_id: &str, req: &BatchPut) -> Result<()> {
-        self.post_postcard(peer, run_id, "batch-put", req).await.map(|_| ())
+        self.batch_put_to(peer, run_id, Place::Store, req).await
+    }
+
+    /// Store many entries of one scope in `place` on `peer`, atomically, in
+    /// one request; returns once the peer has stored them and said so.
+    pub async fn batch_put_to(&self, peer: &str, run_id: &str, place: Place, req: &BatchPut) -> Result<()> {
+        self.post_postcard(peer, run_id, place, "batch-put", req).await.map(|_| ())
     }
 
     /// POST `body` as postcard to `/peer/v1/{route}` and check the answer.
@@ -291,6 +404,7 @@ impl PeerClient {
         &self,
         peer: &str,
         run_id: &str,
+        place: Place,
         route: &str,
         body: &B,
     ) -> Result<reqwest::Response> {
@@ -299,6 +413,7 @@ impl PeerClient {
             .http
             .post(format!("http://{peer}/peer/v1/{route}"))
             .header(RUN_ID_HEADER, run_id)
+            .header(SANDBOX_HEADER, place.header())
             .body(body)
             .send()
             .await

@@ -127,7 +127,7 @@ pub fn router(host: Host) -> Router {
         .route("/functions/{name}/invoke", post(invoke))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(host.clone())
-        .merge(crate::peer::router(host.state().clone()))
+        .merge(crate::peer::router_with_sandboxes(host.state().clone(), host.sandboxes().clone()))
 }
 
 /// Serve the API on `listener` until `shutdown` resolves.
@@ -183,7 +183,7 @@ async fn invoke(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let json = is_json(&headers);
-    let options = InvokeOptions { run_id: q.run_id, validate_input: true };
+    let options = InvokeOptions { run_id: q.run_id, ..InvokeOptions::default() };
     let (outcome, output_json): (InvokeOutcome, Option<Value>) = blocking(move || {
         let input = if json {
             let value: Value =

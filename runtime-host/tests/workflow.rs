@@ -10,54 +10,23 @@ use std::time::Duration;
 
 use databelt_host::cluster::{Cluster, ClusterOptions};
 use databelt_host::continuum::{Policy, ReadTier};
+use databelt_host::peer::Place;
 use databelt_host::workflow::protocol::{RUN_SCOPE, StepInput, StepRequest};
 use databelt_host::workflow::{RunOptions, RunReport, Runner};
 use databelt_host::{BackendConfig, schema};
 use databelt_placement::Topology;
-use databelt_placement::service::PlacementClient;
 use serde_json::{Value, json};
 
-/// cloud — s1 — s2 — s3 (40 Mbit/s links; cloud–s1 60 ms, the others 10 ms).
 async fn cluster() -> (Cluster, tempfile::TempDir) {
-    let mut toml = String::new();
-    for id in ["cloud", "s1", "s2", "s3"] {
-        let kind = if id == "cloud" { "cloud" } else { "satellite" };
-        toml += &format!("[[node]]\nid = \"{id}\"\nkind = \"{kind}\"\naddress = \"127.0.0.1:0\"\n");
-    }
-    for (a, b, lat) in [("cloud", "s1", 60), ("s1", "s2", 10), ("s2", "s3", 10)] {
-        toml += &format!("[[link]]\na = \"{a}\"\nb = \"{b}\"\nlatency_ms = {lat}\njitter_ms = 1\nbandwidth_mbps = 40\n");
-    }
-    let (mut host, dir) = common::temp_config();
-    host.backend = BackendConfig::Memory;
-    host.max_concurrent_instances = 8;
-    let options = ClusterOptions {
-        placement_listen: "127.0.0.1:0".parse().unwrap(),
-        host,
-        data_dir: dir.path().to_path_buf(),
-        peer_timeout: Duration::from_secs(10),
-    };
-    (Cluster::start(Topology::from_toml(&toml).unwrap(), options).await.unwrap(), dir)
+    common::chain_cluster().await
 }
 
-/// Write a workflow file next to nothing: component paths are absolute.
 fn workflow(dir: &Path, name: &str, steps: &[(&str, &str, &str, f64, &[&str])]) -> std::path::PathBuf {
-    let mut text = format!("name = \"{name}\"\n");
-    for (step, guest, node, tmax, after) in steps {
-        let after: Vec<String> = after.iter().map(|a| format!("\"{a}\"")).collect();
-        text += &format!(
-            "[[step]]\nname = \"{step}\"\ncomponent = \"{}\"\nnode = \"{node}\"\ntmax_ms = {tmax}\nafter = [{}]\n",
-            common::guest(guest).display(),
-            after.join(", ")
-        );
-    }
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, text).unwrap();
-    path
+    common::write_workflow(dir, name, "", steps)
 }
 
 async fn runner(cluster: &Cluster, path: &Path) -> Runner {
-    let placement = PlacementClient::new(&cluster.placement_url, Duration::from_secs(2)).unwrap();
-    Runner::load(path, placement, Some(common::workspace().join("target/guests/cwasm-cache"))).await.unwrap()
+    common::runner(cluster, path).await
 }
 
 fn input(runner: &Runner, size: usize, resize: Option<u32>) -> Vec<u8> {
@@ -105,9 +74,15 @@ async fn a_chain_runs_on_its_nodes_and_reads_its_state_locally() {
     assert_eq!(report.steps[0].result.handoffs[0].locator.node, "s3");
     assert!(report.bytes_moved > 100_000, "{}", report.bytes_moved);
     assert_eq!(report.slo_violations, 0);
-    // Garbage collection: nothing of the run is left anywhere.
-    assert!(report.cleanup.deleted >= 2, "{:?}", report.cleanup);
+    // Garbage collection: nothing of the run is left anywhere. (With fusion,
+    // each input's only reader took it out of the sandbox, so what is left to
+    // delete are the empty sandboxes.)
     assert!(report.cleanup.unreachable.is_empty());
+    assert_eq!(live_runs(&cluster), Vec::<(String, Vec<String>)>::new());
+    let unfused = RunOptions { fusion: Some(false), ..RunOptions::default() };
+    let report = runner.run(input(&runner, 10, Some(50_000)), &unfused).await.unwrap();
+    assert_eq!(output(&runner, &report, "c")["trail"], json!(["chain-a@s1", "chain-b@s3", "chain-c@cloud"]));
+    assert!(report.cleanup.deleted >= 2, "{:?}", report.cleanup);
     assert_eq!(live_runs(&cluster), Vec::<(String, Vec<String>)>::new());
 }
 
@@ -270,6 +245,10 @@ async fn malformed_step_requests_are_refused_and_change_nothing() {
         }],
         policy: Policy::Databelt,
         ttl_ms: 60_000,
+        fusion: true,
+        durable: false,
+        sole_reader: Vec::new(),
+        run_states: Vec::new(),
     };
     let bad = |f: &dyn Fn(&mut StepRequest)| {
         let mut r = good.clone();
@@ -282,6 +261,18 @@ async fn malformed_step_requests_are_refused_and_change_nothing() {
         (bad(&|r| r.function = "nope".into()), 404),
         (bad(&|r| r.successors[0].tmax_ms = -1.0), 400),
         (bad(&|r| r.input = StepInput::Inline(vec![0xff; 3])), 400),
+        (
+            bad(&|r| {
+                r.run_states = vec![databelt_host::continuum::Locator {
+                    scope: RUN_SCOPE.into(),
+                    key: "another-run/s/k".into(),
+                    node: "s1".into(),
+                    size_bytes: 1,
+                    place: Place::Sandbox,
+                }]
+            }),
+            400,
+        ),
     ] {
         let r = post(body).await.unwrap();
         assert_eq!(r.status(), status);
@@ -298,6 +289,7 @@ async fn malformed_step_requests_are_refused_and_change_nothing() {
             key: "r-1/zz".into(),
             node: "s3".into(),
             size_bytes: 10,
+            place: Place::Store,
         }])
     });
     let r = post(missing).await.unwrap();

@@ -25,6 +25,30 @@ impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// Remove the entry under `key` and hand back its bytes without copying
+    /// them (the fusion sandbox's hand-off to the last reader).
+    pub fn take(&self, scope: &str, key: &str) -> Result<Option<Entry>> {
+        let mut inner = self.inner.write().map_err(poisoned)?;
+        Ok(inner.scopes.get_mut(scope).and_then(|s| s.remove(key)))
+    }
+
+    /// Entries held (expired ones included until purged).
+    pub fn len(&self) -> Result<u64> {
+        let inner = self.inner.read().map_err(poisoned)?;
+        Ok(inner.scopes.values().map(|s| s.len() as u64).sum())
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Bytes of every value held.
+    pub fn value_bytes(&self) -> Result<u64> {
+        let inner = self.inner.read().map_err(poisoned)?;
+        Ok(inner.scopes.values().flat_map(|s| s.values()).map(|e| e.value.len() as u64).sum())
+    }
 }
 
 fn poisoned<T>(_: T) -> Error {

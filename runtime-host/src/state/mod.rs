@@ -5,11 +5,13 @@
 mod encoding;
 mod memory;
 mod redb_store;
+mod sandbox;
 mod tier;
 
 pub use encoding::{decode_counter, decode_version, encode_counter, encode_version};
 pub use memory::MemoryStore;
 pub use redb_store::RedbStore;
+pub use sandbox::{Sandbox, Sandboxes};
 pub use tier::{CasOutcome, KeyPage, SetOptions, StateTier};
 
 use crate::error::Result;

@@ -23,6 +23,13 @@ pub fn state_key(run_id: &str, step: &str) -> String {
     format!("{run_id}/{step}")
 }
 
+/// The prefix, in [`RUN_SCOPE`], of run `run_id`'s run scope
+/// (`context.run-state`): key `k` is stored as `{run_id}/s/{k}`. Step names
+/// cannot contain `/`, so these never collide with outputs.
+pub fn run_scope_prefix(run_id: &str) -> String {
+    format!("{run_id}/s/")
+}
+
 /// Whether `id` can be a run id: 1-128 bytes of ASCII letters, digits, `-`,
 /// `_` and `.` (it becomes part of state keys and HTTP headers).
 pub fn valid_run_id(id: &str) -> bool {
@@ -71,6 +78,17 @@ pub struct StepRequest {
     /// Lifetime of the stored output, ms: it expires even if garbage
     /// collection never reaches this host.
     pub ttl_ms: u64,
+    /// State fusion: the run's states live in the host's in-memory sandbox
+    /// of the run and move in one batch per node.
+    pub fusion: bool,
+    /// With fusion, also write handed-on states to the host's store.
+    pub durable: bool,
+    /// Per handed input: this step is its only reader, so a fused local
+    /// input is moved out of the sandbox rather than copied.
+    pub sole_reader: Vec<bool>,
+    /// Where the run's run-scope states are (every copy known); the host
+    /// fetches the keys the function declared from here before it starts.
+    pub run_states: Vec<Locator>,
 }
 
 /// How one input state was read.
@@ -117,6 +135,65 @@ pub struct HandOffReport {
     pub elected_locally: bool,
     /// Every node holding a copy after this hand-off.
     pub copies: Vec<String>,
+    /// States moved together in this hand-off (the output plus the run-scope
+    /// states the step wrote); 1 with fusion off (those move on their own).
+    pub states: u64,
+}
+
+/// State operations and transfers caused by one step (and summed per run).
+/// Operations on another host caused by this step's requests count here
+/// too: an unfused push of B states is B store writes on the receiver.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateCounters {
+    /// Operations on a host's store.
+    pub store_ops: u64,
+    /// Value bytes they read or wrote.
+    pub store_bytes: u64,
+    /// Operations on a run's in-memory sandbox.
+    pub sandbox_ops: u64,
+    /// Value bytes they read or wrote.
+    pub sandbox_bytes: u64,
+    /// Requests to other hosts (reads, prefetches, pushes).
+    pub remote_requests: u64,
+    /// Value bytes those requests moved.
+    pub remote_bytes: u64,
+    /// Time spent on state: reading inputs and prefetching, the function's
+    /// own state calls, storing the output and handing states on, µs.
+    pub state_micros: u64,
+}
+
+impl StateCounters {
+    /// Add `other` to these counts.
+    pub fn add(&mut self, other: &StateCounters) {
+        self.store_ops += other.store_ops;
+        self.store_bytes += other.store_bytes;
+        self.sandbox_ops += other.sandbox_ops;
+        self.sandbox_bytes += other.sandbox_bytes;
+        self.remote_requests += other.remote_requests;
+        self.remote_bytes += other.remote_bytes;
+        self.state_micros += other.state_micros;
+    }
+
+    fn op(&mut self, in_sandbox: bool, bytes: u64) {
+        if in_sandbox {
+            self.sandbox_ops += 1;
+            self.sandbox_bytes += bytes;
+        } else {
+            self.store_ops += 1;
+            self.store_bytes += bytes;
+        }
+    }
+
+    /// Count one local operation of `bytes` in the sandbox or the store.
+    pub fn local(&mut self, in_sandbox: bool, bytes: u64) {
+        self.op(in_sandbox, bytes);
+    }
+
+    /// Count one request to another host moving `bytes`.
+    pub fn remote(&mut self, bytes: u64) {
+        self.remote_requests += 1;
+        self.remote_bytes += bytes;
+    }
 }
 
 /// What a host reports for one step.
@@ -138,4 +215,12 @@ pub struct StepResult {
     pub output: Option<Vec<u8>>,
     /// One per consumer node (one in all under the stateless policy).
     pub handoffs: Vec<HandOffReport>,
+    /// Where the run-scope states this step wrote are now (a locator per
+    /// copy; the key is the full key in [`RUN_SCOPE`]).
+    pub run_states: Vec<Locator>,
+    /// Declared run-scope keys fetched from other nodes before the function
+    /// started.
+    pub prefetched: u64,
+    /// State operations and transfers of this step.
+    pub counters: StateCounters,
 }

@@ -20,7 +20,7 @@ use crate::continuum::{Locator, Policy, ReadCounts, ReadTier};
 use crate::error::{Error, Result};
 use crate::host::{Host, valid_function_name};
 use crate::peer::{check, unreachable};
-use crate::workflow::protocol::{StepInput, StepRequest, StepResult, Successor};
+use crate::workflow::protocol::{StateCounters, StepInput, StepRequest, StepResult, Successor};
 
 /// One step, ready to run.
 struct Prepared {
@@ -46,11 +46,14 @@ pub struct RunOptions {
     pub ttl_ms: u64,
     /// Leave the run's state where it is instead of deleting it at the end.
     pub keep_state: bool,
+    /// State fusion on or off for this run; `None`: as the workflow file
+    /// says (on by default).
+    pub fusion: Option<bool>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { policy: Policy::Databelt, run_id: None, ttl_ms: 600_000, keep_state: false }
+        RunOptions { policy: Policy::Databelt, run_id: None, ttl_ms: 600_000, keep_state: false, fusion: None }
     }
 }
 
@@ -102,6 +105,10 @@ pub struct RunReport {
     pub bytes_moved: u64,
     /// Garbage collection.
     pub cleanup: Cleanup,
+    /// Whether state fusion was on.
+    pub fusion: bool,
+    /// State operations and transfers of all steps.
+    pub counters: StateCounters,
 }
 
 impl RunReport {
@@ -333,6 +340,8 @@ impl Runner {
             slo_violations: 0,
             bytes_moved: 0,
             cleanup: Cleanup::default(),
+            fusion: options.fusion.unwrap_or(self.workflow.fusion),
+            counters: StateCounters::default(),
         };
         let mut touched: Vec<String> = Vec::new();
         let started = Instant::now();
@@ -357,6 +366,9 @@ impl Runner {
     ) -> Result<()> {
         // Locators handed to each step, by (consumer step, producer step).
         let mut handed: HashMap<(String, String), Locator> = HashMap::new();
+        // Every known copy of the run's run-scope states.
+        let mut run_states: Vec<Locator> = Vec::new();
+        let fusion = options.fusion.unwrap_or(self.workflow.fusion);
         let mut done: HashSet<String> = HashSet::new();
         while done.len() < self.steps.len() {
             let ready: Vec<&Prepared> = self
@@ -372,6 +384,12 @@ impl Runner {
                 let node = nodes.get(&s.name).cloned().unwrap_or_default();
                 let addr = Self::address(topology, &node)?;
                 self.ensure_deployed(s, &node, &addr).await?;
+                // An input whose producer has one successor is read once.
+                let sole_reader: Vec<bool> = s
+                    .after
+                    .iter()
+                    .map(|p| self.steps.iter().filter(|c| c.after.contains(p)).count() == 1)
+                    .collect();
                 let step_input = if s.after.is_empty() {
                     StepInput::Inline(input.to_vec())
                 } else {
@@ -402,6 +420,10 @@ impl Runner {
                     successors,
                     policy: options.policy,
                     ttl_ms: options.ttl_ms,
+                    fusion,
+                    durable: self.workflow.durable,
+                    sole_reader,
+                    run_states: run_states.clone(),
                 };
                 if !touched.contains(&node) {
                     touched.push(node.clone());
@@ -440,6 +462,17 @@ impl Runner {
                         handed.insert((succ.clone(), name.clone()), h.locator.clone());
                     }
                 }
+                if !result.run_states.is_empty() {
+                    // The copies this step reported replace older ones of the same keys.
+                    run_states.retain(|l| !result.run_states.iter().any(|n| n.key == l.key));
+                    for l in &result.run_states {
+                        if !touched.contains(&l.node) {
+                            touched.push(l.node.clone());
+                        }
+                    }
+                    run_states.extend(result.run_states.iter().cloned());
+                }
+                report.counters.add(&result.counters);
                 if let Some(out) = &result.output {
                     report.outputs.push((name.clone(), out.clone()));
                 }

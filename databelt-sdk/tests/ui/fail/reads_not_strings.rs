@@ -1,0 +1,6 @@
+#[databelt::function(reads = ["ok", 7])]
+fn f(_ctx: &databelt::Context, input: u32) -> Result<u32, databelt::Error> {
+    Ok(input)
+}
+
+fn main() {}
