@@ -1,0 +1,333 @@
+//! One emulated link: a TCP proxy in front of an upstream address.
+//!
+//! Each direction of the link has a single transmitter shared by every
+//! connection over it: a chunk read from one side is released to the other
+//! after it has been serialised at the link's bandwidth (queueing behind
+//! earlier chunks of any connection) and has then travelled the one-way
+//! latency plus a uniform jitter in `[-jitter, +jitter]` (never reordering
+//! the bytes of one connection). While the link is down, new connections
+//! are accepted and closed at once and open ones are cut.
+//!
+//! Why not an existing crate: `noxious` (a Rust port of Toxiproxy) keeps its
+//! toxics crate-private behind a REST server, and its bandwidth toxic, like
+//! Toxiproxy's, limits each connection on its own; a satellite link's
+//! bandwidth is shared by every transfer over it.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::Error;
+
+/// Largest chunk moved as one unit (the emulation's packet train).
+const CHUNK: usize = 16 * 1024;
+
+/// A link's parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinkSpec {
+    /// One-way latency, ms.
+    pub latency_ms: f64,
+    /// Jitter, ms: each chunk's delay is `latency ± jitter` (uniform).
+    pub jitter_ms: f64,
+    /// Bandwidth of each direction, Mbit/s (10⁶ bit/s).
+    pub bandwidth_mbps: f64,
+}
+
+impl LinkSpec {
+    fn check(&self) -> Result<(), Error> {
+        let ok = |x: f64| x.is_finite() && x >= 0.0;
+        if !ok(self.latency_ms) || !ok(self.jitter_ms) {
+            return Err(Error::BadSpec("latency and jitter must be finite and ≥ 0".into()));
+        }
+        if self.jitter_ms > self.latency_ms {
+            return Err(Error::BadSpec(format!(
+                "jitter {} ms exceeds latency {} ms (a delay cannot be negative)",
+                self.jitter_ms, self.latency_ms
+            )));
+        }
+        if !(self.bandwidth_mbps.is_finite() && self.bandwidth_mbps > 0.0) {
+            return Err(Error::BadSpec("bandwidth must be finite and > 0".into()));
+        }
+        Ok(())
+    }
+
+    /// Time to serialise `bytes` at this bandwidth.
+    pub fn serialisation(&self, bytes: usize) -> Duration {
+        Duration::from_secs_f64(bytes as f64 * 8.0 / (self.bandwidth_mbps * 1e6))
+    }
+}
+
+/// One direction's transmitter: when it is next free.
+type Transmitter = Arc<Mutex<Instant>>;
+
+struct Shared {
+    spec: LinkSpec,
+    upstream: SocketAddr,
+    up: AtomicBool,
+    /// Bumped when the link goes down, so open connections notice.
+    epoch: std::sync::atomic::AtomicU64,
+    forward: Transmitter,
+    backward: Transmitter,
+}
+
+/// A running emulated link; dropping it stops accepting connections.
+pub struct Link {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Link {
+    /// Listen on `listen` (e.g. `127.0.0.1:0`) and forward every
+    /// connection to `upstream` through the emulated link. Must be called
+    /// inside a Tokio runtime.
+    pub fn start(listen: SocketAddr, upstream: SocketAddr, spec: LinkSpec) -> Result<Link, Error> {
+        spec.check()?;
+        let std_listener =
+            std::net::TcpListener::bind(listen).map_err(|e| Error::Io(format!("listen on {listen}"), e))?;
+        std_listener.set_nonblocking(true).map_err(|e| Error::Io(format!("listen on {listen}"), e))?;
+        let listener = TcpListener::from_std(std_listener).map_err(|e| Error::Io(format!("listen on {listen}"), e))?;
+        let addr = listener.local_addr().map_err(|e| Error::Io(format!("listen on {listen}"), e))?;
+        let now = Instant::now();
+        let shared = Arc::new(Shared {
+            spec,
+            upstream,
+            up: AtomicBool::new(true),
+            epoch: std::sync::atomic::AtomicU64::new(0),
+            forward: Arc::new(Mutex::new(now)),
+            backward: Arc::new(Mutex::new(now)),
+        });
+        let s = shared.clone();
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else { continue };
+                if !s.up.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let s = s.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = proxy(client, s).await {
+                        tracing::debug!(error = %e, "emulated connection ended");
+                    }
+                });
+            }
+        });
+        Ok(Link { addr, shared, accept })
+    }
+
+    /// The address to connect to instead of the upstream.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The link's parameters.
+    pub fn spec(&self) -> LinkSpec {
+        self.shared.spec
+    }
+
+    /// Bring the link up or down. Down: new connections are closed at once,
+    /// open ones are cut.
+    pub fn set_up(&self, up: bool) {
+        if !up {
+            self.shared.epoch.fetch_add(1, Ordering::SeqCst);
+        }
+        self.shared.up.store(up, Ordering::SeqCst);
+    }
+
+    /// Whether the link is up.
+    pub fn is_up(&self) -> bool {
+        self.shared.up.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.set_up(false);
+    }
+}
+
+async fn proxy(client: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> {
+    let upstream = TcpStream::connect(shared.upstream).await?;
+    client.set_nodelay(true)?;
+    upstream.set_nodelay(true)?;
+    let epoch = shared.epoch.load(Ordering::SeqCst);
+    let (cr, cw) = client.into_split();
+    let (ur, uw) = upstream.into_split();
+    let a = tokio::spawn(direction(cr, uw, shared.clone(), shared.forward.clone(), epoch));
+    let b = tokio::spawn(direction(ur, cw, shared.clone(), shared.backward.clone(), epoch));
+    let _ = tokio::join!(a, b);
+    Ok(())
+}
+
+/// Move bytes from `from` to `to` through one direction of the link.
+async fn direction(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    shared: Arc<Shared>,
+    transmitter: Transmitter,
+    epoch: u64,
+) {
+    let spec = shared.spec;
+    let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(1024);
+    let alive = {
+        let shared = shared.clone();
+        move || shared.up.load(Ordering::SeqCst) && shared.epoch.load(Ordering::SeqCst) == epoch
+    };
+    let reader_alive = alive.clone();
+    let reader = tokio::spawn(async move {
+        let mut last_release = Instant::now();
+        loop {
+            let mut buf = vec![0u8; CHUNK];
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if !reader_alive() {
+                break;
+            }
+            buf.truncate(n);
+            // Serialise behind everything already queued on this direction.
+            let sent = {
+                let Ok(mut free) = transmitter.lock() else { break };
+                let start = (*free).max(Instant::now());
+                *free = start + spec.serialisation(n);
+                *free
+            };
+            let jitter = if spec.jitter_ms > 0.0 { rand::random_range(-spec.jitter_ms..=spec.jitter_ms) } else { 0.0 };
+            let delay = Duration::from_secs_f64(((spec.latency_ms + jitter).max(0.0)) / 1000.0);
+            // In order within the connection.
+            let release = (sent + delay).max(last_release);
+            last_release = release;
+            if tx.send((release, buf)).await.is_err() {
+                break;
+            }
+        }
+    });
+    while let Some((release, buf)) = rx.recv().await {
+        tokio::time::sleep_until(release).await;
+        if !alive() || to.write_all(&buf).await.is_err() {
+            break;
+        }
+    }
+    reader.abort();
+    let _ = to.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn echo_server() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// Round trip of a small message: twice the one-way latency.
+    #[tokio::test]
+    async fn delivers_the_configured_latency_within_10_percent() {
+        let upstream = echo_server().await;
+        let spec = LinkSpec { latency_ms: 40.0, jitter_ms: 0.0, bandwidth_mbps: 1000.0 };
+        let link = Link::start("127.0.0.1:0".parse().unwrap(), upstream, spec).unwrap();
+        let mut s = TcpStream::connect(link.addr()).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut rtts = Vec::new();
+        for _ in 0..5 {
+            let t = std::time::Instant::now();
+            s.write_all(b"ping").await.unwrap();
+            let mut buf = [0u8; 4];
+            s.read_exact(&mut buf).await.unwrap();
+            rtts.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        rtts.sort_by(f64::total_cmp);
+        let median = rtts[2];
+        assert!((median - 80.0).abs() <= 8.0, "round trip {median:.1} ms, expected 80 ± 8: {rtts:?}");
+    }
+
+    /// 1 MB at 40 Mbit/s one way: 200 ms of serialisation (plus latency).
+    #[tokio::test]
+    async fn delivers_the_configured_bandwidth_within_10_percent() {
+        let sink = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = sink.local_addr().unwrap();
+        let received = tokio::spawn(async move {
+            let (mut s, _) = sink.accept().await.unwrap();
+            let mut buf = Vec::new();
+            s.read_to_end(&mut buf).await.unwrap();
+            (buf.len(), std::time::Instant::now())
+        });
+        let spec = LinkSpec { latency_ms: 5.0, jitter_ms: 0.0, bandwidth_mbps: 40.0 };
+        let link = Link::start("127.0.0.1:0".parse().unwrap(), upstream, spec).unwrap();
+        let mut s = TcpStream::connect(link.addr()).await.unwrap();
+        let payload = vec![7u8; 1_000_000];
+        let t = std::time::Instant::now();
+        s.write_all(&payload).await.unwrap();
+        s.shutdown().await.unwrap();
+        let (n, at) = received.await.unwrap();
+        assert_eq!(n, payload.len());
+        let ms = at.duration_since(t).as_secs_f64() * 1000.0 - spec.latency_ms;
+        let mbps = payload.len() as f64 * 8.0 / (ms / 1000.0) / 1e6;
+        assert!((mbps - 40.0).abs() <= 4.0, "{mbps:.1} Mbit/s over {ms:.0} ms, expected 40 ± 4");
+    }
+
+    #[tokio::test]
+    async fn refuses_connections_while_down_and_cuts_open_ones() {
+        let upstream = echo_server().await;
+        let spec = LinkSpec { latency_ms: 1.0, jitter_ms: 0.0, bandwidth_mbps: 100.0 };
+        let link = Link::start("127.0.0.1:0".parse().unwrap(), upstream, spec).unwrap();
+        let mut open = TcpStream::connect(link.addr()).await.unwrap();
+        open.write_all(b"hi").await.unwrap();
+        let mut buf = [0u8; 2];
+        open.read_exact(&mut buf).await.unwrap();
+        link.set_up(false);
+        assert!(!link.is_up());
+        // A new connection is closed at once: reading gives EOF or an error.
+        let mut fresh = TcpStream::connect(link.addr()).await.unwrap();
+        let _ = fresh.write_all(b"x").await;
+        let mut one = [0u8; 1];
+        let r = tokio::time::timeout(Duration::from_secs(2), fresh.read(&mut one)).await.unwrap();
+        assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+        // The open one is cut: its next message never comes back.
+        let _ = open.write_all(b"hi").await;
+        let r = tokio::time::timeout(Duration::from_secs(2), open.read(&mut one)).await.unwrap();
+        assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+        // Up again: connections work.
+        link.set_up(true);
+        let mut again = TcpStream::connect(link.addr()).await.unwrap();
+        again.write_all(b"ok").await.unwrap();
+        again.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ok");
+    }
+
+    #[test]
+    fn bad_specs_are_refused() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let up: SocketAddr = "127.0.0.1:9".parse().unwrap();
+            let l: SocketAddr = "127.0.0.1:0".parse().unwrap();
+            for spec in [
+                LinkSpec { latency_ms: -1.0, jitter_ms: 0.0, bandwidth_mbps: 1.0 },
+                LinkSpec { latency_ms: 1.0, jitter_ms: 2.0, bandwidth_mbps: 1.0 },
+                LinkSpec { latency_ms: 1.0, jitter_ms: 0.0, bandwidth_mbps: 0.0 },
+                LinkSpec { latency_ms: f64::NAN, jitter_ms: 0.0, bandwidth_mbps: 1.0 },
+            ] {
+                assert!(matches!(Link::start(l, up, spec), Err(Error::BadSpec(_))), "{spec:?}");
+            }
+        });
+    }
+}
