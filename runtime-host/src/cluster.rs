@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use databelt_placement::Topology;
@@ -34,6 +35,22 @@ pub struct ClusterOptions {
     pub data_dir: PathBuf,
     /// Timeout of peer requests (a push of a large state must fit in it).
     pub peer_timeout: Duration,
+    /// The address other nodes reach a node at, when it is not the one it
+    /// listens on (e.g. an emulated link in front of it); `None`: the
+    /// listening address.
+    pub advertise: Option<Advertise>,
+}
+
+/// Maps a node id and its listening address to the address the topology
+/// advertises for it.
+#[derive(Clone)]
+#[allow(clippy::type_complexity)]
+pub struct Advertise(pub Arc<dyn Fn(&str, SocketAddr) -> Result<SocketAddr> + Send + Sync>);
+
+impl std::fmt::Debug for Advertise {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Advertise(..)")
+    }
 }
 
 impl Default for ClusterOptions {
@@ -43,6 +60,7 @@ impl Default for ClusterOptions {
             host: HostConfig { max_concurrent_instances: 16, ..HostConfig::default() },
             data_dir: PathBuf::from("databelt-data/continuum"),
             peer_timeout: Duration::from_secs(60),
+            advertise: None,
         }
     }
 }
@@ -93,7 +111,11 @@ impl Cluster {
                 .await
                 .map_err(|e| Error::Config(format!("node `{}`: cannot listen on {}: {e}", node.id, node.address)))?;
             let addr = listener.local_addr().map_err(|e| Error::Runtime(e.to_string()))?;
-            node.address = addr.to_string();
+            let advertised = match &options.advertise {
+                Some(f) => (f.0)(&node.id, addr)?,
+                None => addr,
+            };
+            node.address = advertised.to_string();
             listeners.push(listener);
         }
         let service = PlacementService::new(topology.clone()).map_err(|e| Error::Config(e.to_string()))?;

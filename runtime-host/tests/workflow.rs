@@ -327,6 +327,7 @@ async fn wildfire_example_runs_on_the_paper_testbed() {
         host,
         data_dir: dir.path().to_path_buf(),
         peer_timeout: Duration::from_secs(10),
+        advertise: None,
     };
     let cluster = Cluster::start(Topology::from_toml(&free).unwrap(), options).await.unwrap();
     let runner = runner(&cluster, &root.join("examples/wildfire/wildfire.toml")).await;
