@@ -330,12 +330,12 @@ impl StepExecutor {
             }
             if fused {
                 counters.local(true, found.iter().map(|(_, v)| v.len() as u64).sum());
-                local.set_many(RUN_SCOPE, found, options.clone())?;
+                local.set_many(RUN_SCOPE, found, options)?;
             } else {
                 for (k, v) in found {
                     counters.local(false, v.len() as u64);
                     let tier = local.clone();
-                    let o = options.clone();
+                    let o = options;
                     blocking(move || tier.set(RUN_SCOPE, &k, v, o).map(|_| ())).await?;
                 }
             }
