@@ -41,7 +41,7 @@ fn env(name: &str, default: u32) -> u32 {
 }
 
 fn plan(runner: &Runner, write: u32, size: u32, read: u32) -> Vec<u8> {
-    let v = json!({"write": write, "size": size, "read": read, "found": 0, "bytes": 0, "trail": []});
+    let v = json!({"write": write, "first": 0, "next_write": 0, "size": size, "read": read, "found": 0, "bytes": 0, "trail": []});
     schema::json_to_postcard(runner.input_schema().expect("schema"), &v).expect("plan")
 }
 

@@ -15,7 +15,7 @@ use databelt_host::workflow::{RunOptions, RunReport, Runner};
 use serde_json::{Value, json};
 
 fn plan(runner: &Runner, write: u32, size: u32, read: u32) -> Vec<u8> {
-    let v = json!({"write": write, "size": size, "read": read, "found": 0, "bytes": 0, "trail": []});
+    let v = json!({"write": write, "first": 0, "next_write": 0, "size": size, "read": read, "found": 0, "bytes": 0, "trail": []});
     schema::json_to_postcard(runner.input_schema().unwrap(), &v).unwrap()
 }
 
@@ -140,6 +140,38 @@ async fn group_retrieval_is_one_request_per_source_node_and_offload_one_per_dest
             assert_eq!(r.counters.remote_bytes, u64::from(b) * 10_000);
             assert!(live_runs(&cluster).is_empty(), "{:?}", live_runs(&cluster));
         }
+    }
+}
+
+/// States on two nodes: `w1@s1` writes s0, s1 and they stay there (its
+/// successor's SLO is 0, so nothing moves); `w2@s2` writes s2..s4, which
+/// stay on s2 the same way; `r@s3` declared s0..s4: its host fetches them
+/// with one request per source node when fused, one per state otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn declared_states_on_two_nodes_take_one_request_per_node() {
+    let (cluster, dir) = common::chain_cluster().await;
+    for fusion in [true, false] {
+        let path = fan_workflow(
+            dir.path(),
+            &format!("two-{fusion}"),
+            fusion,
+            &[("w1", "s1", 1000.0, &[]), ("w2", "s2", 0.0, &["w1"]), ("r", "s3", 0.0, &["w2"])],
+        );
+        let runner = common::runner(&cluster, &path).await;
+        // Every step reads s0..s4 (w1 and w2 find what exists by then).
+        let v = json!({"write": 2, "first": 0, "next_write": 3, "size": 5000, "read": 5, "found": 0, "bytes": 0, "trail": []});
+        let input = schema::json_to_postcard(runner.input_schema().unwrap(), &v).unwrap();
+        let report = runner.run(input, &RunOptions::default()).await.unwrap();
+        let out = output(&runner, &report, "r");
+        assert_eq!((out["found"].clone(), out["bytes"].clone()), (json!(5), json!(5 * 5000)), "fusion {fusion}: {out}");
+        let w1 = step(&report, "w1");
+        assert_eq!(w1.handoffs[0].locator.node, "s1", "w2's SLO of 0 ms keeps w1's output and states on s1");
+        let r = step(&report, "r");
+        assert_eq!(r.prefetched, 5);
+        // The input: one read from s2. The states: s0, s1 from s1, s2..s4 from s2.
+        let expected = if fusion { 1 + 2 } else { 1 + 5 };
+        assert_eq!(r.counters.remote_requests, expected, "fusion {fusion}: {:?}", r.counters);
+        assert!(live_runs(&cluster).is_empty(), "{:?}", live_runs(&cluster));
     }
 }
 

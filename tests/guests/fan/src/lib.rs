@@ -1,15 +1,21 @@
 //! Test and benchmark guest for state fusion. Reads the first `read` keys
 //! `s0, s1, …` of the run scope (declared, so the host prefetches them),
 //! checks their contents, then writes `write` keys of `size` bytes each
-//! (`s{i}` filled with byte `i`). The plan travels on with what was found.
+//! from `s{first}` on (`s{i}` filled with byte `i`). The plan travels on
+//! with what was found.
 
 use databelt::{Context, Error};
 
 /// The plan, and what the steps found so far.
 #[databelt::data]
 pub struct Plan {
-    /// Run-scope states to write, `s0..s{write-1}` (then set to 0).
+    /// Run-scope states to write, `s{first}..s{first+write-1}`; then
+    /// `first` moves past them and `write` is set to `next_write`.
     pub write: u32,
+    /// Index of the first state to write.
+    pub first: u32,
+    /// What the next step writes.
+    pub next_write: u32,
     /// Size of each, bytes.
     pub size: u32,
     /// Run-scope states to read, `s0..s{read-1}`.
@@ -40,9 +46,11 @@ fn fan(ctx: &Context, mut plan: Plan) -> Result<Plan, Error> {
         plan.found = found;
         plan.bytes = bytes;
     }
-    for i in 0..plan.write {
+    for i in plan.first..plan.first + plan.write {
         run.set_bytes(&format!("s{i}"), &vec![i as u8; plan.size as usize], Default::default())?;
     }
-    plan.write = 0;
+    plan.first += plan.write;
+    plan.write = plan.next_write;
+    plan.next_write = 0;
     Ok(plan)
 }
