@@ -23,6 +23,9 @@ pub struct StateLimits {
     pub default_page_size: u32,
     /// Largest page `list-keys` accepts. Default 1000.
     pub max_page_size: u32,
+    /// Most value bytes one workflow run's fusion sandbox may hold on this
+    /// host (it lives in memory). Default 1 GiB.
+    pub max_sandbox_bytes: u64,
 }
 
 impl Default for StateLimits {
@@ -33,6 +36,7 @@ impl Default for StateLimits {
             max_batch_keys: 256,
             default_page_size: 100,
             max_page_size: 1000,
+            max_sandbox_bytes: 1 << 30,
         }
     }
 }
@@ -155,7 +159,7 @@ impl HostConfig {
             return bad("max_chain_steps must be at least 1".into());
         }
         let l = &self.limits;
-        if l.max_key_bytes == 0 || l.max_value_bytes == 0 || l.max_batch_keys == 0 {
+        if l.max_key_bytes == 0 || l.max_value_bytes == 0 || l.max_batch_keys == 0 || l.max_sandbox_bytes == 0 {
             return bad("limits must be at least 1".into());
         }
         if l.default_page_size == 0 || l.default_page_size > l.max_page_size {

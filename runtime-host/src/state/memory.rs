@@ -33,6 +33,57 @@ impl MemoryStore {
         Ok(inner.scopes.get_mut(scope).and_then(|s| s.remove(key)))
     }
 
+    /// [`StateStore::transact`], with `check(added, freed)` — the value
+    /// bytes the decided writes add and free — called before anything is
+    /// applied; an error from it aborts the transaction. Runs under the
+    /// store's write lock, so checks are serialised with every write.
+    pub(crate) fn transact_checked(
+        &self,
+        scope: &str,
+        keys: &[String],
+        decide: &mut Decide<'_>,
+        check: &mut dyn FnMut(u64, u64) -> Result<()>,
+    ) -> Result<Vec<u64>> {
+        let mut inner = self.inner.write().map_err(poisoned)?;
+        let current: Vec<Option<Entry>> = {
+            let s = inner.scopes.get(scope);
+            keys.iter().map(|k| s.and_then(|s| s.get(k)).cloned()).collect()
+        };
+        let writes = decide(&current)?;
+        {
+            let s = inner.scopes.get(scope);
+            let old = |key: &str| s.and_then(|s| s.get(key)).map_or(0, |e| e.value.len() as u64);
+            let (mut added, mut freed) = (0u64, 0u64);
+            for w in &writes {
+                match w {
+                    Write::Put { key, value, .. } => {
+                        added += value.len() as u64;
+                        freed += old(key);
+                    }
+                    Write::Delete { key } => freed += old(key),
+                }
+            }
+            check(added, freed)?;
+        }
+        let mut version = inner.last_version;
+        let mut versions = Vec::new();
+        let s = inner.scopes.entry(scope.to_string()).or_default();
+        for w in writes {
+            match w {
+                Write::Put { key, value, expires_at_ms } => {
+                    version += 1;
+                    versions.push(version);
+                    s.insert(key, Entry { value, version, expires_at_ms });
+                }
+                Write::Delete { key } => {
+                    s.remove(&key);
+                }
+            }
+        }
+        inner.last_version = version;
+        Ok(versions)
+    }
+
     /// Entries held (expired ones included until purged).
     pub fn len(&self) -> Result<u64> {
         let inner = self.inner.read().map_err(poisoned)?;
@@ -100,29 +151,7 @@ impl StateStore for MemoryStore {
     }
 
     fn transact(&self, scope: &str, keys: &[String], decide: &mut Decide<'_>) -> Result<Vec<u64>> {
-        let mut inner = self.inner.write().map_err(poisoned)?;
-        let current: Vec<Option<Entry>> = {
-            let s = inner.scopes.get(scope);
-            keys.iter().map(|k| s.and_then(|s| s.get(k)).cloned()).collect()
-        };
-        let writes = decide(&current)?;
-        let mut version = inner.last_version;
-        let mut versions = Vec::new();
-        let s = inner.scopes.entry(scope.to_string()).or_default();
-        for w in writes {
-            match w {
-                Write::Put { key, value, expires_at_ms } => {
-                    version += 1;
-                    versions.push(version);
-                    s.insert(key, Entry { value, version, expires_at_ms });
-                }
-                Write::Delete { key } => {
-                    s.remove(&key);
-                }
-            }
-        }
-        inner.last_version = version;
-        Ok(versions)
+        self.transact_checked(scope, keys, decide, &mut |_, _| Ok(()))
     }
 
     fn purge_expired(&self, now_ms: u64) -> Result<usize> {

@@ -5,23 +5,82 @@
 //! through its run id and is dropped when the run ends.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::config::StateLimits;
 use crate::error::{Error, Result};
-use crate::state::{MemoryStore, StateTier};
+use crate::state::{Decide, Entry, MemoryStore, StateStore, StateTier};
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// A memory store that refuses writes taking it over `cap` value bytes (the
+/// refused transaction writes nothing).
+struct CappedStore {
+    inner: MemoryStore,
+    used: AtomicU64,
+    cap: u64,
+}
+
+impl StateStore for CappedStore {
+    fn get(&self, scope: &str, key: &str) -> Result<Option<Entry>> {
+        self.inner.get(scope, key)
+    }
+
+    fn get_many(&self, scope: &str, keys: &[String]) -> Result<Vec<Option<Entry>>> {
+        self.inner.get_many(scope, keys)
+    }
+
+    fn scan(
+        &self,
+        scope: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<(Vec<String>, bool)> {
+        self.inner.scan(scope, prefix, after, limit, now_ms)
+    }
+
+    fn transact(&self, scope: &str, keys: &[String], decide: &mut Decide<'_>) -> Result<Vec<u64>> {
+        let mut check = |added: u64, freed: u64| -> Result<()> {
+            let after = (self.used.load(Ordering::SeqCst) + added).saturating_sub(freed);
+            if added > freed && after > self.cap {
+                return Err(Error::QuotaExceeded(format!(
+                    "the run's sandbox would hold {after} bytes; the limit is {} (limits.max_sandbox_bytes)",
+                    self.cap
+                )));
+            }
+            self.used.store(after, Ordering::SeqCst);
+            Ok(())
+        };
+        self.inner.transact_checked(scope, keys, decide, &mut check)
+    }
+
+    fn purge_expired(&self, now_ms: u64) -> Result<usize> {
+        let n = self.inner.purge_expired(now_ms)?;
+        if n > 0 {
+            self.used.store(self.inner.value_bytes()?, Ordering::SeqCst);
+        }
+        Ok(n)
+    }
+}
 
 /// One run's sandbox.
 #[derive(Clone)]
 pub struct Sandbox {
-    store: Arc<MemoryStore>,
+    store: Arc<CappedStore>,
     tier: StateTier,
+    touched_ms: Arc<AtomicU64>,
 }
 
 impl Sandbox {
     fn new(limits: StateLimits) -> Sandbox {
-        let store = Arc::new(MemoryStore::new());
-        Sandbox { tier: StateTier::new(store.clone(), limits), store }
+        let cap = limits.max_sandbox_bytes;
+        let store = Arc::new(CappedStore { inner: MemoryStore::new(), used: AtomicU64::new(0), cap });
+        Sandbox { tier: StateTier::new(store.clone(), limits), store, touched_ms: Arc::new(AtomicU64::new(now_ms())) }
     }
 
     /// The sandbox as a state tier (same limits and semantics as the host's).
@@ -32,21 +91,23 @@ impl Sandbox {
     /// Remove `scope/key` and return its bytes without copying them; `None`
     /// when absent or expired.
     pub fn take(&self, scope: &str, key: &str) -> Result<Option<Vec<u8>>> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        Ok(self.store.take(scope, key)?.filter(|e| e.is_live(now)).map(|e| e.value))
+        let taken = self.store.inner.take(scope, key)?;
+        if let Some(e) = &taken {
+            let _ = self.store.used.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
+                Some(u.saturating_sub(e.value.len() as u64))
+            });
+        }
+        Ok(taken.filter(|e| e.is_live(now_ms())).map(|e| e.value))
     }
 
     /// Bytes held.
     pub fn value_bytes(&self) -> Result<u64> {
-        self.store.value_bytes()
+        self.store.inner.value_bytes()
     }
 
     /// States held.
     pub fn len(&self) -> Result<u64> {
-        self.store.len()
+        self.store.inner.len()
     }
 
     /// Whether it holds nothing.
@@ -75,12 +136,34 @@ impl Sandboxes {
     /// The sandbox of `run_id`, created if it does not exist.
     pub fn open(&self, run_id: &str) -> Result<Sandbox> {
         let mut runs = self.runs.lock().map_err(poisoned)?;
-        Ok(runs.entry(run_id.to_string()).or_insert_with(|| Sandbox::new(self.limits.clone())).clone())
+        let sandbox = runs.entry(run_id.to_string()).or_insert_with(|| Sandbox::new(self.limits.clone())).clone();
+        sandbox.touched_ms.store(now_ms(), Ordering::SeqCst);
+        Ok(sandbox)
     }
 
     /// The sandbox of `run_id`, if it exists.
     pub fn get(&self, run_id: &str) -> Result<Option<Sandbox>> {
-        Ok(self.runs.lock().map_err(poisoned)?.get(run_id).cloned())
+        let sandbox = self.runs.lock().map_err(poisoned)?.get(run_id).cloned();
+        if let Some(s) = &sandbox {
+            s.touched_ms.store(now_ms(), Ordering::SeqCst);
+        }
+        Ok(sandbox)
+    }
+
+    /// Drop the sandboxes nobody has used for `max_idle_ms` (a run whose
+    /// garbage collection never came); returns the run ids dropped.
+    pub fn sweep_idle(&self, max_idle_ms: u64) -> Result<Vec<String>> {
+        let now = now_ms();
+        let mut runs = self.runs.lock().map_err(poisoned)?;
+        let idle: Vec<String> = runs
+            .iter()
+            .filter(|(_, s)| now.saturating_sub(s.touched_ms.load(Ordering::SeqCst)) > max_idle_ms)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &idle {
+            runs.remove(id);
+        }
+        Ok(idle)
     }
 
     /// Drop the sandbox of `run_id`; returns the bytes it held.
@@ -117,6 +200,35 @@ mod tests {
         assert_eq!(boxes.drop_run("run-a").unwrap(), 6);
         assert!(boxes.get("run-a").unwrap().is_none());
         assert_eq!(boxes.open("run-a").unwrap().tier().get("s", "k").unwrap(), None, "a new sandbox starts empty");
+    }
+
+    #[test]
+    fn a_sandbox_over_its_byte_limit_refuses_the_write_and_keeps_what_it_had() {
+        let limits = StateLimits { max_sandbox_bytes: 1000, ..StateLimits::default() };
+        let boxes = Sandboxes::new(limits);
+        let s = boxes.open("r").unwrap();
+        s.tier().set("s", "a", vec![1; 600], SetOptions::default()).unwrap();
+        let e = s.tier().set("s", "b", vec![2; 600], SetOptions::default()).unwrap_err();
+        assert!(matches!(e, Error::QuotaExceeded(_)), "{e}");
+        assert_eq!(s.tier().get("s", "b").unwrap(), None);
+        // Replacing a value counts only the difference; freeing makes room.
+        s.tier().set("s", "a", vec![3; 900], SetOptions::default()).unwrap();
+        assert!(s.take("s", "a").unwrap().is_some());
+        s.tier().set("s", "b", vec![2; 1000], SetOptions::default()).unwrap();
+        let e = s.tier().set_many("s", vec![("c".into(), vec![0; 1])], SetOptions::default()).unwrap_err();
+        assert!(matches!(e, Error::QuotaExceeded(_)));
+        s.tier().delete("s", "b").unwrap();
+        s.tier().set("s", "c", vec![0; 1000], SetOptions::default()).unwrap();
+    }
+
+    #[test]
+    fn idle_sandboxes_are_swept() {
+        let boxes = Sandboxes::new(StateLimits::default());
+        boxes.open("old").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        boxes.open("new").unwrap();
+        assert_eq!(boxes.sweep_idle(20).unwrap(), ["old"]);
+        assert_eq!(boxes.runs().unwrap(), ["new"]);
     }
 
     #[test]

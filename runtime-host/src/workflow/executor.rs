@@ -107,6 +107,10 @@ impl StepExecutor {
         let run_id = request.run_id.clone();
         let here = self.continuum.node_id().to_string();
         let fused = request.fusion;
+        // Sandboxes of runs that were never garbage-collected go after their TTL.
+        for gone in self.host.sandboxes().sweep_idle(request.ttl_ms)? {
+            tracing::warn!(run = %gone, "dropped an idle fusion sandbox (its run was never cleaned up)");
+        }
         let sandbox = if fused { Some(self.host.sandboxes().open(&run_id)?) } else { None };
         let local_tier = match &sandbox {
             Some(s) => s.tier().clone(),
