@@ -201,6 +201,19 @@ async fn a_runs_sandbox_is_visible_to_that_run_only_and_dropped_at_its_end() {
     assert_eq!(other, None);
     let own = peers.get_from(&s1.address, &a.run_id, databelt_host::peer::Place::Sandbox, RUN_SCOPE, &key).await.unwrap();
     assert_eq!(own, Some(vec![0u8; 100]));
+    // A malformed sandbox header is refused and changes nothing.
+    let r = reqwest::Client::new()
+        .put(format!("http://{}/peer/v1/state/{RUN_SCOPE}/{}%2Fs%2Fs9", s1.address, a.run_id))
+        .header("x-databelt-run-id", a.run_id.as_str())
+        .header("x-databelt-sandbox", "yes")
+        .body(vec![1u8; 10])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let s9 = format!("{}/s/s9", a.run_id);
+    assert_eq!(sandbox.tier().get(RUN_SCOPE, &s9).unwrap(), None);
+    assert_eq!(s1.host.state().get(RUN_SCOPE, &s9).unwrap(), None);
     s1.executor.forget_run(&a.run_id).unwrap();
     assert!(s1.host.sandboxes().get(&a.run_id).unwrap().is_none());
 
