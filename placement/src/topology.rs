@@ -121,6 +121,25 @@ pub fn valid_node_id(id: &str) -> bool {
 }
 
 impl Topology {
+    /// The same scenario with its schedule running `factor` times faster:
+    /// the period and every window divided by `factor` (latencies and
+    /// bandwidths unchanged), so a constellation that rotates once a minute
+    /// rotates every `60 / factor` seconds. `factor` 0 or 1: unchanged.
+    pub fn compressed(&self, factor: u64) -> Topology {
+        let mut t = self.clone();
+        if factor <= 1 {
+            return t;
+        }
+        t.period_ms = t.period_ms.map(|p| (p / factor).max(1));
+        for link in &mut t.links {
+            for w in &mut link.windows {
+                w.start_ms /= factor;
+                w.end_ms = (w.end_ms / factor).max(w.start_ms + 1);
+            }
+        }
+        t
+    }
+
     /// Parse TOML and validate it.
     pub fn from_toml(text: &str) -> Result<Topology> {
         let topology: Topology = toml::from_str(text).map_err(|e| Error::Topology(toml_error(text, &e)))?;
@@ -268,6 +287,20 @@ pub struct LiveLink {
     pub remaining_ms: u64,
 }
 
+/// The end-to-end characteristics of the shortest (by latency) live path
+/// between two nodes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Route {
+    /// Summed one-way latency, ms.
+    pub latency_ms: f64,
+    /// Summed jitter, ms.
+    pub jitter_ms: f64,
+    /// Bottleneck bandwidth, bits per second.
+    pub bandwidth_bps: f64,
+    /// Links on the path.
+    pub hops: usize,
+}
+
 /// The live graph at one instant, ready for election.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -279,6 +312,24 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The shortest live path from `from` to `to` now, summed up; `None` when
+    /// either node is unknown or there is no path. A node to itself: a route
+    /// of zero hops (zero latency, unbounded bandwidth).
+    pub fn route(&self, from: &str, to: &str) -> Option<Route> {
+        let (a, b) = (self.index_of(from)?, self.index_of(to)?);
+        let (_, path) = petgraph::algo::astar(&self.graph, a, |n| n == b, |e| e.weight().latency_ms, |_| 0.0)?;
+        let mut route = Route { latency_ms: 0.0, jitter_ms: 0.0, bandwidth_bps: f64::INFINITY, hops: 0 };
+        for pair in path.windows(2) {
+            let edge = self.graph.find_edge(pair[0], pair[1])?;
+            let link = self.graph[edge];
+            route.latency_ms += link.latency_ms;
+            route.jitter_ms += link.jitter_ms;
+            route.bandwidth_bps = route.bandwidth_bps.min(link.bandwidth_bps);
+            route.hops += 1;
+        }
+        Some(route)
+    }
+
     fn new(topology: &Topology, t_ms: u64) -> Snapshot {
         let mut graph = UnGraph::with_capacity(topology.nodes.len(), topology.links.len());
         let mut index = HashMap::with_capacity(topology.nodes.len());
@@ -432,5 +483,37 @@ mod scenario_tests {
         assert!(at3.neighbours("cloud").contains(&"sat4".to_string()));
         assert!(!at3.neighbours("cloud").contains(&"sat1".to_string()));
         assert!(t.snapshot(7 * 60_000).neighbours("cloud").contains(&"sat1".to_string()));
+    }
+
+    #[test]
+    fn routes_sum_latency_and_jitter_and_take_the_bottleneck() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/paper-testbed.toml")).unwrap();
+        let t = Topology::from_toml(&text).unwrap();
+        let s = t.snapshot(0);
+        let r = s.route("sat2", "sat6").unwrap();
+        assert_eq!(r.hops, 4);
+        assert!((r.latency_ms - 40.0).abs() < 1e-9 && (r.jitter_ms - 36.0).abs() < 1e-9, "{r:?}");
+        assert_eq!(r.bandwidth_bps, 40e6);
+        // Minute 0: the ground link is at sat1, so sat3 → cloud goes sat3-sat2-sat1-cloud.
+        let g = s.route("sat3", "cloud").unwrap();
+        assert_eq!(g.hops, 3);
+        assert!((g.latency_ms - 80.0).abs() < 1e-9, "{g:?}");
+        assert_eq!(s.route("sat1", "sat1").unwrap().hops, 0);
+        assert!(s.route("sat1", "nowhere").is_none());
+    }
+
+    #[test]
+    fn compressed_schedules_keep_their_shape() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/paper-testbed.toml")).unwrap();
+        let t = Topology::from_toml(&text).unwrap();
+        let fast = t.compressed(12);
+        fast.validate().unwrap();
+        assert_eq!(fast.period_ms, t.period_ms.map(|p| p / 12));
+        assert_eq!(fast.links[0].latency_ms, t.links[0].latency_ms);
+        // What was minute 3 (ground link at sat4) is now second 15.
+        for (slow, quick) in [(3 * 60_000 + 1, 15_001), (60_000 * 6 + 5, 30_001)] {
+            assert_eq!(t.snapshot(slow).neighbours("cloud"), fast.snapshot(quick).neighbours("cloud"));
+        }
+        assert_eq!(t.compressed(1), t);
     }
 }

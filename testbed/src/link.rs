@@ -63,11 +63,20 @@ impl LinkSpec {
     }
 }
 
+impl Shared {
+    fn spec(&self) -> LinkSpec {
+        match self.spec.lock() {
+            Ok(s) => *s,
+            Err(p) => *p.into_inner(),
+        }
+    }
+}
+
 /// One direction's transmitter: when it is next free.
 type Transmitter = Arc<Mutex<Instant>>;
 
 struct Shared {
-    spec: LinkSpec,
+    spec: Mutex<LinkSpec>,
     upstream: SocketAddr,
     up: AtomicBool,
     /// Bumped when the link goes down, so open connections notice.
@@ -96,7 +105,7 @@ impl Link {
         let addr = listener.local_addr().map_err(|e| Error::Io(format!("listen on {listen}"), e))?;
         let now = Instant::now();
         let shared = Arc::new(Shared {
-            spec,
+            spec: Mutex::new(spec),
             upstream,
             up: AtomicBool::new(true),
             epoch: std::sync::atomic::AtomicU64::new(0),
@@ -129,7 +138,17 @@ impl Link {
 
     /// The link's parameters.
     pub fn spec(&self) -> LinkSpec {
-        self.shared.spec
+        self.shared.spec()
+    }
+
+    /// Change the link's parameters; bytes read from now on use them (a
+    /// route whose path changed, a link whose bandwidth varies).
+    pub fn set_spec(&self, spec: LinkSpec) -> Result<(), Error> {
+        spec.check()?;
+        if let Ok(mut s) = self.shared.spec.lock() {
+            *s = spec;
+        }
+        Ok(())
     }
 
     /// Bring the link up or down. Down: new connections are closed at once,
@@ -175,13 +194,13 @@ async fn direction(
     transmitter: Transmitter,
     epoch: u64,
 ) {
-    let spec = shared.spec;
     let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(1024);
     let alive = {
         let shared = shared.clone();
         move || shared.up.load(Ordering::SeqCst) && shared.epoch.load(Ordering::SeqCst) == epoch
     };
     let reader_alive = alive.clone();
+    let reader_shared = shared.clone();
     let reader = tokio::spawn(async move {
         let mut last_release = Instant::now();
         loop {
@@ -194,6 +213,7 @@ async fn direction(
                 break;
             }
             buf.truncate(n);
+            let spec = reader_shared.spec();
             // Serialise behind everything already queued on this direction.
             let sent = {
                 let Ok(mut free) = transmitter.lock() else { break };
