@@ -235,6 +235,7 @@ pub struct Continuum {
     peers: PeerClient,
     placement: PlacementClient,
     stats: Arc<ReadStats>,
+    routes: Arc<std::collections::HashMap<String, String>>,
 }
 
 impl Continuum {
@@ -242,7 +243,22 @@ impl Continuum {
     /// `placement` must have a topology (fetched with `refresh` or given with
     /// `seed`) before state can move while the service is down.
     pub fn new(node_id: &str, tier: StateTier, peers: PeerClient, placement: PlacementClient) -> Continuum {
-        Continuum { node_id: node_id.to_string(), tier, peers, placement, stats: Arc::new(ReadStats::default()) }
+        Continuum {
+            node_id: node_id.to_string(),
+            tier,
+            peers,
+            placement,
+            stats: Arc::new(ReadStats::default()),
+            routes: Arc::default(),
+        }
+    }
+
+    /// Reach the nodes in `routes` (node id → `host:port`) at these
+    /// addresses instead of the topology's — how an emulated testbed puts a
+    /// link between this node and each other one.
+    pub fn with_routes(mut self, routes: std::collections::HashMap<String, String>) -> Continuum {
+        self.routes = Arc::new(routes);
+        self
     }
 
     /// This node's id.
@@ -261,7 +277,10 @@ impl Continuum {
             .ok_or_else(|| Error::Unavailable("no topology: the placement service was never reached".into()))
     }
 
-    fn address(topology: &Topology, node: &str) -> Result<String> {
+    fn address(&self, topology: &Topology, node: &str) -> Result<String> {
+        if let Some(route) = self.routes.get(node) {
+            return Ok(route.clone());
+        }
         match topology.node(node) {
             Some(n) if !n.address.is_empty() => Ok(n.address.clone()),
             Some(_) => Err(Error::Unavailable(format!("node `{node}` has no peer address"))),
@@ -324,7 +343,7 @@ impl Continuum {
         if target == self.node_id {
             return Ok(stayed(started.elapsed(), None));
         }
-        let pushed = match self.topology().and_then(|(t, _)| Self::address(&t, &target)) {
+        let pushed = match self.topology().and_then(|(t, _)| self.address(&t, &target)) {
             Ok(addr) => self.peers.put(&addr, run_id, scope, key, value, ttl_ms).await,
             Err(e) => Err(e),
         };
@@ -400,7 +419,7 @@ impl Continuum {
             return Ok(result);
         }
         let batch = BatchPut { scope: scope.to_string(), entries, ttl_ms };
-        let pushed = match self.topology().and_then(|(t, _)| Self::address(&t, &target)) {
+        let pushed = match self.topology().and_then(|(t, _)| self.address(&t, &target)) {
             Ok(addr) => self.peers.batch_put_to(&addr, run_id, place, &batch).await,
             Err(e) => Err(e),
         };
@@ -430,14 +449,14 @@ impl Continuum {
         keys: Vec<String>,
     ) -> Result<Vec<Option<Vec<u8>>>> {
         let (topology, _) = self.topology()?;
-        let addr = Self::address(&topology, node)?;
+        let addr = self.address(&topology, node)?;
         self.peers.batch_get_from(&addr, run_id, place, &crate::peer::BatchGet { scope: scope.to_string(), keys }).await
     }
 
     /// Fetch `scope/key` from `place` on `node`.
     pub async fn fetch(&self, run_id: &str, node: &str, place: Place, scope: &str, key: &str) -> Result<Option<Vec<u8>>> {
         let (topology, _) = self.topology()?;
-        let addr = Self::address(&topology, node)?;
+        let addr = self.address(&topology, node)?;
         self.peers.get_from(&addr, run_id, place, scope, key).await
     }
 
@@ -512,7 +531,7 @@ impl Continuum {
                 continue;
             }
             tried.push(node.clone());
-            let Ok(addr) = Self::address(&topology, &node) else { continue };
+            let Ok(addr) = self.address(&topology, &node) else { continue };
             match self.peers.get_from(&addr, run_id, locator.place, &locator.scope, &locator.key).await {
                 Ok(Some(v)) => {
                     self.stats.count(Some(tier));
@@ -541,7 +560,7 @@ impl Continuum {
                     .map_err(|e| Error::Runtime(format!("worker failed: {e}")))??;
                 continue;
             }
-            let done = match Self::address(&topology, node) {
+            let done = match self.address(&topology, node) {
                 Ok(addr) => self.peers.delete(&addr, run_id, scope, key).await,
                 Err(e) => Err(e),
             };

@@ -8,8 +8,10 @@
 //! The emulation belongs to the testbed only; hosts talk plain TCP and do
 //! not know whether a link is emulated.
 
+pub mod emulator;
 pub mod link;
 
+pub use emulator::Emulator;
 pub use link::{Link, LinkSpec};
 
 /// Errors of the testbed.
