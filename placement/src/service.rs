@@ -99,6 +99,12 @@ impl PlacementService {
         })
     }
 
+    /// The instant the service's clock started (scenario time 0), so an
+    /// emulator can follow the same schedule.
+    pub fn origin(&self) -> Instant {
+        self.state.started
+    }
+
     /// Scenario time now, ms.
     pub fn now_ms(&self) -> u64 {
         self.state.started.elapsed().as_millis() as u64

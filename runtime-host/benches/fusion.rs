@@ -106,6 +106,7 @@ fn main() {
             data_dir: dir.path().to_path_buf(),
             peer_timeout: Duration::from_secs(600),
             advertise: Some(advertise),
+            emulate: None,
         };
         let topology = databelt_placement::Topology::from_toml(toml).expect("topology");
         let cluster = Cluster::start(topology, options).await.expect("cluster");

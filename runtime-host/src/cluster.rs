@@ -39,6 +39,11 @@ pub struct ClusterOptions {
     /// listens on (e.g. an emulated link in front of it); `None`: the
     /// listening address.
     pub advertise: Option<Advertise>,
+    /// Emulate the scenario's links between the hosts (`databelt-testbed`):
+    /// every node reaches every other one through a route carrying the live
+    /// path's latency, jitter and bandwidth, re-read from the schedule every
+    /// `refresh`. `None`: hosts talk over plain loopback.
+    pub emulate: Option<Duration>,
 }
 
 /// Maps a node id and its listening address to the address the topology
@@ -61,6 +66,7 @@ impl Default for ClusterOptions {
             data_dir: PathBuf::from("databelt-data/continuum"),
             peer_timeout: Duration::from_secs(60),
             advertise: None,
+            emulate: None,
         }
     }
 }
@@ -95,6 +101,8 @@ pub struct Cluster {
     pub topology: Topology,
     /// The nodes, in scenario order.
     pub nodes: Vec<ClusterNode>,
+    /// The emulated links between the nodes, when asked for.
+    pub emulator: Option<databelt_testbed::Emulator>,
     placement_stop: Option<oneshot::Sender<()>>,
 }
 
@@ -119,12 +127,28 @@ impl Cluster {
             listeners.push(listener);
         }
         let service = PlacementService::new(topology.clone()).map_err(|e| Error::Config(e.to_string()))?;
+        let emulator = match options.emulate {
+            Some(refresh) => {
+                let listen: std::collections::HashMap<String, SocketAddr> = topology
+                    .nodes
+                    .iter()
+                    .zip(&listeners)
+                    .filter_map(|(n, l)| l.local_addr().ok().map(|a| (n.id.clone(), a)))
+                    .collect();
+                Some(
+                    databelt_testbed::Emulator::start(&topology, &listen, service.origin(), refresh)
+                        .map_err(|e| Error::Config(format!("link emulation: {e}")))?,
+                )
+            }
+            None => None,
+        };
         let (paddr, pstop) = service
             .spawn(options.placement_listen)
             .await
             .map_err(|e| Error::Config(format!("placement service on {}: {e}", options.placement_listen)))?;
         let placement_url = format!("http://{paddr}");
-        let mut cluster = Cluster { placement_url, topology: topology.clone(), nodes: Vec::new(), placement_stop: Some(pstop) };
+        let mut cluster =
+            Cluster { placement_url, topology: topology.clone(), nodes: Vec::new(), emulator, placement_stop: Some(pstop) };
         for (node, listener) in topology.nodes.iter().zip(listeners) {
             let mut config = options.host.clone();
             config.node_id = node.id.clone();
@@ -142,7 +166,10 @@ impl Cluster {
                 .await
                 .map_err(|e| Error::Unavailable(format!("node `{}`: placement service: {e}", node.id)))?;
             let peers = PeerClient::new(Duration::from_secs(2), options.peer_timeout)?;
-            let continuum = Continuum::new(&node.id, host.state().clone(), peers, placement);
+            let mut continuum = Continuum::new(&node.id, host.state().clone(), peers, placement);
+            if let Some(e) = &cluster.emulator {
+                continuum = continuum.with_routes(e.routes_from(&node.id));
+            }
             let executor = StepExecutor::new(host.clone(), continuum);
             let router = crate::serve::router(host.clone()).merge(executor.clone().router());
             let (tx, rx) = oneshot::channel::<()>();

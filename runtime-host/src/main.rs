@@ -106,6 +106,15 @@ struct UpArgs {
     /// Keep every node's state in memory only.
     #[arg(long)]
     memory: bool,
+    /// Emulate the scenario's links between the hosts in user space (latency,
+    /// jitter, bandwidth, windows), instead of plain loopback.
+    #[arg(long)]
+    emulate: bool,
+    /// Run the scenario's schedule this many times faster (windows and
+    /// period divided by it): with 12, the paper testbed's ground link moves
+    /// every 5 s instead of every minute.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    time_scale: u64,
 }
 
 #[derive(Args)]
@@ -269,7 +278,7 @@ fn serve(args: ServeArgs) -> Result<()> {
 }
 
 fn up(args: UpArgs) -> Result<()> {
-    let topology = Topology::from_file(&args.scenario)?;
+    let topology = Topology::from_file(&args.scenario)?.compressed(args.time_scale);
     let mut host = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -283,12 +292,25 @@ fn up(args: UpArgs) -> Result<()> {
     if args.config.is_none() {
         host.cache_dir = Some(args.data_dir.join("cache"));
     }
-    let options = ClusterOptions { placement_listen: args.placement_listen, host, data_dir: args.data_dir, ..ClusterOptions::default() };
+    let options = ClusterOptions {
+        placement_listen: args.placement_listen,
+        host,
+        data_dir: args.data_dir,
+        emulate: args.emulate.then_some(std::time::Duration::from_millis(50)),
+        ..ClusterOptions::default()
+    };
+    let (emulate, time_scale) = (args.emulate, args.time_scale);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let cluster = Cluster::start(topology, options).await?;
         eprintln!("databelt continuum from {}", args.scenario.display());
         eprintln!("  placement  {}", cluster.placement_url);
+        if emulate {
+            let n = cluster.topology.nodes.len();
+            eprintln!("  links      emulated: {} routes, schedule ×{time_scale}", n * n.saturating_sub(1));
+        } else if time_scale > 1 {
+            eprintln!("  links      loopback (not emulated), schedule ×{time_scale}");
+        }
         for n in &cluster.nodes {
             let kind = cluster.topology.node(&n.id).map(|x| format!("{:?}", x.kind).to_lowercase()).unwrap_or_default();
             eprintln!("  {:<10} {:<10} http://{}", n.id, kind, n.address);

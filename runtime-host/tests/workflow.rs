@@ -328,6 +328,7 @@ async fn wildfire_example_runs_on_the_paper_testbed() {
         data_dir: dir.path().to_path_buf(),
         peer_timeout: Duration::from_secs(10),
         advertise: None,
+        emulate: None,
     };
     let cluster = Cluster::start(Topology::from_toml(&free).unwrap(), options).await.unwrap();
     let runner = runner(&cluster, &root.join("examples/wildfire/wildfire.toml")).await;
@@ -360,4 +361,50 @@ async fn wildfire_example_runs_on_the_paper_testbed() {
     let err = runner.run(huge, &RunOptions::default()).await.unwrap_err();
     assert!(err.to_string().contains("pixels"), "{err}");
     assert!(live_runs(&cluster).is_empty(), "{:?}", live_runs(&cluster));
+}
+
+/// With link emulation, a hand-off takes the scenario's time: s1 → s3 is two
+/// 10 ms hops (± 1 ms) at 40 Mbit/s, so pushing 200 kB costs at least one
+/// way of latency and 40 ms of serialisation, and the reader still finds its
+/// input locally. The cloud node, behind its 60 ms link, answers a remote
+/// read only after a round trip over it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn emulated_links_move_state_at_the_scenarios_speed() {
+    let mut toml = String::new();
+    for id in ["cloud", "s1", "s2", "s3"] {
+        let kind = if id == "cloud" { "cloud" } else { "satellite" };
+        toml += &format!("[[node]]\nid = \"{id}\"\nkind = \"{kind}\"\naddress = \"127.0.0.1:0\"\n");
+    }
+    for (a, b, lat) in [("cloud", "s1", 60), ("s1", "s2", 10), ("s2", "s3", 10)] {
+        toml += &format!("[[link]]\na = \"{a}\"\nb = \"{b}\"\nlatency_ms = {lat}\njitter_ms = 1\nbandwidth_mbps = 40\n");
+    }
+    let (mut host, dir) = common::temp_config();
+    host.backend = BackendConfig::Memory;
+    let options = ClusterOptions {
+        placement_listen: "127.0.0.1:0".parse().unwrap(),
+        host,
+        data_dir: dir.path().to_path_buf(),
+        peer_timeout: Duration::from_secs(10),
+        advertise: None,
+        emulate: Some(Duration::from_millis(50)),
+    };
+    let cluster = Cluster::start(Topology::from_toml(&toml).unwrap(), options).await.unwrap();
+    assert!(cluster.emulator.is_some());
+    let path = workflow(dir.path(), "slow", &[("a", "stage", "s1", 1000.0, &[]), ("b", "stage", "s3", 1000.0, &["a"])]);
+    let runner = runner(&cluster, &path).await;
+    let report = runner.run(input(&runner, 10, Some(200_000)), &RunOptions::default()).await.unwrap();
+    let h = &report.steps[0].result.handoffs[0];
+    assert_eq!(h.locator.node, "s3");
+    let floor_ms = 19.0 + 200_000.0 * 8.0 / 40e6 * 1000.0;
+    assert!(h.micros as f64 / 1000.0 >= floor_ms, "hand-off took {} µs, the link allows no less than {floor_ms} ms", h.micros);
+    assert_eq!(report.local_availability(), 1.0);
+
+    // Unfused, with the stateless policy: b reads its input from the cloud,
+    // a request and a 200 kB answer over s3 → s2 → s1 → cloud (80 ms ± 3 each way).
+    let stateless = RunOptions { policy: Policy::Stateless, fusion: Some(false), ..RunOptions::default() };
+    let report = runner.run(input(&runner, 10, Some(200_000)), &stateless).await.unwrap();
+    let read = &report.steps[1].result.inputs[0];
+    assert_eq!((read.tier, read.node.as_str()), (ReadTier::Locator, "cloud"));
+    assert!(read.micros >= 2 * 77_000 + 40_000, "read from the cloud took {} µs", read.micros);
+    assert!(live_runs(&cluster).is_empty());
 }

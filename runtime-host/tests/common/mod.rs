@@ -85,6 +85,7 @@ pub async fn chain_cluster() -> (databelt_host::cluster::Cluster, tempfile::Temp
         data_dir: dir.path().to_path_buf(),
         peer_timeout: std::time::Duration::from_secs(10),
         advertise: None,
+        emulate: None,
     };
     (databelt_host::cluster::Cluster::start(databelt_placement::Topology::from_toml(&toml).unwrap(), options).await.unwrap(), dir)
 }
