@@ -29,8 +29,10 @@ echo "== state persisted in $data/databelt-state.redb across three separate host
 echo "== where should a 100 kB state produced on sat2 go, if the next step runs on sat6 within 100 ms?"
 ./target/release/databelt elect --scenario scenarios/paper-testbed.toml \
   --producer sat2 --consumer sat6 --size 100000 --tmax-ms 100
-echo "== databelt up scenarios/paper-testbed.toml: 9 hosts + placement service on 127.0.0.1:7200-7208, 7300"
-./target/release/databelt up scenarios/paper-testbed.toml --memory --data-dir "$data/continuum" 2>"$data/up.log" &
+echo "== databelt up scenarios/paper-testbed.toml --emulate --time-scale 12: 9 hosts + placement on 127.0.0.1:7200-7208, 7300,"
+echo "   every host-to-host connection through an emulated link (latency, jitter, bandwidth; ground link moves every 5 s)"
+./target/release/databelt up scenarios/paper-testbed.toml --memory --emulate --time-scale 12 \
+  --data-dir "$data/continuum" 2>"$data/up.log" &
 up_pid=$!
 for _ in $(seq 1 300); do
   grep -q '^ready' "$data/up.log" && break
@@ -43,4 +45,9 @@ for policy in stateless random databelt; do
   echo "== databelt invoke examples/wildfire/wildfire.toml --policy $policy"
   ./target/release/databelt invoke examples/wildfire/wildfire.toml --policy "$policy" \
     --input '{"seed":42,"tiles":16,"side":64}' --cache-dir "$data/cache"
+done
+echo "== 5 runs per policy (end-to-end over the emulated links):"
+for policy in stateless random databelt; do
+  ./target/release/databelt invoke examples/wildfire/wildfire.toml --policy "$policy" --runs 5 \
+    --input '{"seed":42,"tiles":16,"side":64}' --cache-dir "$data/cache" | tail -n 1
 done
