@@ -1,6 +1,8 @@
 //! `databelt`: run Databelt functions from the command line or serve them
 //! over HTTP.
 
+mod paper;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -72,6 +74,37 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         at_ms: u64,
     },
+    /// Benchmarks that need a whole continuum.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// The Databelt paper's evaluation on an emulated testbed: latency per
+    /// state size and throughput per concurrency, for the stateless, random,
+    /// databelt and databelt+fusion policies; writes CSV, Markdown and SVG.
+    Paper(PaperArgs),
+}
+
+#[derive(Args)]
+struct PaperArgs {
+    /// Two sizes (1, 5 MB), two concurrency levels (5, 10), two runs each:
+    /// a few minutes. Without it: 1-50 MB, 5-50 concurrent, three runs.
+    #[arg(long)]
+    quick: bool,
+    /// Scenario file.
+    #[arg(long, default_value = "scenarios/paper-testbed.toml")]
+    scenario: PathBuf,
+    /// The wildfire workflow (its components must be built).
+    #[arg(long, default_value = "examples/wildfire/wildfire.toml")]
+    workflow: PathBuf,
+    /// Results folder.
+    #[arg(long, default_value = "results/paper")]
+    out: PathBuf,
+    /// Run the scenario's schedule this many times faster.
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    time_scale: u64,
 }
 
 #[derive(Args)]
@@ -554,6 +587,7 @@ fn main() -> ExitCode {
         Command::Elect { scenario, producer, consumer, size, tmax_ms, at_ms } => {
             elect(&scenario, ElectionRequest { producer, consumer, size_bytes: size, tmax_ms }, at_ms)
         }
+        Command::Bench(BenchCommand::Paper(a)) => bench_paper(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -563,4 +597,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn bench_paper(args: PaperArgs) -> Result<()> {
+    let options = paper::PaperOptions {
+        scenario: args.scenario,
+        workflow: args.workflow,
+        out: args.out.clone(),
+        time_scale: args.time_scale,
+        quick: args.quick,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let started = std::time::Instant::now();
+    let cases = runtime.block_on(paper::run(options))?;
+    println!("{} cases in {:.0} s; results in {}", cases.len(), started.elapsed().as_secs_f64(), args.out.display());
+    let summary = std::fs::read_to_string(args.out.join("summary.md")).unwrap_or_default();
+    println!("{summary}");
+    Ok(())
 }

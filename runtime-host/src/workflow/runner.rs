@@ -49,11 +49,20 @@ pub struct RunOptions {
     /// State fusion on or off for this run; `None`: as the workflow file
     /// says (on by default).
     pub fusion: Option<bool>,
+    /// One Tmax for every step of this run, ms; `None`: each step's own.
+    pub tmax_ms: Option<f64>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { policy: Policy::Databelt, run_id: None, ttl_ms: 600_000, keep_state: false, fusion: None }
+        RunOptions {
+            policy: Policy::Databelt,
+            run_id: None,
+            ttl_ms: 600_000,
+            keep_state: false,
+            fusion: None,
+            tmax_ms: None,
+        }
     }
 }
 
@@ -409,7 +418,7 @@ impl Runner {
                     .map(|c| Successor {
                         step: c.name.clone(),
                         node: nodes.get(&c.name).cloned().unwrap_or_default(),
-                        tmax_ms: c.tmax_ms,
+                        tmax_ms: options.tmax_ms.unwrap_or(c.tmax_ms),
                     })
                     .collect();
                 let request = StepRequest {
