@@ -95,6 +95,10 @@ pub struct Case {
     pub concurrency: u32,
     /// Runs measured.
     pub runs: usize,
+    /// Runs that failed (not in the figures), with the first error.
+    pub failed: usize,
+    /// The first failure, if any.
+    pub first_error: Option<String>,
     /// End-to-end latency p50 / p95, ms.
     pub p50_ms: f64,
     /// p95, ms.
@@ -115,15 +119,16 @@ pub struct Case {
     pub bound_ms: f64,
 }
 
-fn summarise(
-    experiment: &'static str,
-    policy: &'static str,
-    size_mb: u32,
-    concurrency: u32,
-    reports: &[RunReport],
+/// What one case produced.
+struct Outcome {
+    reports: Vec<RunReport>,
+    failures: Vec<String>,
     wall: Duration,
-    bounds: &[f64],
-) -> Case {
+    bounds: Vec<f64>,
+}
+
+fn summarise(experiment: &'static str, policy: &'static str, size_mb: u32, concurrency: u32, outcome: &Outcome) -> Case {
+    let (reports, wall, bounds) = (&outcome.reports, outcome.wall, &outcome.bounds);
     let e2e: Vec<f64> = reports.iter().map(|r| r.total_micros as f64 / 1000.0).collect();
     let (mut local, mut reads, mut viol, mut transfers) = (0u64, 0u64, 0u64, 0u64);
     for r in reports {
@@ -139,6 +144,8 @@ fn summarise(
         size_mb,
         concurrency,
         runs: reports.len(),
+        failed: outcome.failures.len(),
+        first_error: outcome.failures.first().cloned(),
         p50_ms: percentile(&e2e, 50.0),
         p95_ms: percentile(&e2e, 95.0),
         throughput_per_min: reports.len() as f64 / wall.as_secs_f64().max(1e-9) * 60.0,
@@ -181,17 +188,27 @@ async fn run_case(
     input: &[u8],
     options: &RunOptions,
     concurrency: u32,
-) -> Result<(Vec<RunReport>, Duration, Vec<f64>)> {
+    into: &mut Outcome,
+) {
     let started = Instant::now();
     let results = join_all((0..concurrency).map(|_| runner.run(input.to_vec(), options))).await;
-    let wall = started.elapsed();
-    let mut reports = Vec::new();
-    for r in results {
-        reports.push(r.context("a workflow run failed")?);
-    }
+    into.wall += started.elapsed();
     let t_ms = placement.cached().map(|(_, t)| t).unwrap_or(0);
-    let bounds = reports.iter().map(|r| lower_bound_ms(r, topology, t_ms)).collect();
-    Ok((reports, wall, bounds))
+    for r in results {
+        match r {
+            Ok(report) => {
+                into.bounds.push(lower_bound_ms(&report, topology, t_ms));
+                into.reports.push(report);
+            }
+            Err(e) => into.failures.push(e.to_string()),
+        }
+    }
+}
+
+impl Outcome {
+    fn new() -> Outcome {
+        Outcome { reports: Vec::new(), failures: Vec::new(), wall: Duration::ZERO, bounds: Vec::new() }
+    }
 }
 
 /// Run the evaluation and write the results; returns the cases.
@@ -201,7 +218,7 @@ pub async fn run(options: PaperOptions) -> Result<Vec<Case>> {
     let host = HostConfig {
         backend: BackendConfig::Memory,
         max_concurrent_instances: 64,
-        max_memory_bytes: 256 * 1024 * 1024,
+        max_memory_bytes: 512 * 1024 * 1024,
         deadline_ms: 300_000,
         limits: databelt_host::StateLimits { max_value_bytes: 64 * 1024 * 1024, ..Default::default() },
         cache_dir: Some(dir.join("cache")),
@@ -246,16 +263,11 @@ pub async fn run(options: PaperOptions) -> Result<Vec<Case>> {
         for (label, policy, fusion) in POLICIES {
             bar.set_message(format!("latency {mb} MB {label}"));
             let o = RunOptions { policy, fusion: Some(fusion), tmax_ms: Some(tmax_for(f64::from(mb))), ..RunOptions::default() };
-            let mut reports = Vec::new();
-            let mut bounds = Vec::new();
-            let mut wall = Duration::ZERO;
+            let mut outcome = Outcome::new();
             for _ in 0..runs {
-                let (r, w, b) = run_case(&runner, &placement, &topology, &input, &o, 1).await?;
-                reports.extend(r);
-                bounds.extend(b);
-                wall += w;
+                run_case(&runner, &placement, &topology, &input, &o, 1, &mut outcome).await;
             }
-            cases.push(summarise("latency", label, mb, 1, &reports, wall, &bounds));
+            cases.push(summarise("latency", label, mb, 1, &outcome));
             bar.inc(1);
         }
     }
@@ -264,8 +276,9 @@ pub async fn run(options: PaperOptions) -> Result<Vec<Case>> {
         for (label, policy, fusion) in POLICIES {
             bar.set_message(format!("throughput {n} concurrent {label}"));
             let o = RunOptions { policy, fusion: Some(fusion), tmax_ms: Some(tmax_for(2.0)), ..RunOptions::default() };
-            let (reports, wall, bounds) = run_case(&runner, &placement, &topology, &input, &o, n).await?;
-            cases.push(summarise("throughput", label, 2, n, &reports, wall, &bounds));
+            let mut outcome = Outcome::new();
+            run_case(&runner, &placement, &topology, &input, &o, n, &mut outcome).await;
+            cases.push(summarise("throughput", label, 2, n, &outcome));
             bar.inc(1);
         }
     }
@@ -292,16 +305,17 @@ fn tempfile_dir() -> Result<PathBuf> {
 
 fn write_csv(path: &Path, cases: &[Case]) -> Result<()> {
     let mut text = String::from(
-        "experiment,policy,size_mb,concurrency,runs,e2e_p50_ms,e2e_p95_ms,throughput_per_min,local_availability_pct,slo_violation_pct,storage_op_ms,bytes_moved,lower_bound_ms\n",
+        "experiment,policy,size_mb,concurrency,runs,failed,e2e_p50_ms,e2e_p95_ms,throughput_per_min,local_availability_pct,slo_violation_pct,storage_op_ms,bytes_moved,lower_bound_ms\n",
     );
     for c in cases {
         text += &format!(
-            "{},{},{},{},{},{:.1},{:.1},{:.2},{:.1},{:.1},{:.1},{:.0},{:.1}\n",
+            "{},{},{},{},{},{},{:.1},{:.1},{:.2},{:.1},{:.1},{:.1},{:.0},{:.1}\n",
             c.experiment,
             c.policy,
             c.size_mb,
             c.concurrency,
             c.runs,
+            c.failed,
             c.p50_ms,
             c.p95_ms,
             c.throughput_per_min,
@@ -342,6 +356,21 @@ pub fn summary(cases: &[Case], options: &PaperOptions) -> String {
             "| {} | {} | {:.1} | {:.0} | {:.0} | {:.1} | {:.1} |\n",
             c.concurrency, c.policy, c.throughput_per_min, c.p50_ms, c.p95_ms, c.local_pct, c.slo_violation_pct
         );
+    }
+    let failed: Vec<&Case> = cases.iter().filter(|c| c.failed > 0).collect();
+    if !failed.is_empty() {
+        md += "\n## Failed runs (left out of the figures)\n\n";
+        for c in failed {
+            md += &format!(
+                "- {} {} MB ×{} {}: {} failed — {}\n",
+                c.experiment,
+                c.size_mb,
+                c.concurrency,
+                c.policy,
+                c.failed,
+                c.first_error.as_deref().unwrap_or("")
+            );
+        }
     }
     md += "\n## Targets\n\n";
     let check = |ok: bool| if ok { "met" } else { "**not met**" };
