@@ -269,6 +269,7 @@ pub async fn run(options: PaperOptions) -> Result<Vec<Case>> {
             }
             cases.push(summarise("latency", label, mb, 1, &outcome));
             bar.inc(1);
+            log_case(&bar, cases.last());
         }
     }
     let input = scene(2)?;
@@ -280,6 +281,7 @@ pub async fn run(options: PaperOptions) -> Result<Vec<Case>> {
             run_case(&runner, &placement, &topology, &input, &o, n, &mut outcome).await;
             cases.push(summarise("throughput", label, 2, n, &outcome));
             bar.inc(1);
+            log_case(&bar, cases.last());
         }
     }
     bar.finish_with_message("done");
@@ -295,6 +297,25 @@ pub async fn run(options: PaperOptions) -> Result<Vec<Case>> {
         (f64::from(c.concurrency), c.throughput_per_min)
     })?;
     Ok(cases)
+}
+
+/// Without a terminal the bar is hidden: log one line per case instead.
+fn log_case(bar: &indicatif::ProgressBar, case: Option<&Case>) {
+    if let (true, Some(c)) = (bar.is_hidden(), case) {
+        eprintln!(
+            "[{}/{}] {} {} MB ×{} {}: p50 {:.0} ms, {:.1}/min, local {:.0}%, failed {}",
+            bar.position(),
+            bar.length().unwrap_or(0),
+            c.experiment,
+            c.size_mb,
+            c.concurrency,
+            c.policy,
+            c.p50_ms,
+            c.throughput_per_min,
+            c.local_pct,
+            c.failed
+        );
+    }
 }
 
 fn tempfile_dir() -> Result<PathBuf> {
