@@ -17,8 +17,15 @@
 //! 3. A link whose window closes before `Tmig(n)` has elapsed excludes `n`
 //!    and every node after it.
 //! 4. Walk the path from the consumer backwards and elect the first node
-//!    whose `Tmig` fits `Tmax`. If none but the producer fits, the state
-//!    does not propagate and the answer says why.
+//!    whose `Tmig` fits `Tmax`.
+//! 5. If no node beyond the producer fits `Tmax`, the SLO cannot be met by
+//!    any placement: the consumer will wait longer than `Tmax` for the state
+//!    wherever it is, since it must come over the same links. Rather than
+//!    leaving the state on the producer (the prototype's choice, which makes
+//!    the consumer pull it over the path while it waits), the answer is
+//!    [`Decision::BestEffort`]: the node nearest the consumer whose links
+//!    stay up for the whole transfer, with the SLO reported missed. Only
+//!    when no such node exists does the state stay, and the answer says why.
 
 use petgraph::algo::astar;
 use petgraph::graph::NodeIndex;
@@ -60,8 +67,10 @@ pub enum StayReason {
     AlreadyLocal,
     /// No path from the producer to the consumer exists at this instant.
     Unreachable,
-    /// A path exists but no node beyond the producer can be reached within
-    /// `Tmax` (or before a link window closes).
+    /// A path exists but no node beyond the producer can be reached before
+    /// a link window on the way closes (or no node fits `Tmax` and the
+    /// caller keeps such states on the producer, as the host's `strict`
+    /// policy does).
     NoNodeFits,
 }
 
@@ -80,6 +89,20 @@ pub enum Decision {
         /// The path producer → consumer with each node's migration time.
         path: Vec<PathNode>,
     },
+    /// No node fits `Tmax`: move the state to `node`, the node nearest the
+    /// consumer that the transfer can reach while its links stay up. The
+    /// SLO is missed whatever is done; this gets the state as close to the
+    /// consumer as the links allow.
+    BestEffort {
+        /// The chosen node.
+        node: String,
+        /// Its migration time, ms (over `Tmax`).
+        tmig_ms: f64,
+        /// Hops between the chosen node and the consumer (0: the consumer).
+        hops_to_consumer: usize,
+        /// The path producer → consumer with each node's migration time.
+        path: Vec<PathNode>,
+    },
     /// Keep the state on the producer.
     Stay {
         /// Why.
@@ -93,8 +116,25 @@ impl Decision {
     /// The node the state should be on after the decision.
     pub fn target<'a>(&'a self, request: &'a ElectionRequest) -> &'a str {
         match self {
-            Decision::Propagate { node, .. } => node,
+            Decision::Propagate { node, .. } | Decision::BestEffort { node, .. } => node,
             Decision::Stay { .. } => &request.producer,
+        }
+    }
+
+    /// Whether the decision already says the step's SLO cannot be met: no
+    /// node fits `Tmax` ([`Decision::BestEffort`]), or the state cannot
+    /// leave the producer although the consumer runs elsewhere.
+    pub fn slo_missed(&self) -> bool {
+        matches!(
+            self,
+            Decision::BestEffort { .. } | Decision::Stay { reason: StayReason::NoNodeFits | StayReason::Unreachable, .. }
+        )
+    }
+
+    /// The path producer → consumer the decision considered.
+    pub fn path(&self) -> &[PathNode] {
+        match self {
+            Decision::Propagate { path, .. } | Decision::BestEffort { path, .. } | Decision::Stay { path, .. } => path,
         }
     }
 }
@@ -130,6 +170,14 @@ pub fn elect(snapshot: &Snapshot, request: &ElectionRequest) -> Result<Decision>
                 path: annotated,
             });
         }
+    }
+    if let Some(i) = (1..annotated.len()).rev().find(|&i| annotated[i].window_ok) {
+        return Ok(Decision::BestEffort {
+            node: annotated[i].node.clone(),
+            tmig_ms: annotated[i].tmig_ms,
+            hops_to_consumer: last - i,
+            path: annotated,
+        });
     }
     Ok(Decision::Stay { reason: StayReason::NoNodeFits, path: annotated })
 }
@@ -228,13 +276,22 @@ mod tests {
     #[test]
     fn nothing_fits_or_unreachable_says_why() {
         let t = chain(3, &[1.0], None);
+        // 50 MB over 1 Mbit/s in 10 ms: nobody fits; the links stay up, so
+        // the state goes all the way to the consumer and the SLO is missed.
         let d = elect(&t.snapshot(0), &req("n0", "n2", 50_000_000, 10.0)).unwrap();
-        assert!(matches!(d, Decision::Stay { reason: StayReason::NoNodeFits, .. }), "{d:?}");
+        assert!(
+            matches!(&d, Decision::BestEffort { node, hops_to_consumer: 0, tmig_ms, .. } if node == "n2" && *tmig_ms > 10.0),
+            "{d:?}"
+        );
+        assert!(d.slo_missed());
+        assert_eq!(d.target(&req("n0", "n2", 50_000_000, 10.0)), "n2");
         let closed = chain(3, &[40.0], Some(1000));
         let d = elect(&closed.snapshot(5000), &req("n0", "n2", 1000, 1000.0)).unwrap();
         assert!(matches!(d, Decision::Stay { reason: StayReason::Unreachable, .. }), "{d:?}");
+        assert!(d.slo_missed());
         let d = elect(&closed.snapshot(0), &req("n1", "n1", 1000, 1000.0)).unwrap();
         assert!(matches!(d, Decision::Stay { reason: StayReason::AlreadyLocal, .. }));
+        assert!(!d.slo_missed());
         assert!(matches!(elect(&closed.snapshot(0), &req("n0", "x", 1, 1.0)), Err(Error::UnknownNode(_))));
         assert!(elect(&closed.snapshot(0), &req("n0", "n1", 1, f64::NAN)).is_err());
     }
@@ -245,6 +302,22 @@ mod tests {
         let t = chain(3, &[40.0], Some(1000));
         let d = elect(&t.snapshot(900), &req("n0", "n2", 1_000_000, 10_000.0)).unwrap();
         assert!(matches!(d, Decision::Stay { reason: StayReason::NoNodeFits, .. }), "{d:?}");
+        // A Tmax nobody meets does not send the state through a closing link
+        // either: best effort stops short of it.
+        let mut text = String::from("period_ms = 100000\n");
+        for i in 0..4 {
+            text += &format!("[[node]]\nid = \"n{i}\"\nkind = \"satellite\"\n");
+        }
+        for i in 0..3 {
+            text += &format!("[[link]]\na = \"n{i}\"\nb = \"n{}\"\nlatency_ms = 10\njitter_ms = 1\nbandwidth_mbps = 40\n", i + 1);
+        }
+        text += "windows = [{start_ms = 0, end_ms = 500}]\n";
+        let late = Topology::from_toml(&text).unwrap();
+        // At t = 300 the last link has 200 ms left; Tmig(n3) = 266, Tmig(n2) = 244.
+        let d = elect(&late.snapshot(300), &req("n0", "n3", 1_000_000, 50.0)).unwrap();
+        assert!(matches!(&d, Decision::BestEffort { node, hops_to_consumer: 1, .. } if node == "n2"), "{d:?}");
+        let d = elect(&late.snapshot(0), &req("n0", "n3", 1_000_000, 50.0)).unwrap();
+        assert!(matches!(&d, Decision::BestEffort { node, hops_to_consumer: 0, .. } if node == "n3"), "{d:?}");
         let d = elect(&t.snapshot(0), &req("n0", "n2", 1_000_000, 10_000.0)).unwrap();
         assert!(matches!(d, Decision::Propagate { ref node, .. } if node == "n2"), "{d:?}");
     }
@@ -293,9 +366,20 @@ mod tests {
                         prop_assert!(w[1].tmig_ms >= w[0].tmig_ms);
                     }
                 }
+                Decision::BestEffort { node, tmig_ms, hops_to_consumer, path } => {
+                    let pos = path.iter().position(|x| x.node == node).expect("chosen node on the path");
+                    prop_assert!(pos > 0 && path[pos].window_ok && tmig_ms > tmax);
+                    prop_assert_eq!(hops_to_consumer, path.len() - 1 - pos);
+                    for x in &path[1..] {
+                        prop_assert!(!(x.window_ok && x.tmig_ms <= tmax), "a node fits: {:?}", x);
+                    }
+                    for nearer in &path[pos + 1..] {
+                        prop_assert!(!nearer.window_ok, "a nearer node is reachable: {:?}", nearer);
+                    }
+                }
                 Decision::Stay { reason: StayReason::NoNodeFits, path } => {
                     for x in &path[1..] {
-                        prop_assert!(!(x.window_ok && x.tmig_ms <= tmax));
+                        prop_assert!(!x.window_ok);
                     }
                 }
                 Decision::Stay { reason: StayReason::AlreadyLocal, .. } => prop_assert_eq!(&r.producer, &r.consumer),

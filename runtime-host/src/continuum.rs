@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use databelt_placement::service::{HintSource, PlacementClient};
-use databelt_placement::{Decision, ElectionRequest, NodeKind, Topology};
+use databelt_placement::{Decision, ElectionRequest, NodeKind, StayReason, Topology};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -55,7 +55,8 @@ pub struct BatchPropagation {
     pub bytes_moved: u64,
     /// Time of the election and the transfer.
     pub duration: Duration,
-    /// The transfer took longer than `tmax_ms`.
+    /// The transfer took longer than `tmax_ms`, or the election found that
+    /// no placement meets it ([`Decision::slo_missed`]).
     pub slo_violated: bool,
     /// Why the push failed, if it did (the batch then stays here).
     pub push_failed: Option<String>,
@@ -79,7 +80,8 @@ pub struct Propagation {
     pub bytes_moved: u64,
     /// Wall time of election plus transfer.
     pub duration: Duration,
-    /// The transfer took longer than the step's Tmax.
+    /// The transfer took longer than the step's Tmax, or the election found
+    /// that no placement meets it ([`Decision::slo_missed`]).
     pub slo_violated: bool,
     /// Set when the elected node could not take the state; it stayed here.
     pub push_failed: Option<String>,
@@ -93,7 +95,9 @@ pub struct Propagation {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Policy {
-    /// The elected node: nearest the consumer within Tmax (SLO-aware).
+    /// The elected node: nearest the consumer within Tmax (SLO-aware); when
+    /// no node fits Tmax, the node nearest the consumer the links reach
+    /// ([`Decision::BestEffort`]).
     #[default]
     Databelt,
     /// A node drawn uniformly from the producer → consumer path.
@@ -101,11 +105,16 @@ pub enum Policy {
     /// Every state is kept in the cloud node only (the producer's copy is
     /// dropped once the cloud has acknowledged it).
     Stateless,
+    /// Databelt's election with the paper prototype's rule for a missed SLO:
+    /// when no node fits Tmax the state stays on the producer (the consumer
+    /// then pulls it while it waits) instead of going as near the consumer
+    /// as the links allow.
+    Strict,
 }
 
 impl Policy {
     /// Every policy, in the order reports list them.
-    pub const ALL: [Policy; 3] = [Policy::Stateless, Policy::Random, Policy::Databelt];
+    pub const ALL: [Policy; 4] = [Policy::Stateless, Policy::Random, Policy::Databelt, Policy::Strict];
 
     /// Its name as on the command line.
     pub fn name(self) -> &'static str {
@@ -113,6 +122,7 @@ impl Policy {
             Policy::Databelt => "databelt",
             Policy::Random => "random",
             Policy::Stateless => "stateless",
+            Policy::Strict => "strict",
         }
     }
 }
@@ -129,7 +139,7 @@ impl std::str::FromStr for Policy {
         Policy::ALL
             .into_iter()
             .find(|p| p.name() == s)
-            .ok_or_else(|| Error::BadInput(format!("unknown policy `{s}`: use databelt, random or stateless")))
+            .ok_or_else(|| Error::BadInput(format!("unknown policy `{s}`: use databelt, strict, random or stateless")))
     }
 }
 
@@ -327,6 +337,7 @@ impl Continuum {
             .ok_or_else(|| Error::BadInput(format!("no state `{scope}/{key}` on node `{}`", self.node_id)))?;
         let size_bytes = value.len() as u64;
         let (decision, source, target) = self.choose(policy, size_bytes, consumer, tmax_ms).await?;
+        let missed = decision.as_ref().is_some_and(Decision::slo_missed);
         let here =
             Locator { scope: scope.into(), key: key.into(), node: self.node_id.clone(), size_bytes, place: Place::Store };
         let stayed = |duration, push_failed| Propagation {
@@ -336,7 +347,7 @@ impl Continuum {
             source,
             bytes_moved: 0,
             duration,
-            slo_violated: false,
+            slo_violated: missed,
             push_failed,
             copies: vec![self.node_id.clone()],
         };
@@ -348,7 +359,7 @@ impl Continuum {
             Err(e) => Err(e),
         };
         let duration = started.elapsed();
-        let slo_violated = duration.as_secs_f64() * 1000.0 > tmax_ms;
+        let slo_violated = missed || duration.as_secs_f64() * 1000.0 > tmax_ms;
         match pushed {
             Ok(()) => {
                 let mut copies = vec![self.node_id.clone(), target.clone()];
@@ -402,6 +413,7 @@ impl Continuum {
         let started = Instant::now();
         let size_bytes: u64 = entries.iter().map(|(_, v)| v.len() as u64).sum();
         let (decision, source, target) = self.choose(policy, size_bytes, consumer, tmax_ms).await?;
+        let missed = decision.as_ref().is_some_and(Decision::slo_missed);
         let mut result = BatchPropagation {
             node: self.node_id.clone(),
             policy,
@@ -409,7 +421,7 @@ impl Continuum {
             source,
             bytes_moved: 0,
             duration: Duration::ZERO,
-            slo_violated: false,
+            slo_violated: missed,
             push_failed: None,
             entries: Vec::new(),
         };
@@ -424,7 +436,7 @@ impl Continuum {
             Err(e) => Err(e),
         };
         result.duration = started.elapsed();
-        result.slo_violated = result.duration.as_secs_f64() * 1000.0 > tmax_ms;
+        result.slo_violated |= result.duration.as_secs_f64() * 1000.0 > tmax_ms;
         result.entries = batch.entries;
         match pushed {
             Ok(()) => {
@@ -477,19 +489,20 @@ impl Continuum {
             tmax_ms,
         };
         let chosen = match policy {
-            Policy::Databelt | Policy::Random => {
-                let (decision, source) = self
+            Policy::Databelt | Policy::Random | Policy::Strict => {
+                let (mut decision, source) = self
                     .placement
                     .storage_hint(&request)
                     .await
                     .map_err(|e| Error::Unavailable(format!("cannot elect a storage node: {e}")))?;
-                let target = match (policy, &decision) {
-                    (Policy::Random, Decision::Propagate { path, .. } | Decision::Stay { path, .. })
-                        if !path.is_empty() =>
-                    {
-                        path[rand::random_range(0..path.len())].node.clone()
-                    }
-                    _ => decision.target(&request).to_string(),
+                if let (Policy::Strict, Decision::BestEffort { path, .. }) = (policy, &decision) {
+                    decision = Decision::Stay { reason: StayReason::NoNodeFits, path: path.clone() };
+                }
+                let path = decision.path();
+                let target = if policy == Policy::Random && !path.is_empty() {
+                    path[rand::random_range(0..path.len())].node.clone()
+                } else {
+                    decision.target(&request).to_string()
                 };
                 (Some(decision), source, target)
             }

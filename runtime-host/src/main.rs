@@ -160,8 +160,10 @@ struct InvokeArgs {
     /// The placement service of the continuum.
     #[arg(long, default_value = "http://127.0.0.1:7300")]
     placement: String,
-    /// Where output states go: databelt (elected), random (a node of the
-    /// path), stateless (the cloud node).
+    /// Where output states go: databelt (elected; as near the consumer as
+    /// the links allow when no node meets Tmax), strict (elected; stays on
+    /// the producer when no node meets Tmax), random (a node of the path),
+    /// stateless (the cloud node).
     #[arg(long, default_value = "databelt")]
     policy: String,
     /// Run the workflow this many times.

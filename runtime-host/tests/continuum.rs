@@ -6,12 +6,12 @@ mod common;
 
 use std::time::Duration;
 
-use databelt_host::continuum::{Continuum, ReadTier};
+use databelt_host::continuum::{Continuum, Policy, ReadTier};
 use databelt_host::peer::PeerClient;
 use databelt_host::state::SetOptions;
 use databelt_host::{BackendConfig, Host};
 use databelt_placement::service::{HintSource, PlacementClient, PlacementService};
-use databelt_placement::{Decision, Topology};
+use databelt_placement::{Decision, StayReason, Topology};
 
 struct Node {
     id: &'static str,
@@ -108,11 +108,17 @@ async fn state_lands_on_the_elected_node_and_is_read_from_the_nearest_tier() {
         assert_eq!(n.host.state().get("run", "b").unwrap(), None, "left behind on {}", n.id);
     }
 
-    // Impossible SLO: the state stays, and the locator says so.
+    // Impossible SLO: no node fits, so the state goes as near the consumer as
+    // the links reach (best effort) and the SLO is reported missed.
     write(s1, "c", 1_000_000);
     let p = s1.continuum.propagate("r1", "run", "c", "s3", 5.0, None).await.unwrap();
-    assert!(matches!(p.decision, Some(Decision::Stay { .. })));
-    assert_eq!((p.locator.node.as_str(), p.bytes_moved), ("s1", 0));
+    assert!(matches!(&p.decision, Some(Decision::BestEffort { node, .. }) if node == "s3"), "{p:?}");
+    assert_eq!((p.locator.node.as_str(), p.bytes_moved, p.slo_violated), ("s3", 1_000_000, true));
+    // The paper's rule (`strict`): the same state stays on the producer.
+    write(s1, "c2", 1_000_000);
+    let p2 = s1.continuum.propagate_with(Policy::Strict, "r1", "run", "c2", "s3", 5.0, None).await.unwrap();
+    assert!(matches!(&p2.decision, Some(Decision::Stay { reason: StayReason::NoNodeFits, .. })), "{p2:?}");
+    assert_eq!((p2.locator.node.as_str(), p2.bytes_moved, p2.slo_violated), ("s1", 0, true));
 
     // Found nowhere: a miss, counted.
     let mut gone = p.locator.clone();

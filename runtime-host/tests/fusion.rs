@@ -9,6 +9,7 @@ mod common;
 use std::path::Path;
 
 use databelt_host::cluster::Cluster;
+use databelt_host::continuum::Policy;
 use databelt_host::schema;
 use databelt_host::workflow::protocol::{RUN_SCOPE, StepResult};
 use databelt_host::workflow::{RunOptions, RunReport, Runner};
@@ -144,8 +145,8 @@ async fn group_retrieval_is_one_request_per_source_node_and_offload_one_per_dest
 }
 
 /// States on two nodes: `w1@s1` writes s0, s1 and they stay there (its
-/// successor's SLO is 0, so nothing moves); `w2@s2` writes s2..s4, which
-/// stay on s2 the same way; `r@s3` declared s0..s4: its host fetches them
+/// successor's SLO is 0 and the `strict` policy keeps states that miss
+/// their SLO); `w2@s2` writes s2..s4, which stay on s2 the same way; `r@s3` declared s0..s4: its host fetches them
 /// with one request per source node when fused, one per state otherwise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn declared_states_on_two_nodes_take_one_request_per_node() {
@@ -161,7 +162,7 @@ async fn declared_states_on_two_nodes_take_one_request_per_node() {
         // Every step reads s0..s4 (w1 and w2 find what exists by then).
         let v = json!({"write": 2, "first": 0, "next_write": 3, "size": 5000, "read": 5, "found": 0, "bytes": 0, "trail": []});
         let input = schema::json_to_postcard(runner.input_schema().unwrap(), &v).unwrap();
-        let report = runner.run(input, &RunOptions::default()).await.unwrap();
+        let report = runner.run(input, &RunOptions { policy: Policy::Strict, ..RunOptions::default() }).await.unwrap();
         let out = output(&runner, &report, "r");
         assert_eq!((out["found"].clone(), out["bytes"].clone()), (json!(5), json!(5 * 5000)), "fusion {fusion}: {out}");
         let w1 = step(&report, "w1");

@@ -538,6 +538,7 @@ impl StepExecutor {
 fn decision_fields(decision: &Option<Decision>, here: &str) -> (Option<String>, Option<String>) {
     match decision {
         Some(Decision::Propagate { node, .. }) => (Some(node.clone()), None),
+        Some(Decision::BestEffort { node, .. }) => (Some(node.clone()), None),
         Some(Decision::Stay { reason, .. }) => (Some(here.to_string()), Some(format!("{reason:?}"))),
         None => (None, None),
     }

@@ -127,7 +127,9 @@ pub struct HandOffReport {
     pub micros: u64,
     /// Tmax the transfer was held to, ms.
     pub tmax_ms: f64,
-    /// The transfer took longer than Tmax.
+    /// The transfer took longer than Tmax, or the election found no node
+    /// that meets it (then the state went as near the consumer as the links
+    /// allow, or stayed when none was reachable).
     pub slo_violated: bool,
     /// Set when the chosen node could not take the state.
     pub push_failed: Option<String>,
