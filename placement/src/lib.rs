@@ -24,5 +24,5 @@ pub mod workflow;
 pub use election::{Decision, ElectionRequest, PathNode, StayReason, elect};
 pub use error::{Error, Result};
 pub use hints::{FunctionPlacement, FunctionRequest, place_function};
-pub use topology::{Link, Node, NodeKind, Resources, Snapshot, Topology, Window};
+pub use topology::{Link, LiveLink, Node, NodeKind, Resources, Route, RouteHop, Snapshot, Topology, Window};
 pub use workflow::{Step, StepNode, Workflow};

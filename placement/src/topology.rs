@@ -301,6 +301,17 @@ pub struct Route {
     pub hops: usize,
 }
 
+/// One link of a route, in the direction of travel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteHop {
+    /// The node the bytes leave.
+    pub from: String,
+    /// The node they reach.
+    pub to: String,
+    /// The link as it is now.
+    pub link: LiveLink,
+}
+
 /// The live graph at one instant, ready for election.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -316,18 +327,32 @@ impl Snapshot {
     /// either node is unknown or there is no path. A node to itself: a route
     /// of zero hops (zero latency, unbounded bandwidth).
     pub fn route(&self, from: &str, to: &str) -> Option<Route> {
-        let (a, b) = (self.index_of(from)?, self.index_of(to)?);
-        let (_, path) = petgraph::algo::astar(&self.graph, a, |n| n == b, |e| e.weight().latency_ms, |_| 0.0)?;
-        let mut route = Route { latency_ms: 0.0, jitter_ms: 0.0, bandwidth_bps: f64::INFINITY, hops: 0 };
-        for pair in path.windows(2) {
-            let edge = self.graph.find_edge(pair[0], pair[1])?;
-            let link = self.graph[edge];
-            route.latency_ms += link.latency_ms;
-            route.jitter_ms += link.jitter_ms;
-            route.bandwidth_bps = route.bandwidth_bps.min(link.bandwidth_bps);
-            route.hops += 1;
+        let hops = self.route_hops(from, to)?;
+        let mut route = Route { latency_ms: 0.0, jitter_ms: 0.0, bandwidth_bps: f64::INFINITY, hops: hops.len() };
+        for hop in &hops {
+            route.latency_ms += hop.link.latency_ms;
+            route.jitter_ms += hop.link.jitter_ms;
+            route.bandwidth_bps = route.bandwidth_bps.min(hop.link.bandwidth_bps);
         }
         Some(route)
+    }
+
+    /// The links of the shortest live path from `from` to `to` now, in
+    /// order; `None` when either node is unknown or there is no path, empty
+    /// from a node to itself.
+    pub fn route_hops(&self, from: &str, to: &str) -> Option<Vec<RouteHop>> {
+        let (a, b) = (self.index_of(from)?, self.index_of(to)?);
+        let (_, path) = petgraph::algo::astar(&self.graph, a, |n| n == b, |e| e.weight().latency_ms, |_| 0.0)?;
+        let mut hops = Vec::with_capacity(path.len().saturating_sub(1));
+        for pair in path.windows(2) {
+            let edge = self.graph.find_edge(pair[0], pair[1])?;
+            hops.push(RouteHop {
+                from: self.graph[pair[0]].clone(),
+                to: self.graph[pair[1]].clone(),
+                link: self.graph[edge],
+            });
+        }
+        Some(hops)
     }
 
     fn new(topology: &Topology, t_ms: u64) -> Snapshot {

@@ -426,7 +426,7 @@ fn print_report(report: &RunReport, runner: &Runner) -> Result<()> {
     let reads = report.reads;
     let total_reads = reads.local + reads.locator + reads.neighbour + reads.cloud + reads.misses;
     println!(
-        "  local availability {:.1}% ({} of {} reads; locator {}, neighbour {}, cloud {})  SLO violations {} of {} transfers  bytes moved {}",
+        "  local availability {:.1}% ({} of {} reads; locator {}, neighbour {}, cloud {})  SLO violations {} of {} remote hand-offs ({} transfers)  bytes moved {}",
         report.local_availability() * 100.0,
         reads.local,
         total_reads,
@@ -434,6 +434,7 @@ fn print_report(report: &RunReport, runner: &Runner) -> Result<()> {
         reads.neighbour,
         reads.cloud,
         report.slo_violations,
+        report.remote_handoffs,
         report.transfers,
         report.bytes_moved
     );
@@ -521,13 +522,13 @@ fn invoke(args: InvokeArgs) -> Result<()> {
             local += r.local;
             reads += r.local + r.locator + r.neighbour + r.cloud + r.misses;
             violations += report.slo_violations;
-            transfers += report.transfers;
+            transfers += report.remote_handoffs;
         }
         if args.runs > 1 && !args.json {
             totals.sort_unstable();
             let pct = |q: f64| totals[((totals.len() - 1) as f64 * q).round() as usize];
             println!(
-                "{} runs, policy {}: end-to-end p50 {} ms, p95 {} ms; local availability {:.1}%; SLO violations {} of {} transfers",
+                "{} runs, policy {}: end-to-end p50 {} ms, p95 {} ms; local availability {:.1}%; SLO violations {} of {} remote hand-offs",
                 args.runs,
                 policy,
                 ms(pct(0.5)),

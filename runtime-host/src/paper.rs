@@ -108,7 +108,7 @@ pub struct Case {
     pub throughput_per_min: f64,
     /// Share of state reads served by the reading node, %.
     pub local_pct: f64,
-    /// Share of transfers over their Tmax, %.
+    /// Share of hand-offs to another node that missed their Tmax, %.
     pub slo_violation_pct: f64,
     /// Mean time in state operations per run, ms.
     pub storage_ms: f64,
@@ -136,7 +136,7 @@ fn summarise(experiment: &'static str, policy: &'static str, size_mb: u32, concu
         local += r.reads.local;
         reads += r.reads.local + r.reads.locator + r.reads.neighbour + r.reads.cloud + r.reads.misses;
         viol += r.slo_violations;
-        transfers += r.transfers;
+        transfers += r.remote_handoffs;
     }
     let n = reports.len().max(1) as f64;
     Case {

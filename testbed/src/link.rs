@@ -1,12 +1,18 @@
 //! One emulated link: a TCP proxy in front of an upstream address.
 //!
-//! Each direction of the link has a single transmitter shared by every
-//! connection over it: a chunk read from one side is released to the other
-//! after it has been serialised at the link's bandwidth (queueing behind
-//! earlier chunks of any connection) and has then travelled the one-way
-//! latency plus a uniform jitter in `[-jitter, +jitter]` (never reordering
-//! the bytes of one connection). While the link is down, new connections
-//! are accepted and closed at once and open ones are cut.
+//! Each direction of the link has a transmitter shared by every connection
+//! over it: a chunk read from one side is released to the other after it
+//! has been serialised at the link's bandwidth (queueing behind earlier
+//! chunks of any connection) and has then travelled the one-way latency
+//! plus a uniform jitter in `[-jitter, +jitter]` (never reordering the bytes
+//! of one connection). While the link is down, new connections are accepted
+//! and closed at once and open ones are cut.
+//!
+//! A link that stands for a multi-hop route can instead be given the
+//! [`Wire`]s of the physical links it crosses ([`Link::set_path`]): each
+//! chunk is then serialised on every wire in turn, queueing behind the
+//! chunks of every other route that crosses the same wire, so transfers
+//! that share a physical link share its bandwidth.
 //!
 //! Why not an existing crate: `noxious` (a Rust port of Toxiproxy) keeps its
 //! toxics crate-private behind a REST server, and its bandwidth toxic, like
@@ -70,10 +76,73 @@ impl Shared {
             Err(p) => *p.into_inner(),
         }
     }
+
+    /// When a chunk of `bytes` read at `now` has left the last wire it
+    /// crosses going `way`.
+    fn serialise(&self, way: Way, now: Instant, bytes: usize, spec: &LinkSpec) -> Instant {
+        let hops = match self.path.lock() {
+            Ok(p) => p.as_ref().map(|(f, b)| match way {
+                Way::Forward => f.clone(),
+                Way::Backward => b.clone(),
+            }),
+            Err(_) => None,
+        };
+        match hops {
+            Some(hops) if !hops.is_empty() => hops.iter().fold(now, |t, h| {
+                h.wire.pass(t, Duration::from_secs_f64(bytes as f64 * 8.0 / (h.bandwidth_mbps * 1e6)))
+            }),
+            _ => {
+                let own = match way {
+                    Way::Forward => &self.forward,
+                    Way::Backward => &self.backward,
+                };
+                own.pass(now, spec.serialisation(bytes))
+            }
+        }
+    }
 }
 
-/// One direction's transmitter: when it is next free.
-type Transmitter = Arc<Mutex<Instant>>;
+/// One direction of a physical link: a transmitter shared by every route
+/// that crosses it. Chunks are served in the order they arrive.
+#[derive(Debug)]
+pub struct Wire {
+    free: Mutex<Instant>,
+}
+
+impl Wire {
+    /// A wire that is free now.
+    pub fn new() -> Arc<Wire> {
+        Arc::new(Wire { free: Mutex::new(Instant::now()) })
+    }
+
+    /// Serialise a chunk that reaches the wire at `arrives` and takes
+    /// `takes` on it; returns when its last bit has left.
+    fn pass(&self, arrives: Instant, takes: Duration) -> Instant {
+        let mut free = match self.free.lock() {
+            Ok(f) => f,
+            Err(p) => p.into_inner(),
+        };
+        let start = (*free).max(arrives);
+        *free = start + takes;
+        *free
+    }
+}
+
+/// One wire of a route's path and its bandwidth, Mbit/s.
+#[derive(Debug, Clone)]
+pub struct Hop {
+    /// The physical link's direction.
+    pub wire: Arc<Wire>,
+    /// Its bandwidth now, Mbit/s.
+    pub bandwidth_mbps: f64,
+}
+
+/// Which way bytes travel through a link.
+#[derive(Debug, Clone, Copy)]
+enum Way {
+    Forward,
+    Backward,
+}
 
 struct Shared {
     spec: Mutex<LinkSpec>,
@@ -81,8 +150,10 @@ struct Shared {
     up: AtomicBool,
     /// Bumped when the link goes down, so open connections notice.
     epoch: std::sync::atomic::AtomicU64,
-    forward: Transmitter,
-    backward: Transmitter,
+    forward: Arc<Wire>,
+    backward: Arc<Wire>,
+    /// The wires crossed each way, when the link stands for a route.
+    path: Mutex<Option<(Vec<Hop>, Vec<Hop>)>>,
 }
 
 /// A running emulated link; dropping it stops accepting connections.
@@ -109,8 +180,9 @@ impl Link {
             upstream,
             up: AtomicBool::new(true),
             epoch: std::sync::atomic::AtomicU64::new(0),
-            forward: Arc::new(Mutex::new(now)),
-            backward: Arc::new(Mutex::new(now)),
+            forward: Arc::new(Wire { free: Mutex::new(now) }),
+            backward: Arc::new(Wire { free: Mutex::new(now) }),
+            path: Mutex::new(None),
         });
         let s = shared.clone();
         let accept = tokio::spawn(async move {
@@ -151,6 +223,20 @@ impl Link {
         Ok(())
     }
 
+    /// Serialise the link's bytes on these wires instead of its own
+    /// transmitters: `forward` carries bytes towards the upstream,
+    /// `backward` the replies, each in the order they are crossed. Every
+    /// bandwidth must be finite and > 0.
+    pub fn set_path(&self, forward: Vec<Hop>, backward: Vec<Hop>) -> Result<(), Error> {
+        if forward.iter().chain(&backward).any(|h| !(h.bandwidth_mbps.is_finite() && h.bandwidth_mbps > 0.0)) {
+            return Err(Error::BadSpec("every hop's bandwidth must be finite and > 0".into()));
+        }
+        if let Ok(mut p) = self.shared.path.lock() {
+            *p = Some((forward, backward));
+        }
+        Ok(())
+    }
+
     /// Bring the link up or down. Down: new connections are closed at once,
     /// open ones are cut.
     pub fn set_up(&self, up: bool) {
@@ -180,8 +266,8 @@ async fn proxy(client: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> {
     let epoch = shared.epoch.load(Ordering::SeqCst);
     let (cr, cw) = client.into_split();
     let (ur, uw) = upstream.into_split();
-    let a = tokio::spawn(direction(cr, uw, shared.clone(), shared.forward.clone(), epoch));
-    let b = tokio::spawn(direction(ur, cw, shared.clone(), shared.backward.clone(), epoch));
+    let a = tokio::spawn(direction(cr, uw, shared.clone(), Way::Forward, epoch));
+    let b = tokio::spawn(direction(ur, cw, shared.clone(), Way::Backward, epoch));
     let _ = tokio::join!(a, b);
     Ok(())
 }
@@ -191,7 +277,7 @@ async fn direction(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     shared: Arc<Shared>,
-    transmitter: Transmitter,
+    way: Way,
     epoch: u64,
 ) {
     let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(1024);
@@ -214,13 +300,9 @@ async fn direction(
             }
             buf.truncate(n);
             let spec = reader_shared.spec();
-            // Serialise behind everything already queued on this direction.
-            let sent = {
-                let Ok(mut free) = transmitter.lock() else { break };
-                let start = (*free).max(Instant::now());
-                *free = start + spec.serialisation(n);
-                *free
-            };
+            // Serialise behind everything already queued on this direction
+            // (or on every wire of the route's path).
+            let sent = reader_shared.serialise(way, Instant::now(), n, &spec);
             let jitter = if spec.jitter_ms > 0.0 { rand::random_range(-spec.jitter_ms..=spec.jitter_ms) } else { 0.0 };
             let delay = Duration::from_secs_f64(((spec.latency_ms + jitter).max(0.0)) / 1000.0);
             // In order within the connection.

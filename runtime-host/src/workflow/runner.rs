@@ -108,7 +108,11 @@ pub struct RunReport {
     pub reads: ReadCounts,
     /// Hand-offs that moved or tried to move state.
     pub transfers: u64,
-    /// Hand-offs that took longer than their Tmax.
+    /// Hand-offs to a consumer on another node (each is held to its Tmax).
+    #[serde(default)]
+    pub remote_handoffs: u64,
+    /// Hand-offs that missed their Tmax: the transfer took longer, or no
+    /// node could be reached within it.
     pub slo_violations: u64,
     /// Bytes sent between nodes by hand-offs.
     pub bytes_moved: u64,
@@ -346,6 +350,7 @@ impl Runner {
             total_micros: 0,
             reads: ReadCounts::default(),
             transfers: 0,
+            remote_handoffs: 0,
             slo_violations: 0,
             bytes_moved: 0,
             cleanup: Cleanup::default(),
@@ -464,6 +469,9 @@ impl Runner {
                     }
                     if h.locator.node != result.node || h.push_failed.is_some() {
                         report.transfers += 1;
+                    }
+                    if h.consumer_node != result.node {
+                        report.remote_handoffs += 1;
                     }
                     report.slo_violations += u64::from(h.slo_violated);
                     report.bytes_moved += h.bytes_moved;
