@@ -24,6 +24,20 @@
 //!
 //! Input and output travel as postcard; [`data`] derives serde and a
 //! postcard-schema description so hosts can convert JSON to your types.
+//!
+//! Byte buffers: serde sees a `Vec<u8>` as a sequence and postcard then
+//! encodes and decodes it one byte at a time. Mark such fields
+//! `#[serde(with = "databelt::serde_bytes")]` to move them with one copy
+//! instead — the encoding is the same (a length, then the bytes), so the
+//! attribute can be added or dropped without breaking readers:
+//!
+//! ```ignore
+//! #[databelt::data]
+//! pub struct Scene {
+//!     #[serde(with = "databelt::serde_bytes")]
+//!     pub pixels: Vec<u8>,
+//! }
+//! ```
 
 #![warn(missing_docs)]
 
@@ -35,6 +49,10 @@ mod scope;
 pub use databelt_macros::{data, function};
 pub use error::{Error, Result};
 pub use scope::{Cas, KeyPage, Scope, SetOptions, Version, Versioned};
+/// serde (de)serialisers for byte buffers, for
+/// `#[serde(with = "databelt::serde_bytes")]` on `Vec<u8>` fields (see the
+/// crate documentation).
+pub use serde_bytes;
 
 /// The generated bindings of the `databelt:state/function` world. Most code
 /// uses the typed API ([`Scope`], [`Context`]) instead.

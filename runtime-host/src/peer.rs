@@ -72,10 +72,42 @@ pub struct BatchGet {
 pub struct BatchPut {
     /// The scope.
     pub scope: String,
-    /// Entries to store atomically.
+    /// Entries to store atomically (values encoded as byte strings: the
+    /// same postcard bytes as a `Vec<u8>`, copied in one go).
+    #[serde(with = "byte_strings")]
     pub entries: Vec<(String, Vec<u8>)>,
     /// Time to live of every entry, ms.
     pub ttl_ms: Option<u64>,
+}
+
+/// serde for the values in batch bodies. serde sees `Vec<u8>` as a
+/// sequence, which postcard encodes and decodes byte by byte; as byte
+/// strings the encoding is identical (a varint length, then the bytes) and a
+/// value is one copy. Tested against the plain encoding below.
+mod byte_strings {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use serde_bytes::{ByteBuf, Bytes};
+
+    pub fn serialize<S: Serializer>(entries: &[(String, Vec<u8>)], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(entries.iter().map(|(k, v)| (k, Bytes::new(v))))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, Vec<u8>)>, D::Error> {
+        let raw = Vec::<(String, ByteBuf)>::deserialize(d)?;
+        Ok(raw.into_iter().map(|(k, v)| (k, v.into_vec())).collect())
+    }
+
+    /// The postcard body of a `batch-get` answer.
+    pub fn encode_values(values: &[Option<Vec<u8>>]) -> postcard::Result<Vec<u8>> {
+        let values: Vec<Option<&Bytes>> = values.iter().map(|v| v.as_deref().map(Bytes::new)).collect();
+        postcard::to_stdvec(&values)
+    }
+
+    /// Decode a `batch-get` answer.
+    pub fn decode_values(body: &[u8]) -> postcard::Result<Vec<Option<Vec<u8>>>> {
+        let values: Vec<Option<ByteBuf>> = postcard::from_bytes(body)?;
+        Ok(values.into_iter().map(|v| v.map(ByteBuf::into_vec)).collect())
+    }
 }
 
 struct PeerError(Error);
@@ -253,7 +285,7 @@ async fn batch_get(
     let req: BatchGet = decode(&body, "BatchGet")?;
     let tier = peer.for_read(&headers, &run)?;
     let values = blocking(move || tier.get_many(&req.scope, &req.keys)).await?;
-    let bytes = postcard::to_stdvec(&values).map_err(|e| PeerError(Error::Runtime(e.to_string())))?;
+    let bytes = byte_strings::encode_values(&values).map_err(|e| PeerError(Error::Runtime(e.to_string())))?;
     Ok(([(header::CONTENT_TYPE, "application/postcard")], bytes).into_response())
 }
 
@@ -385,7 +417,8 @@ impl PeerClient {
     ) -> Result<Vec<Option<Vec<u8>>>> {
         let r = self.post_postcard(peer, run_id, place, "batch-get", req).await?;
         let bytes = r.bytes().await.map_err(|e| unreachable(peer, e))?;
-        postcard::from_bytes(&bytes).map_err(|e| Error::Unavailable(format!("peer {peer}: malformed answer: {e}")))
+        byte_strings::decode_values(&bytes)
+            .map_err(|e| Error::Unavailable(format!("peer {peer}: malformed answer: {e}")))
     }
 
     /// Store many entries of one scope on `peer`, atomically, in one request.
@@ -440,4 +473,52 @@ pub(crate) async fn check(peer: &str, r: reqwest::Response) -> Result<reqwest::R
         StatusCode::FORBIDDEN => Error::AccessDenied(message),
         _ => Error::Unavailable(message),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde::{Deserialize, Serialize};
+
+    use super::{BatchPut, byte_strings};
+
+    /// `BatchPut` as plainly derived: values as `Vec<u8>` sequences.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct PlainBatchPut {
+        scope: String,
+        entries: Vec<(String, Vec<u8>)>,
+        ttl_ms: Option<u64>,
+    }
+
+    proptest! {
+        #[test]
+        fn batch_put_bytes_are_the_plain_encoding(
+            scope in "[a-z]{0,8}",
+            entries in proptest::collection::vec(("[a-z0-9]{0,6}", proptest::collection::vec(any::<u8>(), 0..300)), 0..5),
+            ttl_ms in proptest::option::of(any::<u64>()),
+        ) {
+            let fast = BatchPut { scope: scope.clone(), entries: entries.clone(), ttl_ms };
+            let plain = PlainBatchPut { scope, entries, ttl_ms };
+            let encoded = postcard::to_stdvec(&fast).unwrap();
+            prop_assert_eq!(&encoded, &postcard::to_stdvec(&plain).unwrap());
+            prop_assert_eq!(postcard::from_bytes::<BatchPut>(&encoded).unwrap(), fast);
+        }
+
+        #[test]
+        fn batch_get_answers_are_the_plain_encoding(
+            values in proptest::collection::vec(proptest::option::of(proptest::collection::vec(any::<u8>(), 0..300)), 0..6),
+        ) {
+            let encoded = byte_strings::encode_values(&values).unwrap();
+            prop_assert_eq!(&encoded, &postcard::to_stdvec(&values).unwrap());
+            prop_assert_eq!(byte_strings::decode_values(&encoded).unwrap(), values);
+        }
+    }
+
+    #[test]
+    fn a_truncated_batch_is_an_error() {
+        let batch = BatchPut { scope: "s".into(), entries: vec![("k".into(), vec![1, 2, 3])], ttl_ms: None };
+        let encoded = postcard::to_stdvec(&batch).unwrap();
+        assert!(postcard::from_bytes::<BatchPut>(&encoded[..encoded.len() - 2]).is_err());
+        assert!(byte_strings::decode_values(&[2, 1, 5, 9]).is_err());
+    }
 }

@@ -35,7 +35,9 @@ pub struct Tiles {
     pub seed: u64,
     /// Side of a tile.
     pub side: u32,
-    /// All tiles, row-major, one byte per pixel, tile after tile.
+    /// All tiles, row-major, one byte per pixel, tile after tile (encoded
+    /// as one byte string, not byte by byte).
+    #[serde(with = "databelt::serde_bytes")]
     pub pixels: Vec<u8>,
     /// Hotspots found by detection passes so far.
     pub hotspots: Vec<Hotspot>,
