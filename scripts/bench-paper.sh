@@ -8,5 +8,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo build --release --target wasm32-wasip2 --target-dir target/guests \
   -p wildfire-preprocess -p wildfire-detect -p wildfire-alarm
-cargo build --release -p databelt-host --bin databelt
+cargo build --release -p databelt-cli --bin databelt
 ./target/release/databelt bench paper "$@"

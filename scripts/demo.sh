@@ -11,7 +11,7 @@ echo "== building the example components (cargo build --target wasm32-wasip2)"
 cargo build --release --target wasm32-wasip2 --target-dir target/guests \
   -p hello-counter -p wildfire-preprocess -p wildfire-detect -p wildfire-alarm
 echo "== building the databelt host"
-cargo build --release -p databelt-host --bin databelt
+cargo build --release -p databelt-cli --bin databelt
 wasm=target/guests/wasm32-wasip2/release/hello_counter.wasm
 data=$(mktemp -d)
 up_pid=

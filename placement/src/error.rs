@@ -23,5 +23,21 @@ pub enum Error {
     Io(String),
 }
 
+impl Error {
+    /// The kind: decides the kind string and the HTTP status of the
+    /// placement service's answers.
+    pub fn kind(&self) -> databelt_types::ErrorKind {
+        use databelt_types::ErrorKind;
+        match self {
+            Error::Topology(_) => ErrorKind::BadInput,
+            Error::UnknownNode(_) => ErrorKind::UnknownNode,
+            Error::BadRequest(_) => ErrorKind::BadInput,
+            Error::NoCapacity(_) => ErrorKind::NoCapacity,
+            Error::Unavailable(_) => ErrorKind::Unavailable,
+            Error::Io(_) => ErrorKind::Runtime,
+        }
+    }
+}
+
 /// Result with [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;

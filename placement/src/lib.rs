@@ -9,15 +9,13 @@
 //!   step finds it local or near, within the step's SLO (pure).
 //! - [`hints`]: which node runs a function (pure).
 //! - [`workflow`]: workflow files: steps, nodes, SLOs, the DAG (pure).
-//! - [`service`]: the thin HTTP placement service and its client; hosts
-//!   cache its topology and elect locally when it is unreachable.
-
-#![warn(missing_docs)]
+//!
+//! Nothing here does network I/O: the placement service that serves these
+//! decisions over HTTP, and its client, live in `databelt-net`.
 
 pub mod election;
 mod error;
 pub mod hints;
-pub mod service;
 pub mod topology;
 pub mod workflow;
 

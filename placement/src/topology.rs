@@ -6,6 +6,7 @@
 //! (a satellite's ground link rotating along the constellation). A link
 //! without windows always exists.
 
+use databelt_types::NodeId;
 use std::collections::{HashMap, HashSet};
 
 use petgraph::graph::{NodeIndex, UnGraph};
@@ -115,11 +116,6 @@ pub(crate) fn toml_error(text: &str, e: &toml::de::Error) -> String {
     }
 }
 
-/// Whether `id` is a usable node id.
-pub fn valid_node_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-}
-
 impl Topology {
     /// The same scenario with its schedule running `factor` times faster:
     /// the period and every window divided by `factor` (latencies and
@@ -165,8 +161,8 @@ impl Topology {
         }
         let mut ids = HashSet::new();
         for n in &self.nodes {
-            if !valid_node_id(&n.id) {
-                return bad(format!("node id {:?} is not 1-64 letters, digits, '-', '_' or '.'", n.id));
+            if let Err(e) = NodeId::new(n.id.as_str()) {
+                return bad(e.to_string());
             }
             if !ids.insert(n.id.as_str()) {
                 return bad(format!("node `{}` is defined twice", n.id));

@@ -27,7 +27,9 @@ use petgraph::graph::DiGraph;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::topology::{Topology, toml_error, valid_node_id};
+use databelt_types::StepName;
+
+use crate::topology::{Topology, toml_error};
 
 /// Where a step runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,8 +60,9 @@ impl From<StepNode> for String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
-    /// Unique within the workflow (1-64 letters, digits, `-`, `_`, `.`).
-    pub name: String,
+    /// Unique within the workflow ([`StepName`]: 1-64 letters, digits, `-`,
+    /// `_`, `.`; checked when the file is read).
+    pub name: StepName,
     /// Path of the component, relative to the workflow file.
     pub component: String,
     /// Where it runs.
@@ -68,7 +71,7 @@ pub struct Step {
     pub tmax_ms: f64,
     /// Steps whose output this step consumes (none: an entry step).
     #[serde(default)]
-    pub after: Vec<String>,
+    pub after: Vec<StepName>,
 }
 
 /// A workflow: a DAG of steps.
@@ -115,9 +118,6 @@ impl Workflow {
         let mut graph = DiGraph::<usize, ()>::new();
         let mut index = HashMap::new();
         for (i, s) in self.steps.iter().enumerate() {
-            if !valid_node_id(&s.name) {
-                return bad(format!("step name {:?} is not 1-64 letters, digits, '-', '_' or '.'", s.name));
-            }
             if !(s.tmax_ms.is_finite() && s.tmax_ms >= 0.0) {
                 return bad(format!("step `{}`: tmax_ms must be a non-negative number", s.name));
             }

@@ -7,10 +7,17 @@
 //!
 //! The emulation belongs to the testbed only; hosts talk plain TCP and do
 //! not know whether a link is emulated.
+//!
+//! [`cluster::Cluster`] puts a whole continuum in one process (the
+//! placement service and one host per node of a scenario, optionally behind
+//! the emulated links): `databelt up`, the paper's evaluation and the
+//! workflow tests run on it.
 
+pub mod cluster;
 pub mod emulator;
 pub mod link;
 
+pub use cluster::{Cluster, ClusterOptions};
 pub use emulator::Emulator;
 pub use link::{Link, LinkSpec};
 

@@ -2,51 +2,7 @@
 //! state call and every failure mode through a real component.
 
 use databelt::{Cas, Context, Error, Scope, SetOptions, Version};
-
-/// One operation.
-#[databelt::data]
-pub enum Op {
-    Get { scope: String, key: String },
-    Set { scope: String, key: String, value: Vec<u8>, ttl_ms: Option<u64>, if_not_exists: bool },
-    Delete { scope: String, key: String },
-    Exists { scope: String, key: String },
-    ListKeys { scope: String, prefix: String, cursor: Option<String>, limit: Option<u32> },
-    GetMany { scope: String, keys: Vec<String> },
-    SetMany { scope: String, entries: Vec<(String, Vec<u8>)> },
-    DeleteMany { scope: String, keys: Vec<String> },
-    Increment { scope: String, key: String, delta: i64 },
-    GetVersion { scope: String, key: String },
-    Cas { scope: String, key: String, expected: Option<Vec<u8>>, value: Vec<u8> },
-    Context,
-    HandOff { successor: String, next: Vec<u8> },
-    HandOffTwice { successor: String, next: Vec<u8> },
-    /// Write `key`, then panic (trap).
-    WriteThenTrap { scope: String, key: String },
-    Trap,
-    Loop,
-    /// Allocate and touch this many MiB.
-    Alloc { mib: u32 },
-    /// Read a 1 KiB value once and write one (the invocation benchmark).
-    GetSet1K { scope: String },
-    /// Time `n` reads of `key` from inside the guest; returns nanoseconds.
-    TimeGets { scope: String, key: String, n: u32 },
-}
-
-/// What an operation returned.
-#[databelt::data]
-pub enum Reply {
-    Done,
-    Value(Option<Vec<u8>>),
-    Values(Vec<Option<Vec<u8>>>),
-    Bool(bool),
-    Keys { keys: Vec<String>, cursor: Option<String> },
-    Count(i64),
-    Version(Option<Vec<u8>>),
-    Swapped(Vec<u8>),
-    Stale(Option<(Vec<u8>, Vec<u8>)>),
-    Context { run_id: String, function: String, step: u32, node_id: String },
-    Nanos(u64),
-}
+use databelt_probe_protocol::{Op, Reply};
 
 fn open(name: &str) -> Result<Scope, Error> {
     Scope::open(name)

@@ -1,0 +1,12 @@
+//! # Databelt evaluation
+//!
+//! Experiments that need a whole continuum, kept out of the embeddable host
+//! and the network layer:
+//!
+//! - [`paper`]: the Databelt paper's evaluation on an emulated testbed
+//!   (latency per state size, throughput per concurrency, five policies),
+//!   written as CSV, Markdown and SVG plots (`databelt bench paper`).
+//!
+//! Criterion benchmarks that need a cluster live in `benches/` (`fusion`).
+
+pub mod paper;

@@ -1,0 +1,471 @@
+//! The Databelt paper's evaluation (`databelt bench paper`)'s evaluation on an emulated
+//! testbed on this machine. Starts the scenario's continuum in-process with
+//! every link emulated (`databelt-testbed`) and its schedule compressed,
+//! runs the wildfire workflow under each policy — stateless, random,
+//! strict (the paper's rule for a missed SLO), databelt, databelt + fusion — for the latency experiment (state sizes
+//! with the paper's Tmax) and the throughput experiment (2 MB states, N
+//! concurrent workflows), and writes `paper.csv`, `summary.md`,
+//! `latency.svg` and `throughput.svg`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use databelt_host::{BackendConfig, HostConfig, schema};
+use databelt_net::continuum::Policy;
+use databelt_net::placement::PlacementClient;
+use databelt_net::workflow::{RunOptions, RunReport, Runner, percentile};
+use databelt_placement::Topology;
+use databelt_testbed::{Cluster, ClusterOptions};
+use futures_util::future::join_all;
+use plotters::prelude::*;
+
+/// The paper's Tmax per state size (MB → ms).
+pub const PAPER_TMAX: [(u32, f64); 11] = [
+    (1, 100.0),
+    (5, 150.0),
+    (10, 200.0),
+    (15, 260.0),
+    (20, 330.0),
+    (25, 390.0),
+    (30, 450.0),
+    (35, 520.0),
+    (40, 580.0),
+    (45, 650.0),
+    (50, 710.0),
+];
+
+/// Tmax for `mb`: the paper's value, interpolated linearly between sizes.
+pub fn tmax_for(mb: f64) -> f64 {
+    let mut prev = PAPER_TMAX[0];
+    for &(size, tmax) in &PAPER_TMAX {
+        let size = f64::from(size);
+        if mb <= size {
+            let (ps, pt) = (f64::from(prev.0), prev.1);
+            return if size == ps { tmax } else { pt + (tmax - pt) * (mb - ps) / (size - ps) };
+        }
+        prev = (size as u32, tmax);
+    }
+    prev.1
+}
+
+/// The policies compared, as (label, policy, fusion).
+pub const POLICIES: [(&str, Policy, bool); 5] = [
+    ("stateless", Policy::Stateless, false),
+    ("random", Policy::Random, false),
+    ("strict", Policy::Strict, false),
+    ("databelt", Policy::Databelt, false),
+    ("databelt+fusion", Policy::Databelt, true),
+];
+
+/// What to run.
+pub struct PaperOptions {
+    /// Scenario file.
+    pub scenario: PathBuf,
+    /// Workflow file (the wildfire workflow).
+    pub workflow: PathBuf,
+    /// Results folder.
+    pub out: PathBuf,
+    /// Schedule speed-up.
+    pub time_scale: u64,
+    /// Quick mode (two sizes, two concurrency levels, two runs).
+    pub quick: bool,
+}
+
+/// One measured case.
+#[derive(Debug, Clone)]
+pub struct Case {
+    /// `latency` or `throughput`.
+    pub experiment: &'static str,
+    /// Policy label.
+    pub policy: &'static str,
+    /// State size, MB.
+    pub size_mb: u32,
+    /// Concurrent workflows.
+    pub concurrency: u32,
+    /// Runs measured.
+    pub runs: usize,
+    /// Runs that failed (not in the figures), with the first error.
+    pub failed: usize,
+    /// The first failure, if any.
+    pub first_error: Option<String>,
+    /// End-to-end latency p50 / p95, ms.
+    pub p50_ms: f64,
+    /// p95, ms.
+    pub p95_ms: f64,
+    /// Workflows per minute.
+    pub throughput_per_min: f64,
+    /// Share of state reads served by the reading node, %.
+    pub local_pct: f64,
+    /// Share of hand-offs to another node that missed their Tmax, %.
+    pub slo_violation_pct: f64,
+    /// Mean time in state operations per run, ms.
+    pub storage_ms: f64,
+    /// Mean bytes sent between nodes per run (hand-offs, remote reads and
+    /// prefetches).
+    pub bytes_moved: f64,
+    /// Median lower bound per run, ms: compute plus the least transfer time
+    /// the placement forces (each hand-off's route at the scenario's rates).
+    pub bound_ms: f64,
+}
+
+/// What one case produced.
+struct Outcome {
+    reports: Vec<RunReport>,
+    failures: Vec<String>,
+    wall: Duration,
+    bounds: Vec<f64>,
+}
+
+fn summarise(experiment: &'static str, policy: &'static str, size_mb: u32, concurrency: u32, outcome: &Outcome) -> Case {
+    let (reports, wall, bounds) = (&outcome.reports, outcome.wall, &outcome.bounds);
+    let e2e: Vec<f64> = reports.iter().map(|r| r.total_micros as f64 / 1000.0).collect();
+    let (mut local, mut reads, mut viol, mut transfers) = (0u64, 0u64, 0u64, 0u64);
+    for r in reports {
+        local += r.reads.local;
+        reads += r.reads.local + r.reads.locator + r.reads.neighbour + r.reads.cloud + r.reads.misses;
+        viol += r.slo_violations;
+        transfers += r.remote_handoffs;
+    }
+    let n = reports.len().max(1) as f64;
+    Case {
+        experiment,
+        policy,
+        size_mb,
+        concurrency,
+        runs: reports.len(),
+        failed: outcome.failures.len(),
+        first_error: outcome.failures.first().cloned(),
+        p50_ms: percentile(&e2e, 50.0),
+        p95_ms: percentile(&e2e, 95.0),
+        throughput_per_min: reports.len() as f64 / wall.as_secs_f64().max(1e-9) * 60.0,
+        local_pct: if reads == 0 { 0.0 } else { local as f64 * 100.0 / reads as f64 },
+        slo_violation_pct: if transfers == 0 { 0.0 } else { viol as f64 * 100.0 / transfers as f64 },
+        storage_ms: reports.iter().map(|r| r.counters.state_micros as f64 / 1000.0).sum::<f64>() / n,
+        bytes_moved: reports.iter().map(|r| r.counters.remote_bytes as f64).sum::<f64>() / n,
+        bound_ms: percentile(bounds, 50.0),
+    }
+}
+
+/// Lower bound of one run: the functions' compute time plus, for every
+/// hand-off, the least time its bytes need from the producer's node to the
+/// consumer's at the scenario's rates now (one way, no acknowledgement).
+fn lower_bound_ms(report: &RunReport, topology: &Topology, t_ms: u64) -> f64 {
+    let snapshot = topology.snapshot(t_ms);
+    let node_of = |step: &str| report.steps.iter().find(|l| l.step == step).map(|l| l.result.node.clone());
+    let mut bound = 0.0;
+    for line in &report.steps {
+        bound += line.result.invoke_micros as f64 / 1000.0;
+        for h in &line.result.handoffs {
+            for succ in &h.successors {
+                let Some(consumer) = node_of(succ) else { continue };
+                if consumer == line.result.node {
+                    continue;
+                }
+                if let Some(route) = snapshot.route(&line.result.node, &consumer) {
+                    bound += route.latency_ms + line.result.output_bytes as f64 * 8.0 / route.bandwidth_bps * 1000.0;
+                }
+            }
+        }
+    }
+    bound
+}
+
+async fn run_case(
+    runner: &Runner,
+    placement: &PlacementClient,
+    topology: &Topology,
+    input: &[u8],
+    options: &RunOptions,
+    concurrency: u32,
+    into: &mut Outcome,
+) {
+    let started = Instant::now();
+    let results = join_all((0..concurrency).map(|_| runner.run(input.to_vec(), options))).await;
+    into.wall += started.elapsed();
+    let t_ms = placement.cached().map(|(_, t)| t).unwrap_or(0);
+    for r in results {
+        match r {
+            Ok(report) => {
+                into.bounds.push(lower_bound_ms(&report, topology, t_ms));
+                into.reports.push(report);
+            }
+            Err(e) => into.failures.push(e.to_string()),
+        }
+    }
+}
+
+impl Outcome {
+    fn new() -> Outcome {
+        Outcome { reports: Vec::new(), failures: Vec::new(), wall: Duration::ZERO, bounds: Vec::new() }
+    }
+}
+
+/// Run the evaluation and write the results; returns the cases.
+pub async fn run(options: PaperOptions) -> Result<Vec<Case>> {
+    let topology = Topology::from_file(&options.scenario)?.compressed(options.time_scale);
+    let dir = tempfile_dir()?;
+    let host = HostConfig {
+        backend: BackendConfig::Memory,
+        max_concurrent_instances: 64,
+        max_memory_bytes: 512 * 1024 * 1024,
+        deadline_ms: 300_000,
+        limits: databelt_host::StateLimits { max_value_bytes: 64 * 1024 * 1024, ..Default::default() },
+        cache_dir: Some(dir.join("cache")),
+        ..HostConfig::default()
+    };
+    let cluster = Cluster::start(
+        topology.clone(),
+        ClusterOptions {
+            placement_listen: "127.0.0.1:0".parse()?,
+            host,
+            data_dir: dir.clone(),
+            peer_timeout: Duration::from_secs(600),
+            advertise: None,
+            emulate: Some(Duration::from_millis(50)),
+        },
+    )
+    .await?;
+    let placement = PlacementClient::new(&cluster.placement_url, Duration::from_secs(2))?;
+    placement.refresh().await?;
+    let runner = Runner::load(&options.workflow, placement.clone(), Some(dir.join("cache")))
+        .await
+        .with_context(|| format!("loading {} (build the components first: scripts/bench-paper.sh)", options.workflow.display()))?;
+    let scene = |mb: u32| -> Result<Vec<u8>> {
+        let input = serde_json::json!({"seed": 42, "tiles": mb, "side": 1000});
+        let schema = runner.input_schema().ok_or_else(|| anyhow::anyhow!("the workflow has no entry step"))?;
+        Ok(schema::json_to_postcard(schema, &input)?)
+    };
+    let (sizes, runs, levels): (Vec<u32>, u32, Vec<u32>) = if options.quick {
+        (vec![1, 5], 2, vec![5, 10])
+    } else {
+        ((0..=10).map(|i| if i == 0 { 1 } else { i * 5 }).collect(), 3, (1..=10).map(|i| i * 5).collect())
+    };
+    let total = (sizes.len() + levels.len()) * POLICIES.len();
+    let bar = indicatif::ProgressBar::new(total as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    let mut cases = Vec::new();
+    for &mb in &sizes {
+        let input = scene(mb)?;
+        for (label, policy, fusion) in POLICIES {
+            bar.set_message(format!("latency {mb} MB {label}"));
+            let o = RunOptions { policy, fusion: Some(fusion), tmax_ms: Some(tmax_for(f64::from(mb))), ..RunOptions::default() };
+            let mut outcome = Outcome::new();
+            for _ in 0..runs {
+                run_case(&runner, &placement, &topology, &input, &o, 1, &mut outcome).await;
+            }
+            cases.push(summarise("latency", label, mb, 1, &outcome));
+            bar.inc(1);
+            log_case(&bar, cases.last());
+        }
+    }
+    let input = scene(2)?;
+    for &n in &levels {
+        for (label, policy, fusion) in POLICIES {
+            bar.set_message(format!("throughput {n} concurrent {label}"));
+            let o = RunOptions { policy, fusion: Some(fusion), tmax_ms: Some(tmax_for(2.0)), ..RunOptions::default() };
+            let mut outcome = Outcome::new();
+            run_case(&runner, &placement, &topology, &input, &o, n, &mut outcome).await;
+            cases.push(summarise("throughput", label, 2, n, &outcome));
+            bar.inc(1);
+            log_case(&bar, cases.last());
+        }
+    }
+    bar.finish_with_message("done");
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&options.out).with_context(|| format!("cannot create {}", options.out.display()))?;
+    write_csv(&options.out.join("paper.csv"), &cases)?;
+    std::fs::write(options.out.join("summary.md"), summary(&cases, &options))?;
+    plot(&options.out.join("latency.svg"), &cases, "latency", "state size (MB)", "end-to-end p50 (ms)", |c| {
+        (f64::from(c.size_mb), c.p50_ms)
+    })?;
+    plot(&options.out.join("throughput.svg"), &cases, "throughput", "concurrent workflows", "workflows / min", |c| {
+        (f64::from(c.concurrency), c.throughput_per_min)
+    })?;
+    Ok(cases)
+}
+
+/// Without a terminal the bar is hidden: log one line per case instead.
+fn log_case(bar: &indicatif::ProgressBar, case: Option<&Case>) {
+    if let (true, Some(c)) = (bar.is_hidden(), case) {
+        eprintln!(
+            "[{}/{}] {} {} MB ×{} {}: p50 {:.0} ms, {:.1}/min, local {:.0}%, failed {}",
+            bar.position(),
+            bar.length().unwrap_or(0),
+            c.experiment,
+            c.size_mb,
+            c.concurrency,
+            c.policy,
+            c.p50_ms,
+            c.throughput_per_min,
+            c.local_pct,
+            c.failed
+        );
+    }
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("databelt-paper-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn write_csv(path: &Path, cases: &[Case]) -> Result<()> {
+    let mut text = String::from(
+        "experiment,policy,size_mb,concurrency,runs,failed,e2e_p50_ms,e2e_p95_ms,throughput_per_min,local_availability_pct,slo_violation_pct,storage_op_ms,bytes_moved,lower_bound_ms\n",
+    );
+    for c in cases {
+        text += &format!(
+            "{},{},{},{},{},{},{:.1},{:.1},{:.2},{:.1},{:.1},{:.1},{:.0},{:.1}\n",
+            c.experiment,
+            c.policy,
+            c.size_mb,
+            c.concurrency,
+            c.runs,
+            c.failed,
+            c.p50_ms,
+            c.p95_ms,
+            c.throughput_per_min,
+            c.local_pct,
+            c.slo_violation_pct,
+            c.storage_ms,
+            c.bytes_moved,
+            c.bound_ms
+        );
+    }
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn find<'a>(cases: &'a [Case], experiment: &str, policy: &str, size: u32, n: u32) -> Option<&'a Case> {
+    cases.iter().find(|c| c.experiment == experiment && c.policy == policy && c.size_mb == size && c.concurrency == n)
+}
+
+/// The Markdown summary: both tables and the targets, met or not.
+pub fn summary(cases: &[Case], options: &PaperOptions) -> String {
+    let mut md = format!(
+        "# Databelt paper evaluation ({})\n\nScenario `{}`, schedule ×{}, every link emulated; workflow `{}`.\n\n",
+        if options.quick { "quick" } else { "full" },
+        options.scenario.display(),
+        options.time_scale,
+        options.workflow.display()
+    );
+    md += "## Latency (one workflow at a time)\n\n| size MB | policy | p50 ms | p95 ms | local % | SLO viol. % | storage ms | bytes moved | bound ms | p50/bound |\n|---|---|---|---|---|---|---|---|---|---|\n";
+    for c in cases.iter().filter(|c| c.experiment == "latency") {
+        md += &format!(
+            "| {} | {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.2} |\n",
+            c.size_mb, c.policy, c.p50_ms, c.p95_ms, c.local_pct, c.slo_violation_pct, c.storage_ms, c.bytes_moved, c.bound_ms,
+            c.p50_ms / c.bound_ms.max(1e-9)
+        );
+    }
+    md += "\n## Throughput (2 MB states)\n\n| concurrent | policy | workflows/min | p50 ms | p95 ms | local % | SLO viol. % |\n|---|---|---|---|---|---|---|\n";
+    for c in cases.iter().filter(|c| c.experiment == "throughput") {
+        md += &format!(
+            "| {} | {} | {:.1} | {:.0} | {:.0} | {:.1} | {:.1} |\n",
+            c.concurrency, c.policy, c.throughput_per_min, c.p50_ms, c.p95_ms, c.local_pct, c.slo_violation_pct
+        );
+    }
+    let failed: Vec<&Case> = cases.iter().filter(|c| c.failed > 0).collect();
+    if !failed.is_empty() {
+        md += "\n## Failed runs (left out of the figures)\n\n";
+        for c in failed {
+            md += &format!(
+                "- {} {} MB ×{} {}: {} failed — {}\n",
+                c.experiment,
+                c.size_mb,
+                c.concurrency,
+                c.policy,
+                c.failed,
+                c.first_error.as_deref().unwrap_or("")
+            );
+        }
+    }
+    md += "\n## Targets\n\n";
+    let check = |ok: bool| if ok { "met" } else { "**not met**" };
+    let mut e2e = Vec::new();
+    let mut bound = Vec::new();
+    for c in cases.iter().filter(|c| c.experiment == "latency" && c.policy == "databelt+fusion") {
+        if let Some(s) = find(cases, "latency", "stateless", c.size_mb, 1) {
+            e2e.push((c.size_mb, c.p50_ms / s.p50_ms.max(1e-9)));
+        }
+        bound.push((c.size_mb, c.p50_ms / c.bound_ms.max(1e-9)));
+    }
+    let worst = |v: &[(u32, f64)]| v.iter().map(|x| x.1).fold(0.0f64, f64::max);
+    md += &format!(
+        "- databelt end-to-end ≤ 0.30× stateless at every size: worst {:.2}× ({}) — {:?}\n",
+        worst(&e2e),
+        check(!e2e.is_empty() && worst(&e2e) <= 0.30),
+        e2e.iter().map(|(s, r)| format!("{s} MB {r:.2}")).collect::<Vec<_>>()
+    );
+    let mut thr = Vec::new();
+    for c in cases.iter().filter(|c| c.experiment == "throughput" && c.policy == "databelt+fusion") {
+        if let Some(s) = find(cases, "throughput", "stateless", 2, c.concurrency) {
+            thr.push((c.concurrency, c.throughput_per_min / s.throughput_per_min.max(1e-9)));
+        }
+    }
+    let least = thr.iter().map(|x| x.1).fold(f64::INFINITY, f64::min);
+    md += &format!("- throughput ≥ 2× stateless: least {:.2}× ({})\n", least, check(!thr.is_empty() && least >= 2.0));
+    let db: Vec<&Case> = cases.iter().filter(|c| c.policy == "databelt+fusion").collect();
+    let local = db.iter().map(|c| c.local_pct).fold(f64::INFINITY, f64::min);
+    md += &format!("- local state availability ≥ 95%: least {:.1}% ({})\n", local, check(local >= 95.0));
+    let viol = db.iter().map(|c| c.slo_violation_pct).fold(0.0f64, f64::max);
+    md += &format!("- 0 SLO violations: most {:.1}% ({})\n", viol, check(viol == 0.0));
+    md += &format!("- databelt within 1.25× of the lower bound: worst {:.2}× ({})\n", worst(&bound), check(worst(&bound) <= 1.25));
+    md += "- fusion ≥ 50% lower storage-op latency at B = 5: measured by `cargo bench -p databelt-host --bench fusion` (see docs/continuum.md)\n";
+    md
+}
+
+fn plot(
+    path: &Path,
+    cases: &[Case],
+    experiment: &str,
+    x_desc: &str,
+    y_desc: &str,
+    point: impl Fn(&Case) -> (f64, f64),
+) -> Result<()> {
+    let chosen: Vec<&Case> = cases.iter().filter(|c| c.experiment == experiment).collect();
+    let x_max = chosen.iter().map(|c| point(c).0).fold(1.0f64, f64::max) * 1.05;
+    let y_max = chosen.iter().map(|c| point(c).1).fold(1.0f64, f64::max) * 1.1;
+    let root = SVGBackend::new(path, (720, 440)).into_drawing_area();
+    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("plot {}: {e}", path.display());
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("{experiment} per policy"), ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..x_max, 0f64..y_max)
+        .map_err(|e| err(&e))?;
+    chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw().map_err(|e| err(&e))?;
+    let colours = [RED, BLUE, CYAN, GREEN, MAGENTA];
+    for ((label, _, _), colour) in POLICIES.iter().zip(colours) {
+        let mut points: Vec<(f64, f64)> = chosen.iter().filter(|c| c.policy == *label).map(|c| point(c)).collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        chart
+            .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
+            .map_err(|e| err(&e))?
+            .label(*label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
+        chart.draw_series(points.iter().map(|p| Circle::new(*p, 3, colour.filled()))).map_err(|e| err(&e))?;
+    }
+    chart.configure_series_labels().background_style(WHITE).border_style(BLACK).draw().map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tmax_follows_the_paper_and_interpolates() {
+        assert_eq!(tmax_for(1.0), 100.0);
+        assert_eq!(tmax_for(50.0), 710.0);
+        assert_eq!(tmax_for(2.0), 112.5);
+        assert_eq!(tmax_for(60.0), 710.0);
+    }
+
+}

@@ -1,0 +1,61 @@
+//! `databelt bench …`: benchmarks that need a whole continuum.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use databelt_bench::paper;
+
+use crate::input::runtime;
+
+/// The benchmarks.
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// The Databelt paper's evaluation on an emulated testbed: latency per
+    /// state size and throughput per concurrency, for the stateless, random,
+    /// databelt and databelt+fusion policies; writes CSV, Markdown and SVG.
+    Paper(PaperArgs),
+}
+
+/// Flags of `databelt bench paper`.
+#[derive(clap::Args)]
+pub struct PaperArgs {
+    /// Two sizes (1, 5 MB), two concurrency levels (5, 10), two runs each:
+    /// a few minutes. Without it: 1-50 MB, 5-50 concurrent, three runs.
+    #[arg(long)]
+    quick: bool,
+    /// Scenario file.
+    #[arg(long, default_value = "scenarios/paper-testbed.toml")]
+    scenario: PathBuf,
+    /// The wildfire workflow (its components must be built).
+    #[arg(long, default_value = "examples/wildfire/wildfire.toml")]
+    workflow: PathBuf,
+    /// Results folder.
+    #[arg(long, default_value = "results/paper")]
+    out: PathBuf,
+    /// Run the scenario's schedule this many times faster.
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    time_scale: u64,
+}
+
+/// Run the command.
+pub fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Paper(args) => bench_paper(args),
+    }
+}
+
+fn bench_paper(args: PaperArgs) -> Result<()> {
+    let options = paper::PaperOptions {
+        scenario: args.scenario,
+        workflow: args.workflow,
+        out: args.out.clone(),
+        time_scale: args.time_scale,
+        quick: args.quick,
+    };
+    let started = std::time::Instant::now();
+    let cases = runtime()?.block_on(paper::run(options))?;
+    println!("{} cases in {:.0} s; results in {}", cases.len(), started.elapsed().as_secs_f64(), args.out.display());
+    let summary = std::fs::read_to_string(args.out.join("summary.md")).unwrap_or_default();
+    println!("{summary}");
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! `databelt invoke`: run a workflow across a running continuum.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow};
+use databelt_host::schema::json_to_postcard;
+use databelt_net::continuum::Policy;
+use databelt_net::placement::PlacementClient;
+use databelt_net::workflow::{RunOptions, Runner, percentile};
+
+use crate::input::{read_json, runtime};
+use crate::report;
+
+/// Where output states go (`--policy`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicyArg {
+    /// Elected: nearest the consumer within Tmax; when no node meets Tmax,
+    /// as near the consumer as the links allow.
+    Databelt,
+    /// Elected; stays on the producer when no node meets Tmax (the paper
+    /// prototype's rule).
+    Strict,
+    /// A node drawn from the producer → consumer path.
+    Random,
+    /// The cloud node only.
+    Stateless,
+}
+
+impl From<PolicyArg> for Policy {
+    fn from(p: PolicyArg) -> Policy {
+        match p {
+            PolicyArg::Databelt => Policy::Databelt,
+            PolicyArg::Strict => Policy::Strict,
+            PolicyArg::Random => Policy::Random,
+            PolicyArg::Stateless => Policy::Stateless,
+        }
+    }
+}
+
+/// State fusion on or off (`--fusion`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FusionArg {
+    /// One in-memory sandbox per run and host, one batch per node.
+    On,
+    /// One store operation and one transfer per state.
+    Off,
+}
+
+/// Flags of `databelt invoke`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Workflow file (TOML); component paths are relative to it.
+    workflow: PathBuf,
+    /// The run's input as JSON (or `@path`), of the entry steps' input type.
+    #[arg(long, default_value = "null")]
+    input: String,
+    /// The placement service of the continuum.
+    #[arg(long, default_value = "http://127.0.0.1:7300")]
+    placement: String,
+    /// Where output states go.
+    #[arg(long, value_enum, default_value_t = PolicyArg::Databelt)]
+    policy: PolicyArg,
+    /// Run the workflow this many times.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    runs: u32,
+    /// Print each run's report as one JSON line instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Leave each run's state on the nodes instead of deleting it.
+    #[arg(long)]
+    keep_state: bool,
+    /// State fusion; default: as the workflow file says (on unless it sets
+    /// `fusion = false`).
+    #[arg(long, value_enum)]
+    fusion: Option<FusionArg>,
+    /// Compiled-code cache for describing the components.
+    #[arg(long, default_value = "databelt-data/cache")]
+    cache_dir: PathBuf,
+}
+
+/// Run the command.
+pub fn run(args: Args) -> Result<()> {
+    let policy = Policy::from(args.policy);
+    let input = read_json(&args.input)?;
+    runtime()?.block_on(async move {
+        let placement = PlacementClient::new(&args.placement, Duration::from_secs(5))?;
+        let runner = Runner::load(&args.workflow, placement, Some(args.cache_dir.clone())).await?;
+        let schema = runner.input_schema().ok_or_else(|| anyhow!("the workflow has no entry step"))?;
+        let bytes = json_to_postcard(schema, &input).context("--input")?;
+        runner.deploy().await?;
+        let options = RunOptions {
+            policy,
+            keep_state: args.keep_state,
+            fusion: args.fusion.map(|f| f == FusionArg::On),
+            ..RunOptions::default()
+        };
+        let mut totals = Vec::new();
+        let (mut local, mut reads, mut violations, mut transfers) = (0u64, 0u64, 0u64, 0u64);
+        for _ in 0..args.runs {
+            let run = runner.run(bytes.clone(), &options).await?;
+            if args.json {
+                println!("{}", serde_json::to_string(&run)?);
+            } else {
+                report::print(&run, &runner)?;
+            }
+            totals.push(run.total_micros as f64 / 1000.0);
+            let r = run.reads;
+            local += r.local;
+            reads += r.local + r.locator + r.neighbour + r.cloud + r.misses;
+            violations += run.slo_violations;
+            transfers += run.remote_handoffs;
+        }
+        if args.runs > 1 && !args.json {
+            println!(
+                "{} runs, policy {}: end-to-end p50 {:.1} ms, p95 {:.1} ms; local availability {:.1}%; SLO violations {} of {} remote hand-offs",
+                args.runs,
+                policy,
+                percentile(&totals, 50.0),
+                percentile(&totals, 95.0),
+                if reads == 0 { 0.0 } else { local as f64 * 100.0 / reads as f64 },
+                violations,
+                transfers
+            );
+        }
+        Ok(())
+    })
+}

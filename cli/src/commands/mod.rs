@@ -1,0 +1,10 @@
+//! One module per `databelt` command: its flags (`Args`) and `run`.
+
+pub mod bench;
+pub mod describe;
+pub mod elect;
+pub mod invoke;
+pub mod placement;
+pub mod run;
+pub mod serve;
+pub mod up;

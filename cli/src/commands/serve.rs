@@ -1,0 +1,78 @@
+//! `databelt serve`: the host HTTP API, and with `--placement` the peer
+//! and step protocols of a continuum node.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use databelt_host::{Host, HostConfig};
+use databelt_net::continuum::Continuum;
+use databelt_net::peer::PeerClient;
+use databelt_net::placement::PlacementClient;
+use databelt_net::workflow::StepExecutor;
+use databelt_types::NodeId;
+
+use crate::config::HostArgs;
+use crate::input::{ctrl_c, runtime};
+
+/// Flags of `databelt serve`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Deploy a component at start: `name=path/to/component.wasm` (repeatable).
+    #[arg(long, value_name = "NAME=PATH")]
+    deploy: Vec<String>,
+    /// Join a continuum: the placement service's URL. Enables the peer
+    /// hand-offs and the step protocol (`/workflow/v1/...`); `--node-id`
+    /// must name this node in the service's topology.
+    #[arg(long)]
+    placement: Option<String>,
+    /// This node's id, as functions and the continuum see it.
+    #[arg(long)]
+    node_id: Option<NodeId>,
+    #[command(flatten)]
+    host: HostArgs,
+}
+
+/// Run the command.
+pub fn run(args: Args) -> Result<()> {
+    let mut config = args.host.layer(HostConfig::default())?;
+    if let Some(id) = args.node_id {
+        config.node_id = id.into_string();
+    }
+    let host = Host::new(config)?;
+    for spec in &args.deploy {
+        let Some((name, path)) = spec.split_once('=') else {
+            bail!("--deploy takes NAME=PATH, got `{spec}`");
+        };
+        host.deploy_file(name, Path::new(path)).with_context(|| format!("deploying `{name}`"))?;
+    }
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        eprintln!("databelt serving on http://{}", listener.local_addr()?);
+        let steps = match &args.placement {
+            Some(url) => Some(join_continuum(&host, url).await?),
+            None => None,
+        };
+        databelt_net::api::serve_node(host, steps, listener, ctrl_c()).await.context("server failed")
+    })
+}
+
+/// The step executor of this host as a node of the continuum whose
+/// placement service is at `url`.
+async fn join_continuum(host: &Host, url: &str) -> Result<StepExecutor> {
+    let placement = PlacementClient::new(url, Duration::from_secs(2))?;
+    let view = placement.refresh().await.with_context(|| format!("placement service at {url}"))?;
+    let id = host.config().node_id.clone();
+    if view.topology.node(&id).is_none() {
+        bail!("node id `{id}` is not in the placement service's topology (set it with --node-id)");
+    }
+    let peers = PeerClient::new(Duration::from_secs(2), Duration::from_secs(60))?;
+    let continuum = Continuum::new(&id, host.state().clone(), peers, placement);
+    Ok(StepExecutor::new(host.clone(), continuum))
+}

@@ -1,0 +1,81 @@
+//! `databelt`: run Databelt functions from the command line, serve them over
+//! HTTP, start and drive a continuum, benchmark it. One file per command
+//! under `commands/`; configuration layering in `config.rs`.
+
+mod commands;
+mod config;
+mod input;
+mod report;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Databelt: stateful serverless functions as WASI components.
+#[derive(Parser)]
+#[command(name = "databelt", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a component once on an input and print its output as JSON.
+    Run(commands::run::Args),
+    /// Serve the HTTP API: deploy, list and invoke functions by name.
+    Serve(commands::serve::Args),
+    /// Print a component's function name and input/output types.
+    Describe(commands::describe::Args),
+    /// Serve the placement service (topology, SLOs, hints) for a scenario.
+    Placement(commands::placement::Args),
+    /// Start a whole continuum on this machine: the placement service and
+    /// one host per node of a scenario, on the addresses it gives.
+    Up(commands::up::Args),
+    /// Run a workflow across a running continuum and report each step.
+    Invoke(commands::invoke::Args),
+    /// Elect the storage node for one state transfer and explain the answer.
+    Elect(commands::elect::Args),
+    /// Benchmarks that need a whole continuum.
+    #[command(subcommand)]
+    Bench(commands::bench::Command),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Run(a) => commands::run::run(a),
+        Command::Serve(a) => commands::serve::run(a),
+        Command::Describe(a) => commands::describe::run(a),
+        Command::Placement(a) => commands::placement::run(a),
+        Command::Up(a) => commands::up::run(a),
+        Command::Invoke(a) => commands::invoke::run(a),
+        Command::Elect(a) => commands::elect::run(a),
+        Command::Bench(c) => commands::bench::run(c),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, each once: a cause whose text the
+/// message before it already ends with is not repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+        if parts.last().is_some_and(|p| p.ends_with(&text)) {
+            continue;
+        }
+        parts.push(text);
+    }
+    parts.join(": ")
+}

@@ -1,0 +1,235 @@
+//! The `databelt` binary as a user runs it.
+
+use databelt_test_support as common;
+
+use std::process::Command;
+
+use common::guest;
+use serde_json::json;
+
+fn databelt() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_databelt"))
+}
+
+#[test]
+fn run_keeps_state_across_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = guest("hello_counter");
+    for expected in 1..=2 {
+        let out = databelt()
+            .arg("run")
+            .arg(&wasm)
+            .args(["--input", r#"{"name":"ada"}"#, "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["visits"], expected, "{v}");
+    }
+}
+
+#[test]
+fn input_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.json");
+    std::fs::write(&input, r#"{"name":"grace"}"#).unwrap();
+    let out = databelt()
+        .arg("run")
+        .arg(guest("hello_counter"))
+        .arg("--input")
+        .arg(format!("@{}", input.display()))
+        .arg("--memory")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hello grace"));
+}
+
+fn one_line_error(args: &[&str]) -> String {
+    let out = databelt().args(args).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert_eq!(err.lines().count(), 1, "one-line error, got: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    err
+}
+
+#[test]
+fn errors_are_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"junk").unwrap();
+    let hello = guest("hello_counter");
+    let hello = hello.to_str().unwrap();
+    let e = one_line_error(&["run", junk.to_str().unwrap(), "--memory"]);
+    assert!(e.contains("not a WebAssembly binary"), "{e}");
+    let e = one_line_error(&["run", hello, "--memory", "--input", "{oops"]);
+    assert!(e.contains("not valid JSON"), "{e}");
+    let e = one_line_error(&["run", hello, "--memory", "--input", r#"{"wrong":1}"#]);
+    assert!(e.contains("bad input"), "{e}");
+    let e = one_line_error(&["run", "/no/such/file.wasm", "--memory"]);
+    assert!(e.contains("cannot read"), "{e}");
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "deadline_ms = -1").unwrap();
+    let e = one_line_error(&["run", hello, "--config", cfg.to_str().unwrap()]);
+    assert!(e.contains("invalid configuration"), "{e}");
+}
+
+#[test]
+fn describe_and_help() {
+    let out = databelt().arg("describe").arg(guest("hello_counter")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("function: hello") && text.contains("name"), "{text}");
+    for sub in [&["--help"][..], &["run", "--help"], &["serve", "--help"], &["describe", "--help"]] {
+        let out = databelt().args(sub).output().unwrap();
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));
+    }
+}
+
+fn scenario() -> std::path::PathBuf {
+    common::workspace().join("scenarios/paper-testbed.toml")
+}
+
+#[test]
+fn elect_explains_its_decision() {
+    let out = databelt()
+        .args(["elect", "--producer", "sat2", "--consumer", "sat6", "--size", "100000", "--tmax-ms", "100", "--scenario"])
+        .arg(scenario())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["decision"], "propagate");
+    assert_eq!(v["node"], "sat4");
+    let bad = databelt()
+        .args(["elect", "--producer", "sat2", "--consumer", "mars", "--size", "1", "--tmax-ms", "1", "--scenario"])
+        .arg(scenario())
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.starts_with("error: ") && err.contains("unknown node `mars`") && err.lines().count() == 1, "{err}");
+}
+
+#[test]
+fn placement_service_runs_from_the_cli() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = databelt()
+        .args(["placement", "--listen", &format!("127.0.0.1:{port}"), "--scenario"])
+        .arg(scenario())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut body = None;
+    for _ in 0..100 {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::{Read, Write};
+            s.write_all(b"GET /v1/topology HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+            let mut text = String::new();
+            s.read_to_string(&mut text).unwrap();
+            body = Some(text);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let body = body.expect("placement service answered");
+    assert!(body.starts_with("HTTP/1.1 200") && body.contains("sat7"), "{body}");
+}
+
+#[test]
+fn up_starts_a_continuum_and_invoke_runs_a_workflow_across_it() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut scenario = String::new();
+    for (id, kind) in [("cloud", "cloud"), ("sat1", "satellite"), ("sat2", "satellite")] {
+        scenario += &format!("[[node]]\nid = \"{id}\"\nkind = \"{kind}\"\naddress = \"127.0.0.1:0\"\n");
+    }
+    scenario += "[[link]]\na = \"cloud\"\nb = \"sat1\"\nlatency_ms = 30\nbandwidth_mbps = 100\n";
+    scenario += "[[link]]\na = \"sat1\"\nb = \"sat2\"\nlatency_ms = 10\nbandwidth_mbps = 40\n";
+    std::fs::write(dir.path().join("scenario.toml"), scenario).unwrap();
+    let mut wf = String::from("name = \"demo\"\n");
+    for (name, node, after) in [("a", "sat1", ""), ("b", "sat2", "\"a\""), ("c", "cloud", "\"b\"")] {
+        wf += &format!(
+            "[[step]]\nname = \"{name}\"\ncomponent = \"{}\"\nnode = \"{node}\"\ntmax_ms = 500\nafter = [{after}]\n",
+            guest("stage").display()
+        );
+    }
+    std::fs::write(dir.path().join("wf.toml"), wf).unwrap();
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut up = databelt()
+        .arg("up")
+        .arg(dir.path().join("scenario.toml"))
+        .args(["--memory", "--placement-listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.path().join("data"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = up.stderr.take().unwrap();
+    let _up = Kill(up);
+    let mut banner = String::new();
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        banner += &line;
+        banner += "\n";
+        if line.starts_with("ready") {
+            break;
+        }
+    }
+    assert!(banner.contains("sat2") && banner.contains("placement"), "{banner}");
+
+    let invoke = |extra: &[&str]| {
+        databelt()
+            .arg("invoke")
+            .arg(dir.path().join("wf.toml"))
+            .args(["--placement", &format!("http://127.0.0.1:{port}"), "--cache-dir"])
+            .arg(common::workspace().join("target/guests/cwasm-cache"))
+            .args(["--input", r#"{"trail": [], "data": [1, 2, 3], "resize": 20000}"#])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = invoke(&[]);
+    let text: String = String::from_utf8_lossy(&out.stdout).chars().take(4000).collect();
+    assert!(out.status.success(), "{}\n{}", text, String::from_utf8_lossy(&out.stderr));
+    let row = |step: &str| text.lines().find(|l| l.trim_start().starts_with(&format!("{step} "))).unwrap_or("").to_string();
+    assert!(row("a").contains("sat1") && row("a").contains("inline"), "{text}");
+    assert!(row("b").contains("sat2") && row("b").contains("local@sat2"), "{text}");
+    assert!(row("c").contains("cloud") && row("c").contains("(final)"), "{text}");
+    assert!(text.contains("local availability 100.0%"), "{text}");
+    let output = text.lines().find(|l| l.contains("output of c")).unwrap_or_default();
+    assert!(output.contains(r#""trail":["demo-a@sat1","demo-b@sat2","demo-c@cloud"]"#), "{output}");
+    assert!(output.len() < 1000 && output.contains("20042 bytes") && output.contains("… 19992 more"), "long outputs are cut: {output}");
+
+    // Two stateless runs, as JSON lines: every state was read from the cloud
+    // (remotely by b on sat2, locally by c on the cloud itself).
+    let out = invoke(&["--policy", "stateless", "--runs", "2", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reports: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r["policy"], "stateless");
+        assert_eq!((&r["reads"]["locator"], &r["reads"]["local"]), (&json!(1), &json!(1)));
+        assert_eq!(r["steps"][1]["result"]["inputs"][0]["node"], "cloud");
+        assert!(r["cleanup"]["unreachable"].as_array().unwrap().is_empty());
+    }
+
+    let bad = invoke(&["--policy", "fastest"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("invalid value 'fastest' for '--policy") && err.contains("databelt, strict, random, stateless"), "{err}");
+}

@@ -1,0 +1,205 @@
+//! Invocation benchmark (issue: "one stateful function end to end").
+//!
+//! Measures, in one run:
+//! - `databelt/<backend>`: one invocation of a function doing one 1 KiB get
+//!   and one 1 KiB set (kv-probe `GetSet1K`), through `Host::invoke`
+//!   (instantiate from the `InstancePre`, schema check, call, state calls);
+//! - `reference`: plain wasmtime instantiate + call of a minimal component
+//!   built the same way (bench-min: same WASI imports, no Databelt import, no
+//!   state calls), on an identically configured engine;
+//! - the guest-side cost of one 1 KiB `get`, timed inside the guest.
+//!
+//! Criterion prints its own statistics; the summary at the end prints the
+//! p50 of each (from a separate timed loop of single invocations) and the
+//! ratios to the reference, against the targets: invocation ≤ 1.5× the
+//! reference and p50 ≤ 20 µs; guest-side 1 KiB get ≤ 2 µs.
+
+#[path = "../tests/common/mod.rs"]
+use databelt_test_support as common;
+
+use std::time::{Duration, Instant};
+
+use common::probe::{Op, Reply};
+use criterion::Criterion;
+use databelt_host::{BackendConfig, Host, InvokeOptions};
+use wasmtime::component::{Component, Linker, ResourceTable, TypedFunc};
+use wasmtime::Store;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+struct RefState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for RefState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Plain wasmtime: the same engine configuration as the host (it is the
+/// host's own engine), a WASI p2 linker, an `InstancePre`, a Store per call.
+struct Reference {
+    engine: wasmtime::Engine,
+    pre: wasmtime::component::InstancePre<RefState>,
+}
+
+impl Reference {
+    fn new(host: &Host) -> Reference {
+        let engine = host.engine().clone();
+        let component = Component::from_file(&engine, common::guest("bench_min")).expect("bench-min component");
+        let mut linker: Linker<RefState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).expect("wasi");
+        let pre = linker.instantiate_pre(&component).expect("instantiate_pre");
+        Reference { engine, pre }
+    }
+
+    fn call(&self, input: &[u8]) -> Vec<u8> {
+        let state = RefState { wasi: WasiCtxBuilder::new().build(), table: ResourceTable::new() };
+        let mut store = Store::new(&self.engine, state);
+        store.set_epoch_deadline(1_000);
+        store.epoch_deadline_trap();
+        let instance = self.pre.instantiate(&mut store).expect("instantiate");
+        let run: TypedFunc<(&[u8],), (Vec<u8>,)> = instance.get_typed_func(&mut store, "run").expect("run export");
+        let (out,) = run.call(&mut store, (input,)).expect("call");
+        out
+    }
+}
+
+fn host(backend: &str) -> (Host, tempfile::TempDir) {
+    let (mut config, dir) = common::temp_config();
+    if backend == "memory" {
+        config.backend = BackendConfig::Memory;
+    }
+    let host = Host::new(config).expect("host");
+    host.deploy_file("probe", &common::guest("kv_probe")).expect("deploy kv-probe");
+    // The 1 KiB value the benchmark reads.
+    let seed = postcard::to_stdvec(&Op::Set {
+        scope: "bench".into(),
+        key: "in".into(),
+        value: vec![7u8; 1024],
+        ttl_ms: None,
+        if_not_exists: false,
+    })
+    .expect("encode");
+    host.invoke("probe", &seed, InvokeOptions::default()).expect("seed");
+    (host, dir)
+}
+
+fn get_set_input() -> Vec<u8> {
+    postcard::to_stdvec(&Op::GetSet1K { scope: "bench".into() }).expect("encode")
+}
+
+fn invoke_once(host: &Host, input: &[u8]) {
+    let out = host.invoke("probe", input, InvokeOptions::default()).expect("invoke");
+    assert!(matches!(postcard::from_bytes::<Reply>(&out.output), Ok(Reply::Done)));
+}
+
+/// p50 of `n` single timed calls of each of `fs`, interleaved call by call
+/// so that drift in the machine's state affects every candidate alike.
+fn p50s(n: usize, fs: &mut [&mut dyn FnMut()]) -> Vec<Duration> {
+    for _ in 0..n / 10 {
+        for f in fs.iter_mut() {
+            f();
+        }
+    }
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(n); fs.len()];
+    for _ in 0..n {
+        for (f, s) in fs.iter_mut().zip(samples.iter_mut()) {
+            let t = Instant::now();
+            f();
+            s.push(t.elapsed());
+        }
+    }
+    samples
+        .into_iter()
+        .map(|mut s| {
+            s.sort();
+            s[s.len() / 2]
+        })
+        .collect()
+}
+
+/// Per-get nanoseconds measured inside the guest, p50 over `rounds` rounds.
+fn guest_get_ns(host: &Host, rounds: usize) -> f64 {
+    let n = 1000u32;
+    let input = postcard::to_stdvec(&Op::TimeGets { scope: "bench".into(), key: "in".into(), n }).expect("encode");
+    let mut per_get: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let out = host.invoke("probe", &input, InvokeOptions::default()).expect("invoke");
+            match postcard::from_bytes::<Reply>(&out.output) {
+                Ok(Reply::Nanos(ns)) => ns as f64 / f64::from(n),
+                other => panic!("unexpected reply {other:?}"),
+            }
+        })
+        .collect();
+    per_get.sort_by(f64::total_cmp);
+    per_get[per_get.len() / 2]
+}
+
+fn main() {
+    let mut criterion = Criterion::default().configure_from_args();
+    let input = get_set_input();
+    let (mem_host, _mem_dir) = host("memory");
+    let (redb_host, _redb_dir) = host("redb");
+    let reference = Reference::new(&mem_host);
+    let ref_input = vec![0u8; input.len()];
+    // The same function with no state call (reads its context): splits the
+    // Databelt figure into instantiation of the larger component and state calls.
+    let context_input = postcard::to_stdvec(&Op::Context).expect("encode");
+    assert_eq!(reference.call(&ref_input), ref_input);
+
+    {
+        let mut group = criterion.benchmark_group("invoke");
+        group.bench_function("reference (plain wasmtime, bench-min)", |b| b.iter(|| reference.call(&ref_input)));
+        group.bench_function("databelt/memory (1 KiB get + set)", |b| b.iter(|| invoke_once(&mem_host, &input)));
+        group.bench_function("databelt/redb (1 KiB get + set)", |b| b.iter(|| invoke_once(&redb_host, &input)));
+        group.finish();
+    }
+    criterion.final_summary();
+
+    let figures = p50s(
+        1000,
+        &mut [
+            &mut || {
+                reference.call(&ref_input);
+            },
+            &mut || invoke_once(&mem_host, &input),
+            &mut || invoke_once(&redb_host, &input),
+            &mut || {
+                mem_host.invoke("probe", &context_input, InvokeOptions::default()).expect("invoke");
+            },
+        ],
+    );
+    let (reference_p50, mem_p50, redb_p50, bare_p50) = (figures[0], figures[1], figures[2], figures[3]);
+    let get_mem = guest_get_ns(&mem_host, 51);
+    let get_redb = guest_get_ns(&redb_host, 51);
+
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let ratio = |d: Duration| d.as_secs_f64() / reference_p50.as_secs_f64();
+    let verdict = |ok: bool| if ok { "meets" } else { "MISSES" };
+    println!();
+    println!("== summary (p50 of 1000 single invocations each, interleaved, same run)");
+    println!("reference: plain wasmtime instantiate + call of bench-min  {:>9.2} µs", us(reference_p50));
+    for (name, d) in [("memory", mem_p50), ("redb (default)", redb_p50)] {
+        println!(
+            "databelt/{name:<15} 1 KiB get + 1 KiB set       {:>9.2} µs  = {:.2}× reference  [{} ≤ 1.5×, {} ≤ 20 µs]",
+            us(d),
+            ratio(d),
+            verdict(ratio(d) <= 1.5),
+            verdict(us(d) <= 20.0)
+        );
+    }
+    println!(
+        "decomposition: kv-probe invocation with no state call       {:>9.2} µs  = {:.2}× reference",
+        us(bare_p50),
+        ratio(bare_p50)
+    );
+    for (name, ns) in [("memory", get_mem), ("redb (default)", get_redb)] {
+        println!(
+            "guest-side 1 KiB get, {name:<15}                {:>9.3} µs  [{} ≤ 2 µs]",
+            ns / 1000.0,
+            verdict(ns <= 2000.0)
+        );
+    }
+}

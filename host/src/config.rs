@@ -1,0 +1,252 @@
+//! Host configuration: limits and engine settings, with documented defaults.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use databelt_types::{NodeId, ScopeName};
+
+use crate::error::{Error, Result};
+pub use crate::state::StateLimits;
+
+/// Which state backend the host uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", deny_unknown_fields)]
+pub enum BackendConfig {
+    /// Volatile, in-process state: lost when the host stops.
+    Memory,
+    /// Durable state in one redb file (the default: `databelt-state.redb` in
+    /// the data directory).
+    Redb {
+        /// Path of the database file.
+        path: PathBuf,
+    },
+}
+
+/// Everything a [`crate::Host`] can be configured with.
+///
+/// Loaded from TOML with [`HostConfig::from_toml`]; unknown fields are errors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostConfig {
+    /// This host's node id, reported to functions as `node-id`. Default "local".
+    pub node_id: String,
+    /// Where state lives. Default: redb at `./databelt-data/databelt-state.redb`.
+    pub backend: BackendConfig,
+    /// Directory of the on-disk compiled-component cache; `None` disables it.
+    /// Default `./databelt-data/cache`.
+    pub cache_dir: Option<PathBuf>,
+    /// Wall-clock budget of one invocation, in milliseconds; the guest is
+    /// stopped (epoch interruption) once it runs past it. Default 5000.
+    pub deadline_ms: u64,
+    /// Granularity of the deadline, in milliseconds (one epoch tick). Default 10.
+    pub epoch_tick_ms: u64,
+    /// Largest linear memory one instance may grow to, in bytes. Default 64 MiB.
+    pub max_memory_bytes: u64,
+    /// Instances that can run at once (pooling allocator slots). Default 64.
+    pub max_concurrent_instances: u32,
+    /// Steps one workflow run may chain with hand-offs on this host. Default 32.
+    pub max_chain_steps: u32,
+    /// Scopes functions may open; `None` allows every valid name.
+    pub allowed_scopes: Option<Vec<String>>,
+    /// Forward guest stdout/stderr to the host's stderr. Default false.
+    pub inherit_stdio: bool,
+    /// State-call limits.
+    pub limits: StateLimits,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            node_id: "local".to_string(),
+            backend: BackendConfig::Redb { path: PathBuf::from("databelt-data/databelt-state.redb") },
+            cache_dir: Some(PathBuf::from("databelt-data/cache")),
+            deadline_ms: 5_000,
+            epoch_tick_ms: 10,
+            max_memory_bytes: 64 * 1024 * 1024,
+            max_concurrent_instances: 64,
+            max_chain_steps: 32,
+            allowed_scopes: None,
+            inherit_stdio: false,
+            limits: StateLimits::default(),
+        }
+    }
+}
+
+impl HostConfig {
+    /// A configuration whose state, cache and files all live below `dir`.
+    pub fn in_dir(dir: impl Into<PathBuf>) -> Self {
+        let dir = dir.into();
+        HostConfig {
+            backend: BackendConfig::Redb { path: dir.join("databelt-state.redb") },
+            cache_dir: Some(dir.join("cache")),
+            ..HostConfig::default()
+        }
+    }
+
+    /// Parse and validate a TOML configuration; what it leaves out keeps
+    /// [`HostConfig::default`].
+    pub fn from_toml(text: &str) -> Result<Self> {
+        HostConfig::default().layered(text)
+    }
+
+    /// This configuration with the TOML `text` laid over it: every field the
+    /// text sets replaces this one's (tables such as `[limits]` field by
+    /// field, `[backend]` as a whole), every other field stays. The result
+    /// is validated. This is how defaults → config file → flags are layered.
+    pub fn layered(&self, text: &str) -> Result<Self> {
+        // Read the text alone first: unknown fields and wrong types are
+        // reported with the line they are on.
+        toml::from_str::<HostConfig>(text).map_err(|e| Error::Config(toml_error(text, &e)))?;
+        let over: toml::Table = toml::from_str(text).map_err(|e| Error::Config(toml_error(text, &e)))?;
+        let mut base = toml::Table::try_from(self).map_err(|e| Error::Config(format!("defaults: {e}")))?;
+        if over.contains_key("backend") {
+            // A backend is one choice with its own fields: never merged.
+            base.remove("backend");
+        }
+        let (sets_cache, sets_scopes) = (over.contains_key("cache_dir"), over.contains_key("allowed_scopes"));
+        merge(&mut base, over);
+        let mut config: HostConfig = toml::Value::Table(base)
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::Config(e.message().trim().to_string()))?;
+        // TOML has no null: an optional field that is `None` here was left out
+        // above and came back as its global default. Keep ours unless the
+        // text set it.
+        if !sets_cache {
+            config.cache_dir = self.cache_dir.clone();
+        }
+        if !sets_scopes {
+            config.allowed_scopes = self.allowed_scopes.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The deadline as a [`Duration`].
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms)
+    }
+
+    /// Check that every value is usable.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::Config(msg));
+        if let Err(e) = NodeId::new(self.node_id.as_str()) {
+            return bad(format!("node_id: {e}"));
+        }
+        if self.epoch_tick_ms == 0 {
+            return bad("epoch_tick_ms must be at least 1".into());
+        }
+        if self.deadline_ms < self.epoch_tick_ms {
+            return bad(format!(
+                "deadline_ms ({}) must be at least epoch_tick_ms ({})",
+                self.deadline_ms, self.epoch_tick_ms
+            ));
+        }
+        if self.max_memory_bytes < 1024 * 1024 {
+            return bad(format!("max_memory_bytes must be at least 1 MiB, got {}", self.max_memory_bytes));
+        }
+        if self.max_concurrent_instances == 0 {
+            return bad("max_concurrent_instances must be at least 1".into());
+        }
+        if self.max_chain_steps == 0 {
+            return bad("max_chain_steps must be at least 1".into());
+        }
+        let l = &self.limits;
+        if l.max_key_bytes == 0 || l.max_value_bytes == 0 || l.max_batch_keys == 0 || l.max_sandbox_bytes == 0 {
+            return bad("limits must be at least 1".into());
+        }
+        if l.default_page_size == 0 || l.default_page_size > l.max_page_size {
+            return bad(format!(
+                "limits.default_page_size ({}) must be between 1 and max_page_size ({})",
+                l.default_page_size, l.max_page_size
+            ));
+        }
+        if let Some(scopes) = &self.allowed_scopes {
+            for s in scopes {
+                if let Err(e) = ScopeName::new(s.as_str()) {
+                    return bad(format!("allowed_scopes: {e}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Lay `over` onto `base`: tables merge key by key, anything else replaces.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// A TOML parse error as one line, with the line it points at.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let line = e.span().and_then(|s| text.get(..s.start)).map(|before| before.lines().count().max(1));
+    match line {
+        Some(l) => format!("line {l}: {}", e.message().trim()),
+        None => e.message().trim().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        HostConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn toml_round_trip_and_partial() {
+        let c = HostConfig::from_toml(
+            "node_id = \"sat1\"\ndeadline_ms = 100\n[backend]\nkind = \"memory\"\n[limits]\nmax_key_bytes = 64\n",
+        )
+        .unwrap();
+        assert_eq!(c.node_id, "sat1");
+        assert_eq!(c.deadline_ms, 100);
+        assert_eq!(c.backend, BackendConfig::Memory);
+        assert_eq!(c.limits.max_key_bytes, 64);
+        assert_eq!(c.limits.max_value_bytes, StateLimits::default().max_value_bytes);
+    }
+
+    #[test]
+    fn a_file_is_laid_over_any_base() {
+        let base = HostConfig {
+            max_concurrent_instances: 16,
+            cache_dir: None,
+            backend: BackendConfig::Memory,
+            limits: StateLimits { max_key_bytes: 99, ..StateLimits::default() },
+            ..HostConfig::default()
+        };
+        let c = base.layered("deadline_ms = 700\n[limits]\nmax_batch_keys = 7\n").unwrap();
+        assert_eq!((c.deadline_ms, c.max_concurrent_instances), (700, 16), "set fields replace, others stay");
+        assert_eq!((c.limits.max_key_bytes, c.limits.max_batch_keys), (99, 7), "tables merge field by field");
+        assert_eq!((c.cache_dir, c.backend), (None, BackendConfig::Memory), "absent optional fields stay None");
+        let c = base.layered("[backend]\nkind = \"redb\"\npath = \"x.redb\"\n").unwrap();
+        assert_eq!(c.backend, BackendConfig::Redb { path: PathBuf::from("x.redb") });
+        assert_eq!(base.layered("").unwrap(), base, "an empty file changes nothing");
+        let e = base.layered("\n\ndeadline_ms = \"soon\"\n").unwrap_err().to_string();
+        assert!(e.contains("line 3"), "errors name their line: {e}");
+    }
+
+    #[test]
+    fn bad_config_files_are_rejected_with_a_reason() {
+        let unknown = HostConfig::from_toml("nodeid = \"x\"").unwrap_err();
+        assert!(unknown.to_string().contains("unknown field"), "{unknown}");
+        let tick = HostConfig::from_toml("epoch_tick_ms = 0").unwrap_err();
+        assert!(tick.to_string().contains("epoch_tick_ms"), "{tick}");
+        let scope = HostConfig::from_toml("allowed_scopes = [\"no spaces\"]").unwrap_err();
+        assert!(scope.to_string().contains("no spaces"), "{scope}");
+        let syntax = HostConfig::from_toml("deadline_ms = ").unwrap_err();
+        assert!(matches!(syntax, Error::Config(_)));
+        let page = HostConfig::from_toml("[limits]\ndefault_page_size = 5000").unwrap_err();
+        assert!(page.to_string().contains("default_page_size"), "{page}");
+    }
+}

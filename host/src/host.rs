@@ -1,0 +1,528 @@
+//! The standalone host: one Engine, an `InstancePre` per deployed function, a
+//! Store per invocation, with deadlines and memory limits.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use postcard_schema::schema::owned::OwnedNamedType;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::bindings::generated::{Function, FunctionPre};
+use crate::bindings::{self, DatabeltCtx, DatabeltCtxView, DatabeltView, HandOff, Invocation, RunScope, StateOps};
+use crate::config::{BackendConfig, HostConfig};
+use databelt_types::{FunctionName, RunId};
+
+use crate::error::{Error, Result};
+use crate::state::{MemoryStore, RedbStore, Sandboxes, StateStore, StateTier};
+
+/// What a deployed function says about itself (from its `describe` export).
+#[derive(Debug, Clone)]
+pub struct FunctionInfo {
+    /// The name it is deployed under.
+    pub name: String,
+    /// The Rust function's own name.
+    pub source_name: String,
+    /// Schema of its input.
+    pub input_schema: OwnedNamedType,
+    /// Schema of its output.
+    pub output_schema: OwnedNamedType,
+    /// Run-scope keys it declared it reads (prefetched before it starts).
+    pub reads: Vec<String>,
+}
+
+struct Loaded {
+    pre: FunctionPre<InvocationState>,
+    info: FunctionInfo,
+}
+
+/// Options of one invocation.
+#[derive(Debug, Clone)]
+pub struct InvokeOptions {
+    /// The workflow run id; a fresh one is generated when `None`.
+    pub run_id: Option<RunId>,
+    /// Check the input against the function's input schema before running it.
+    /// Default true.
+    pub validate_input: bool,
+    /// Where `context.run-state` lives. `None`: a fresh in-memory scope that
+    /// lasts for this invocation and its hand-off chain.
+    pub run_scope: Option<RunScope>,
+}
+
+impl Default for InvokeOptions {
+    fn default() -> Self {
+        InvokeOptions { run_id: None, validate_input: true, run_scope: None }
+    }
+}
+
+/// One step that ran.
+#[derive(Debug, Clone)]
+pub struct StepReport {
+    /// Which function.
+    pub function: String,
+    /// Its step number.
+    pub step: u32,
+    /// Wall time including instantiation.
+    pub duration: Duration,
+}
+
+/// The result of [`Host::invoke`].
+#[derive(Debug, Clone)]
+pub struct InvokeOutcome {
+    /// The run id the steps shared.
+    pub run_id: RunId,
+    /// The function whose output this is (the last step of the chain).
+    pub function: String,
+    /// Its output, postcard-encoded.
+    pub output: Vec<u8>,
+    /// Every step that ran, in order.
+    pub steps: Vec<StepReport>,
+    /// State operations of all steps, by tier.
+    pub state_ops: StateOps,
+    /// Run-scope keys written (and not deleted) by the steps, in order.
+    pub run_written: Vec<String>,
+}
+
+/// Store data of one invocation.
+struct InvocationState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    databelt: DatabeltCtx,
+    limiter: MemoryLimiter,
+}
+
+impl WasiView for InvocationState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl DatabeltView for InvocationState {
+    fn databelt(&mut self) -> DatabeltCtxView<'_> {
+        DatabeltCtxView { ctx: &mut self.databelt, table: &mut self.table }
+    }
+}
+
+/// Caps linear memory and tables, and remembers that it refused a growth so
+/// the resulting trap can be reported as a memory-limit error.
+struct MemoryLimiter {
+    max_memory: usize,
+    refused: bool,
+}
+
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max_memory {
+            self.refused = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// Increments the engine's epoch every tick until dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine, tick: Duration) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("databelt-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    engine.increment_epoch();
+                }
+            })
+            .map_err(|e| Error::Runtime(format!("cannot start the epoch thread: {e}")))?;
+        Ok(EpochTicker { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct HostInner {
+    engine: Engine,
+    linker: Linker<InvocationState>,
+    tier: StateTier,
+    sandboxes: Sandboxes,
+    config: HostConfig,
+    functions: RwLock<HashMap<String, Arc<Loaded>>>,
+    run_counter: AtomicU64,
+    _ticker: EpochTicker,
+}
+
+/// A Databelt host: deploys functions and invokes them with state. Cheap to
+/// clone; clones share everything.
+#[derive(Clone)]
+pub struct Host {
+    inner: Arc<HostInner>,
+}
+
+/// Builds a [`Host`].
+pub struct HostBuilder {
+    config: HostConfig,
+    store: Option<Arc<dyn StateStore>>,
+}
+
+impl HostBuilder {
+    /// Start from `config`.
+    pub fn new(config: HostConfig) -> Self {
+        HostBuilder { config, store: None }
+    }
+
+    /// Use this state backend instead of the one the config names.
+    pub fn state_store(mut self, store: Arc<dyn StateStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Create the engine, open the state backend and start the epoch ticker.
+    pub fn build(self) -> Result<Host> {
+        let config = self.config;
+        config.validate()?;
+        let store: Arc<dyn StateStore> = match self.store {
+            Some(s) => s,
+            None => match &config.backend {
+                BackendConfig::Memory => Arc::new(MemoryStore::new()),
+                BackendConfig::Redb { path } => Arc::new(RedbStore::open(path)?),
+            },
+        };
+        let tier = StateTier::new(store, config.limits.clone()).with_allowed_scopes(config.allowed_scopes.clone());
+        let engine = new_engine(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(runtime)?;
+        bindings::add_to_linker(&mut linker).map_err(runtime)?;
+        let ticker = EpochTicker::start(engine.clone(), Duration::from_millis(config.epoch_tick_ms))?;
+        Ok(Host {
+            inner: Arc::new(HostInner {
+                engine,
+                linker,
+                sandboxes: Sandboxes::new(config.limits.clone()),
+                tier,
+                config,
+                functions: RwLock::new(HashMap::new()),
+                run_counter: AtomicU64::new(0),
+                _ticker: ticker,
+            }),
+        })
+    }
+}
+
+fn runtime(e: impl std::fmt::Display) -> Error {
+    Error::Runtime(e.to_string())
+}
+
+/// Build the one Engine of a host: component model, epoch interruption,
+/// pooling allocator sized by the config, compiled-code cache.
+fn new_engine(config: &HostConfig) -> Result<Engine> {
+    let mut cfg = wasmtime::Config::new();
+    cfg.wasm_component_model(true);
+    cfg.epoch_interruption(true);
+    let n = config.max_concurrent_instances;
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(n)
+        .total_core_instances(n.saturating_mul(8))
+        .total_memories(n.saturating_mul(2))
+        .total_tables(n.saturating_mul(8))
+        .max_memory_size(config.max_memory_bytes as usize);
+    cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    if let Some(dir) = &config.cache_dir {
+        let dir = std::path::absolute(dir)
+            .map_err(|e| Error::Config(format!("compiled-code cache at {}: {e}", dir.display())))?;
+        let mut cache_config = wasmtime::CacheConfig::new();
+        cache_config.with_directory(&dir);
+        let cache = wasmtime::Cache::new(cache_config)
+            .map_err(|e| Error::Config(format!("compiled-code cache at {}: {e}", dir.display())))?;
+        cfg.cache(Some(cache));
+    }
+    Engine::new(&cfg).map_err(runtime)
+}
+
+/// Reject what is not a component before handing it to the compiler.
+fn check_component_bytes(bytes: &[u8]) -> Result<()> {
+    if bytes.len() < 8 || &bytes[0..4] != b"\0asm" {
+        return Err(Error::InvalidComponent("the file is not a WebAssembly binary (no `\\0asm` header)".into()));
+    }
+    match bytes[4..8] {
+        [1, 0, 0, 0] => Err(Error::CoreModule),
+        [_, _, 1, 0] => Ok(()),
+        _ => Err(Error::InvalidComponent(format!("unknown WebAssembly version/layer {:?}", &bytes[4..8]))),
+    }
+}
+
+/// One line describing a wasmtime error (its causes joined).
+fn one_line(e: &wasmtime::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        let first = s.lines().next().unwrap_or_default().trim().to_string();
+        if !first.is_empty() && !parts.contains(&first) {
+            parts.push(first);
+        }
+    }
+    parts.join(": ")
+}
+
+impl Host {
+    /// A host built from `config` with its default backend.
+    pub fn new(config: HostConfig) -> Result<Host> {
+        HostBuilder::new(config).build()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &HostConfig {
+        &self.inner.config
+    }
+
+    /// The state tier, for direct (host-side) reads and writes.
+    pub fn state(&self) -> &StateTier {
+        &self.inner.tier
+    }
+
+    /// The fusion sandboxes of the workflow runs active on this host.
+    pub fn sandboxes(&self) -> &Sandboxes {
+        &self.inner.sandboxes
+    }
+
+    /// The engine, for embedders that compile their own components.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// Deploy the component at `path` under `name`.
+    pub fn deploy_file(&self, name: &str, path: &Path) -> Result<FunctionInfo> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| Error::InvalidComponent(format!("cannot read {}: {e}", path.display())))?;
+        self.deploy(name, &bytes)
+    }
+
+    /// Compile, link and check a component, then deploy it under `name`
+    /// (replacing a function of that name). A component that fails any check
+    /// is rejected and the registry is left as it was.
+    pub fn deploy(&self, name: &str, bytes: &[u8]) -> Result<FunctionInfo> {
+        FunctionName::new(name)?;
+        check_component_bytes(bytes)?;
+        let component = Component::new(&self.inner.engine, bytes).map_err(|e| Error::InvalidComponent(one_line(&e)))?;
+        let instance_pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| Error::WrongWorld(one_line(&e)))?;
+        let pre = FunctionPre::new(instance_pre).map_err(|e| Error::WrongWorld(one_line(&e)))?;
+        let raw = {
+            let invocation = Invocation {
+                run_id: "describe".into(),
+                function: name.to_string(),
+                step: 0,
+                node_id: self.inner.config.node_id.clone(),
+            };
+            let (mut store, instance) = self.instantiate(&pre, invocation, None)?;
+            let r = instance.databelt_state_handler().call_describe(&mut store);
+            r.map_err(|e| self.classify(&store, e))?
+        };
+        let decode = |bytes: &[u8], what: &str| {
+            postcard::from_bytes::<OwnedNamedType>(bytes)
+                .map_err(|e| Error::WrongWorld(format!("describe() returned an unreadable {what} schema: {e}")))
+        };
+        let info = FunctionInfo {
+            name: name.to_string(),
+            source_name: raw.name,
+            input_schema: decode(&raw.input_schema, "input")?,
+            output_schema: decode(&raw.output_schema, "output")?,
+            reads: raw.reads,
+        };
+        let loaded = Arc::new(Loaded { pre, info: info.clone() });
+        self.inner
+            .functions
+            .write()
+            .map_err(|_| Error::Runtime("function registry lock poisoned".into()))?
+            .insert(name.to_string(), loaded);
+        Ok(info)
+    }
+
+    /// Remove a deployed function; returns whether it existed.
+    pub fn undeploy(&self, name: &str) -> Result<bool> {
+        let mut map = self.inner.functions.write().map_err(|_| Error::Runtime("function registry lock poisoned".into()))?;
+        Ok(map.remove(name).is_some())
+    }
+
+    /// The deployed functions, sorted by name.
+    pub fn functions(&self) -> Vec<FunctionInfo> {
+        let map = match self.inner.functions.read() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        let mut v: Vec<FunctionInfo> = map.values().map(|l| l.info.clone()).collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// The description of the function deployed as `name`.
+    pub fn function(&self, name: &str) -> Result<FunctionInfo> {
+        Ok(self.loaded(name)?.info.clone())
+    }
+
+    fn loaded(&self, name: &str) -> Result<Arc<Loaded>> {
+        let map = self.inner.functions.read().map_err(|_| Error::Runtime("function registry lock poisoned".into()))?;
+        map.get(name).cloned().ok_or_else(|| Error::UnknownFunction(name.to_string()))
+    }
+
+    fn new_run_id(&self) -> RunId {
+        let n = self.inner.run_counter.fetch_add(1, Ordering::Relaxed);
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
+        RunId::sanitized(&format!("{}-{t:x}-{n}", self.inner.config.node_id))
+    }
+
+    fn instantiate(
+        &self,
+        pre: &FunctionPre<InvocationState>,
+        invocation: Invocation,
+        run_scope: Option<RunScope>,
+    ) -> Result<(Store<InvocationState>, Function)> {
+        let inner = &self.inner;
+        let mut wasi = WasiCtxBuilder::new();
+        if inner.config.inherit_stdio {
+            wasi.inherit_stdout().inherit_stderr();
+        }
+        let host = Arc::downgrade(&self.inner);
+        let check: bindings::SuccessorCheck = Arc::new(move |name: &str| {
+            host.upgrade().is_some_and(|h| h.functions.read().is_ok_and(|m| m.contains_key(name)))
+        });
+        let state = InvocationState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            databelt: match run_scope {
+                Some(r) => DatabeltCtx::new(inner.tier.clone(), invocation).with_successor_check(check).with_run_scope(r),
+                None => DatabeltCtx::new(inner.tier.clone(), invocation).with_successor_check(check),
+            },
+            limiter: MemoryLimiter { max_memory: inner.config.max_memory_bytes as usize, refused: false },
+        };
+        let mut store = Store::new(&inner.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let ticks = inner.config.deadline_ms.div_ceil(inner.config.epoch_tick_ms);
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        let instance = pre.instantiate(&mut store).map_err(|e| self.classify(&store, e))?;
+        Ok((store, instance))
+    }
+
+    /// Turn a wasmtime failure into the error that explains it.
+    fn classify(&self, store: &Store<InvocationState>, e: wasmtime::Error) -> Error {
+        if store.data().limiter.refused {
+            return Error::MemoryLimitExceeded(self.inner.config.max_memory_bytes);
+        }
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => Error::DeadlineExceeded(self.inner.config.deadline_ms),
+            Some(_) => Error::Trap(one_line(&e)),
+            None => Error::Runtime(one_line(&e)),
+        }
+    }
+
+    /// Check `input` against the input schema of `name`.
+    pub fn validate_input(&self, name: &str, input: &[u8]) -> Result<()> {
+        let loaded = self.loaded(name)?;
+        crate::schema::check_postcard(&loaded.info.input_schema, input)
+    }
+
+    /// Run `name` on `input` (postcard), then every successor it hands off
+    /// to, and return the last output.
+    pub fn invoke(&self, name: &str, input: &[u8], options: InvokeOptions) -> Result<InvokeOutcome> {
+        let run_id = match options.run_id {
+            Some(r) => r,
+            None => self.new_run_id(),
+        };
+        let run_scope = match options.run_scope {
+            Some(r) => r,
+            None => {
+                let ephemeral = Sandboxes::new(self.inner.config.limits.clone()).open(&run_id)?;
+                RunScope::new(ephemeral.tier().clone(), "run", "", true)
+            }
+        };
+        let mut steps = Vec::new();
+        let mut state_ops = StateOps::default();
+        let mut run_written: Vec<String> = Vec::new();
+        let mut function = name.to_string();
+        let mut input = input.to_vec();
+        let mut step = 0u32;
+        loop {
+            let loaded = self.loaded(&function)?;
+            if options.validate_input || step > 0 {
+                crate::schema::check_postcard(&loaded.info.input_schema, &input)
+                    .map_err(|e| if step > 0 { Error::BadInput(format!("hand-off to `{function}`: {e}")) } else { e })?;
+            }
+            let started = Instant::now();
+            let invocation = Invocation {
+                run_id: run_id.to_string(),
+                function: function.clone(),
+                step,
+                node_id: self.inner.config.node_id.clone(),
+            };
+            let called = self.call_once(&loaded, invocation, &input, &run_scope)?;
+            steps.push(StepReport { function: function.clone(), step, duration: started.elapsed() });
+            state_ops.add(&called.ops);
+            for key in called.run_written {
+                if !run_written.contains(&key) {
+                    run_written.push(key);
+                }
+            }
+            let output = called.output;
+            match called.hand_off {
+                None => return Ok(InvokeOutcome { run_id, function, output, steps, state_ops, run_written }),
+                Some(HandOff { successor, input: next }) => {
+                    step += 1;
+                    if step >= self.inner.config.max_chain_steps {
+                        return Err(Error::TooManySteps(self.inner.config.max_chain_steps));
+                    }
+                    function = successor;
+                    input = next;
+                }
+            }
+        }
+    }
+
+    fn call_once(&self, loaded: &Loaded, invocation: Invocation, input: &[u8], run_scope: &RunScope) -> Result<Called> {
+        let (mut store, instance) = self.instantiate(&loaded.pre, invocation, Some(run_scope.clone()))?;
+        let result = instance
+            .databelt_state_handler()
+            .call_handle(&mut store, input)
+            .map_err(|e| self.classify(&store, e))?;
+        match result {
+            Ok(output) => {
+                let ctx = &mut store.data_mut().databelt;
+                Ok(Called { output, hand_off: ctx.take_hand_off(), ops: ctx.state_ops(), run_written: ctx.take_run_written() })
+            }
+            Err(e) => Err(Error::Function(bindings::wit_error_message(&e))),
+        }
+    }
+}
+
+/// What one call of a function left behind.
+struct Called {
+    output: Vec<u8>,
+    hand_off: Option<HandOff>,
+    ops: StateOps,
+    run_written: Vec<String>,
+}

@@ -1,0 +1,111 @@
+//! The local state tier: a [`StateStore`] backend behind the [`StateTier`],
+//! which owns all semantics (limits, TTL, counters, CAS) so that every backend
+//! behaves the same.
+
+mod encoding;
+mod limits;
+mod memory;
+mod redb_store;
+mod sandbox;
+mod tier;
+
+pub use encoding::{decode_counter, decode_version, encode_counter, encode_version};
+pub use limits::StateLimits;
+pub use memory::MemoryStore;
+pub use redb_store::RedbStore;
+pub use sandbox::{Sandbox, Sandboxes};
+pub use tier::{CasOutcome, KeyPage, SetOptions, StateTier};
+
+use crate::error::Result;
+
+/// A stored value with its metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The value's bytes.
+    pub value: Vec<u8>,
+    /// The version the store gave this write; unique per store, increasing.
+    pub version: u64,
+    /// When the entry expires, in milliseconds since the Unix epoch.
+    pub expires_at_ms: Option<u64>,
+}
+
+impl Entry {
+    /// Whether the entry is still readable at `now_ms`.
+    pub fn is_live(&self, now_ms: u64) -> bool {
+        self.expires_at_ms.is_none_or(|t| now_ms < t)
+    }
+}
+
+/// One mutation decided inside [`StateStore::transact`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// Store `value` under `key` with a fresh version.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: Vec<u8>,
+        /// Expiry time in milliseconds since the Unix epoch.
+        expires_at_ms: Option<u64>,
+    },
+    /// Remove `key` (absent keys are fine).
+    Delete {
+        /// The key.
+        key: String,
+    },
+}
+
+/// Decides the writes of a transaction from the current entries of its keys.
+/// Returning an error aborts the transaction with nothing written.
+pub type Decide<'a> = dyn FnMut(&[Option<Entry>]) -> Result<Vec<Write>> + 'a;
+
+/// A storage backend: raw entries per (scope, key), and atomic transactions.
+///
+/// Backends store what they are told; expiry filtering, limits and the meaning
+/// of counters and versions live in [`StateTier`]. A backend must make
+/// [`StateStore::transact`] atomic (all writes or none) and isolated
+/// (serializable with every other call).
+pub trait StateStore: Send + Sync {
+    /// The raw entry under `key` (possibly expired).
+    fn get(&self, scope: &str, key: &str) -> Result<Option<Entry>>;
+
+    /// The raw entries under `keys`, read from one snapshot.
+    fn get_many(&self, scope: &str, keys: &[String]) -> Result<Vec<Option<Entry>>>;
+
+    /// Up to `limit` keys that start with `prefix`, are greater than `after`
+    /// and are live at `now_ms`, ascending; plus whether more keys may follow.
+    fn scan(
+        &self,
+        scope: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<(Vec<String>, bool)>;
+
+    /// Read the entries of `keys`, let `decide` choose writes, and apply them
+    /// atomically. Returns the versions given to the `Put` writes, in order.
+    fn transact(&self, scope: &str, keys: &[String], decide: &mut Decide<'_>) -> Result<Vec<u64>>;
+
+    /// Delete every entry expired at `now_ms`; returns how many were deleted.
+    fn purge_expired(&self, now_ms: u64) -> Result<usize>;
+}
+
+/// Scopes whose names start with this prefix (in any ASCII case) belong to
+/// the host (workflow hand-off state lives in `databelt.runs`). Functions
+/// cannot open them; the host and its peers always can, whatever a
+/// function's allowlist says.
+pub use databelt_types::RESERVED_SCOPE_PREFIX;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry() {
+        let e = Entry { value: vec![], version: 1, expires_at_ms: Some(10) };
+        assert!(e.is_live(9));
+        assert!(!e.is_live(10));
+        assert!(Entry { expires_at_ms: None, ..e }.is_live(u64::MAX));
+    }
+}

@@ -1,0 +1,538 @@
+//! The state tier's semantics, shared by every backend: validation and
+//! limits, TTL, counters, compare-and-swap, paging.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::encoding::{decode_counter, decode_version, encode_counter};
+use databelt_types::ScopeName;
+
+use super::{Entry, StateLimits, StateStore, Write};
+use crate::error::{Error, Result};
+
+/// Options of a write (mirrors the WIT `set-options`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SetOptions {
+    /// Time to live in milliseconds from the write.
+    pub ttl_ms: Option<u64>,
+    /// Fail with `PreconditionFailed` if a live value exists.
+    pub if_not_exists: bool,
+}
+
+/// One page of a key listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPage {
+    /// Keys in ascending byte order.
+    pub keys: Vec<String>,
+    /// Where the next page starts; `None` when the listing is complete.
+    pub cursor: Option<String>,
+}
+
+/// The result of a compare-and-swap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CasOutcome {
+    /// Written, with this new version.
+    Swapped(u64),
+    /// Not written; the current live entry, if any.
+    Stale(Option<Entry>),
+}
+
+type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+fn system_clock_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The local state tier: a backend plus the semantics of the WIT `store`
+/// interface. Cheap to clone; clones share the backend.
+#[derive(Clone)]
+pub struct StateTier {
+    store: Arc<dyn StateStore>,
+    limits: StateLimits,
+    allowed_scopes: Option<Arc<[String]>>,
+    clock: Clock,
+}
+
+impl StateTier {
+    /// A tier over `store` with `limits`, letting functions open any valid scope.
+    pub fn new(store: Arc<dyn StateStore>, limits: StateLimits) -> Self {
+        StateTier { store, limits, allowed_scopes: None, clock: Arc::new(system_clock_ms) }
+    }
+
+    /// Only let functions open the scopes in `allowed`.
+    pub fn with_allowed_scopes(mut self, allowed: Option<Vec<String>>) -> Self {
+        self.allowed_scopes = allowed.map(Into::into);
+        self
+    }
+
+    /// Use `clock` (milliseconds since the Unix epoch) for TTLs; for tests.
+    pub fn with_clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &StateLimits {
+        &self.limits
+    }
+
+    fn now(&self) -> u64 {
+        (self.clock)()
+    }
+
+    /// Check that `name` may be opened.
+    pub fn open_scope(&self, name: &str) -> Result<()> {
+        if let Err(e) = ScopeName::new(name) {
+            return Err(Error::NoSuchScope(e.to_string()));
+        }
+        if let Some(allowed) = &self.allowed_scopes
+            && !ScopeName::is_reserved_name(name)
+            && !allowed.iter().any(|s| s == name)
+        {
+            return Err(Error::AccessDenied(format!("scope `{name}` is not allowed on this host")));
+        }
+        Ok(())
+    }
+
+    /// Check that `scope` may be opened and `key` is within the limits,
+    /// without touching the store (used before accepting a streamed value).
+    pub fn check_scope_and_key(&self, scope: &str, key: &str) -> Result<()> {
+        self.open_scope(scope)?;
+        self.check_key(key)
+    }
+
+    fn check_key(&self, key: &str) -> Result<()> {
+        if key.is_empty() {
+            return Err(Error::Other("keys must not be empty".into()));
+        }
+        if key.len() > self.limits.max_key_bytes {
+            return Err(Error::over_limit("key size in bytes", key.len(), self.limits.max_key_bytes));
+        }
+        Ok(())
+    }
+
+    fn check_value(&self, value: &[u8]) -> Result<()> {
+        if value.len() > self.limits.max_value_bytes {
+            return Err(Error::over_limit("value size in bytes", value.len(), self.limits.max_value_bytes));
+        }
+        Ok(())
+    }
+
+    fn check_batch(&self, n: usize) -> Result<()> {
+        if n > self.limits.max_batch_keys {
+            return Err(Error::over_limit("keys in one batch", n, self.limits.max_batch_keys));
+        }
+        Ok(())
+    }
+
+    fn live(&self, entry: Option<Entry>, now: u64) -> Option<Entry> {
+        entry.filter(|e| e.is_live(now))
+    }
+
+    fn expiry(&self, opts: &SetOptions, now: u64) -> Option<u64> {
+        opts.ttl_ms.map(|ttl| now.saturating_add(ttl.max(1)))
+    }
+
+    /// The live value under `key`.
+    pub fn get(&self, scope: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.get_entry(scope, key)?.map(|e| e.value))
+    }
+
+    /// The live entry under `key`, with its version.
+    pub fn get_entry(&self, scope: &str, key: &str) -> Result<Option<Entry>> {
+        self.check_key(key)?;
+        let now = self.now();
+        Ok(self.live(self.store.get(scope, key)?, now))
+    }
+
+    /// Whether a live value exists under `key`.
+    pub fn exists(&self, scope: &str, key: &str) -> Result<bool> {
+        Ok(self.get_entry(scope, key)?.is_some())
+    }
+
+    /// Store `value` under `key`; returns the new version.
+    pub fn set(&self, scope: &str, key: &str, value: Vec<u8>, opts: SetOptions) -> Result<u64> {
+        self.check_key(key)?;
+        self.check_value(&value)?;
+        let now = self.now();
+        let expires_at_ms = self.expiry(&opts, now);
+        let read: Vec<String> = if opts.if_not_exists { vec![key.to_string()] } else { Vec::new() };
+        let mut value = Some(value);
+        let versions = self.store.transact(scope, &read, &mut |current| {
+            if opts.if_not_exists && current.first().is_some_and(|e| e.as_ref().is_some_and(|e| e.is_live(now))) {
+                return Err(Error::PreconditionFailed(format!("`{key}` exists (if-not-exists)")));
+            }
+            let value = value.take().ok_or_else(|| Error::Other("transaction retried".into()))?;
+            Ok(vec![Write::Put { key: key.to_string(), value, expires_at_ms }])
+        })?;
+        versions.first().copied().ok_or_else(|| Error::storage_msg("write returned no version"))
+    }
+
+    /// Remove `key`.
+    pub fn delete(&self, scope: &str, key: &str) -> Result<()> {
+        self.check_key(key)?;
+        self.store.transact(scope, &[], &mut |_| Ok(vec![Write::Delete { key: key.to_string() }]))?;
+        Ok(())
+    }
+
+    /// One page of the live keys starting with `prefix`, after `cursor`.
+    pub fn list_keys(&self, scope: &str, prefix: &str, cursor: Option<&str>, limit: Option<u32>) -> Result<KeyPage> {
+        if prefix.len() > self.limits.max_key_bytes {
+            return Err(Error::over_limit("prefix size in bytes", prefix.len(), self.limits.max_key_bytes));
+        }
+        if let Some(c) = cursor {
+            self.check_key(c).map_err(|_| Error::Other(format!("`{c}` is not a cursor this host issued")))?;
+        }
+        let limit = limit.unwrap_or(self.limits.default_page_size);
+        if limit > self.limits.max_page_size {
+            return Err(Error::over_limit("page size", limit as usize, self.limits.max_page_size as usize));
+        }
+        if limit == 0 {
+            return Err(Error::Other("page size must be at least 1".into()));
+        }
+        let (keys, more) = self.store.scan(scope, prefix, cursor, limit as usize, self.now())?;
+        let cursor = if more { keys.last().cloned() } else { None };
+        Ok(KeyPage { keys, cursor })
+    }
+
+    /// The live values of `keys`, in order, from one snapshot.
+    pub fn get_many(&self, scope: &str, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.check_batch(keys.len())?;
+        for k in keys {
+            self.check_key(k)?;
+        }
+        let now = self.now();
+        Ok(self.store.get_many(scope, keys)?.into_iter().map(|e| self.live(e, now).map(|e| e.value)).collect())
+    }
+
+    /// Store every entry atomically.
+    pub fn set_many(&self, scope: &str, entries: Vec<(String, Vec<u8>)>, opts: SetOptions) -> Result<()> {
+        self.check_batch(entries.len())?;
+        for (k, v) in &entries {
+            self.check_key(k)?;
+            self.check_value(v)?;
+        }
+        let now = self.now();
+        let expires_at_ms = self.expiry(&opts, now);
+        let read: Vec<String> =
+            if opts.if_not_exists { entries.iter().map(|(k, _)| k.clone()).collect() } else { Vec::new() };
+        let mut entries = Some(entries);
+        self.store.transact(scope, &read, &mut |current| {
+            if let Some(i) = current.iter().position(|e| e.as_ref().is_some_and(|e| e.is_live(now))) {
+                return Err(Error::PreconditionFailed(format!("`{}` exists (if-not-exists)", read[i])));
+            }
+            let entries = entries.take().ok_or_else(|| Error::Other("transaction retried".into()))?;
+            Ok(entries.into_iter().map(|(key, value)| Write::Put { key, value, expires_at_ms }).collect())
+        })?;
+        Ok(())
+    }
+
+    /// Remove every key atomically.
+    pub fn delete_many(&self, scope: &str, keys: Vec<String>) -> Result<()> {
+        self.check_batch(keys.len())?;
+        for k in &keys {
+            self.check_key(k)?;
+        }
+        let mut keys = Some(keys);
+        self.store.transact(scope, &[], &mut |_| {
+            let keys = keys.take().ok_or_else(|| Error::Other("transaction retried".into()))?;
+            Ok(keys.into_iter().map(|key| Write::Delete { key }).collect())
+        })?;
+        Ok(())
+    }
+
+    /// Add `delta` to the counter under `key`; returns the new value.
+    pub fn increment(&self, scope: &str, key: &str, delta: i64) -> Result<i64> {
+        self.check_key(key)?;
+        let now = self.now();
+        let mut result = 0;
+        self.store.transact(scope, &[key.to_string()], &mut |current| {
+            let live = current.first().cloned().flatten().filter(|e| e.is_live(now));
+            let (old, expires_at_ms) = match &live {
+                Some(e) => (decode_counter(&e.value)?, e.expires_at_ms),
+                None => (0, None),
+            };
+            result = old
+                .checked_add(delta)
+                .ok_or_else(|| Error::Other(format!("counter `{key}` would overflow: {old} + {delta}")))?;
+            Ok(vec![Write::Put { key: key.to_string(), value: encode_counter(result).to_vec(), expires_at_ms }])
+        })?;
+        Ok(result)
+    }
+
+    /// Write `value` if the key's version is `expected` (`None`: if absent).
+    pub fn compare_and_swap(
+        &self,
+        scope: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        value: Vec<u8>,
+    ) -> Result<CasOutcome> {
+        self.check_key(key)?;
+        self.check_value(&value)?;
+        let now = self.now();
+        // A token this host never issued can never match.
+        let expected = expected.map(decode_version);
+        let mut stale = None;
+        let mut value = Some(value);
+        let versions = self.store.transact(scope, &[key.to_string()], &mut |current| {
+            let live = current.first().cloned().flatten().filter(|e| e.is_live(now));
+            let matches = match (&expected, &live) {
+                (None, None) => true,
+                (Some(Some(v)), Some(e)) => *v == e.version,
+                _ => false,
+            };
+            if !matches {
+                stale = Some(live);
+                return Ok(Vec::new());
+            }
+            let value = value.take().ok_or_else(|| Error::Other("transaction retried".into()))?;
+            Ok(vec![Write::Put { key: key.to_string(), value, expires_at_ms: None }])
+        })?;
+        match (stale, versions.first()) {
+            (Some(current), _) => Ok(CasOutcome::Stale(current)),
+            (None, Some(v)) => Ok(CasOutcome::Swapped(*v)),
+            (None, None) => Err(Error::storage_msg("swap returned no version")),
+        }
+    }
+
+    /// Delete every expired entry now; returns how many.
+    pub fn purge_expired(&self) -> Result<usize> {
+        self.store.purge_expired(self.now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{MemoryStore, RedbStore, encode_version};
+    use proptest::prelude::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    fn tiers() -> Vec<(StateTier, Option<tempfile::TempDir>)> {
+        let dir = tempfile::tempdir().unwrap();
+        let redb = RedbStore::open(&dir.path().join("s.redb")).unwrap();
+        vec![
+            (StateTier::new(Arc::new(MemoryStore::new()), StateLimits::default()), None),
+            (StateTier::new(Arc::new(redb), StateLimits::default()), Some(dir)),
+        ]
+    }
+
+    #[test]
+    fn set_get_delete_exists() {
+        for (t, _d) in tiers() {
+            assert_eq!(t.get("s", "k").unwrap(), None);
+            t.set("s", "k", b"v".to_vec(), SetOptions::default()).unwrap();
+            assert_eq!(t.get("s", "k").unwrap(), Some(b"v".to_vec()));
+            assert_eq!(t.get("other", "k").unwrap(), None, "scopes are separate");
+            assert!(t.exists("s", "k").unwrap());
+            t.delete("s", "k").unwrap();
+            assert!(!t.exists("s", "k").unwrap());
+            t.delete("s", "k").unwrap();
+        }
+    }
+
+    #[test]
+    fn ttl_expires_and_if_not_exists() {
+        let now = Arc::new(AtomicU64::new(1_000));
+        for (t, _d) in tiers() {
+            let n = now.clone();
+            let t = t.with_clock(move || n.load(Ordering::SeqCst));
+            now.store(1_000, Ordering::SeqCst);
+            t.set("s", "k", b"v".to_vec(), SetOptions { ttl_ms: Some(50), if_not_exists: false }).unwrap();
+            let e = t.set("s", "k", b"w".to_vec(), SetOptions { ttl_ms: None, if_not_exists: true }).unwrap_err();
+            assert!(matches!(e, Error::PreconditionFailed(_)));
+            assert_eq!(t.get("s", "k").unwrap(), Some(b"v".to_vec()), "failed write changed nothing");
+            now.store(1_050, Ordering::SeqCst);
+            assert_eq!(t.get("s", "k").unwrap(), None);
+            assert!(t.list_keys("s", "", None, None).unwrap().keys.is_empty());
+            t.set("s", "k", b"w".to_vec(), SetOptions { ttl_ms: None, if_not_exists: true }).unwrap();
+            assert_eq!(t.get("s", "k").unwrap(), Some(b"w".to_vec()));
+            t.set("s", "gone", b"x".to_vec(), SetOptions { ttl_ms: Some(1), if_not_exists: false }).unwrap();
+            now.store(2_000, Ordering::SeqCst);
+            assert_eq!(t.purge_expired().unwrap(), 1);
+            assert_eq!(t.get("s", "k").unwrap(), Some(b"w".to_vec()));
+        }
+    }
+
+    #[test]
+    fn limits_change_nothing() {
+        for (t, _d) in tiers() {
+            let big_key = "k".repeat(513);
+            assert!(matches!(t.set("s", &big_key, vec![], SetOptions::default()), Err(Error::QuotaExceeded(_))));
+            let big = vec![0u8; 16 * 1024 * 1024 + 1];
+            assert!(matches!(t.set("s", "k", big.clone(), SetOptions::default()), Err(Error::QuotaExceeded(_))));
+            let batch = vec![("a".to_string(), b"1".to_vec()), ("b".to_string(), big)];
+            assert!(matches!(t.set_many("s", batch, SetOptions::default()), Err(Error::QuotaExceeded(_))));
+            let many: Vec<String> = (0..257).map(|i| format!("k{i}")).collect();
+            assert!(matches!(t.get_many("s", &many), Err(Error::QuotaExceeded(_))));
+            assert!(t.list_keys("s", "", None, None).unwrap().keys.is_empty(), "nothing was written");
+            assert!(matches!(t.list_keys("s", "", None, Some(1001)), Err(Error::QuotaExceeded(_))));
+        }
+    }
+
+    #[test]
+    fn set_many_if_not_exists_is_all_or_nothing() {
+        for (t, _d) in tiers() {
+            t.set("s", "b", b"old".to_vec(), SetOptions::default()).unwrap();
+            let batch = vec![("a".to_string(), b"1".to_vec()), ("b".to_string(), b"2".to_vec())];
+            let opts = SetOptions { ttl_ms: None, if_not_exists: true };
+            assert!(matches!(t.set_many("s", batch, opts), Err(Error::PreconditionFailed(_))));
+            assert_eq!(t.get("s", "a").unwrap(), None);
+            assert_eq!(t.get("s", "b").unwrap(), Some(b"old".to_vec()));
+            let keys = vec!["a".to_string(), "b".to_string()];
+            t.set_many("s", vec![("a".into(), b"1".to_vec())], SetOptions::default()).unwrap();
+            assert_eq!(t.get_many("s", &keys).unwrap(), vec![Some(b"1".to_vec()), Some(b"old".to_vec())]);
+            t.delete_many("s", keys.clone()).unwrap();
+            assert_eq!(t.get_many("s", &keys).unwrap(), vec![None, None]);
+        }
+    }
+
+    #[test]
+    fn increment_counts_and_rejects_non_counters() {
+        for (t, _d) in tiers() {
+            assert_eq!(t.increment("s", "c", 5).unwrap(), 5);
+            assert_eq!(t.increment("s", "c", -7).unwrap(), -2);
+            assert_eq!(t.get("s", "c").unwrap(), Some((-2i64).to_le_bytes().to_vec()));
+            t.set("s", "text", b"hello".to_vec(), SetOptions::default()).unwrap();
+            assert!(matches!(t.increment("s", "text", 1), Err(Error::PreconditionFailed(_))));
+            t.set("s", "max", i64::MAX.to_le_bytes().to_vec(), SetOptions::default()).unwrap();
+            assert!(matches!(t.increment("s", "max", 1), Err(Error::Other(_))));
+            assert_eq!(t.get("s", "max").unwrap(), Some(i64::MAX.to_le_bytes().to_vec()));
+        }
+    }
+
+    #[test]
+    fn cas_swaps_on_matching_version_and_reports_current_when_stale() {
+        for (t, _d) in tiers() {
+            assert!(matches!(t.compare_and_swap("s", "k", None, b"a".to_vec()).unwrap(), CasOutcome::Swapped(_)));
+            let CasOutcome::Stale(Some(cur)) = t.compare_and_swap("s", "k", None, b"b".to_vec()).unwrap() else {
+                panic!("expected stale");
+            };
+            assert_eq!(cur.value, b"a");
+            let tok = encode_version(cur.version);
+            let CasOutcome::Swapped(v2) = t.compare_and_swap("s", "k", Some(&tok), b"c".to_vec()).unwrap() else {
+                panic!("expected swap");
+            };
+            assert_ne!(v2, cur.version);
+            let CasOutcome::Stale(Some(now)) = t.compare_and_swap("s", "k", Some(&tok), b"d".to_vec()).unwrap()
+            else {
+                panic!("old token must be stale");
+            };
+            assert_eq!(now.value, b"c");
+            assert!(matches!(t.compare_and_swap("s", "k", Some(b"junk"), b"e".to_vec()).unwrap(), CasOutcome::Stale(_)));
+            assert_eq!(t.get("s", "k").unwrap(), Some(b"c".to_vec()));
+        }
+    }
+
+    #[test]
+    fn paging_visits_every_key_once() {
+        for (t, _d) in tiers() {
+            for i in 0..25 {
+                t.set("s", &format!("p/{i:02}"), vec![], SetOptions::default()).unwrap();
+            }
+            t.set("s", "q", vec![], SetOptions::default()).unwrap();
+            let mut seen = Vec::new();
+            let mut cursor = None;
+            loop {
+                let page = t.list_keys("s", "p/", cursor.as_deref(), Some(10)).unwrap();
+                assert!(page.keys.len() <= 10);
+                seen.extend(page.keys);
+                match page.cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+            let want: Vec<String> = (0..25).map(|i| format!("p/{i:02}")).collect();
+            assert_eq!(seen, want);
+        }
+    }
+
+    #[test]
+    fn scope_policy() {
+        let t = StateTier::new(Arc::new(MemoryStore::new()), StateLimits::default())
+            .with_allowed_scopes(Some(vec!["ok".into()]));
+        t.open_scope("ok").unwrap();
+        assert!(matches!(t.open_scope("nope"), Err(Error::AccessDenied(_))));
+        assert!(matches!(t.open_scope("bad name"), Err(Error::NoSuchScope(_))));
+    }
+
+    #[test]
+    fn redb_state_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let v1 = {
+            let t = StateTier::new(Arc::new(RedbStore::open(&path).unwrap()), StateLimits::default());
+            t.set("s", "k", b"kept".to_vec(), SetOptions::default()).unwrap()
+        };
+        let t = StateTier::new(Arc::new(RedbStore::open(&path).unwrap()), StateLimits::default());
+        let e = t.get_entry("s", "k").unwrap().unwrap();
+        assert_eq!(e.value, b"kept");
+        let v2 = t.set("s", "k", b"new".to_vec(), SetOptions::default()).unwrap();
+        assert!(v2 > v1, "versions keep increasing across restarts");
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Cas { key: u8, use_current: bool, value: u8 },
+        Set { key: u8, value: u8 },
+        Delete { key: u8 },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..3, any::<bool>(), any::<u8>()).prop_map(|(key, use_current, value)| Op::Cas { key, use_current, value }),
+            (0u8..3, any::<u8>()).prop_map(|(key, value)| Op::Set { key, value }),
+            (0u8..3).prop_map(|key| Op::Delete { key }),
+        ]
+    }
+
+    proptest! {
+        /// CAS against a model: swaps exactly when the token is current (or the
+        /// key is absent and no token is given), and versions never repeat.
+        #[test]
+        fn cas_matches_model(ops in proptest::collection::vec(op(), 1..40)) {
+            let t = StateTier::new(Arc::new(MemoryStore::new()), StateLimits::default());
+            let mut model: std::collections::HashMap<u8, (u8, u64)> = Default::default();
+            let mut seen_versions = std::collections::HashSet::new();
+            for op in ops {
+                match op {
+                    Op::Set { key, value } => {
+                        let v = t.set("s", &key.to_string(), vec![value], SetOptions::default()).unwrap();
+                        prop_assert!(seen_versions.insert(v));
+                        model.insert(key, (value, v));
+                    }
+                    Op::Delete { key } => {
+                        t.delete("s", &key.to_string()).unwrap();
+                        model.remove(&key);
+                    }
+                    Op::Cas { key, use_current, value } => {
+                        let cur = model.get(&key).copied();
+                        let token = if use_current { cur.map(|(_, v)| encode_version(v)) } else { Some(encode_version(u64::MAX)) };
+                        let out = t.compare_and_swap("s", &key.to_string(), token.as_deref(), vec![value]).unwrap();
+                        let should_swap = match (&token, cur) {
+                            (None, None) => true,
+                            (Some(_), Some(_)) => use_current,
+                            _ => false,
+                        };
+                        match out {
+                            CasOutcome::Swapped(v) => {
+                                prop_assert!(should_swap);
+                                prop_assert!(seen_versions.insert(v));
+                                model.insert(key, (value, v));
+                            }
+                            CasOutcome::Stale(e) => {
+                                prop_assert!(!should_swap);
+                                prop_assert_eq!(e.map(|e| (e.value[0], e.version)), cur);
+                            }
+                        }
+                    }
+                }
+                for k in 0u8..3 {
+                    let got = t.get_entry("s", &k.to_string()).unwrap().map(|e| (e.value[0], e.version));
+                    prop_assert_eq!(got, model.get(&k).copied());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! Real components on a real host: every state call, the workflow context,
+//! hand-offs, and every bad input the host must refuse cleanly.
+
+use databelt_test_support as common;
+
+use common::probe::{Op, Reply};
+use common::{guest, memory_host, temp_config};
+use databelt_host::{Error, Host, InvokeOptions};
+
+fn s(x: &str) -> String {
+    x.to_string()
+}
+
+fn call(host: &Host, op: &Op) -> Result<Reply, Error> {
+    call_as(host, "probe", op)
+}
+
+fn call_as(host: &Host, name: &str, op: &Op) -> Result<Reply, Error> {
+    let input = postcard::to_allocvec(op).unwrap();
+    let out = host.invoke(name, &input, InvokeOptions::default())?;
+    Ok(postcard::from_bytes(&out.output).unwrap())
+}
+
+fn probe_host() -> Host {
+    let host = memory_host();
+    host.deploy_file("probe", &guest("kv_probe")).unwrap();
+    host
+}
+
+fn set(key: &str, value: &[u8]) -> Op {
+    Op::Set { scope: s("t"), key: s(key), value: value.to_vec(), ttl_ms: None, if_not_exists: false }
+}
+
+fn get(key: &str) -> Op {
+    Op::Get { scope: s("t"), key: s(key) }
+}
+
+/// The host still serves after a failure: a write and a read succeed.
+fn assert_still_serving(host: &Host) {
+    call(host, &set("alive", b"yes")).unwrap();
+    assert_eq!(call(host, &get("alive")).unwrap(), Reply::Value(Some(b"yes".to_vec())));
+}
+
+#[test]
+fn every_state_call_through_a_component() {
+    let host = probe_host();
+    assert_eq!(call(&host, &get("a")).unwrap(), Reply::Value(None));
+    assert_eq!(call(&host, &set("a", b"1")).unwrap(), Reply::Done);
+    assert_eq!(call(&host, &get("a")).unwrap(), Reply::Value(Some(b"1".to_vec())));
+    assert_eq!(call(&host, &Op::Exists { scope: s("t"), key: s("a") }).unwrap(), Reply::Bool(true));
+    let e = call(&host, &Op::Set { scope: s("t"), key: s("a"), value: b"2".to_vec(), ttl_ms: None, if_not_exists: true })
+        .unwrap_err();
+    assert!(e.to_string().contains("precondition-failed"), "{e}");
+
+    let entries = (0..5).map(|i| (format!("k/{i}"), vec![i as u8])).collect();
+    call(&host, &Op::SetMany { scope: s("t"), entries }).unwrap();
+    let page = call(&host, &Op::ListKeys { scope: s("t"), prefix: s("k/"), cursor: None, limit: Some(3) }).unwrap();
+    let Reply::Keys { keys, cursor } = page else { panic!("{page:?}") };
+    assert_eq!(keys, vec!["k/0", "k/1", "k/2"]);
+    let rest = call(&host, &Op::ListKeys { scope: s("t"), prefix: s("k/"), cursor, limit: Some(3) }).unwrap();
+    assert_eq!(rest, Reply::Keys { keys: vec![s("k/3"), s("k/4")], cursor: None });
+    let many = call(&host, &Op::GetMany { scope: s("t"), keys: vec![s("k/1"), s("nope"), s("k/4")] }).unwrap();
+    assert_eq!(many, Reply::Values(vec![Some(vec![1]), None, Some(vec![4])]));
+    call(&host, &Op::DeleteMany { scope: s("t"), keys: vec![s("k/1"), s("k/4")] }).unwrap();
+    let many = call(&host, &Op::GetMany { scope: s("t"), keys: vec![s("k/1"), s("k/2")] }).unwrap();
+    assert_eq!(many, Reply::Values(vec![None, Some(vec![2])]));
+    call(&host, &Op::Delete { scope: s("t"), key: s("a") }).unwrap();
+    assert_eq!(call(&host, &get("a")).unwrap(), Reply::Value(None));
+
+    assert_eq!(call(&host, &Op::Increment { scope: s("t"), key: s("c"), delta: 40 }).unwrap(), Reply::Count(40));
+    assert_eq!(call(&host, &Op::Increment { scope: s("t"), key: s("c"), delta: 2 }).unwrap(), Reply::Count(42));
+    // The documented encoding: 8-byte little-endian s64.
+    assert_eq!(call(&host, &get("c")).unwrap(), Reply::Value(Some(42i64.to_le_bytes().to_vec())));
+    // The host sees what the guest wrote.
+    assert_eq!(host.state().get("t", "c").unwrap(), Some(42i64.to_le_bytes().to_vec()));
+}
+
+#[test]
+fn compare_and_swap_through_a_component() {
+    let host = probe_host();
+    let cas = |expected: Option<Vec<u8>>, v: &[u8]| {
+        call(&host, &Op::Cas { scope: s("t"), key: s("x"), expected, value: v.to_vec() }).unwrap()
+    };
+    let Reply::Swapped(v1) = cas(None, b"a") else { panic!() };
+    // Absent expected, present key: stale with the current entry.
+    let Reply::Stale(Some((cur, v1b))) = cas(None, b"b") else { panic!() };
+    assert_eq!(v1b, v1);
+    assert!(cur.ends_with(b"a"));
+    let Reply::Swapped(v2) = cas(Some(v1.clone()), b"c") else { panic!() };
+    assert_ne!(v1, v2);
+    assert!(matches!(cas(Some(v1), b"d"), Reply::Stale(Some(_))));
+    assert_eq!(call(&host, &Op::GetVersion { scope: s("t"), key: s("x") }).unwrap(), Reply::Version(Some(v2)));
+}
+
+#[test]
+fn context_and_hand_off_chain() {
+    let host = probe_host();
+    host.deploy_file("second", &guest("kv_probe")).unwrap();
+    let next = postcard::to_allocvec(&Op::Context).unwrap();
+    let input = postcard::to_allocvec(&Op::HandOff { successor: s("second"), next }).unwrap();
+    let out = host.invoke("probe", &input, InvokeOptions { run_id: Some("run-7".parse().unwrap()), ..Default::default() }).unwrap();
+    assert_eq!(out.function, "second");
+    assert_eq!(out.steps.len(), 2);
+    let reply: Reply = postcard::from_bytes(&out.output).unwrap();
+    assert_eq!(reply, Reply::Context { run_id: s("run-7"), function: s("second"), step: 1, node_id: s("local") });
+
+    let e = call(&host, &Op::HandOff { successor: s("ghost"), next: vec![] }).unwrap_err();
+    assert!(e.to_string().contains("ghost"), "{e}");
+    let next = postcard::to_allocvec(&Op::Context).unwrap();
+    let e = call(&host, &Op::HandOffTwice { successor: s("second"), next }).unwrap_err();
+    assert!(e.to_string().contains("quota-exceeded"), "{e}");
+    // A hand-off whose input does not fit the successor is refused before it runs.
+    let e = call(&host, &Op::HandOff { successor: s("second"), next: vec![0xff, 0xff, 0xff] }).unwrap_err();
+    assert!(matches!(e, Error::BadInput(_)), "{e}");
+}
+
+#[test]
+fn endless_hand_off_chains_stop_at_the_limit() {
+    let host = probe_host();
+    // An op that hands itself on forever.
+    let mut next = postcard::to_allocvec(&Op::Context).unwrap();
+    for _ in 0..40 {
+        next = postcard::to_allocvec(&Op::HandOff { successor: s("probe"), next }).unwrap();
+    }
+    let e = host.invoke("probe", &next, InvokeOptions::default()).unwrap_err();
+    assert!(matches!(e, Error::TooManySteps(32)), "{e}");
+}
+
+#[test]
+fn not_wasm_is_refused() {
+    let host = probe_host();
+    let e = host.deploy("junk", b"this is not wasm at all").unwrap_err();
+    assert!(matches!(e, Error::InvalidComponent(_)), "{e}");
+    let e = host.deploy("junk", b"\0asm\x0d\x00\x01\x00garbage").unwrap_err();
+    assert!(matches!(e, Error::InvalidComponent(_)), "{e}");
+    assert!(host.function("junk").is_err(), "nothing deployed");
+    assert_still_serving(&host);
+}
+
+#[test]
+fn core_module_is_refused() {
+    let host = probe_host();
+    // The smallest valid core module: header only.
+    let e = host.deploy("core", b"\0asm\x01\x00\x00\x00").unwrap_err();
+    assert!(matches!(e, Error::CoreModule), "{e}");
+    assert!(e.to_string().contains("wasm32-wasip2"), "the error says how to fix it: {e}");
+    assert_still_serving(&host);
+}
+
+#[test]
+fn component_of_another_world_is_refused() {
+    let host = probe_host();
+    let e = host.deploy_file("other", &guest("bench_min")).unwrap_err();
+    assert!(matches!(e, Error::WrongWorld(_)), "{e}");
+    assert!(host.function("other").is_err());
+    assert_still_serving(&host);
+}
+
+#[test]
+fn redeploy_failure_keeps_the_old_function() {
+    let host = probe_host();
+    assert!(host.deploy("probe", b"nope").is_err());
+    assert_still_serving(&host);
+}
+
+#[test]
+fn trapping_guest_reports_a_trap() {
+    let host = probe_host();
+    let e = call(&host, &Op::Trap).unwrap_err();
+    assert!(matches!(e, Error::Trap(_)), "{e}");
+    assert!(!e.to_string().contains('\n'), "one line: {e}");
+    assert_still_serving(&host);
+}
+
+#[test]
+fn writes_before_a_trap_stay_and_are_documented_so() {
+    // Each state call is atomic on its own; an invocation is not a transaction.
+    let host = probe_host();
+    let e = call(&host, &Op::WriteThenTrap { scope: s("t"), key: s("w") }).unwrap_err();
+    assert!(matches!(e, Error::Trap(_)), "{e}");
+    assert_eq!(host.state().get("t", "w").unwrap(), Some(b"written".to_vec()));
+}
+
+#[test]
+fn looping_guest_is_stopped_at_the_deadline() {
+    let host = probe_host();
+    let started = std::time::Instant::now();
+    let e = call(&host, &Op::Loop).unwrap_err();
+    assert!(matches!(e, Error::DeadlineExceeded(500)), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "stopped, not hung");
+    assert_still_serving(&host);
+}
+
+#[test]
+fn memory_hungry_guest_hits_the_limit() {
+    let host = probe_host();
+    let e = call(&host, &Op::Alloc { mib: 64 }).unwrap_err();
+    assert!(matches!(e, Error::MemoryLimitExceeded(_)), "{e}");
+    // Under the limit works.
+    assert_eq!(call(&host, &Op::Alloc { mib: 4 }).unwrap(), Reply::Count(4 * 1024 * 1024));
+    assert_still_serving(&host);
+}
+
+#[test]
+fn malformed_postcard_input_is_refused_before_the_guest_runs() {
+    let host = probe_host();
+    let e = host.invoke("probe", &[0xff, 0xff, 0xff, 0xff], InvokeOptions::default()).unwrap_err();
+    assert!(matches!(e, Error::BadInput(_)), "{e}");
+    // Without host-side validation the guest's own decoder refuses it.
+    let opts = InvokeOptions { validate_input: false, ..Default::default() };
+    let e = host.invoke("probe", &[0xff, 0xff, 0xff, 0xff], opts).unwrap_err();
+    assert!(matches!(&e, Error::Function(m) if m.contains("malformed input")), "{e}");
+    assert_still_serving(&host);
+}
+
+#[test]
+fn oversize_keys_and_values_are_quota_exceeded_and_write_nothing() {
+    let host = probe_host();
+    let big_key = "k".repeat(513);
+    let e = call(&host, &set(&big_key, b"v")).unwrap_err();
+    assert!(e.to_string().contains("quota-exceeded"), "{e}");
+    let mut config = temp_config().0;
+    config.limits.max_value_bytes = 1024;
+    config.backend = databelt_host::BackendConfig::Memory;
+    let small = Host::new(config).unwrap();
+    small.deploy_file("probe", &guest("kv_probe")).unwrap();
+    let e = call(&small, &set("v", &[7u8; 1025])).unwrap_err();
+    assert!(e.to_string().contains("quota-exceeded") && e.to_string().contains("1024"), "{e}");
+    assert_eq!(small.state().get("t", "v").unwrap(), None, "nothing written");
+    assert_still_serving(&small);
+}
+
+#[test]
+fn failing_batch_writes_nothing() {
+    let host = probe_host();
+    let too_long = "k".repeat(600);
+    let entries = vec![(s("ok1"), vec![1]), (too_long, vec![2]), (s("ok2"), vec![3])];
+    let e = call(&host, &Op::SetMany { scope: s("t"), entries }).unwrap_err();
+    assert!(e.to_string().contains("quota-exceeded"), "{e}");
+    let many = call(&host, &Op::GetMany { scope: s("t"), keys: vec![s("ok1"), s("ok2")] }).unwrap();
+    assert_eq!(many, Reply::Values(vec![None, None]));
+    let too_many: Vec<(String, Vec<u8>)> = (0..257).map(|i| (format!("b{i}"), vec![])).collect();
+    let e = call(&host, &Op::SetMany { scope: s("t"), entries: too_many }).unwrap_err();
+    assert!(e.to_string().contains("quota-exceeded"), "{e}");
+    assert_eq!(call(&host, &get("b0")).unwrap(), Reply::Value(None));
+    assert_still_serving(&host);
+}
+
+#[test]
+fn bad_scope_names_and_policy() {
+    let host = probe_host();
+    let e = call(&host, &Op::Get { scope: s("no spaces"), key: s("k") }).unwrap_err();
+    assert!(e.to_string().contains("no-such-scope"), "{e}");
+    let (mut config, _d) = temp_config();
+    config.backend = databelt_host::BackendConfig::Memory;
+    config.allowed_scopes = Some(vec![s("t")]);
+    let strict = Host::new(config).unwrap();
+    strict.deploy_file("probe", &guest("kv_probe")).unwrap();
+    let e = call(&strict, &Op::Get { scope: s("secret"), key: s("k") }).unwrap_err();
+    assert!(e.to_string().contains("access-denied"), "{e}");
+    assert_still_serving(&strict);
+}
+
+#[test]
+fn guests_cannot_open_host_reserved_scopes() {
+    use databelt_host::state::SetOptions;
+    // No allow-list at all: every ordinary scope is open, `databelt.*` is not.
+    let host = probe_host();
+    host.state().set("databelt.runs", "run-1/a", b"handed-on state".to_vec(), SetOptions::default()).unwrap();
+    for op in [
+        Op::Get { scope: s("databelt.runs"), key: s("run-1/a") },
+        Op::Set {
+            scope: s("databelt.runs"),
+            key: s("run-1/a"),
+            value: b"forged".to_vec(),
+            ttl_ms: None,
+            if_not_exists: false,
+        },
+        Op::Delete { scope: s("databelt.anything"), key: s("k") },
+    ] {
+        let e = call(&host, &op).unwrap_err();
+        assert!(e.to_string().contains("access-denied"), "{e}");
+    }
+    let kept = host.state().get("databelt.runs", "run-1/a").unwrap();
+    assert_eq!(kept, Some(b"handed-on state".to_vec()), "the guest changed nothing");
+    assert_still_serving(&host);
+}
+
+#[test]
+fn state_survives_a_host_restart() {
+    let (config, _dir) = temp_config();
+    {
+        let host = Host::new(config.clone()).unwrap();
+        host.deploy_file("probe", &guest("kv_probe")).unwrap();
+        call(&host, &set("durable", b"still here")).unwrap();
+        call(&host, &Op::Increment { scope: s("t"), key: s("n"), delta: 5 }).unwrap();
+    }
+    let host = Host::new(config).unwrap();
+    host.deploy_file("probe", &guest("kv_probe")).unwrap();
+    assert_eq!(call(&host, &get("durable")).unwrap(), Reply::Value(Some(b"still here".to_vec())));
+    assert_eq!(call(&host, &Op::Increment { scope: s("t"), key: s("n"), delta: 1 }).unwrap(), Reply::Count(6));
+}
+
+#[test]
+fn ttl_through_a_component() {
+    let host = probe_host();
+    call(&host, &Op::Set { scope: s("t"), key: s("tmp"), value: b"x".to_vec(), ttl_ms: Some(30), if_not_exists: false })
+        .unwrap();
+    assert_eq!(call(&host, &get("tmp")).unwrap(), Reply::Value(Some(b"x".to_vec())));
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    assert_eq!(call(&host, &get("tmp")).unwrap(), Reply::Value(None));
+}
+
+#[test]
+fn concurrent_increments_are_atomic() {
+    let host = probe_host();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let host = host.clone();
+            std::thread::spawn(move || {
+                for _ in 0..25 {
+                    call(&host, &Op::Increment { scope: s("t"), key: s("n"), delta: 1 }).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(call(&host, &Op::Increment { scope: s("t"), key: s("n"), delta: 0 }).unwrap(), Reply::Count(100));
+}
+
+#[test]
+fn invalid_names_and_unknown_functions() {
+    let host = probe_host();
+    assert!(matches!(host.deploy("bad name", b""), Err(Error::InvalidName(_))));
+    assert!(matches!(host.invoke("ghost", &[], InvokeOptions::default()), Err(Error::UnknownFunction(_))));
+    assert!(host.undeploy("probe").unwrap());
+    assert!(matches!(host.invoke("probe", &[], InvokeOptions::default()), Err(Error::UnknownFunction(_))));
+}

@@ -1,0 +1,170 @@
+//! The host HTTP API (`databelt serve`): deploy, list and invoke functions over HTTP.
+//!
+//! | method and path | body | answer |
+//! |---|---|---|
+//! | `GET /healthz` | | `ok` |
+//! | `GET /functions` | | JSON list of deployed functions |
+//! | `PUT /functions/{name}` | component bytes | 201 + JSON description |
+//! | `DELETE /functions/{name}` | | 204, or 404 |
+//! | `POST /functions/{name}/invoke` | JSON (`content-type: application/json`) or postcard (any other type) | JSON `{run_id, function, output, steps}`, or the postcard output with `x-databelt-run-id` |
+//!
+//! `?run_id=` on invoke sets the run id. Errors are JSON
+//! `{"error": kind, "message": text}` with a 4xx/5xx status.
+
+use std::future::Future;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use databelt_host::schema::{json_to_postcard, postcard_to_json};
+use databelt_host::{Error, FunctionInfo, Host, InvokeOptions, InvokeOutcome};
+use databelt_types::RunId;
+
+use crate::http::{ApiError, blocking};
+
+/// Largest request body (component or input) accepted: 64 MiB.
+pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// A deployed function as the API lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FunctionView {
+    /// Deployed name.
+    pub name: String,
+    /// The Rust function's name.
+    pub source_name: String,
+    /// Input type, as Rust-like pseudocode.
+    pub input: String,
+    /// Output type, as Rust-like pseudocode.
+    pub output: String,
+}
+
+impl From<&FunctionInfo> for FunctionView {
+    fn from(f: &FunctionInfo) -> Self {
+        FunctionView {
+            name: f.name.clone(),
+            source_name: f.source_name.clone(),
+            input: f.input_schema.to_pseudocode(),
+            output: f.output_schema.to_pseudocode(),
+        }
+    }
+}
+
+/// The router of the host API.
+pub fn router(host: Host) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/functions", get(list))
+        .route("/functions/{name}", put(deploy).delete(undeploy).get(describe))
+        .route("/functions/{name}/invoke", post(invoke))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(host.clone())
+        .merge(crate::peer::router_with_sandboxes(host.state().clone(), host.sandboxes().clone()))
+        .layer(axum::middleware::map_response(crate::http::json_errors))
+}
+
+/// Serve one node of a continuum on `listener` until `shutdown` resolves:
+/// the host API and the peer protocol, and with `steps` the step protocol
+/// (`/workflow/v1/...`).
+pub async fn serve_node(
+    host: Host,
+    steps: Option<crate::workflow::StepExecutor>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let mut router = router(host);
+    if let Some(steps) = steps {
+        router = router.merge(steps.router());
+    }
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}
+
+/// Serve the API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    host: Host,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(host)).with_graceful_shutdown(shutdown).await
+}
+
+async fn list(State(host): State<Host>) -> axum::Json<Vec<FunctionView>> {
+    axum::Json(host.functions().iter().map(FunctionView::from).collect())
+}
+
+async fn describe(State(host): State<Host>, Path(name): Path<String>) -> Result<axum::Json<FunctionView>, ApiError> {
+    Ok(axum::Json(FunctionView::from(&host.function(&name)?)))
+}
+
+async fn deploy(State(host): State<Host>, Path(name): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+    let info = blocking(move || host.deploy(&name, &body)).await?;
+    Ok((StatusCode::CREATED, axum::Json(FunctionView::from(&info))).into_response())
+}
+
+async fn undeploy(State(host): State<Host>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+    if host.undeploy(&name)? { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::from(Error::UnknownFunction(name))) }
+}
+
+#[derive(Deserialize)]
+struct InvokeQuery {
+    run_id: Option<String>,
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+async fn invoke(
+    State(host): State<Host>,
+    Path(name): Path<String>,
+    Query(q): Query<InvokeQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let json = is_json(&headers);
+    let run_id = q.run_id.map(RunId::new).transpose().map_err(Error::from)?;
+    let options = InvokeOptions { run_id, ..InvokeOptions::default() };
+    let (outcome, output_json): (InvokeOutcome, Option<Value>) = blocking(move || {
+        let input = if json {
+            let value: Value =
+                serde_json::from_slice(&body).map_err(|e| Error::BadInput(format!("body is not JSON: {e}")))?;
+            json_to_postcard(&host.function(&name)?.input_schema, &value)?
+        } else {
+            body.to_vec()
+        };
+        let outcome = host.invoke(&name, &input, options)?;
+        let output = if json {
+            Some(postcard_to_json(&host.function(&outcome.function)?.output_schema, &outcome.output)?)
+        } else {
+            None
+        };
+        Ok((outcome, output))
+    })
+    .await?;
+    match output_json {
+        Some(output) => {
+            let steps: Vec<Value> = outcome
+                .steps
+                .iter()
+                .map(|s| json!({"function": s.function, "step": s.step, "micros": s.duration.as_micros() as u64}))
+                .collect();
+            let body = json!({"run_id": outcome.run_id, "function": outcome.function, "output": output, "steps": steps});
+            Ok(axum::Json(body).into_response())
+        }
+        None => {
+            let mut resp = outcome.output.into_response();
+            if let Ok(v) = HeaderValue::from_str(outcome.run_id.as_str()) {
+                resp.headers_mut().insert("x-databelt-run-id", v);
+            }
+            Ok(resp)
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! The one HTTP layer every Databelt API shares (host API, peer protocol,
+//! step protocol, placement service): the error body, turning errors into
+//! answers and answers back into errors, and running blocking work off the
+//! async threads.
+//!
+//! Every error answer is JSON [`ErrorBody`] — `{"error": <kind>, "message":
+//! <text>}` — with the status its [`ErrorKind`] decides. Clients decode the
+//! kind from the body ([`check`]), so a remote `precondition-failed` or a
+//! guest's `memory-limit-exceeded` arrives as that kind, not as
+//! `unavailable`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use databelt_host::{Error, ErrorKind, Result};
+use databelt_types::ErrorBody;
+
+/// An error answer of any Databelt HTTP API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError(pub ErrorBody);
+
+impl ApiError {
+    /// An answer of `kind` with `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> ApiError {
+        ApiError(ErrorBody { error: kind, message: message.into() })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, axum::Json(self.0)).into_response()
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError::new(e.kind(), e.to_string())
+    }
+}
+
+impl From<databelt_placement::Error> for ApiError {
+    fn from(e: databelt_placement::Error) -> Self {
+        ApiError::new(e.kind(), e.to_string())
+    }
+}
+
+/// Middleware for every router: an error answer that is not already an
+/// [`ErrorBody`] — one made by axum itself, such as a rejected extractor, a
+/// body over the size limit or an unknown route — is rewritten into one, so
+/// every answer of every API has the same shape.
+pub async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let mut body = ErrorBody::decode(status.as_u16(), &text);
+    if text.is_empty() && status == StatusCode::NOT_FOUND {
+        body.message = "no such route".into();
+    }
+    let mut answer = (status, axum::Json(body)).into_response();
+    for (name, value) in parts.headers.iter().filter(|(n, _)| *n == axum::http::header::RETRY_AFTER) {
+        answer.headers_mut().insert(name.clone(), value.clone());
+    }
+    answer
+}
+
+/// The status an API answers `e` with.
+pub fn status_for(e: &Error) -> StatusCode {
+    StatusCode::from_u16(e.kind().http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// Run `f` on the blocking pool (store calls, Wasmtime invocations).
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Runtime(format!("worker failed: {e}")))?
+}
+
+/// A transport failure talking to `peer` (connect, timeout, broken body),
+/// with the transport's error kept as the source.
+pub fn unreachable(peer: &str, e: reqwest::Error) -> Error {
+    Error::unreachable(format!("peer {peer}"), e)
+}
+
+/// Pass a successful answer through; turn an error answer into the error its
+/// body reports ([`Error::Remote`], with the remote kind).
+pub async fn check(peer: &str, r: reqwest::Response) -> Result<reqwest::Response> {
+    let status = r.status();
+    if status.is_success() {
+        return Ok(r);
+    }
+    let body = r.bytes().await.unwrap_or_default();
+    let body = ErrorBody::decode(status.as_u16(), &body);
+    Err(Error::Remote { peer: format!("peer {peer}"), kind: body.error, message: body.message })
+}
+
+/// Decode a postcard body that must be exactly one `T`.
+pub fn decode_postcard<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T> {
+    match postcard::take_from_bytes::<T>(body) {
+        Ok((v, [])) => Ok(v),
+        Ok((_, rest)) => Err(Error::BadInput(format!("{} trailing bytes after a {what}", rest.len()))),
+        Err(e) => Err(Error::BadInput(format!("body is not a postcard {what}: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_host_error_answers_with_its_kind_and_status() {
+        let cases = [
+            (Error::PreconditionFailed("x".into()), 412, "precondition-failed"),
+            (Error::MemoryLimitExceeded(1), 500, "memory-limit-exceeded"),
+            (Error::UnknownFunction("f".into()), 404, "unknown-function"),
+            (Error::QuotaExceeded("big".into()), 413, "quota-exceeded"),
+            (Error::Remote { peer: "p".into(), kind: ErrorKind::AccessDenied, message: "no".into() }, 403, "access-denied"),
+        ];
+        for (e, status, kind) in cases {
+            let a = ApiError::from(e);
+            assert_eq!(a.0.error.as_str(), kind);
+            assert_eq!(a.into_response().status().as_u16(), status);
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let mut body = postcard::to_stdvec(&7u32).unwrap_or_default();
+        assert_eq!(decode_postcard::<u32>(&body, "u32").unwrap_or_default(), 7);
+        body.push(0);
+        assert!(matches!(decode_postcard::<u32>(&body, "u32"), Err(Error::BadInput(_))));
+    }
+}

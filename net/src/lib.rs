@@ -1,0 +1,25 @@
+//! # Databelt network layer
+//!
+//! Everything that crosses a network, built on the embeddable host core
+//! (`databelt-host`), which never depends on this crate:
+//!
+//! - [`api`]: the host HTTP API (deploy, list, invoke functions).
+//! - [`peer`]: the peer protocol between hosts (state reads and writes,
+//!   batches, fusion sandboxes) and its client.
+//! - [`placement`]: the placement service (topology, SLOs, hints) and the
+//!   hosts' client of it, over the pure decisions of `databelt-placement`.
+//! - [`continuum`]: the continuous data path: SLO-aware propagation of a
+//!   step's output state and the tiered read path.
+//! - [`workflow`]: the step protocol (one step on one host), the step
+//!   executor and the workflow runner.
+//! - [`http`]: what every API shares: the error body, status and kind
+//!   decoding, blocking work.
+
+pub mod api;
+pub mod continuum;
+pub mod http;
+pub mod peer;
+pub mod placement;
+pub mod workflow;
+
+pub use databelt_host::{Error, ErrorKind, Result};

@@ -1,0 +1,472 @@
+//! The peer protocol between Databelt hosts: HTTP, postcard bodies for
+//! batches, raw streamed bodies for single values.
+//!
+//! | method and path | body | answer |
+//! |---|---|---|
+//! | `GET /peer/v1/state/{scope}/{key}` | | the value (octet stream, streamed), 404 if absent |
+//! | `PUT /peer/v1/state/{scope}/{key}` | the value (streamed); header `x-databelt-ttl-ms` optional | 204 once stored |
+//! | `DELETE /peer/v1/state/{scope}/{key}` | | 204 |
+//! | `POST /peer/v1/batch-get` | postcard [`BatchGet`] | postcard `Vec<Option<Vec<u8>>>` |
+//! | `POST /peer/v1/batch-put` | postcard [`BatchPut`] | 204 once stored (all or nothing) |
+//!
+//! With `x-databelt-sandbox: 1` a request works on the fusion sandbox of
+//! its run on the receiving host (created by the first write, dropped when
+//! the run ends) instead of the host's store: that is how fused states are
+//! handed to, and fetched from, another host's sandbox.
+//!
+//! Every request carries the workflow run id in `x-databelt-run-id`
+//! (1-128 bytes); a request without one is 400. The key is one
+//! percent-encoded path segment. Limits are the receiving host's state
+//! limits: a value over `max_value_bytes` is refused with 413 as soon as
+//! its `content-length` (or the bytes received so far) exceed it, and
+//! nothing is written. A `PUT` answers 204 only after the value is stored
+//! (on redb: committed to disk) — that answer is the acknowledgement a
+//! producer waits for before it counts a push as done.
+//!
+//! Memory: a value is held once on each side. The sender streams it from
+//! the `Vec` it owns; the receiver appends the body's chunks into one buffer
+//! presized from `content-length` and hands that buffer to the store.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+
+use databelt_host::state::{Sandboxes, SetOptions, StateTier};
+use databelt_host::{Error, Result};
+use databelt_types::RunId;
+
+use crate::http::{ApiError, blocking, check, decode_postcard, unreachable};
+
+/// Header carrying the run id.
+pub const RUN_ID_HEADER: &str = "x-databelt-run-id";
+/// Header carrying a TTL for `PUT`.
+pub const TTL_HEADER: &str = "x-databelt-ttl-ms";
+/// Header selecting the run's fusion sandbox (`1`) instead of the store.
+pub const SANDBOX_HEADER: &str = "x-databelt-sandbox";
+
+/// Which tier of a host a peer request works on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Place {
+    /// The host's store (durable with redb).
+    #[default]
+    Store,
+    /// The run's fusion sandbox (memory, dropped with the run).
+    Sandbox,
+}
+
+/// Body of `batch-get`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchGet {
+    /// The scope.
+    pub scope: String,
+    /// The keys, at most the receiver's batch limit.
+    pub keys: Vec<String>,
+}
+
+/// Body of `batch-put`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchPut {
+    /// The scope.
+    pub scope: String,
+    /// Entries to store atomically (values encoded as byte strings: the
+    /// same postcard bytes as a `Vec<u8>`, copied in one go).
+    #[serde(with = "byte_strings")]
+    pub entries: Vec<(String, Vec<u8>)>,
+    /// Time to live of every entry, ms.
+    pub ttl_ms: Option<u64>,
+}
+
+/// serde for the values in batch bodies. serde sees `Vec<u8>` as a
+/// sequence, which postcard encodes and decodes byte by byte; as byte
+/// strings the encoding is identical (a varint length, then the bytes) and a
+/// value is one copy. Tested against the plain encoding below.
+mod byte_strings {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use serde_bytes::{ByteBuf, Bytes};
+
+    pub fn serialize<S: Serializer>(entries: &[(String, Vec<u8>)], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(entries.iter().map(|(k, v)| (k, Bytes::new(v))))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, Vec<u8>)>, D::Error> {
+        let raw = Vec::<(String, ByteBuf)>::deserialize(d)?;
+        Ok(raw.into_iter().map(|(k, v)| (k, v.into_vec())).collect())
+    }
+
+    /// The postcard body of a `batch-get` answer.
+    pub fn encode_values(values: &[Option<Vec<u8>>]) -> postcard::Result<Vec<u8>> {
+        let values: Vec<Option<&Bytes>> = values.iter().map(|v| v.as_deref().map(Bytes::new)).collect();
+        postcard::to_stdvec(&values)
+    }
+
+    /// Decode a `batch-get` answer.
+    pub fn decode_values(body: &[u8]) -> postcard::Result<Vec<Option<Vec<u8>>>> {
+        let values: Vec<Option<ByteBuf>> = postcard::from_bytes(body)?;
+        Ok(values.into_iter().map(|v| v.map(ByteBuf::into_vec)).collect())
+    }
+}
+
+/// The peer routes over `tier`, with sandboxes of their own, to merge into
+/// a host's router.
+pub fn router(tier: StateTier) -> Router {
+    let sandboxes = Sandboxes::new(tier.limits().clone());
+    router_with_sandboxes(tier, sandboxes)
+}
+
+/// The peer routes over `tier` and the host's run `sandboxes`.
+pub fn router_with_sandboxes(tier: StateTier, sandboxes: Sandboxes) -> Router {
+    // A batch carries up to eight values of the largest size, plus framing.
+    let limits = tier.limits().clone();
+    let batch_limit = limits.max_value_bytes.saturating_mul(8).saturating_add(1 << 20);
+    Router::new()
+        .route("/peer/v1/state/{scope}/{key}", get(get_value).put(put_value).delete(delete_value))
+        .route("/peer/v1/batch-get", post(batch_get))
+        .route("/peer/v1/batch-put", post(batch_put))
+        .layer(DefaultBodyLimit::max(batch_limit))
+        .with_state(Peer { tier, sandboxes })
+        .layer(axum::middleware::map_response(crate::http::json_errors))
+}
+
+/// What the peer routes serve.
+#[derive(Clone)]
+struct Peer {
+    tier: StateTier,
+    sandboxes: Sandboxes,
+}
+
+impl Peer {
+    fn place(headers: &HeaderMap) -> Result<Place> {
+        match headers.get(SANDBOX_HEADER).map(|v| v.as_bytes()) {
+            None | Some(b"0") => Ok(Place::Store),
+            Some(b"1") => Ok(Place::Sandbox),
+            Some(_) => Err(Error::BadInput(format!("`{SANDBOX_HEADER}` must be 0 or 1"))),
+        }
+    }
+
+    /// The tier a read works on. A run with no sandbox here reads from an
+    /// empty one (same checks, nothing found) that is not kept.
+    fn for_read(&self, headers: &HeaderMap, run: &RunId) -> Result<StateTier> {
+        match Self::place(headers)? {
+            Place::Store => Ok(self.tier.clone()),
+            Place::Sandbox => match self.sandboxes.get(run)? {
+                Some(s) => Ok(s.tier().clone()),
+                None => Ok(Sandboxes::new(self.tier.limits().clone()).open(run)?.tier().clone()),
+            },
+        }
+    }
+
+    /// The tier a write works on (a sandbox is created by its first write).
+    fn for_write(&self, headers: &HeaderMap, run: &RunId) -> Result<StateTier> {
+        match Self::place(headers)? {
+            Place::Store => Ok(self.tier.clone()),
+            Place::Sandbox => Ok(self.sandboxes.open(run)?.tier().clone()),
+        }
+    }
+}
+
+fn run_id(headers: &HeaderMap) -> Result<RunId> {
+    let id = headers
+        .get(RUN_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| Error::BadInput(format!("missing `{RUN_ID_HEADER}` header")))?;
+    Ok(RunId::new(id)?)
+}
+
+async fn get_value(
+    State(peer): State<Peer>,
+    headers: HeaderMap,
+    Path((scope, key)): Path<(String, String)>,
+) -> std::result::Result<Response, ApiError> {
+    let run = run_id(&headers)?;
+    tracing::debug!(%run, %scope, %key, "peer get");
+    let tier = peer.for_read(&headers, &run)?;
+    match blocking(move || tier.get(&scope, &key)).await? {
+        Some(v) => Ok(([(header::CONTENT_TYPE, "application/octet-stream")], Body::from(v)).into_response()),
+        None => Ok(StatusCode::NOT_FOUND.into_response()),
+    }
+}
+
+async fn put_value(
+    State(peer): State<Peer>,
+    headers: HeaderMap,
+    Path((scope, key)): Path<(String, String)>,
+    body: Body,
+) -> std::result::Result<StatusCode, ApiError> {
+    let run = run_id(&headers)?;
+    Peer::place(&headers)?;
+    let tier = peer.tier.clone();
+    let ttl_ms = match headers.get(TTL_HEADER) {
+        None => None,
+        Some(v) => Some(v.to_str().ok().and_then(|s| s.parse::<u64>().ok()).ok_or_else(|| {
+            Error::BadInput(format!("`{TTL_HEADER}` must be a number of milliseconds"))
+        })?),
+    };
+    let max = tier.limits().max_value_bytes;
+    // Check the key and the scope before taking the body.
+    tier.check_scope_and_key(&scope, &key)?;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<usize>().ok());
+    if let Some(n) = declared.filter(|n| *n > max) {
+        return Err(Error::QuotaExceeded(format!("value is {n} bytes; the limit is {max}")).into());
+    }
+    let mut value = Vec::with_capacity(declared.unwrap_or(0).min(max));
+    let mut stream = body.into_data_stream();
+    use futures_util::StreamExt;
+    while let Some(chunk) = stream.next().await {
+        let chunk: Bytes = chunk.map_err(|e| Error::BadInput(format!("body: {e}")))?;
+        if value.len() + chunk.len() > max {
+            return Err(Error::QuotaExceeded(format!("value is over the limit of {max} bytes")).into());
+        }
+        value.extend_from_slice(&chunk);
+    }
+    tracing::debug!(%run, %scope, %key, bytes = value.len(), "peer put");
+    let tier = peer.for_write(&headers, &run)?;
+    blocking(move || tier.set(&scope, &key, value, SetOptions { ttl_ms, if_not_exists: false }).map(|_| ())).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn delete_value(
+    State(peer): State<Peer>,
+    headers: HeaderMap,
+    Path((scope, key)): Path<(String, String)>,
+) -> std::result::Result<StatusCode, ApiError> {
+    let run = run_id(&headers)?;
+    let tier = peer.for_read(&headers, &run)?;
+    blocking(move || tier.delete(&scope, &key)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn batch_get(
+    State(peer): State<Peer>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> std::result::Result<Response, ApiError> {
+    let run = run_id(&headers)?;
+    let req: BatchGet = decode_postcard(&body, "BatchGet")?;
+    let tier = peer.for_read(&headers, &run)?;
+    let values = blocking(move || tier.get_many(&req.scope, &req.keys)).await?;
+    let bytes = byte_strings::encode_values(&values).map_err(|e| Error::Runtime(e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "application/postcard")], bytes).into_response())
+}
+
+async fn batch_put(
+    State(peer): State<Peer>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> std::result::Result<StatusCode, ApiError> {
+    let run = run_id(&headers)?;
+    let req: BatchPut = decode_postcard(&body, "BatchPut")?;
+    let tier = peer.for_write(&headers, &run)?;
+    blocking(move || {
+        tier.set_many(&req.scope, req.entries, SetOptions { ttl_ms: req.ttl_ms, if_not_exists: false })
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+impl Place {
+    fn header(self) -> &'static str {
+        match self {
+            Place::Store => "0",
+            Place::Sandbox => "1",
+        }
+    }
+}
+
+/// A client of other hosts' peer routes.
+#[derive(Clone)]
+pub struct PeerClient {
+    http: reqwest::Client,
+}
+
+impl PeerClient {
+    /// A client whose requests time out after `timeout` (connect and whole
+    /// request).
+    pub fn new(connect_timeout: Duration, timeout: Duration) -> Result<PeerClient> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .timeout(timeout)
+            .build()
+            .map_err(|e| Error::Runtime(format!("http client: {e}")))?;
+        Ok(PeerClient { http })
+    }
+
+    fn url(peer: &str, scope: &str, key: &str) -> Result<reqwest::Url> {
+        let mut url = reqwest::Url::parse(&format!("http://{peer}/"))
+            .map_err(|e| Error::BadInput(format!("peer address `{peer}`: {e}")))?;
+        url.path_segments_mut()
+            .map_err(|_| Error::BadInput(format!("peer address `{peer}` cannot take a path")))?
+            .extend(["peer", "v1", "state", scope, key]);
+        Ok(url)
+    }
+
+    /// Read `scope/key` from `peer` (`host:port`).
+    pub async fn get(&self, peer: &str, run_id: &RunId, scope: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        self.get_from(peer, run_id, Place::Store, scope, key).await
+    }
+
+    /// Read `scope/key` from `place` on `peer`.
+    pub async fn get_from(
+        &self,
+        peer: &str,
+        run_id: &RunId,
+        place: Place,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>> {
+        let url = Self::url(peer, scope, key)?;
+        let r = self
+            .http
+            .get(url)
+            .header(RUN_ID_HEADER, run_id.as_str())
+            .header(SANDBOX_HEADER, place.header())
+            .send()
+            .await
+            .map_err(|e| unreachable(peer, e))?;
+        if r.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let mut r = check(peer, r).await?;
+        // One buffer, presized: the value is held once.
+        let mut value = Vec::with_capacity(r.content_length().unwrap_or(0).min(1 << 32) as usize);
+        while let Some(chunk) = r.chunk().await.map_err(|e| unreachable(peer, e))? {
+            value.extend_from_slice(&chunk);
+        }
+        Ok(Some(value))
+    }
+
+    /// Store `value` under `scope/key` on `peer`; returns once the peer has
+    /// stored it and said so.
+    pub async fn put(
+        &self,
+        peer: &str,
+        run_id: &RunId,
+        scope: &str,
+        key: &str,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> Result<()> {
+        let url = Self::url(peer, scope, key)?;
+        let mut req = self.http.put(url).header(RUN_ID_HEADER, run_id.as_str()).body(value);
+        if let Some(ttl) = ttl_ms {
+            req = req.header(TTL_HEADER, ttl.to_string());
+        }
+        let r = req.send().await.map_err(|e| unreachable(peer, e))?;
+        check(peer, r).await.map(|_| ())
+    }
+
+    /// Delete `scope/key` on `peer`.
+    pub async fn delete(&self, peer: &str, run_id: &RunId, scope: &str, key: &str) -> Result<()> {
+        let url = Self::url(peer, scope, key)?;
+        let r = self.http.delete(url).header(RUN_ID_HEADER, run_id.as_str()).send().await.map_err(|e| unreachable(peer, e))?;
+        check(peer, r).await.map(|_| ())
+    }
+
+    /// Read many keys of one scope from `peer` in one request.
+    pub async fn batch_get(&self, peer: &str, run_id: &RunId, req: &BatchGet) -> Result<Vec<Option<Vec<u8>>>> {
+        self.batch_get_from(peer, run_id, Place::Store, req).await
+    }
+
+    /// Read many keys of one scope from `place` on `peer` in one request.
+    pub async fn batch_get_from(
+        &self,
+        peer: &str,
+        run_id: &RunId,
+        place: Place,
+        req: &BatchGet,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let r = self.post_postcard(peer, run_id, place, "batch-get", req).await?;
+        let bytes = r.bytes().await.map_err(|e| unreachable(peer, e))?;
+        byte_strings::decode_values(&bytes)
+            .map_err(|e| Error::Unavailable(format!("peer {peer}: malformed answer: {e}")))
+    }
+
+    /// Store many entries of one scope on `peer`, atomically, in one request.
+    pub async fn batch_put(&self, peer: &str, run_id: &RunId, req: &BatchPut) -> Result<()> {
+        self.batch_put_to(peer, run_id, Place::Store, req).await
+    }
+
+    /// Store many entries of one scope in `place` on `peer`, atomically, in
+    /// one request; returns once the peer has stored them and said so.
+    pub async fn batch_put_to(&self, peer: &str, run_id: &RunId, place: Place, req: &BatchPut) -> Result<()> {
+        self.post_postcard(peer, run_id, place, "batch-put", req).await.map(|_| ())
+    }
+
+    /// POST `body` as postcard to `/peer/v1/{route}` and check the answer.
+    async fn post_postcard<B: Serialize>(
+        &self,
+        peer: &str,
+        run_id: &RunId,
+        place: Place,
+        route: &str,
+        body: &B,
+    ) -> Result<reqwest::Response> {
+        let body = postcard::to_stdvec(body).map_err(|e| Error::Runtime(e.to_string()))?;
+        let r = self
+            .http
+            .post(format!("http://{peer}/peer/v1/{route}"))
+            .header(RUN_ID_HEADER, run_id.as_str())
+            .header(SANDBOX_HEADER, place.header())
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| unreachable(peer, e))?;
+        check(peer, r).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde::{Deserialize, Serialize};
+
+    use super::{BatchPut, byte_strings};
+
+    /// `BatchPut` as plainly derived: values as `Vec<u8>` sequences.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct PlainBatchPut {
+        scope: String,
+        entries: Vec<(String, Vec<u8>)>,
+        ttl_ms: Option<u64>,
+    }
+
+    proptest! {
+        #[test]
+        fn batch_put_bytes_are_the_plain_encoding(
+            scope in "[a-z]{0,8}",
+            entries in proptest::collection::vec(("[a-z0-9]{0,6}", proptest::collection::vec(any::<u8>(), 0..300)), 0..5),
+            ttl_ms in proptest::option::of(any::<u64>()),
+        ) {
+            let fast = BatchPut { scope: scope.clone(), entries: entries.clone(), ttl_ms };
+            let plain = PlainBatchPut { scope, entries, ttl_ms };
+            let encoded = postcard::to_stdvec(&fast).unwrap();
+            prop_assert_eq!(&encoded, &postcard::to_stdvec(&plain).unwrap());
+            prop_assert_eq!(postcard::from_bytes::<BatchPut>(&encoded).unwrap(), fast);
+        }
+
+        #[test]
+        fn batch_get_answers_are_the_plain_encoding(
+            values in proptest::collection::vec(proptest::option::of(proptest::collection::vec(any::<u8>(), 0..300)), 0..6),
+        ) {
+            let encoded = byte_strings::encode_values(&values).unwrap();
+            prop_assert_eq!(&encoded, &postcard::to_stdvec(&values).unwrap());
+            prop_assert_eq!(byte_strings::decode_values(&encoded).unwrap(), values);
+        }
+    }
+
+    #[test]
+    fn a_truncated_batch_is_an_error() {
+        let batch = BatchPut { scope: "s".into(), entries: vec![("k".into(), vec![1, 2, 3])], ttl_ms: None };
+        let encoded = postcard::to_stdvec(&batch).unwrap();
+        assert!(postcard::from_bytes::<BatchPut>(&encoded[..encoded.len() - 2]).is_err());
+        assert!(byte_strings::decode_values(&[2, 1, 5, 9]).is_err());
+    }
+}

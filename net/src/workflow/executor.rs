@@ -1,0 +1,629 @@
+//! The host side of a workflow: run one step (read its input states through
+//! the tiered read path, invoke the function, store the output and hand it
+//! on under the run's policy) and clean up a finished run's state.
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use databelt_host::state::{Sandbox, SetOptions, StateTier};
+use databelt_host::{Error, Host, InvokeOptions, InvokeOutcome, Result, RunScope};
+use databelt_placement::Decision;
+use databelt_types::RunId;
+use serde_json::json;
+
+use crate::api::MAX_BODY_BYTES;
+use crate::continuum::{Continuum, Destination, Locator, Policy, Propagation, ReadHit, ReadTier};
+use crate::http::{ApiError, blocking, decode_postcard};
+use crate::peer::Place;
+use crate::workflow::protocol::{
+    HandOffReport, InputRead, RUN_SCOPE, StateCounters, StepInput, StepRequest, StepResult, Successor,
+    run_scope_prefix, state_key,
+};
+
+/// Runs workflow steps on one host. Cheap to clone.
+#[derive(Clone)]
+pub struct StepExecutor {
+    host: Host,
+    continuum: Continuum,
+}
+
+fn micros(since: Instant) -> u64 {
+    since.elapsed().as_micros() as u64
+}
+
+impl StepExecutor {
+    /// Steps run by `host`, whose state moves through `continuum` (built
+    /// over the same host's state tier).
+    pub fn new(host: Host, continuum: Continuum) -> StepExecutor {
+        StepExecutor { host, continuum }
+    }
+
+    /// The continuum this executor hands state through.
+    pub fn continuum(&self) -> &Continuum {
+        &self.continuum
+    }
+
+    /// Run one step. Fails without storing anything when the input cannot be
+    /// read or the function fails; a hand-off whose push fails is not an
+    /// error (the state stays here and the report says so).
+    ///
+    /// With `fusion`, the run's states live in this host's sandbox of the
+    /// run: an input handed on by a step on this host is taken from it (no
+    /// store round trip, no copy for its only reader), declared run-scope
+    /// keys held elsewhere are fetched with one batch per node, and the
+    /// output travels with the run-scope states the step wrote, one batch
+    /// per destination node. Without it, every state is one store operation
+    /// and one transfer.
+    pub async fn execute(&self, request: StepRequest) -> Result<StepResult> {
+        let run_id = request.run_id.clone();
+        let result = self.execute_step(request).await;
+        if result.is_err()
+            && let Ok(Some(sandbox)) = self.host.sandboxes().get(&run_id)
+            && sandbox.is_empty().unwrap_or(false)
+        {
+            // A failed first step leaves no empty sandbox behind.
+            let _ = self.host.sandboxes().drop_run(&run_id);
+        }
+        result
+    }
+
+    async fn execute_step(&self, mut request: StepRequest) -> Result<StepResult> {
+        validate(&request)?;
+        let info = self.host.function(&request.function)?;
+        // Sandboxes of runs that were never garbage-collected go after their TTL.
+        for gone in self.host.sandboxes().sweep_idle(request.ttl_ms)? {
+            tracing::warn!(run = %gone, "dropped an idle fusion sandbox (its run was never cleaned up)");
+        }
+        let mut step = StepRun::new(self, &request)?;
+        let started = Instant::now();
+        let input = std::mem::replace(&mut request.input, StepInput::Inline(Vec::new()));
+        let (input, inputs) = step.read_inputs(input, &request.sole_reader).await?;
+        let prefetched = step.prefetch(&info.reads, &request.run_states).await?;
+        let read_micros = micros(started);
+        let invoked = Instant::now();
+        let outcome = step.invoke(&request, input).await?;
+        let invoke_micros = micros(invoked);
+        step.counters.state_micros += read_micros;
+        let output_bytes = outcome.output.len() as u64;
+        let written: Vec<String> = outcome.run_written.iter().map(|k| format!("{}{k}", step.prefix)).collect();
+        let mut result = StepResult {
+            node: step.here.clone(),
+            inputs,
+            read_micros,
+            invoke_micros,
+            output_bytes,
+            store_micros: 0,
+            output: None,
+            handoffs: Vec::new(),
+            run_states: Vec::new(),
+            prefetched,
+            counters: StateCounters::default(),
+        };
+        if request.successors.is_empty() {
+            result.run_states = step.locate_written(&written)?;
+            result.output = Some(outcome.output);
+        } else {
+            let stored = Instant::now();
+            let (handoffs, run_states, store_micros) = step.store_and_hand_on(&request, outcome.output, &written).await?;
+            step.counters.state_micros += micros(stored);
+            result.handoffs = handoffs;
+            result.run_states = run_states;
+            result.store_micros = store_micros;
+        }
+        result.counters = step.counters;
+        Ok(result)
+    }
+
+    /// Run ids with hand-off state on this host (in its store or in a
+    /// fusion sandbox).
+    pub fn live_runs(&self) -> Result<Vec<RunId>> {
+        let mut runs: Vec<RunId> = self.host.sandboxes().runs()?;
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self.host.state().list_keys(RUN_SCOPE, "", cursor.as_deref(), None)?;
+            for key in &page.keys {
+                // Keys in the run scope start with a valid run id; others are skipped.
+                let Ok(run) = RunId::new(key.split('/').next().unwrap_or_default()) else { continue };
+                if runs.last().is_none_or(|r| *r != run) {
+                    runs.push(run);
+                }
+            }
+            match page.cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        runs.sort();
+        runs.dedup();
+        Ok(runs)
+    }
+
+    /// Delete every hand-off state of run `run_id` on this host and drop its
+    /// fusion sandbox; returns how many states were deleted.
+    pub fn forget_run(&self, run_id: &RunId) -> Result<u64> {
+        let mut deleted = 0;
+        if let Some(sandbox) = self.host.sandboxes().get(run_id)? {
+            deleted += sandbox.len()?;
+            self.host.sandboxes().drop_run(run_id)?;
+        }
+        let tier = self.host.state();
+        let prefix = format!("{run_id}/");
+        loop {
+            // Deleting as we go: each page starts again from the front.
+            let page = tier.list_keys(RUN_SCOPE, &prefix, None, Some(tier.limits().max_batch_keys.min(1000) as u32))?;
+            if page.keys.is_empty() {
+                return Ok(deleted);
+            }
+            deleted += page.keys.len() as u64;
+            tier.delete_many(RUN_SCOPE, page.keys)?;
+        }
+    }
+
+    /// The step routes, to merge into the host's router.
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/workflow/v1/step", post(step))
+            .route("/workflow/v1/runs", get(runs))
+            .route("/workflow/v1/runs/{run_id}", delete(forget))
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .with_state(self)
+            .layer(axum::middleware::map_response(crate::http::json_errors))
+    }
+}
+
+/// Check what the step protocol cannot express in types: successors' SLOs,
+/// the run-state locators' scope, the sole-reader flags.
+fn validate(request: &StepRequest) -> Result<()> {
+    if request.successors.iter().any(|s| !(s.tmax_ms.is_finite() && s.tmax_ms >= 0.0)) {
+        return Err(Error::BadInput("every successor's tmax_ms must be a non-negative number".into()));
+    }
+    let prefix = run_scope_prefix(&request.run_id);
+    if let Some(l) = request.run_states.iter().find(|l| l.scope != RUN_SCOPE || !l.key.starts_with(&prefix)) {
+        return Err(Error::BadInput(format!(
+            "run state `{}/{}` is not in this run's scope (`{RUN_SCOPE}/{prefix}…`)",
+            l.scope, l.key
+        )));
+    }
+    if let StepInput::Handed(locators) = &request.input
+        && !request.sole_reader.is_empty()
+        && request.sole_reader.len() != locators.len()
+    {
+        return Err(Error::BadInput("sole_reader must be empty or have one flag per input".into()));
+    }
+    Ok(())
+}
+
+/// One step while it runs on this host: where its run's states live here
+/// (the run's sandbox with fusion, else the store) and what it has counted.
+struct StepRun<'a> {
+    executor: &'a StepExecutor,
+    run_id: RunId,
+    here: String,
+    prefix: String,
+    sandbox: Option<Sandbox>,
+    local: StateTier,
+    counters: StateCounters,
+}
+
+impl<'a> StepRun<'a> {
+    fn new(executor: &'a StepExecutor, request: &StepRequest) -> Result<StepRun<'a>> {
+        let sandbox = if request.fusion { Some(executor.host.sandboxes().open(&request.run_id)?) } else { None };
+        let local = match &sandbox {
+            Some(s) => s.tier().clone(),
+            None => executor.host.state().clone(),
+        };
+        Ok(StepRun {
+            executor,
+            run_id: request.run_id.clone(),
+            here: executor.continuum.node_id().to_string(),
+            prefix: run_scope_prefix(&request.run_id),
+            sandbox,
+            local,
+            counters: StateCounters::default(),
+        })
+    }
+
+    fn continuum(&self) -> &Continuum {
+        &self.executor.continuum
+    }
+
+    /// Where this host keeps the run's states.
+    fn local_place(&self) -> Place {
+        if self.sandbox.is_some() { Place::Sandbox } else { Place::Store }
+    }
+
+    /// The step's input: inline, or its predecessors' handed states read
+    /// through the sandbox (fused, local) or the tiered read path, and
+    /// concatenated in order.
+    async fn read_inputs(&mut self, input: StepInput, sole_reader: &[bool]) -> Result<(Vec<u8>, Vec<InputRead>)> {
+        let locators = match input {
+            StepInput::Inline(bytes) => return Ok((bytes, Vec::new())),
+            StepInput::Handed(locators) => locators,
+        };
+        let mut reads = Vec::new();
+        let mut joined = Vec::with_capacity(locators.iter().map(|l| l.size_bytes as usize).sum());
+        for (i, locator) in locators.iter().enumerate() {
+            let t = Instant::now();
+            let sole = sole_reader.get(i).copied().unwrap_or(false);
+            let hit = self.read_one(locator, sole).await?;
+            reads.push(InputRead {
+                key: locator.key.clone(),
+                locator_node: locator.node.clone(),
+                tier: hit.tier,
+                node: hit.node,
+                bytes: hit.value.len() as u64,
+                micros: micros(t),
+            });
+            if locators.len() == 1 {
+                joined = hit.value;
+            } else {
+                joined.extend_from_slice(&hit.value);
+            }
+        }
+        Ok((joined, reads))
+    }
+
+    /// One handed state: from this host's sandbox when it was handed here
+    /// fused (moved out when this step is its only reader), else through the
+    /// continuum's read path.
+    async fn read_one(&mut self, locator: &Locator, sole: bool) -> Result<ReadHit> {
+        let fused_local = match &self.sandbox {
+            Some(sb) if locator.node == self.here && locator.place == Place::Sandbox => {
+                if sole { sb.take(&locator.scope, &locator.key)? } else { sb.tier().get(&locator.scope, &locator.key)? }
+            }
+            _ => None,
+        };
+        if let Some(value) = fused_local {
+            self.counters.local(true, value.len() as u64);
+            return Ok(ReadHit { value, tier: ReadTier::Local, node: self.here.clone() });
+        }
+        let hit = self.continuum().read(&self.run_id, locator).await?.ok_or_else(|| {
+            Error::Unavailable(format!(
+                "input state `{}` is on no reachable node (its locator named `{}`)",
+                locator.key, locator.node
+            ))
+        })?;
+        if hit.tier == ReadTier::Local {
+            self.counters.local(false, hit.value.len() as u64);
+        } else {
+            self.counters.remote(hit.value.len() as u64);
+        }
+        Ok(hit)
+    }
+
+    /// Fetch the declared run-scope keys that are not here from the nodes
+    /// that hold them (one batch per node with fusion, one request per key
+    /// without); returns how many were fetched.
+    async fn prefetch(&mut self, reads: &[String], known: &[Locator]) -> Result<u64> {
+        // (node, place) → keys to fetch from it.
+        let mut groups: Vec<((String, Place), Vec<String>)> = Vec::new();
+        for k in reads {
+            let full = format!("{}{k}", self.prefix);
+            if self.local.exists(RUN_SCOPE, &full)? {
+                continue;
+            }
+            let Some(l) = known.iter().find(|l| l.key == full && l.node != self.here) else { continue };
+            let source = (l.node.clone(), l.place);
+            match groups.iter_mut().find(|(s, _)| *s == source) {
+                Some((_, keys)) => keys.push(full),
+                None => groups.push((source, vec![full])),
+            }
+        }
+        let mut fetched = 0;
+        for ((node, place), keys) in groups {
+            let found = self.fetch_from(&node, place, keys).await?;
+            fetched += found.len() as u64;
+            self.keep_fetched(found).await?;
+        }
+        Ok(fetched)
+    }
+
+    /// The values of `keys` that `node` holds in `place`.
+    async fn fetch_from(&mut self, node: &str, place: Place, keys: Vec<String>) -> Result<Vec<(String, Vec<u8>)>> {
+        let values = if self.sandbox.is_some() {
+            let values = self.continuum().fetch_batch(&self.run_id, node, place, RUN_SCOPE, keys.clone()).await?;
+            let bytes = values.iter().flatten().map(|v| v.len() as u64).sum();
+            self.counters.remote(bytes);
+            self.counters.local(place == Place::Sandbox, bytes);
+            values
+        } else {
+            let mut values = Vec::with_capacity(keys.len());
+            for k in &keys {
+                let value = self.continuum().fetch(&self.run_id, node, place, RUN_SCOPE, k).await?;
+                let bytes = value.as_ref().map_or(0, |v| v.len() as u64);
+                self.counters.remote(bytes);
+                self.counters.local(place == Place::Sandbox, bytes);
+                values.push(value);
+            }
+            values
+        };
+        Ok(keys.into_iter().zip(values).filter_map(|(k, v)| v.map(|v| (k, v))).collect())
+    }
+
+    /// Store fetched run states here: one batch into the sandbox, or one
+    /// store write each.
+    async fn keep_fetched(&mut self, found: Vec<(String, Vec<u8>)>) -> Result<()> {
+        if found.is_empty() {
+            return Ok(());
+        }
+        let options = SetOptions { ttl_ms: None, if_not_exists: false };
+        if self.sandbox.is_some() {
+            self.counters.local(true, found.iter().map(|(_, v)| v.len() as u64).sum());
+            self.local.set_many(RUN_SCOPE, found, options)?;
+            return Ok(());
+        }
+        for (k, v) in found {
+            self.counters.local(false, v.len() as u64);
+            let tier = self.local.clone();
+            blocking(move || tier.set(RUN_SCOPE, &k, v, options).map(|_| ())).await?;
+        }
+        Ok(())
+    }
+
+    /// Run the function, with the run scope in the sandbox or the store.
+    async fn invoke(&mut self, request: &StepRequest, input: Vec<u8>) -> Result<InvokeOutcome> {
+        let host = self.executor.host.clone();
+        let function = request.function.clone();
+        let run_scope = RunScope::new(self.local.clone(), RUN_SCOPE, &self.prefix, self.sandbox.is_some());
+        let options = InvokeOptions { run_id: Some(self.run_id.clone()), validate_input: true, run_scope: Some(run_scope) };
+        let outcome = blocking(move || host.invoke(&function, &input, options)).await?;
+        let ops = outcome.state_ops;
+        self.counters.store_ops += ops.store_ops;
+        self.counters.store_bytes += ops.store_bytes;
+        self.counters.sandbox_ops += ops.sandbox_ops;
+        self.counters.sandbox_bytes += ops.sandbox_bytes;
+        self.counters.state_micros += ops.micros;
+        Ok(outcome)
+    }
+
+    /// Where the run-scope states a final step wrote are (here).
+    fn locate_written(&self, written: &[String]) -> Result<Vec<Locator>> {
+        let mut located = Vec::new();
+        for k in written {
+            if let Some(v) = self.local.get(RUN_SCOPE, k)? {
+                located.push(Locator {
+                    scope: RUN_SCOPE.to_string(),
+                    key: k.clone(),
+                    node: self.here.clone(),
+                    size_bytes: v.len() as u64,
+                    place: self.local_place(),
+                });
+            }
+        }
+        Ok(located)
+    }
+
+    /// Store the output (and with fusion the run states the step wrote) and
+    /// hand them on to the successors' nodes; returns the hand-offs, where
+    /// the run states went, and the time to store, µs.
+    async fn store_and_hand_on(
+        &mut self,
+        request: &StepRequest,
+        output: Vec<u8>,
+        written: &[String],
+    ) -> Result<(Vec<HandOffReport>, Vec<Locator>, u64)> {
+        let key = state_key(&self.run_id, &request.step);
+        let t = Instant::now();
+        if let Some(sb) = self.sandbox.clone() {
+            let mut entries = vec![(key, output)];
+            for k in written {
+                if let Some(v) = sb.take(RUN_SCOPE, k)? {
+                    entries.push((k.clone(), v));
+                }
+            }
+            if request.durable {
+                let tier = self.executor.host.state().clone();
+                let (copy, ttl) = (entries.clone(), request.ttl_ms);
+                let bytes: u64 = copy.iter().map(|(_, v)| v.len() as u64).sum();
+                blocking(move || tier.set_many(RUN_SCOPE, copy, SetOptions { ttl_ms: Some(ttl), if_not_exists: false }))
+                    .await?;
+                self.counters.local(false, bytes);
+            }
+            let store_micros = micros(t);
+            let (h, r) = self.hand_on_fused(request, &sb, entries).await?;
+            return Ok((h, r, store_micros));
+        }
+        let output_bytes = output.len() as u64;
+        let tier = self.executor.host.state().clone();
+        let (k, ttl) = (key.clone(), request.ttl_ms);
+        blocking(move || {
+            tier.set(RUN_SCOPE, &k, output, SetOptions { ttl_ms: Some(ttl), if_not_exists: false }).map(|_| ())
+        })
+        .await?;
+        self.counters.local(false, output_bytes);
+        let store_micros = micros(t);
+        let (h, r) = self.hand_on_single(request, &key, written).await?;
+        Ok((h, r, store_micros))
+    }
+
+    /// Fused hand-on: the output and the run-scope states the step wrote go
+    /// as one batch to each destination's sandbox; what stays here stays in
+    /// this host's sandbox.
+    async fn hand_on_fused(
+        &mut self,
+        request: &StepRequest,
+        sandbox: &Sandbox,
+        mut entries: Vec<(String, Vec<u8>)>,
+    ) -> Result<(Vec<HandOffReport>, Vec<Locator>)> {
+        let groups = group_by_node(&request.successors, request.policy);
+        let n = groups.len();
+        let mut kept_here = false;
+        let mut handoffs = Vec::new();
+        let mut run_states = Vec::new();
+        for (i, (consumer, successors)) in groups.into_iter().enumerate() {
+            let to = destination(request, &consumer, &successors);
+            let batch = if i + 1 == n { std::mem::take(&mut entries) } else { entries.clone() };
+            let mut p = self.continuum().propagate_batch(&to, Place::Sandbox, RUN_SCOPE, batch).await?;
+            if p.node == self.here {
+                if !kept_here {
+                    let bytes = p.entries.iter().map(|(_, v)| v.len() as u64).sum();
+                    self.counters.local(true, bytes);
+                    let options = SetOptions { ttl_ms: Some(request.ttl_ms), if_not_exists: false };
+                    sandbox.tier().set_many(RUN_SCOPE, std::mem::take(&mut p.entries), options)?;
+                    kept_here = true;
+                }
+            } else {
+                self.counters.remote(p.bytes_moved);
+                self.counters.local(true, p.bytes_moved);
+            }
+            run_states.extend((1..p.states.len()).filter_map(|i| p.locator_of(i)));
+            let mut copies = vec![p.node.clone()];
+            if p.push_failed.is_none() && p.node != self.here && kept_here {
+                copies.insert(0, self.here.clone());
+            }
+            handoffs.push(hand_off_report(&consumer, &successors, to.tmax_ms, &p, copies, &self.here));
+        }
+        Ok((handoffs, run_states))
+    }
+
+    /// Unfused hand-on: the output, then each run-scope state the step
+    /// wrote, each stored and moved on its own.
+    async fn hand_on_single(
+        &mut self,
+        request: &StepRequest,
+        key: &str,
+        written: &[String],
+    ) -> Result<(Vec<HandOffReport>, Vec<Locator>)> {
+        let mut handoffs = Vec::new();
+        let mut run_states = Vec::new();
+        for (consumer, successors) in group_by_node(&request.successors, request.policy) {
+            let to = destination(request, &consumer, &successors);
+            let p = self.continuum().propagate_with(&to, RUN_SCOPE, key).await?;
+            count_single(&mut self.counters, &p, &self.here);
+            for k in written {
+                let q = self.continuum().propagate_with(&to, RUN_SCOPE, k).await?;
+                count_single(&mut self.counters, &q, &self.here);
+                run_states.push(q.locator());
+            }
+            let mut report = hand_off_report(&consumer, &successors, to.tmax_ms, &p, p.copies.clone(), &self.here);
+            report.states = 1;
+            handoffs.push(report);
+        }
+        Ok((handoffs, run_states))
+    }
+}
+
+/// Where a hand-off to the successors on `consumer` goes: the run's policy,
+/// the tightest Tmax among them, the run's TTL.
+fn destination<'r>(request: &'r StepRequest, consumer: &'r str, successors: &[&Successor]) -> Destination<'r> {
+    Destination {
+        policy: request.policy,
+        run_id: &request.run_id,
+        consumer,
+        tmax_ms: successors.iter().map(|s| s.tmax_ms).fold(f64::INFINITY, f64::min),
+        ttl_ms: Some(request.ttl_ms),
+    }
+}
+
+/// The report of one hand-off.
+fn hand_off_report(
+    consumer: &str,
+    successors: &[&Successor],
+    tmax_ms: f64,
+    p: &Propagation,
+    copies: Vec<String>,
+    here: &str,
+) -> HandOffReport {
+    let (elected, stay_reason) = decision_fields(&p.decision, here);
+    HandOffReport {
+        successors: successors.iter().map(|s| s.step.clone()).collect(),
+        consumer_node: consumer.to_string(),
+        locator: p.locator(),
+        elected,
+        stay_reason,
+        bytes_moved: p.bytes_moved,
+        micros: p.duration.as_micros() as u64,
+        tmax_ms,
+        slo_violated: p.slo_violated,
+        push_failed: p.push_failed.clone(),
+        elected_locally: p.elected_locally(),
+        copies,
+        states: p.states.len() as u64,
+    }
+}
+
+/// The elected node and the reason for staying, as the report shows them.
+fn decision_fields(decision: &Option<Decision>, here: &str) -> (Option<String>, Option<String>) {
+    match decision {
+        Some(Decision::Propagate { node, .. }) => (Some(node.clone()), None),
+        Some(Decision::BestEffort { node, .. }) => (Some(node.clone()), None),
+        Some(Decision::Stay { reason, .. }) => (Some(here.to_string()), Some(format!("{reason:?}"))),
+        None => (None, None),
+    }
+}
+
+/// Count one unfused propagation: reading the state back from the store,
+/// and, when it moved, the request and the receiver's store write.
+fn count_single(counters: &mut StateCounters, p: &Propagation, here: &str) {
+    if p.node != here {
+        counters.local(false, p.bytes_moved);
+        counters.remote(p.bytes_moved);
+        counters.local(false, p.bytes_moved);
+    }
+}
+
+/// Successors grouped by the node they run on (one hand-off per node); under
+/// the stateless policy one group: everything goes to the cloud once.
+fn group_by_node(successors: &[Successor], policy: Policy) -> Vec<(String, Vec<&Successor>)> {
+    let mut groups: Vec<(String, Vec<&Successor>)> = Vec::new();
+    for s in successors {
+        let node = if policy == Policy::Stateless { "" } else { s.node.as_str() };
+        match groups.iter_mut().find(|(n, _)| n == node) {
+            Some((_, g)) => g.push(s),
+            None => groups.push((node.to_string(), vec![s])),
+        }
+    }
+    if policy == Policy::Stateless {
+        for (n, g) in &mut groups {
+            *n = g.first().map(|s| s.node.clone()).unwrap_or_default();
+        }
+    }
+    groups
+}
+
+async fn step(State(executor): State<StepExecutor>, body: Bytes) -> std::result::Result<Response, ApiError> {
+    let request: StepRequest = decode_postcard(&body, "StepRequest")?;
+    let result = executor.execute(request).await?;
+    let bytes = postcard::to_stdvec(&result).map_err(|e| Error::Runtime(format!("encoding the step result: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+async fn runs(State(executor): State<StepExecutor>) -> std::result::Result<axum::Json<Vec<RunId>>, ApiError> {
+    let runs = blocking(move || executor.live_runs()).await?;
+    Ok(axum::Json(runs))
+}
+
+async fn forget(
+    State(executor): State<StepExecutor>,
+    Path(run_id): Path<String>,
+) -> std::result::Result<Response, ApiError> {
+    let run_id = RunId::new(run_id).map_err(Error::from)?;
+    let deleted = blocking(move || executor.forget_run(&run_id)).await?;
+    Ok((StatusCode::OK, axum::Json(json!({"deleted": deleted}))).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn succ(step: &str, node: &str) -> Successor {
+        Successor { step: step.parse().unwrap_or_else(|e| panic!("{e}")), node: node.into(), tmax_ms: 10.0 }
+    }
+
+    #[test]
+    fn successors_on_one_node_share_a_hand_off() {
+        let s = [succ("a", "n1"), succ("b", "n2"), succ("c", "n1")];
+        let g = group_by_node(&s, Policy::Databelt);
+        assert_eq!(g.len(), 2);
+        assert_eq!((g[0].0.as_str(), g[0].1.len()), ("n1", 2));
+        assert_eq!((g[1].0.as_str(), g[1].1.len()), ("n2", 1));
+        let g = group_by_node(&s, Policy::Stateless);
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].1.len(), 3);
+    }
+}

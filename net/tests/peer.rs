@@ -1,0 +1,181 @@
+//! The peer protocol between two real hosts on 127.0.0.1.
+
+use databelt_test_support as common;
+
+use std::time::Duration;
+
+use databelt_net::peer::{BatchGet, BatchPut, PeerClient, RUN_ID_HEADER};
+use databelt_host::{BackendConfig, ErrorKind, Host, HostConfig};
+
+/// A run id from a literal.
+fn rid(id: &str) -> databelt_types::RunId {
+    databelt_types::RunId::new(id).unwrap()
+}
+
+struct Peer {
+    addr: String,
+    host: Host,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn start(config: HostConfig) -> Peer {
+    let host = Host::new(config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(databelt_net::api::serve(host.clone(), listener, async {
+        let _ = rx.await;
+    }));
+    Peer { addr, host, stop: Some(tx), task }
+}
+
+impl Peer {
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+fn memory_config() -> HostConfig {
+    let (mut c, _dir) = common::temp_config();
+    c.backend = BackendConfig::Memory;
+    c.limits.max_value_bytes = 1024 * 1024;
+    c
+}
+
+/// A 413 answer, or the connection broken by the receiver while the body
+/// was still being sent (it stops reading once it has refused).
+fn assert_refused_as_too_large(r: reqwest::Result<reqwest::Response>) {
+    match r {
+        Ok(r) => assert_eq!(r.status(), 413),
+        Err(e) => assert!(e.is_request() || e.is_body(), "unexpected error: {e:?}"),
+    }
+}
+
+fn client() -> PeerClient {
+    PeerClient::new(Duration::from_millis(500), Duration::from_secs(30)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_put_delete_and_batches() {
+    let peer = start(memory_config()).await;
+    let c = client();
+    let key = "frames/tile 7/ünïcode?&#";
+    c.put(&peer.addr, &rid("run-1"), "wf", key, vec![1, 2, 3], None).await.unwrap();
+    assert_eq!(peer.host.state().get("wf", key).unwrap(), Some(vec![1, 2, 3]));
+    assert_eq!(c.get(&peer.addr, &rid("run-1"), "wf", key).await.unwrap(), Some(vec![1, 2, 3]));
+    c.delete(&peer.addr, &rid("run-1"), "wf", key).await.unwrap();
+    assert_eq!(c.get(&peer.addr, &rid("run-1"), "wf", key).await.unwrap(), None);
+
+    let entries: Vec<(String, Vec<u8>)> = (0..10).map(|i| (format!("s{i}"), vec![i as u8; 100])).collect();
+    c.batch_put(&peer.addr, &rid("run-1"), &BatchPut { scope: "wf".into(), entries, ttl_ms: None }).await.unwrap();
+    let keys = vec!["s0".to_string(), "missing".to_string(), "s9".to_string()];
+    let got = c.batch_get(&peer.addr, &rid("run-1"), &BatchGet { scope: "wf".into(), keys }).await.unwrap();
+    assert_eq!(got, vec![Some(vec![0; 100]), None, Some(vec![9; 100])]);
+
+    // TTL travels with the value.
+    c.put(&peer.addr, &rid("run-1"), "wf", "short", vec![1], Some(1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(c.get(&peer.addr, &rid("run-1"), "wf", "short").await.unwrap(), None);
+    peer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_requests_are_4xx_and_change_nothing() {
+    let peer = start(memory_config()).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", peer.addr);
+
+    // No run id.
+    let r = http.put(format!("{base}/peer/v1/state/wf/k")).body(vec![1u8]).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http.get(format!("{base}/peer/v1/state/wf/k")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    // Bad TTL header.
+    let r = http
+        .put(format!("{base}/peer/v1/state/wf/k"))
+        .header(RUN_ID_HEADER, "r")
+        .header("x-databelt-ttl-ms", "soon")
+        .body(vec![1u8])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // Oversized value (declared and streamed). The receiver answers 413 and
+    // closes the connection without reading the rest, so a client still
+    // writing may see the connection break instead of the answer.
+    let r = http
+        .put(format!("{base}/peer/v1/state/wf/k"))
+        .header(RUN_ID_HEADER, "r")
+        .body(vec![0u8; 2 * 1024 * 1024])
+        .send()
+        .await;
+    assert_refused_as_too_large(r);
+    let chunks = futures_util::stream::iter(
+        (0..20).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![0u8; 100 * 1024]))),
+    );
+    let r = http
+        .put(format!("{base}/peer/v1/state/wf/k"))
+        .header(RUN_ID_HEADER, "r")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await;
+    assert_refused_as_too_large(r);
+    // The server stops reading a refused upload and closes that connection;
+    // a pooled client may not have noticed yet, so go on with a fresh one.
+    let http = reqwest::Client::new();
+    // Bad scope name; oversize key.
+    let r = http.put(format!("{base}/peer/v1/state/no%20spaces/k")).header(RUN_ID_HEADER, "r").body("x").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let long = "k".repeat(600);
+    let r = http.put(format!("{base}/peer/v1/state/wf/{long}")).header(RUN_ID_HEADER, "r").body("x").send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    // Malformed postcard batches; an over-limit batch writes nothing.
+    let r = http.post(format!("{base}/peer/v1/batch-put")).header(RUN_ID_HEADER, "r").body(vec![0xffu8; 9]).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let too_many = BatchPut { scope: "wf".into(), entries: (0..300).map(|i| (format!("b{i}"), vec![1])).collect(), ttl_ms: None };
+    let e = client().batch_put(&peer.addr, &rid("r"), &too_many).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::QuotaExceeded, "{e}");
+
+    assert!(peer.host.state().list_keys("wf", "", None, None).unwrap().keys.is_empty(), "nothing was written");
+    peer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_peer_is_unavailable() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    let e = client().put(&addr, &rid("r"), "wf", "k", vec![1], None).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    let e = client().get(&addr, &rid("r"), "wf", "k").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_put_survives_the_receiver_restarting() {
+    let (config, _dir) = common::temp_config();
+    let peer = start(config.clone()).await;
+    let value: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    client().put(&peer.addr, &rid("run-9"), "wf", "big", value.clone(), None).await.unwrap();
+    peer.stop().await;
+    // The redb file is released when the last Host clone drops, which is
+    // when the server's connection tasks have wound down.
+    let mut again = None;
+    for _ in 0..100 {
+        match Host::new(config.clone()) {
+            Ok(h) => {
+                drop(h);
+                again = Some(start(config.clone()).await);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let again = again.expect("the restarted host opens the database");
+    assert_eq!(client().get(&again.addr, &rid("run-9"), "wf", "big").await.unwrap(), Some(value));
+    again.stop().await;
+}

@@ -1,0 +1,84 @@
+//! The placement service on loopback, and the client's fallback to local
+//! election when it is gone.
+
+use std::time::Duration;
+
+use databelt_net::placement::{HintSource, PlacementClient, PlacementService, Slos};
+use databelt_placement::{Decision, ElectionRequest, Error, FunctionRequest, Topology};
+
+fn testbed() -> Topology {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/paper-testbed.toml");
+    Topology::from_file(&path).unwrap()
+}
+
+fn request(size: u64, tmax: f64) -> ElectionRequest {
+    ElectionRequest { producer: "sat2".into(), consumer: "sat6".into(), size_bytes: size, tmax_ms: tmax }
+}
+
+#[tokio::test]
+async fn hints_slos_errors_and_local_fallback() {
+    let service = PlacementService::new(testbed()).unwrap();
+    let (addr, stop) = service.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let client = PlacementClient::new(&format!("http://{addr}"), Duration::from_millis(500)).unwrap();
+
+    let view = client.refresh().await.unwrap();
+    assert_eq!(view.topology.nodes.len(), 9);
+
+    // 1 MB in 100 ms over 40 Mbit/s links cannot be met (200 ms of transfer
+    // alone): best effort, all the way to the consumer, SLO missed.
+    let (d, src) = client.storage_hint(&request(1_000_000, 100.0)).await.unwrap();
+    assert_eq!(src, HintSource::Service);
+    assert!(matches!(&d, Decision::BestEffort { node, .. } if node == "sat6"), "{d:?}");
+    assert!(d.slo_missed());
+    // 100 kB in 100 ms: 20 ms transfer + 2·(10+9)·hops — two hops fit (96 ms), three do not.
+    let (d, _) = client.storage_hint(&request(100_000, 100.0)).await.unwrap();
+    match &d {
+        Decision::Propagate { node, hops_to_consumer, .. } => {
+            assert_eq!(node, "sat4");
+            assert_eq!(*hops_to_consumer, 2);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let f = client
+        .function_hint(&FunctionRequest { near: "sat3".into(), cpu: 2.0, memory_mb: 1024.0, kinds: vec![] })
+        .await
+        .unwrap();
+    assert_eq!(f.0.node, "sat3");
+
+    let slos: Slos = [("detect".to_string(), 150.0)].into_iter().collect();
+    client.set_slos("wildfire", &slos).await.unwrap();
+    assert_eq!(client.slos("wildfire").await.unwrap(), slos);
+    assert!(client.slos("nope").await.is_err());
+
+    // Malformed and wrong requests are 4xx.
+    let http = reqwest::Client::new();
+    let r = http.post(format!("http://{addr}/v1/hints/storage")).body("{not json").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let mut bad = request(1, 1.0);
+    bad.consumer = "mars".into();
+    match client.storage_hint(&bad).await {
+        Err(Error::UnknownNode(node)) => assert_eq!(node, "mars"),
+        other => panic!("{other:?}"),
+    }
+    let r = http
+        .put(format!("http://{addr}/v1/slos/w"))
+        .json(&serde_json::json!({"s": -5.0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // The service goes away: the client elects on its cache, same answer.
+    stop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (again, src) = client.storage_hint(&request(100_000, 100.0)).await.unwrap();
+    assert_eq!(src, HintSource::LocalCache);
+    assert_eq!(again, d);
+
+    // A client that never reached a service and has no cache says so.
+    let orphan = PlacementClient::new(&format!("http://{addr}"), Duration::from_millis(200)).unwrap();
+    assert!(matches!(orphan.storage_hint(&request(1, 1.0)).await, Err(Error::Unavailable(_))));
+    orphan.seed(testbed());
+    assert_eq!(orphan.storage_hint(&request(100_000, 100.0)).await.unwrap().1, HintSource::LocalCache);
+}

@@ -1,0 +1,233 @@
+//! A whole continuum on one machine (`databelt up`): the placement service
+//! plus one host per node of a scenario, each listening on its node's
+//! address with its own embedded store, serving the host API, the peer
+//! protocol and the step protocol.
+//!
+//! A node address with port 0 gets a free port; the topology the placement
+//! service serves then carries the real one (tests use this).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use databelt_host::{BackendConfig, Error, Host, HostConfig, Result};
+use databelt_net::continuum::Continuum;
+use databelt_net::peer::PeerClient;
+use databelt_net::placement::{PlacementClient, PlacementService};
+use databelt_net::workflow::{Runner, StepExecutor};
+use databelt_placement::Topology;
+use tokio::sync::oneshot;
+
+use crate::Emulator;
+
+/// How to start a [`Cluster`].
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Where the placement service listens (port 0: any free port).
+    pub placement_listen: SocketAddr,
+    /// Settings every host starts from; `node_id` and the redb path are set
+    /// per node.
+    pub host: HostConfig,
+    /// Directory holding one sub-directory per node for its redb file, when
+    /// `host.backend` is redb.
+    pub data_dir: PathBuf,
+    /// Timeout of peer requests (a push of a large state must fit in it).
+    pub peer_timeout: Duration,
+    /// The address other nodes reach a node at, when it is not the one it
+    /// listens on (e.g. an emulated link in front of it); `None`: the
+    /// listening address.
+    pub advertise: Option<Advertise>,
+    /// Emulate the scenario's links between the hosts (`databelt-testbed`):
+    /// every node reaches every other one through a route carrying the live
+    /// path's latency, jitter and bandwidth, re-read from the schedule every
+    /// `refresh`. `None`: hosts talk over plain loopback.
+    pub emulate: Option<Duration>,
+}
+
+/// Maps a node id and its listening address to the address the topology
+/// advertises for it.
+#[derive(Clone)]
+#[allow(clippy::type_complexity)]
+pub struct Advertise(pub Arc<dyn Fn(&str, SocketAddr) -> Result<SocketAddr> + Send + Sync>);
+
+impl std::fmt::Debug for Advertise {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Advertise(..)")
+    }
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            placement_listen: SocketAddr::from(([127, 0, 0, 1], 7300)),
+            host: HostConfig { max_concurrent_instances: 16, ..HostConfig::default() },
+            data_dir: PathBuf::from("databelt-data/continuum"),
+            peer_timeout: Duration::from_secs(60),
+            advertise: None,
+            emulate: None,
+        }
+    }
+}
+
+/// One node of a running cluster.
+pub struct ClusterNode {
+    /// Node id.
+    pub id: String,
+    /// Its address (`host:port`).
+    pub address: String,
+    /// Its host.
+    pub host: Host,
+    /// Its step executor (and through it, its continuum).
+    pub executor: StepExecutor,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl ClusterNode {
+    /// Stop this node's server (its state stays in its store).
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A running continuum.
+pub struct Cluster {
+    /// Base URL of the placement service.
+    pub placement_url: String,
+    /// The topology as served (free ports filled in).
+    pub topology: Topology,
+    /// The nodes, in scenario order.
+    pub nodes: Vec<ClusterNode>,
+    /// The emulated links between the nodes, when asked for.
+    pub emulator: Option<Emulator>,
+    placement_stop: Option<oneshot::Sender<()>>,
+}
+
+impl Cluster {
+    /// Start the placement service and one host per node of `topology`.
+    pub async fn start(mut topology: Topology, options: ClusterOptions) -> Result<Cluster> {
+        topology.validate().map_err(|e| Error::Config(e.to_string()))?;
+        let mut listeners = Vec::new();
+        for node in &mut topology.nodes {
+            if node.address.is_empty() {
+                return Err(Error::Config(format!("node `{}` has no address", node.id)));
+            }
+            let listener = tokio::net::TcpListener::bind(node.address.as_str())
+                .await
+                .map_err(|e| Error::Config(format!("node `{}`: cannot listen on {}: {e}", node.id, node.address)))?;
+            let addr = listener.local_addr().map_err(|e| Error::Runtime(e.to_string()))?;
+            let advertised = match &options.advertise {
+                Some(f) => (f.0)(&node.id, addr)?,
+                None => addr,
+            };
+            node.address = advertised.to_string();
+            listeners.push(listener);
+        }
+        let service = PlacementService::new(topology.clone()).map_err(|e| Error::Config(e.to_string()))?;
+        let emulator = match options.emulate {
+            Some(refresh) => {
+                let listen: std::collections::HashMap<String, SocketAddr> = topology
+                    .nodes
+                    .iter()
+                    .zip(&listeners)
+                    .filter_map(|(n, l)| l.local_addr().ok().map(|a| (n.id.clone(), a)))
+                    .collect();
+                Some(
+                    Emulator::start(&topology, &listen, service.origin(), refresh)
+                        .map_err(|e| Error::Config(format!("link emulation: {e}")))?,
+                )
+            }
+            None => None,
+        };
+        let (paddr, pstop) = service
+            .spawn(options.placement_listen)
+            .await
+            .map_err(|e| Error::Config(format!("placement service on {}: {e}", options.placement_listen)))?;
+        let placement_url = format!("http://{paddr}");
+        let mut cluster =
+            Cluster { placement_url, topology: topology.clone(), nodes: Vec::new(), emulator, placement_stop: Some(pstop) };
+        for (node, listener) in topology.nodes.iter().zip(listeners) {
+            let mut config = options.host.clone();
+            config.node_id = node.id.clone();
+            if let BackendConfig::Redb { .. } = config.backend {
+                let dir = options.data_dir.join(&node.id);
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| Error::Config(format!("cannot create {}: {e}", dir.display())))?;
+                config.backend = BackendConfig::Redb { path: dir.join("databelt-state.redb") };
+            }
+            let host = Host::new(config)?;
+            let placement = PlacementClient::new(&cluster.placement_url, Duration::from_secs(2))
+                .map_err(|e| Error::Runtime(e.to_string()))?;
+            placement
+                .refresh()
+                .await
+                .map_err(|e| Error::Unavailable(format!("node `{}`: placement service: {e}", node.id)))?;
+            let peers = PeerClient::new(Duration::from_secs(2), options.peer_timeout)?;
+            let mut continuum = Continuum::new(&node.id, host.state().clone(), peers, placement);
+            if let Some(e) = &cluster.emulator {
+                continuum = continuum.with_routes(e.routes_from(&node.id));
+            }
+            let executor = StepExecutor::new(host.clone(), continuum);
+            let (tx, rx) = oneshot::channel::<()>();
+            let (node_host, node_steps) = (host.clone(), executor.clone());
+            tokio::spawn(async move {
+                let shutdown = async {
+                    let _ = rx.await;
+                };
+                if let Err(e) = databelt_net::api::serve_node(node_host, Some(node_steps), listener, shutdown).await {
+                    tracing::error!(error = %e, "node server failed");
+                }
+            });
+            cluster.nodes.push(ClusterNode {
+                id: node.id.clone(),
+                address: node.address.clone(),
+                host,
+                executor,
+                stop: Some(tx),
+            });
+        }
+        Ok(cluster)
+    }
+
+    /// A runner of the workflow file at `path` on this cluster (components
+    /// described with the compiled-code cache `cache_dir`, if any).
+    pub async fn runner(&self, path: &std::path::Path, cache_dir: Option<PathBuf>) -> Result<Runner> {
+        let placement = PlacementClient::new(&self.placement_url, Duration::from_secs(2))
+            .map_err(|e| Error::Config(format!("placement client: {e}")))?;
+        Runner::load(path, placement, cache_dir).await
+    }
+
+    /// The node `id`.
+    pub fn node(&self, id: &str) -> Option<&ClusterNode> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    /// The node `id`, mutably (to stop it).
+    pub fn node_mut(&mut self, id: &str) -> Option<&mut ClusterNode> {
+        self.nodes.iter_mut().find(|n| n.id == id)
+    }
+
+    /// Stop the placement service only (hosts go on electing on their
+    /// cached topology).
+    pub fn stop_placement(&mut self) {
+        if let Some(tx) = self.placement_stop.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Stop everything.
+    pub fn stop(&mut self) {
+        self.stop_placement();
+        for n in &mut self.nodes {
+            n.stop();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

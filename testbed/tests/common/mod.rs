@@ -1,0 +1,38 @@
+//! Support for the testbed's integration tests: the shared test support,
+//! and a small chain continuum.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+
+pub use databelt_test_support::*;
+
+/// cloud — s1 — s2 — s3 (40 Mbit/s links; cloud–s1 60 ms, the others 10 ms).
+pub async fn chain_cluster() -> (databelt_testbed::Cluster, tempfile::TempDir) {
+    let mut toml = String::new();
+    for id in ["cloud", "s1", "s2", "s3"] {
+        let kind = if id == "cloud" { "cloud" } else { "satellite" };
+        toml += &format!("[[node]]\nid = \"{id}\"\nkind = \"{kind}\"\naddress = \"127.0.0.1:0\"\n");
+    }
+    for (a, b, lat) in [("cloud", "s1", 60), ("s1", "s2", 10), ("s2", "s3", 10)] {
+        toml += &format!("[[link]]\na = \"{a}\"\nb = \"{b}\"\nlatency_ms = {lat}\njitter_ms = 1\nbandwidth_mbps = 40\n");
+    }
+    let (mut host, dir) = temp_config();
+    host.backend = databelt_host::BackendConfig::Memory;
+    host.max_concurrent_instances = 8;
+    let options = databelt_testbed::ClusterOptions {
+        placement_listen: "127.0.0.1:0".parse().unwrap(),
+        host,
+        data_dir: dir.path().to_path_buf(),
+        peer_timeout: std::time::Duration::from_secs(10),
+        advertise: None,
+        emulate: None,
+    };
+    (databelt_testbed::Cluster::start(databelt_placement::Topology::from_toml(&toml).unwrap(), options).await.unwrap(), dir)
+}
+
+/// A runner of the workflow at `path` on `cluster`, sharing the tests'
+/// compiled-code cache.
+pub async fn runner(cluster: &databelt_testbed::Cluster, path: &Path) -> databelt_net::workflow::Runner {
+    cluster.runner(path, Some(workspace().join("target/guests/cwasm-cache"))).await.unwrap()
+}

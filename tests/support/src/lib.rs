@@ -1,0 +1,95 @@
+//! Test support for Databelt's integration tests and benchmarks: builds the
+//! guest components once per test binary, makes host configurations in
+//! temporary directories, writes workflow files. The kv-probe guest's
+//! protocol is re-exported as [`probe`].
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+/// The kv-probe guest's input and output (`databelt-probe-protocol`).
+pub use databelt_probe_protocol as probe;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use databelt_host::{BackendConfig, Host, HostConfig};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    // This crate lives at tests/support.
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+}
+
+/// Build every guest component (kv-probe, hello-counter, bench-min, stage, merge) for
+/// wasm32-wasip2, once, and return the directory holding the .wasm files.
+pub fn guests_dir() -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = workspace();
+            let target = root.join("target/guests");
+            let out = Command::new(env!("CARGO"))
+                .current_dir(&root)
+                .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+                .arg(&target)
+                .args(["-p", "kv-probe", "-p", "hello-counter", "-p", "bench-min", "-p", "stage", "-p", "merge", "-p", "fan"])
+                .args(["-p", "wildfire-preprocess", "-p", "wildfire-detect", "-p", "wildfire-alarm"])
+                .output()
+                .map_err(|e| format!("cannot run cargo: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "building guests failed (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`):\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            Ok(target.join("wasm32-wasip2/release"))
+        })
+        .clone()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Path of a built guest, e.g. `guest("kv_probe")`.
+pub fn guest(name: &str) -> PathBuf {
+    guests_dir().join(format!("{name}.wasm"))
+}
+
+/// A host config in a fresh temp dir; keep the dir alive while the host runs.
+pub fn temp_config() -> (HostConfig, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = HostConfig::in_dir(dir.path());
+    // Tests share one compiled-code cache so each component compiles once.
+    config.cache_dir = Some(workspace().join("target/guests/cwasm-cache"));
+    (config, dir)
+}
+
+/// A host on the in-memory backend with short limits for failure tests.
+pub fn memory_host() -> Host {
+    let (mut config, _dir) = temp_config();
+    config.backend = BackendConfig::Memory;
+    config.deadline_ms = 500;
+    config.max_memory_bytes = 32 * 1024 * 1024;
+    Host::new(config).expect("host")
+}
+
+/// Write workflow `name` into `dir`: `header` lines, then one step per
+/// (step, guest, node, tmax_ms, after); component paths are absolute.
+pub fn write_workflow(
+    dir: &Path,
+    name: &str,
+    header: &str,
+    steps: &[(&str, &str, &str, f64, &[&str])],
+) -> PathBuf {
+    let mut text = format!("name = \"{name}\"\n{header}\n");
+    for (step, guest_name, node, tmax, after) in steps {
+        let after: Vec<String> = after.iter().map(|a| format!("\"{a}\"")).collect();
+        text += &format!(
+            "[[step]]\nname = \"{step}\"\ncomponent = \"{}\"\nnode = \"{node}\"\ntmax_ms = {tmax}\nafter = [{}]\n",
+            guest(guest_name).display(),
+            after.join(", ")
+        );
+    }
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
