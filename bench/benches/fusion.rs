@@ -20,6 +20,8 @@
 //! `DATABELT_FUSION_MB` (default 10), `DATABELT_FUSION_MAX_B` (default 5)
 //! and `DATABELT_FUSION_SAMPLES` (default 1) shrink or grow the run.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use databelt_test_support as common;
 
 use std::collections::HashMap;
@@ -27,10 +29,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use databelt_host::{BackendConfig, schema};
+use databelt_net::workflow::{RunOptions, RunReport, Runner};
 use databelt_testbed::cluster::Advertise;
 use databelt_testbed::{Cluster, ClusterOptions};
-use databelt_net::workflow::{RunOptions, RunReport, Runner};
-use databelt_host::{BackendConfig, schema};
 use databelt_testbed::{Link, LinkSpec};
 use serde_json::json;
 

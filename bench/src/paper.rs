@@ -117,7 +117,13 @@ struct Outcome {
     bounds: Vec<f64>,
 }
 
-fn summarise(experiment: &'static str, policy: &'static str, size_mb: u32, concurrency: u32, outcome: &Outcome) -> Case {
+fn summarise(
+    experiment: &'static str,
+    policy: &'static str,
+    size_mb: u32,
+    concurrency: u32,
+    outcome: &Outcome,
+) -> Case {
     let (reports, wall, bounds) = (&outcome.reports, outcome.wall, &outcome.bounds);
     let e2e: Vec<f64> = reports.iter().map(|r| r.total_micros as f64 / 1000.0).collect();
     let (mut local, mut reads, mut viol, mut transfers) = (0u64, 0u64, 0u64, 0u64);
@@ -228,9 +234,10 @@ pub async fn run(options: PaperOptions) -> Result<Vec<Case>> {
     .await?;
     let placement = PlacementClient::new(&cluster.placement_url, Duration::from_secs(2))?;
     placement.refresh().await?;
-    let runner = Runner::load(&options.workflow, placement.clone(), Some(dir.join("cache")))
-        .await
-        .with_context(|| format!("loading {} (build the components first: scripts/bench-paper.sh)", options.workflow.display()))?;
+    let runner =
+        Runner::load(&options.workflow, placement.clone(), Some(dir.join("cache"))).await.with_context(|| {
+            format!("loading {} (build the components first: scripts/bench-paper.sh)", options.workflow.display())
+        })?;
     let scene = |mb: u32| -> Result<Vec<u8>> {
         let input = serde_json::json!({"seed": 42, "tiles": mb, "side": 1000});
         let schema = runner.input_schema().ok_or_else(|| anyhow::anyhow!("the workflow has no entry step"))?;
@@ -252,7 +259,12 @@ pub async fn run(options: PaperOptions) -> Result<Vec<Case>> {
         let input = scene(mb)?;
         for (label, policy, fusion) in POLICIES {
             bar.set_message(format!("latency {mb} MB {label}"));
-            let o = RunOptions { policy, fusion: Some(fusion), tmax_ms: Some(tmax_for(f64::from(mb))), ..RunOptions::default() };
+            let o = RunOptions {
+                policy,
+                fusion: Some(fusion),
+                tmax_ms: Some(tmax_for(f64::from(mb))),
+                ..RunOptions::default()
+            };
             let mut outcome = Outcome::new();
             for _ in 0..runs {
                 run_case(&runner, &placement, &topology, &input, &o, 1, &mut outcome).await;
@@ -357,7 +369,15 @@ pub fn summary(cases: &[Case], options: &PaperOptions) -> String {
     for c in cases.iter().filter(|c| c.experiment == "latency") {
         md += &format!(
             "| {} | {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.2} |\n",
-            c.size_mb, c.policy, c.p50_ms, c.p95_ms, c.local_pct, c.slo_violation_pct, c.storage_ms, c.bytes_moved, c.bound_ms,
+            c.size_mb,
+            c.policy,
+            c.p50_ms,
+            c.p95_ms,
+            c.local_pct,
+            c.slo_violation_pct,
+            c.storage_ms,
+            c.bytes_moved,
+            c.bound_ms,
             c.p50_ms / c.bound_ms.max(1e-9)
         );
     }
@@ -413,7 +433,11 @@ pub fn summary(cases: &[Case], options: &PaperOptions) -> String {
     md += &format!("- local state availability ≥ 95%: least {:.1}% ({})\n", local, check(local >= 95.0));
     let viol = db.iter().map(|c| c.slo_violation_pct).fold(0.0f64, f64::max);
     md += &format!("- 0 SLO violations: most {:.1}% ({})\n", viol, check(viol == 0.0));
-    md += &format!("- databelt within 1.25× of the lower bound: worst {:.2}× ({})\n", worst(&bound), check(worst(&bound) <= 1.25));
+    md += &format!(
+        "- databelt within 1.25× of the lower bound: worst {:.2}× ({})\n",
+        worst(&bound),
+        check(worst(&bound) <= 1.25)
+    );
     md += "- fusion ≥ 50% lower storage-op latency at B = 5: measured by `cargo bench -p databelt-host --bench fusion` (see docs/continuum.md)\n";
     md
 }
@@ -467,5 +491,4 @@ mod tests {
         assert_eq!(tmax_for(2.0), 112.5);
         assert_eq!(tmax_for(60.0), 710.0);
     }
-
 }

@@ -29,11 +29,7 @@ pub fn print(report: &RunReport, runner: &Runner) -> Result<()> {
         let found = if r.inputs.is_empty() {
             "inline".to_string()
         } else {
-            r.inputs
-                .iter()
-                .map(|i| format!("{}@{}", i.tier.name(), i.node))
-                .collect::<Vec<_>>()
-                .join(",")
+            r.inputs.iter().map(|i| format!("{}@{}", i.tier.name(), i.node)).collect::<Vec<_>>().join(",")
         };
         let in_bytes: u64 = r.inputs.iter().map(|i| i.bytes).sum();
         let handed = if r.handoffs.is_empty() {
@@ -107,7 +103,11 @@ pub fn print(report: &RunReport, runner: &Runner) -> Result<()> {
             "  cleaned up {} states on {} nodes{}",
             c.deleted,
             c.nodes.len(),
-            if c.unreachable.is_empty() { String::new() } else { format!("; unreachable: {}", c.unreachable.join(", ")) }
+            if c.unreachable.is_empty() {
+                String::new()
+            } else {
+                format!("; unreachable: {}", c.unreachable.join(", "))
+            }
         );
     }
     for (step, bytes) in &report.outputs {
@@ -138,4 +138,3 @@ fn abbreviate(value: &mut serde_json::Value) -> bool {
         _ => false,
     }
 }
-

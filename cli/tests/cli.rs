@@ -1,5 +1,7 @@
 //! The `databelt` binary as a user runs it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use databelt_test_support as common;
 
 use std::process::Command;
@@ -96,7 +98,18 @@ fn scenario() -> std::path::PathBuf {
 #[test]
 fn elect_explains_its_decision() {
     let out = databelt()
-        .args(["elect", "--producer", "sat2", "--consumer", "sat6", "--size", "100000", "--tmax-ms", "100", "--scenario"])
+        .args([
+            "elect",
+            "--producer",
+            "sat2",
+            "--consumer",
+            "sat6",
+            "--size",
+            "100000",
+            "--tmax-ms",
+            "100",
+            "--scenario",
+        ])
         .arg(scenario())
         .output()
         .unwrap();
@@ -205,14 +218,18 @@ fn up_starts_a_continuum_and_invoke_runs_a_workflow_across_it() {
     let out = invoke(&[]);
     let text: String = String::from_utf8_lossy(&out.stdout).chars().take(4000).collect();
     assert!(out.status.success(), "{}\n{}", text, String::from_utf8_lossy(&out.stderr));
-    let row = |step: &str| text.lines().find(|l| l.trim_start().starts_with(&format!("{step} "))).unwrap_or("").to_string();
+    let row =
+        |step: &str| text.lines().find(|l| l.trim_start().starts_with(&format!("{step} "))).unwrap_or("").to_string();
     assert!(row("a").contains("sat1") && row("a").contains("inline"), "{text}");
     assert!(row("b").contains("sat2") && row("b").contains("local@sat2"), "{text}");
     assert!(row("c").contains("cloud") && row("c").contains("(final)"), "{text}");
     assert!(text.contains("local availability 100.0%"), "{text}");
     let output = text.lines().find(|l| l.contains("output of c")).unwrap_or_default();
     assert!(output.contains(r#""trail":["demo-a@sat1","demo-b@sat2","demo-c@cloud"]"#), "{output}");
-    assert!(output.len() < 1000 && output.contains("20042 bytes") && output.contains("… 19992 more"), "long outputs are cut: {output}");
+    assert!(
+        output.len() < 1000 && output.contains("20042 bytes") && output.contains("… 19992 more"),
+        "long outputs are cut: {output}"
+    );
 
     // Two stateless runs, as JSON lines: every state was read from the cloud
     // (remotely by b on sat2, locally by c on the cloud itself).
@@ -231,5 +248,8 @@ fn up_starts_a_continuum_and_invoke_runs_a_workflow_across_it() {
     let bad = invoke(&["--policy", "fastest"]);
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
-    assert!(err.contains("invalid value 'fastest' for '--policy") && err.contains("databelt, strict, random, stateless"), "{err}");
+    assert!(
+        err.contains("invalid value 'fastest' for '--policy") && err.contains("databelt, strict, random, stateless"),
+        "{err}"
+    );
 }

@@ -2,14 +2,16 @@
 //! locators, the tiered read path, and failures (elected node down,
 //! placement service down).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use databelt_test_support as common;
 
 use std::time::Duration;
 
-use databelt_net::continuum::{Continuum, Destination, Policy, ReadTier};
-use databelt_net::peer::PeerClient;
 use databelt_host::state::SetOptions;
 use databelt_host::{BackendConfig, Host};
+use databelt_net::continuum::{Continuum, Destination, Policy, ReadTier};
+use databelt_net::peer::PeerClient;
 use databelt_net::placement::{HintSource, PlacementClient, PlacementService};
 use databelt_placement::{Decision, StayReason, Topology};
 
@@ -48,11 +50,11 @@ async fn continuum() -> (Vec<Node>, tokio::sync::oneshot::Sender<()>) {
         toml += &format!("[[node]]\nid = \"{id}\"\nkind = \"{kind}\"\naddress = \"{}\"\n", l.local_addr().unwrap());
     }
     for (a, b, lat) in [("cloud", "s1", 60), ("s1", "s2", 10), ("s2", "s3", 10)] {
-        toml += &format!("[[link]]\na = \"{a}\"\nb = \"{b}\"\nlatency_ms = {lat}\njitter_ms = 1\nbandwidth_mbps = 40\n");
+        toml +=
+            &format!("[[link]]\na = \"{a}\"\nb = \"{b}\"\nlatency_ms = {lat}\njitter_ms = 1\nbandwidth_mbps = 40\n");
     }
     let topology = Topology::from_toml(&toml).unwrap();
-    let (paddr, pstop) =
-        PlacementService::new(topology).unwrap().spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let (paddr, pstop) = PlacementService::new(topology).unwrap().spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let mut nodes = Vec::new();
     for (id, listener) in ids.into_iter().zip(listeners) {
         let addr = listener.local_addr().unwrap().to_string();
@@ -100,7 +102,10 @@ async fn state_lands_on_the_elected_node_and_is_read_from_the_nearest_tier() {
     // Tmig(s3) = 2·22 + 20 = 64 ms; Tmax 50 elects s2, one hop from s3.
     let v = write(s1, "b", 100_000);
     let p = s1.continuum.propagate(&rid("r1"), "run", "b", "s3", 50.0, None).await.unwrap();
-    assert!(matches!(&p.decision, Some(Decision::Propagate { node, hops_to_consumer: 1, .. } ) if node == "s2"), "{p:?}");
+    assert!(
+        matches!(&p.decision, Some(Decision::Propagate { node, hops_to_consumer: 1, .. } ) if node == "s2"),
+        "{p:?}"
+    );
     assert_eq!(p.locator().node, "s2");
     assert_eq!(s2.host.state().get("run", &rid("b")).unwrap(), Some(v.clone()));
     let (got, tier) = s3.continuum.read(&rid("r1"), &p.locator()).await.unwrap().map(|h| (h.value, h.tier)).unwrap();

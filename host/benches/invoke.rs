@@ -14,7 +14,8 @@
 //! ratios to the reference, against the targets: invocation ≤ 1.5× the
 //! reference and p50 ≤ 20 µs; guest-side 1 KiB get ≤ 2 µs.
 
-#[path = "../tests/common/mod.rs"]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use databelt_test_support as common;
 
 use std::time::{Duration, Instant};
@@ -22,8 +23,8 @@ use std::time::{Duration, Instant};
 use common::probe::{Op, Reply};
 use criterion::Criterion;
 use databelt_host::{BackendConfig, Host, InvokeOptions};
-use wasmtime::component::{Component, Linker, ResourceTable, TypedFunc};
 use wasmtime::Store;
+use wasmtime::component::{Component, Linker, ResourceTable, TypedFunc};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 struct RefState {

@@ -406,7 +406,13 @@ impl store::HostScope for DatabeltCtxView<'_> {
         wit(r.map(|e| e.map(to_wit_entry)))
     }
 
-    fn set(&mut self, self_: Resource<ScopeHandle>, key: String, value: Vec<u8>, options: store::SetOptions) -> WitResult<()> {
+    fn set(
+        &mut self,
+        self_: Resource<ScopeHandle>,
+        key: String,
+        value: Vec<u8>,
+        options: store::SetOptions,
+    ) -> WitResult<()> {
         let (t, started) = (self.target(&self_)?, Instant::now());
         let n = value.len();
         let r = t.tier.set(&t.scope, &t.key(&key), value, options.into()).map(|_| ());

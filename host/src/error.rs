@@ -41,7 +41,9 @@ pub enum Error {
     #[error("not a valid WebAssembly component: {0}")]
     InvalidComponent(String),
     /// A core module was given where a component is required.
-    #[error("this is a core WebAssembly module, not a component; build with `--target wasm32-wasip2` or `cargo component build`")]
+    #[error(
+        "this is a core WebAssembly module, not a component; build with `--target wasm32-wasip2` or `cargo component build`"
+    )]
     CoreModule,
     /// The component does not target the `databelt:state/function` world.
     #[error("component does not implement the databelt:state/function world: {0}")]

@@ -314,8 +314,8 @@ impl Host {
 
     /// Deploy the component at `path` under `name`.
     pub fn deploy_file(&self, name: &str, path: &Path) -> Result<FunctionInfo> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| Error::InvalidComponent(format!("cannot read {}: {e}", path.display())))?;
+        let bytes =
+            std::fs::read(path).map_err(|e| Error::InvalidComponent(format!("cannot read {}: {e}", path.display())))?;
         self.deploy(name, &bytes)
     }
 
@@ -326,11 +326,8 @@ impl Host {
         FunctionName::new(name)?;
         check_component_bytes(bytes)?;
         let component = Component::new(&self.inner.engine, bytes).map_err(|e| Error::InvalidComponent(one_line(&e)))?;
-        let instance_pre = self
-            .inner
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| Error::WrongWorld(one_line(&e)))?;
+        let instance_pre =
+            self.inner.linker.instantiate_pre(&component).map_err(|e| Error::WrongWorld(one_line(&e)))?;
         let pre = FunctionPre::new(instance_pre).map_err(|e| Error::WrongWorld(one_line(&e)))?;
         let raw = {
             let invocation = Invocation {
@@ -365,7 +362,8 @@ impl Host {
 
     /// Remove a deployed function; returns whether it existed.
     pub fn undeploy(&self, name: &str) -> Result<bool> {
-        let mut map = self.inner.functions.write().map_err(|_| Error::Runtime("function registry lock poisoned".into()))?;
+        let mut map =
+            self.inner.functions.write().map_err(|_| Error::Runtime("function registry lock poisoned".into()))?;
         Ok(map.remove(name).is_some())
     }
 
@@ -415,7 +413,9 @@ impl Host {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             databelt: match run_scope {
-                Some(r) => DatabeltCtx::new(inner.tier.clone(), invocation).with_successor_check(check).with_run_scope(r),
+                Some(r) => {
+                    DatabeltCtx::new(inner.tier.clone(), invocation).with_successor_check(check).with_run_scope(r)
+                }
                 None => DatabeltCtx::new(inner.tier.clone(), invocation).with_successor_check(check),
             },
             limiter: MemoryLimiter { max_memory: inner.config.max_memory_bytes as usize, refused: false },
@@ -470,8 +470,9 @@ impl Host {
         loop {
             let loaded = self.loaded(&function)?;
             if options.validate_input || step > 0 {
-                crate::schema::check_postcard(&loaded.info.input_schema, &input)
-                    .map_err(|e| if step > 0 { Error::BadInput(format!("hand-off to `{function}`: {e}")) } else { e })?;
+                crate::schema::check_postcard(&loaded.info.input_schema, &input).map_err(|e| {
+                    if step > 0 { Error::BadInput(format!("hand-off to `{function}`: {e}")) } else { e }
+                })?;
             }
             let started = Instant::now();
             let invocation = Invocation {
@@ -505,14 +506,17 @@ impl Host {
 
     fn call_once(&self, loaded: &Loaded, invocation: Invocation, input: &[u8], run_scope: &RunScope) -> Result<Called> {
         let (mut store, instance) = self.instantiate(&loaded.pre, invocation, Some(run_scope.clone()))?;
-        let result = instance
-            .databelt_state_handler()
-            .call_handle(&mut store, input)
-            .map_err(|e| self.classify(&store, e))?;
+        let result =
+            instance.databelt_state_handler().call_handle(&mut store, input).map_err(|e| self.classify(&store, e))?;
         match result {
             Ok(output) => {
                 let ctx = &mut store.data_mut().databelt;
-                Ok(Called { output, hand_off: ctx.take_hand_off(), ops: ctx.state_ops(), run_written: ctx.take_run_written() })
+                Ok(Called {
+                    output,
+                    hand_off: ctx.take_hand_off(),
+                    ops: ctx.state_ops(),
+                    run_written: ctx.take_run_written(),
+                })
             }
             Err(e) => Err(Error::Function(bindings::wit_error_message(&e))),
         }

@@ -12,14 +12,11 @@ use crate::error::{Error, Result};
 /// discriminants). Trailing bytes are an error.
 pub fn check_postcard(schema: &OwnedNamedType, bytes: &[u8]) -> Result<()> {
     let mut cursor = Cursor { bytes, at: 0 };
-    cursor.value(schema).map_err(|why| {
-        Error::BadInput(format!("bytes are not a postcard `{schema}`: at byte {}: {why}", cursor.at))
-    })?;
+    cursor
+        .value(schema)
+        .map_err(|why| Error::BadInput(format!("bytes are not a postcard `{schema}`: at byte {}: {why}", cursor.at)))?;
     if cursor.at != bytes.len() {
-        return Err(Error::BadInput(format!(
-            "{} trailing bytes after a postcard `{schema}`",
-            bytes.len() - cursor.at
-        )));
+        return Err(Error::BadInput(format!("{} trailing bytes after a postcard `{schema}`", bytes.len() - cursor.at)));
     }
     Ok(())
 }
@@ -140,9 +137,8 @@ impl Cursor<'_> {
 
 /// Decode postcard `bytes` of type `schema` into JSON.
 pub fn postcard_to_json(schema: &OwnedNamedType, bytes: &[u8]) -> Result<Value> {
-    let value = postcard_dyn::from_slice_dyn(schema, bytes).map_err(|e| {
-        Error::BadInput(format!("bytes are not a postcard `{schema}` ({e:?})"))
-    })?;
+    let value = postcard_dyn::from_slice_dyn(schema, bytes)
+        .map_err(|e| Error::BadInput(format!("bytes are not a postcard `{schema}` ({e:?})")))?;
     // postcard-dyn ignores what follows the value; re-encoding tells its length.
     let used = postcard_dyn::to_stdvec_dyn(schema, &value)
         .map_err(|e| Error::BadInput(format!("bytes are not a postcard `{schema}` ({e:?})")))?

@@ -3,6 +3,8 @@
 //! The resulting component must deploy and run with state like the
 //! `cargo build --target wasm32-wasip2` one.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use databelt_test_support as common;
 
 use std::process::Command;

@@ -1,6 +1,8 @@
 //! Real components on a real host: every state call, the workflow context,
 //! hand-offs, and every bad input the host must refuse cleanly.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use databelt_test_support as common;
 
 use common::probe::{Op, Reply};
@@ -48,8 +50,9 @@ fn every_state_call_through_a_component() {
     assert_eq!(call(&host, &set("a", b"1")).unwrap(), Reply::Done);
     assert_eq!(call(&host, &get("a")).unwrap(), Reply::Value(Some(b"1".to_vec())));
     assert_eq!(call(&host, &Op::Exists { scope: s("t"), key: s("a") }).unwrap(), Reply::Bool(true));
-    let e = call(&host, &Op::Set { scope: s("t"), key: s("a"), value: b"2".to_vec(), ttl_ms: None, if_not_exists: true })
-        .unwrap_err();
+    let e =
+        call(&host, &Op::Set { scope: s("t"), key: s("a"), value: b"2".to_vec(), ttl_ms: None, if_not_exists: true })
+            .unwrap_err();
     assert!(e.to_string().contains("precondition-failed"), "{e}");
 
     let entries = (0..5).map(|i| (format!("k/{i}"), vec![i as u8])).collect();
@@ -98,7 +101,9 @@ fn context_and_hand_off_chain() {
     host.deploy_file("second", &guest("kv_probe")).unwrap();
     let next = postcard::to_allocvec(&Op::Context).unwrap();
     let input = postcard::to_allocvec(&Op::HandOff { successor: s("second"), next }).unwrap();
-    let out = host.invoke("probe", &input, InvokeOptions { run_id: Some("run-7".parse().unwrap()), ..Default::default() }).unwrap();
+    let out = host
+        .invoke("probe", &input, InvokeOptions { run_id: Some("run-7".parse().unwrap()), ..Default::default() })
+        .unwrap();
     assert_eq!(out.function, "second");
     assert_eq!(out.steps.len(), 2);
     let reply: Reply = postcard::from_bytes(&out.output).unwrap();
@@ -304,8 +309,11 @@ fn state_survives_a_host_restart() {
 #[test]
 fn ttl_through_a_component() {
     let host = probe_host();
-    call(&host, &Op::Set { scope: s("t"), key: s("tmp"), value: b"x".to_vec(), ttl_ms: Some(30), if_not_exists: false })
-        .unwrap();
+    call(
+        &host,
+        &Op::Set { scope: s("t"), key: s("tmp"), value: b"x".to_vec(), ttl_ms: Some(30), if_not_exists: false },
+    )
+    .unwrap();
     assert_eq!(call(&host, &get("tmp")).unwrap(), Reply::Value(Some(b"x".to_vec())));
     std::thread::sleep(std::time::Duration::from_millis(60));
     assert_eq!(call(&host, &get("tmp")).unwrap(), Reply::Value(None));

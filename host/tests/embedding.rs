@@ -2,6 +2,8 @@
 //! Store data, mounts the Databelt interfaces with `add_to_linker` and runs a
 //! Databelt function (the code docs/embedding.md walks through).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use databelt_test_support as common;
 
 use std::sync::Arc;

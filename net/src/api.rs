@@ -116,10 +116,7 @@ struct InvokeQuery {
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"))
+    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"))
 }
 
 async fn invoke(
@@ -156,7 +153,8 @@ async fn invoke(
                 .iter()
                 .map(|s| json!({"function": s.function, "step": s.step, "micros": s.duration.as_micros() as u64}))
                 .collect();
-            let body = json!({"run_id": outcome.run_id, "function": outcome.function, "output": output, "steps": steps});
+            let body =
+                json!({"run_id": outcome.run_id, "function": outcome.function, "output": output, "steps": steps});
             Ok(axum::Json(body).into_response())
         }
         None => {

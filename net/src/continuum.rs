@@ -487,7 +487,14 @@ impl Continuum {
     }
 
     /// Fetch `scope/key` from `place` on `node`.
-    pub async fn fetch(&self, run_id: &RunId, node: &str, place: Place, scope: &str, key: &str) -> Result<Option<Vec<u8>>> {
+    pub async fn fetch(
+        &self,
+        run_id: &RunId,
+        node: &str,
+        place: Place,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>> {
         let (topology, _) = self.topology()?;
         let addr = self.address(&topology, node)?;
         self.peers.get_from(&addr, run_id, place, scope, key).await
@@ -503,12 +510,8 @@ impl Continuum {
         consumer: &str,
         tmax_ms: f64,
     ) -> Result<(Option<Decision>, HintSource, String)> {
-        let request = ElectionRequest {
-            producer: self.node_id.clone(),
-            consumer: consumer.to_string(),
-            size_bytes,
-            tmax_ms,
-        };
+        let request =
+            ElectionRequest { producer: self.node_id.clone(), consumer: consumer.to_string(), size_bytes, tmax_ms };
         let chosen = match policy {
             Policy::Databelt | Policy::Random | Policy::Strict => {
                 let (mut decision, source) = self
@@ -529,11 +532,9 @@ impl Continuum {
             }
             Policy::Stateless => {
                 let (topology, _) = self.topology()?;
-                let cloud = topology
-                    .nodes
-                    .iter()
-                    .find(|n| n.kind == NodeKind::Cloud)
-                    .ok_or_else(|| Error::Unavailable("the stateless policy needs a cloud node; the topology has none".into()))?;
+                let cloud = topology.nodes.iter().find(|n| n.kind == NodeKind::Cloud).ok_or_else(|| {
+                    Error::Unavailable("the stateless policy needs a cloud node; the topology has none".into())
+                })?;
                 (None, HintSource::LocalCache, cloud.id.clone())
             }
         };

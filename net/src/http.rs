@@ -118,7 +118,11 @@ mod tests {
             (Error::MemoryLimitExceeded(1), 500, "memory-limit-exceeded"),
             (Error::UnknownFunction("f".into()), 404, "unknown-function"),
             (Error::QuotaExceeded("big".into()), 413, "quota-exceeded"),
-            (Error::Remote { peer: "p".into(), kind: ErrorKind::AccessDenied, message: "no".into() }, 403, "access-denied"),
+            (
+                Error::Remote { peer: "p".into(), kind: ErrorKind::AccessDenied, message: "no".into() },
+                403,
+                "access-denied",
+            ),
         ];
         for (e, status, kind) in cases {
             let a = ApiError::from(e);

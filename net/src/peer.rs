@@ -203,17 +203,18 @@ async fn put_value(
     let tier = peer.tier.clone();
     let ttl_ms = match headers.get(TTL_HEADER) {
         None => None,
-        Some(v) => Some(v.to_str().ok().and_then(|s| s.parse::<u64>().ok()).ok_or_else(|| {
-            Error::BadInput(format!("`{TTL_HEADER}` must be a number of milliseconds"))
-        })?),
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| Error::BadInput(format!("`{TTL_HEADER}` must be a number of milliseconds")))?,
+        ),
     };
     let max = tier.limits().max_value_bytes;
     // Check the key and the scope before taking the body.
     tier.check_scope_and_key(&scope, &key)?;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.parse::<usize>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<usize>().ok());
     if let Some(n) = declared.filter(|n| *n > max) {
         return Err(Error::QuotaExceeded(format!("value is {n} bytes; the limit is {max}")).into());
     }
@@ -265,10 +266,8 @@ async fn batch_put(
     let run = run_id(&headers)?;
     let req: BatchPut = decode_postcard(&body, "BatchPut")?;
     let tier = peer.for_write(&headers, &run)?;
-    blocking(move || {
-        tier.set_many(&req.scope, req.entries, SetOptions { ttl_ms: req.ttl_ms, if_not_exists: false })
-    })
-    .await?;
+    blocking(move || tier.set_many(&req.scope, req.entries, SetOptions { ttl_ms: req.ttl_ms, if_not_exists: false }))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -366,7 +365,13 @@ impl PeerClient {
     /// Delete `scope/key` on `peer`.
     pub async fn delete(&self, peer: &str, run_id: &RunId, scope: &str, key: &str) -> Result<()> {
         let url = Self::url(peer, scope, key)?;
-        let r = self.http.delete(url).header(RUN_ID_HEADER, run_id.as_str()).send().await.map_err(|e| unreachable(peer, e))?;
+        let r = self
+            .http
+            .delete(url)
+            .header(RUN_ID_HEADER, run_id.as_str())
+            .send()
+            .await
+            .map_err(|e| unreachable(peer, e))?;
         check(peer, r).await.map(|_| ())
     }
 

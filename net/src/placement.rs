@@ -66,7 +66,8 @@ struct At {
 }
 
 fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> std::result::Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::from(Error::BadRequest(format!("body is not the expected JSON: {e}"))))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::from(Error::BadRequest(format!("body is not the expected JSON: {e}"))))
 }
 
 impl PlacementService {

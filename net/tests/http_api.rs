@@ -1,6 +1,8 @@
 //! The HTTP API on a real listener on 127.0.0.1: deploy, list, invoke with
 //! JSON and postcard, and clean errors for bad requests.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use databelt_test_support as common;
 
 use common::{guest, memory_host};
@@ -105,7 +107,8 @@ async fn bad_requests_get_4xx_and_change_nothing() {
     let r = client.post(format!("{}/functions/hello/invoke", srv.base)).body(vec![0xffu8; 3]).send().await.unwrap();
     assert_eq!(r.status(), 400);
     // The function's own error is a 422 with its message.
-    let r = client.post(format!("{}/functions/hello/invoke", srv.base)).json(&json!({"name": ""})).send().await.unwrap();
+    let r =
+        client.post(format!("{}/functions/hello/invoke", srv.base)).json(&json!({"name": ""})).send().await.unwrap();
     assert_eq!(r.status(), 422);
     let body: Value = r.json().await.unwrap();
     assert!(body["message"].as_str().unwrap().contains("name must not be empty"), "{body}");

@@ -1,11 +1,13 @@
 //! The peer protocol between two real hosts on 127.0.0.1.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use databelt_test_support as common;
 
 use std::time::Duration;
 
-use databelt_net::peer::{BatchGet, BatchPut, PeerClient, RUN_ID_HEADER};
 use databelt_host::{BackendConfig, ErrorKind, Host, HostConfig};
+use databelt_net::peer::{BatchGet, BatchPut, PeerClient, RUN_ID_HEADER};
 
 /// A run id from a literal.
 fn rid(id: &str) -> databelt_types::RunId {
@@ -114,9 +116,8 @@ async fn malformed_and_oversized_requests_are_4xx_and_change_nothing() {
         .send()
         .await;
     assert_refused_as_too_large(r);
-    let chunks = futures_util::stream::iter(
-        (0..20).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![0u8; 100 * 1024]))),
-    );
+    let chunks =
+        futures_util::stream::iter((0..20).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![0u8; 100 * 1024]))));
     let r = http
         .put(format!("{base}/peer/v1/state/wf/k"))
         .header(RUN_ID_HEADER, "r")
@@ -128,15 +129,29 @@ async fn malformed_and_oversized_requests_are_4xx_and_change_nothing() {
     // a pooled client may not have noticed yet, so go on with a fresh one.
     let http = reqwest::Client::new();
     // Bad scope name; oversize key.
-    let r = http.put(format!("{base}/peer/v1/state/no%20spaces/k")).header(RUN_ID_HEADER, "r").body("x").send().await.unwrap();
+    let r = http
+        .put(format!("{base}/peer/v1/state/no%20spaces/k"))
+        .header(RUN_ID_HEADER, "r")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let long = "k".repeat(600);
-    let r = http.put(format!("{base}/peer/v1/state/wf/{long}")).header(RUN_ID_HEADER, "r").body("x").send().await.unwrap();
+    let r =
+        http.put(format!("{base}/peer/v1/state/wf/{long}")).header(RUN_ID_HEADER, "r").body("x").send().await.unwrap();
     assert_eq!(r.status(), 413);
     // Malformed postcard batches; an over-limit batch writes nothing.
-    let r = http.post(format!("{base}/peer/v1/batch-put")).header(RUN_ID_HEADER, "r").body(vec![0xffu8; 9]).send().await.unwrap();
+    let r = http
+        .post(format!("{base}/peer/v1/batch-put"))
+        .header(RUN_ID_HEADER, "r")
+        .body(vec![0xffu8; 9])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
-    let too_many = BatchPut { scope: "wf".into(), entries: (0..300).map(|i| (format!("b{i}"), vec![1])).collect(), ttl_ms: None };
+    let too_many =
+        BatchPut { scope: "wf".into(), entries: (0..300).map(|i| (format!("b{i}"), vec![1])).collect(), ttl_ms: None };
     let e = client().batch_put(&peer.addr, &rid("r"), &too_many).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::QuotaExceeded, "{e}");
 

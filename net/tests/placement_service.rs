@@ -1,6 +1,8 @@
 //! The placement service on loopback, and the client's fallback to local
 //! election when it is gone.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use databelt_net::placement::{HintSource, PlacementClient, PlacementService, Slos};
@@ -61,12 +63,7 @@ async fn hints_slos_errors_and_local_fallback() {
         Err(Error::UnknownNode(node)) => assert_eq!(node, "mars"),
         other => panic!("{other:?}"),
     }
-    let r = http
-        .put(format!("http://{addr}/v1/slos/w"))
-        .json(&serde_json::json!({"s": -5.0}))
-        .send()
-        .await
-        .unwrap();
+    let r = http.put(format!("http://{addr}/v1/slos/w")).json(&serde_json::json!({"s": -5.0})).send().await.unwrap();
     assert_eq!(r.status(), 400);
 
     // The service goes away: the client elects on its cache, same answer.

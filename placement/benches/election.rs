@@ -6,6 +6,8 @@
 //! Dijkstra over the same snapshot (the shortest-path work any election
 //! must do). The summary prints the p50 of each and their ratio.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
@@ -90,7 +92,10 @@ fn main() {
     }
     criterion.final_summary();
     println!("\n== election summary (p50, same run)");
-    println!("{:>7} {:>12} {:>16} {:>14} {:>9} {:>12}", "nodes", "elect", "snapshot+elect", "dijkstra ref", "ratio", "prototype");
+    println!(
+        "{:>7} {:>12} {:>16} {:>14} {:>9} {:>12}",
+        "nodes", "elect", "snapshot+elect", "dijkstra ref", "ratio", "prototype"
+    );
     for (n, e, s, d, proto) in rows {
         let ms = |x: Duration| x.as_secs_f64() * 1e3;
         println!(

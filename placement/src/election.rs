@@ -127,7 +127,8 @@ impl Decision {
     pub fn slo_missed(&self) -> bool {
         matches!(
             self,
-            Decision::BestEffort { .. } | Decision::Stay { reason: StayReason::NoNodeFits | StayReason::Unreachable, .. }
+            Decision::BestEffort { .. }
+                | Decision::Stay { reason: StayReason::NoNodeFits | StayReason::Unreachable, .. }
         )
     }
 
@@ -144,12 +145,8 @@ pub fn elect(snapshot: &Snapshot, request: &ElectionRequest) -> Result<Decision>
     if !(request.tmax_ms.is_finite() && request.tmax_ms >= 0.0) {
         return Err(Error::BadRequest(format!("tmax_ms must be a non-negative number, got {}", request.tmax_ms)));
     }
-    let producer = snapshot
-        .index_of(&request.producer)
-        .ok_or_else(|| Error::UnknownNode(request.producer.clone()))?;
-    let consumer = snapshot
-        .index_of(&request.consumer)
-        .ok_or_else(|| Error::UnknownNode(request.consumer.clone()))?;
+    let producer = snapshot.index_of(&request.producer).ok_or_else(|| Error::UnknownNode(request.producer.clone()))?;
+    let consumer = snapshot.index_of(&request.consumer).ok_or_else(|| Error::UnknownNode(request.consumer.clone()))?;
     if producer == consumer {
         let path = vec![PathNode { node: request.producer.clone(), tmig_ms: 0.0, window_ok: true }];
         return Ok(Decision::Stay { reason: StayReason::AlreadyLocal, path });
@@ -309,7 +306,10 @@ mod tests {
             text += &format!("[[node]]\nid = \"n{i}\"\nkind = \"satellite\"\n");
         }
         for i in 0..3 {
-            text += &format!("[[link]]\na = \"n{i}\"\nb = \"n{}\"\nlatency_ms = 10\njitter_ms = 1\nbandwidth_mbps = 40\n", i + 1);
+            text += &format!(
+                "[[link]]\na = \"n{i}\"\nb = \"n{}\"\nlatency_ms = 10\njitter_ms = 1\nbandwidth_mbps = 40\n",
+                i + 1
+            );
         }
         text += "windows = [{start_ms = 0, end_ms = 500}]\n";
         let late = Topology::from_toml(&text).unwrap();

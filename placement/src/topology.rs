@@ -222,7 +222,10 @@ impl Topology {
                     return bad(format!("{name}: window {}..{} ms is empty or reversed", w.start_ms, w.end_ms));
                 }
                 if w.end_ms > period {
-                    return bad(format!("{name}: window {}..{} ms ends after the period ({period} ms)", w.start_ms, w.end_ms));
+                    return bad(format!(
+                        "{name}: window {}..{} ms ends after the period ({period} ms)",
+                        w.start_ms, w.end_ms
+                    ));
                 }
             }
             for pair in ws.windows(2) {
@@ -440,7 +443,9 @@ bandwidth_mbps = 40
 
     #[test]
     fn bad_topologies_say_why() {
-        assert!(err("[[link]]\na = \"a\"\nb = \"zz\"\nlatency_ms = 1\nbandwidth_mbps = 1\n").contains("unknown node `zz`"));
+        assert!(
+            err("[[link]]\na = \"a\"\nb = \"zz\"\nlatency_ms = 1\nbandwidth_mbps = 1\n").contains("unknown node `zz`")
+        );
         let neg = Topology::from_toml(&BASE.replace("bandwidth_mbps = 40", "bandwidth_mbps = -4")).unwrap_err();
         assert!(neg.to_string().contains("bandwidth_mbps must be positive"), "{neg}");
         let overlap = BASE.replace(
@@ -453,7 +458,8 @@ bandwidth_mbps = 40
         assert!(err("[[link]]\na = \"b\"\nb = \"a\"\nlatency_ms = 1\nbandwidth_mbps = 1\n").contains("defined twice"));
         let unknown = Topology::from_toml(&format!("{BASE}colour = 1\n")).unwrap_err().to_string();
         assert!(unknown.contains("line"), "{unknown}");
-        let past = BASE.replace("bandwidth_mbps = 40", "bandwidth_mbps = 40\nwindows = [{start_ms = 0, end_ms = 5000}]");
+        let past =
+            BASE.replace("bandwidth_mbps = 40", "bandwidth_mbps = 40\nwindows = [{start_ms = 0, end_ms = 5000}]");
         assert!(Topology::from_toml(&past).unwrap_err().to_string().contains("after the period"));
         let kind = BASE.replace("kind = \"cloud\"", "kind = \"moon\"");
         assert!(Topology::from_toml(&kind).is_err());
@@ -461,10 +467,9 @@ bandwidth_mbps = 40
 
     #[test]
     fn windows_decide_which_links_exist() {
-        let t = Topology::from_toml(&BASE.replace(
-            "bandwidth_mbps = 40",
-            "bandwidth_mbps = 40\nwindows = [{start_ms = 100, end_ms = 300}]",
-        ))
+        let t = Topology::from_toml(
+            &BASE.replace("bandwidth_mbps = 40", "bandwidth_mbps = 40\nwindows = [{start_ms = 100, end_ms = 300}]"),
+        )
         .unwrap();
         assert_eq!(t.snapshot(50).graph.edge_count(), 0);
         let s = t.snapshot(1150);
@@ -508,7 +513,8 @@ mod scenario_tests {
 
     #[test]
     fn routes_sum_latency_and_jitter_and_take_the_bottleneck() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/paper-testbed.toml")).unwrap();
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/paper-testbed.toml")).unwrap();
         let t = Topology::from_toml(&text).unwrap();
         let s = t.snapshot(0);
         let r = s.route("sat2", "sat6").unwrap();
@@ -525,7 +531,8 @@ mod scenario_tests {
 
     #[test]
     fn compressed_schedules_keep_their_shape() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/paper-testbed.toml")).unwrap();
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/paper-testbed.toml")).unwrap();
         let t = Topology::from_toml(&text).unwrap();
         let fast = t.compressed(12);
         fast.validate().unwrap();

@@ -102,8 +102,8 @@ impl Workflow {
     /// Parse TOML and validate the DAG (not the nodes: see
     /// [`Workflow::check_nodes`]).
     pub fn from_toml(text: &str) -> Result<Workflow> {
-        let workflow: Workflow = toml::from_str(text)
-            .map_err(|e| Error::BadRequest(format!("workflow, {}", toml_error(text, &e))))?;
+        let workflow: Workflow =
+            toml::from_str(text).map_err(|e| Error::BadRequest(format!("workflow, {}", toml_error(text, &e))))?;
         workflow.order()?;
         Ok(workflow)
     }

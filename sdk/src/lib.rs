@@ -163,8 +163,7 @@ pub mod __private {
         E: core::fmt::Display + 'static,
         F: FnOnce(&crate::Context, I) -> Result<O, E>,
     {
-        let input: I = postcard::from_bytes(&input)
-            .map_err(|e| WitError::Other(format!("malformed input: {e}")))?;
+        let input: I = postcard::from_bytes(&input).map_err(|e| WitError::Other(format!("malformed input: {e}")))?;
         let ctx = crate::Context::current();
         let output = f(&ctx, input).map_err(to_wit_error)?;
         postcard::to_allocvec(&output).map_err(|e| WitError::Other(format!("cannot encode output: {e}")))

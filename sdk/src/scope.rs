@@ -177,10 +177,7 @@ impl Scope {
 
     /// Store every entry, all or none.
     pub fn set_many<T: Serialize>(&self, entries: &[(&str, T)]) -> Result<()> {
-        let encoded = entries
-            .iter()
-            .map(|(k, v)| Ok((k.to_string(), encode(v)?)))
-            .collect::<Result<Vec<_>>>()?;
+        let encoded = entries.iter().map(|(k, v)| Ok((k.to_string(), encode(v)?))).collect::<Result<Vec<_>>>()?;
         Ok(self.inner.set_many(&encoded, SetOptions::default().into())?)
     }
 

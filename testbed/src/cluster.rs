@@ -146,8 +146,13 @@ impl Cluster {
             .await
             .map_err(|e| Error::Config(format!("placement service on {}: {e}", options.placement_listen)))?;
         let placement_url = format!("http://{paddr}");
-        let mut cluster =
-            Cluster { placement_url, topology: topology.clone(), nodes: Vec::new(), emulator, placement_stop: Some(pstop) };
+        let mut cluster = Cluster {
+            placement_url,
+            topology: topology.clone(),
+            nodes: Vec::new(),
+            emulator,
+            placement_stop: Some(pstop),
+        };
         for (node, listener) in topology.nodes.iter().zip(listeners) {
             let mut config = options.host.clone();
             config.node_id = node.id.clone();

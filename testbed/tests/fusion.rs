@@ -4,15 +4,17 @@
 //! the states a step hands on go as one batch per destination, and a run's
 //! sandbox is visible to that run only and dropped when it ends.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::Path;
 
-use databelt_testbed::Cluster;
-use databelt_net::continuum::Policy;
 use databelt_host::schema;
+use databelt_net::continuum::Policy;
 use databelt_net::workflow::protocol::{RUN_SCOPE, StepResult};
 use databelt_net::workflow::{RunOptions, RunReport, Runner};
+use databelt_testbed::Cluster;
 use serde_json::{Value, json};
 
 /// A run id from a literal.
@@ -128,7 +130,10 @@ async fn group_retrieval_is_one_request_per_source_node_and_offload_one_per_dest
             let report = runner.run(plan(&runner, b, 10_000, b), &RunOptions::default()).await.unwrap();
             let out = output(&runner, &report, "r");
             assert_eq!(out["found"], json!(b), "fusion {fusion}, B = {b}: {out}");
-            assert_eq!(out["trail"], json!([format!("group-{fusion}-w@s1"), format!("group-{fusion}-m@s2"), format!("group-{fusion}-r@s3")]));
+            assert_eq!(
+                out["trail"],
+                json!([format!("group-{fusion}-w@s1"), format!("group-{fusion}-m@s2"), format!("group-{fusion}-r@s3")])
+            );
             // Offload: w's output and its B states went to s2.
             let w = step(&report, "w");
             assert_eq!(w.handoffs.len(), 1);
@@ -201,11 +206,17 @@ async fn a_runs_sandbox_is_visible_to_that_run_only_and_dropped_at_its_end() {
     assert!(s1.host.sandboxes().get(&b.run_id).unwrap().is_none(), "run B's sandbox is dropped");
     assert!(s1.host.sandboxes().get(&a.run_id).unwrap().is_some(), "run A's is untouched");
     // A peer asking for A's states under another run id gets nothing.
-    let peers = databelt_net::peer::PeerClient::new(std::time::Duration::from_secs(2), std::time::Duration::from_secs(5)).unwrap();
+    let peers =
+        databelt_net::peer::PeerClient::new(std::time::Duration::from_secs(2), std::time::Duration::from_secs(5))
+            .unwrap();
     let key = format!("{}/s/s0", a.run_id);
-    let other = peers.get_from(&s1.address, &rid("someone-else"), databelt_net::peer::Place::Sandbox, RUN_SCOPE, &key).await.unwrap();
+    let other = peers
+        .get_from(&s1.address, &rid("someone-else"), databelt_net::peer::Place::Sandbox, RUN_SCOPE, &key)
+        .await
+        .unwrap();
     assert_eq!(other, None);
-    let own = peers.get_from(&s1.address, &a.run_id, databelt_net::peer::Place::Sandbox, RUN_SCOPE, &key).await.unwrap();
+    let own =
+        peers.get_from(&s1.address, &a.run_id, databelt_net::peer::Place::Sandbox, RUN_SCOPE, &key).await.unwrap();
     assert_eq!(own, Some(vec![0u8; 100]));
     // A malformed sandbox header is refused and changes nothing.
     let r = reqwest::Client::new()

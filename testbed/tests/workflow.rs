@@ -3,18 +3,20 @@
 //! under each policy, reads are counted per tier, failures do not lose state,
 //! and a finished run leaves nothing behind.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::Path;
 use std::time::Duration;
 
-use databelt_testbed::{Cluster, ClusterOptions};
+use databelt_host::{BackendConfig, schema};
 use databelt_net::continuum::{Policy, ReadTier};
 use databelt_net::peer::Place;
 use databelt_net::workflow::protocol::{RUN_SCOPE, StepInput, StepRequest};
 use databelt_net::workflow::{RunOptions, RunReport, Runner};
-use databelt_host::{BackendConfig, schema};
 use databelt_placement::Topology;
+use databelt_testbed::{Cluster, ClusterOptions};
 use serde_json::{Value, json};
 
 async fn cluster() -> (Cluster, tempfile::TempDir) {
@@ -54,7 +56,11 @@ async fn a_chain_runs_on_its_nodes_and_reads_its_state_locally() {
     let path = workflow(
         dir.path(),
         "chain",
-        &[("a", "stage", "s1", 1000.0, &[]), ("b", "stage", "s3", 1000.0, &["a"]), ("c", "stage", "cloud", 1000.0, &["b"])],
+        &[
+            ("a", "stage", "s1", 1000.0, &[]),
+            ("b", "stage", "s3", 1000.0, &["a"]),
+            ("c", "stage", "cloud", 1000.0, &["b"]),
+        ],
     );
     let runner = runner(&cluster, &path).await;
     let report = runner.run(input(&runner, 10, Some(50_000)), &RunOptions::default()).await.unwrap();
@@ -140,7 +146,11 @@ async fn the_policies_differ_in_where_state_goes_and_after_many_runs_nothing_is_
     let path = workflow(
         dir.path(),
         "pol",
-        &[("a", "stage", "s1", 1000.0, &[]), ("b", "stage", "s3", 1000.0, &["a"]), ("c", "stage", "s2", 1000.0, &["b"])],
+        &[
+            ("a", "stage", "s1", 1000.0, &[]),
+            ("b", "stage", "s3", 1000.0, &["a"]),
+            ("c", "stage", "s2", 1000.0, &["b"]),
+        ],
     );
     let runner = runner(&cluster, &path).await;
     let mut availability = Vec::new();
@@ -345,8 +355,7 @@ async fn wildfire_example_runs_on_the_paper_testbed() {
 
     let scene = schema::json_to_postcard(schema, &json!({"seed": 42, "tiles": 16, "side": 64})).unwrap();
     let report = runner.run(scene.clone(), &RunOptions::default()).await.unwrap();
-    let steps: Vec<(&str, &str)> =
-        report.steps.iter().map(|s| (s.step.as_str(), s.result.node.as_str())).collect();
+    let steps: Vec<(&str, &str)> = report.steps.iter().map(|s| (s.step.as_str(), s.result.node.as_str())).collect();
     assert_eq!(steps, [("preprocess", "sat2"), ("mark", "sat4"), ("confirm", "sat6"), ("alarm", "cloud")]);
     let alarm = output(&runner, &report, "alarm");
     assert_eq!(alarm["fire"], json!(true), "{alarm}");
@@ -385,7 +394,8 @@ async fn emulated_links_move_state_at_the_scenarios_speed() {
         toml += &format!("[[node]]\nid = \"{id}\"\nkind = \"{kind}\"\naddress = \"127.0.0.1:0\"\n");
     }
     for (a, b, lat) in [("cloud", "s1", 60), ("s1", "s2", 10), ("s2", "s3", 10)] {
-        toml += &format!("[[link]]\na = \"{a}\"\nb = \"{b}\"\nlatency_ms = {lat}\njitter_ms = 1\nbandwidth_mbps = 40\n");
+        toml +=
+            &format!("[[link]]\na = \"{a}\"\nb = \"{b}\"\nlatency_ms = {lat}\njitter_ms = 1\nbandwidth_mbps = 40\n");
     }
     let (mut host, dir) = common::temp_config();
     host.backend = BackendConfig::Memory;
@@ -405,7 +415,11 @@ async fn emulated_links_move_state_at_the_scenarios_speed() {
     let h = &report.steps[0].result.handoffs[0];
     assert_eq!(h.locator.node, "s3");
     let floor_ms = 19.0 + 200_000.0 * 8.0 / 40e6 * 1000.0;
-    assert!(h.micros as f64 / 1000.0 >= floor_ms, "hand-off took {} µs, the link allows no less than {floor_ms} ms", h.micros);
+    assert!(
+        h.micros as f64 / 1000.0 >= floor_ms,
+        "hand-off took {} µs, the link allows no less than {floor_ms} ms",
+        h.micros
+    );
     assert_eq!(report.local_availability(), 1.0);
 
     // Unfused, with the stateless policy: b reads its input from the cloud,

@@ -183,7 +183,8 @@ impl ErrorBody {
         };
         let text = String::from_utf8_lossy(body);
         let text = text.trim();
-        let message = if text.is_empty() { format!("HTTP status {status}") } else { format!("HTTP status {status}: {text}") };
+        let message =
+            if text.is_empty() { format!("HTTP status {status}") } else { format!("HTTP status {status}: {text}") };
         ErrorBody { error: kind, message }
     }
 }

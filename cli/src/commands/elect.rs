@@ -31,8 +31,12 @@ pub struct Args {
 /// Run the command.
 pub fn run(args: Args) -> Result<()> {
     let topology = Topology::from_file(&args.scenario)?;
-    let request =
-        ElectionRequest { producer: args.producer, consumer: args.consumer, size_bytes: args.size, tmax_ms: args.tmax_ms };
+    let request = ElectionRequest {
+        producer: args.producer,
+        consumer: args.consumer,
+        size_bytes: args.size,
+        tmax_ms: args.tmax_ms,
+    };
     let decision = databelt_placement::elect(&topology.snapshot(args.at_ms), &request)?;
     println!("{}", serde_json::to_string_pretty(&decision)?);
     Ok(())

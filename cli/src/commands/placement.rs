@@ -25,8 +25,9 @@ pub fn run(args: Args) -> Result<()> {
     let topology = Topology::from_file(&args.scenario)?;
     let service = PlacementService::new(topology)?;
     runtime()?.block_on(async move {
-        let listener =
-            tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
         eprintln!("databelt placement serving {} on http://{}", args.scenario.display(), listener.local_addr()?);
         service.serve(listener, ctrl_c()).await.context("placement service failed")
     })

@@ -12,10 +12,7 @@ pub fn encode_counter(value: i64) -> [u8; 8] {
 /// Decode a counter; any length but 8 is a precondition failure.
 pub fn decode_counter(bytes: &[u8]) -> Result<i64> {
     let arr: [u8; 8] = bytes.try_into().map_err(|_| {
-        Error::PreconditionFailed(format!(
-            "value is {} bytes, not an 8-byte little-endian s64 counter",
-            bytes.len()
-        ))
+        Error::PreconditionFailed(format!("value is {} bytes, not an 8-byte little-endian s64 counter", bytes.len()))
     })?;
     Ok(i64::from_le_bytes(arr))
 }

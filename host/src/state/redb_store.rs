@@ -33,8 +33,7 @@ impl RedbStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::storage_in(format!("cannot create {}", dir.display()), e))?;
         }
-        let db = Database::create(path)
-            .map_err(|e| Error::storage_in(format!("cannot open {}", path.display()), e))?;
+        let db = Database::create(path).map_err(|e| Error::storage_in(format!("cannot open {}", path.display()), e))?;
         Ok(RedbStore { db })
     }
 }

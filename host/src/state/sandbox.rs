@@ -94,9 +94,10 @@ impl Sandbox {
     pub fn take(&self, scope: &str, key: &str) -> Result<Option<Vec<u8>>> {
         let taken = self.store.inner.take(scope, key)?;
         if let Some(e) = &taken {
-            let _ = self.store.used.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
-                Some(u.saturating_sub(e.value.len() as u64))
-            });
+            let _ = self
+                .store
+                .used
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| Some(u.saturating_sub(e.value.len() as u64)));
         }
         Ok(taken.filter(|e| e.is_live(now_ms())).map(|e| e.value))
     }
@@ -204,7 +205,11 @@ mod tests {
         assert_eq!(boxes.runs().unwrap(), ["run-a", "run-b"]);
         assert_eq!(boxes.drop_run(&run("run-a")).unwrap(), 6);
         assert!(boxes.get(&run("run-a")).unwrap().is_none());
-        assert_eq!(boxes.open(&run("run-a")).unwrap().tier().get("s", "k").unwrap(), None, "a new sandbox starts empty");
+        assert_eq!(
+            boxes.open(&run("run-a")).unwrap().tier().get("s", "k").unwrap(),
+            None,
+            "a new sandbox starts empty"
+        );
     }
 
     #[test]

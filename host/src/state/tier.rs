@@ -415,12 +415,14 @@ mod tests {
                 panic!("expected swap");
             };
             assert_ne!(v2, cur.version);
-            let CasOutcome::Stale(Some(now)) = t.compare_and_swap("s", "k", Some(&tok), b"d".to_vec()).unwrap()
-            else {
+            let CasOutcome::Stale(Some(now)) = t.compare_and_swap("s", "k", Some(&tok), b"d".to_vec()).unwrap() else {
                 panic!("old token must be stale");
             };
             assert_eq!(now.value, b"c");
-            assert!(matches!(t.compare_and_swap("s", "k", Some(b"junk"), b"e".to_vec()).unwrap(), CasOutcome::Stale(_)));
+            assert!(matches!(
+                t.compare_and_swap("s", "k", Some(b"junk"), b"e".to_vec()).unwrap(),
+                CasOutcome::Stale(_)
+            ));
             assert_eq!(t.get("s", "k").unwrap(), Some(b"c".to_vec()));
         }
     }
@@ -481,7 +483,11 @@ mod tests {
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            (0u8..3, any::<bool>(), any::<u8>()).prop_map(|(key, use_current, value)| Op::Cas { key, use_current, value }),
+            (0u8..3, any::<bool>(), any::<u8>()).prop_map(|(key, use_current, value)| Op::Cas {
+                key,
+                use_current,
+                value
+            }),
             (0u8..3, any::<u8>()).prop_map(|(key, value)| Op::Set { key, value }),
             (0u8..3).prop_map(|key| Op::Delete { key }),
         ]

@@ -109,7 +109,8 @@ impl StepExecutor {
             result.output = Some(outcome.output);
         } else {
             let stored = Instant::now();
-            let (handoffs, run_states, store_micros) = step.store_and_hand_on(&request, outcome.output, &written).await?;
+            let (handoffs, run_states, store_micros) =
+                step.store_and_hand_on(&request, outcome.output, &written).await?;
             step.counters.state_micros += micros(stored);
             result.handoffs = handoffs;
             result.run_states = run_states;
@@ -274,7 +275,11 @@ impl<'a> StepRun<'a> {
     async fn read_one(&mut self, locator: &Locator, sole: bool) -> Result<ReadHit> {
         let fused_local = match &self.sandbox {
             Some(sb) if locator.node == self.here && locator.place == Place::Sandbox => {
-                if sole { sb.take(&locator.scope, &locator.key)? } else { sb.tier().get(&locator.scope, &locator.key)? }
+                if sole {
+                    sb.take(&locator.scope, &locator.key)?
+                } else {
+                    sb.tier().get(&locator.scope, &locator.key)?
+                }
             }
             _ => None,
         };
@@ -370,7 +375,8 @@ impl<'a> StepRun<'a> {
         let host = self.executor.host.clone();
         let function = request.function.clone();
         let run_scope = RunScope::new(self.local.clone(), RUN_SCOPE, &self.prefix, self.sandbox.is_some());
-        let options = InvokeOptions { run_id: Some(self.run_id.clone()), validate_input: true, run_scope: Some(run_scope) };
+        let options =
+            InvokeOptions { run_id: Some(self.run_id.clone()), validate_input: true, run_scope: Some(run_scope) };
         let outcome = blocking(move || host.invoke(&function, &input, options)).await?;
         let ops = outcome.state_ops;
         self.counters.store_ops += ops.store_ops;
@@ -420,8 +426,10 @@ impl<'a> StepRun<'a> {
                 let tier = self.executor.host.state().clone();
                 let (copy, ttl) = (entries.clone(), request.ttl_ms);
                 let bytes: u64 = copy.iter().map(|(_, v)| v.len() as u64).sum();
-                blocking(move || tier.set_many(RUN_SCOPE, copy, SetOptions { ttl_ms: Some(ttl), if_not_exists: false }))
-                    .await?;
+                blocking(move || {
+                    tier.set_many(RUN_SCOPE, copy, SetOptions { ttl_ms: Some(ttl), if_not_exists: false })
+                })
+                .await?;
                 self.counters.local(false, bytes);
             }
             let store_micros = micros(t);

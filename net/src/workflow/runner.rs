@@ -173,10 +173,7 @@ impl Runner {
         placement: PlacementClient,
         cache_dir: Option<PathBuf>,
     ) -> Result<Runner> {
-        let view = placement
-            .refresh()
-            .await
-            .map_err(|e| Error::Unavailable(format!("placement service: {e}")))?;
+        let view = placement.refresh().await.map_err(|e| Error::Unavailable(format!("placement service: {e}")))?;
         workflow.check_nodes(&view.topology).map_err(|e| Error::Config(e.to_string()))?;
         let describer = Host::new(HostConfig {
             backend: BackendConfig::Memory,
@@ -294,7 +291,9 @@ impl Runner {
             .send()
             .await
             .map_err(|e| unreachable(addr, e))?;
-        check(addr, r).await.map_err(|e| Error::Workflow(format!("deploying step `{}` on `{node}`: {e}", step.name)))?;
+        check(addr, r)
+            .await
+            .map_err(|e| Error::Workflow(format!("deploying step `{}` on `{node}`: {e}", step.name)))?;
         deployed.insert(key);
         Ok(())
     }
@@ -428,9 +427,10 @@ impl Runner {
         } else {
             let mut locators = Vec::new();
             for p in &s.after {
-                let l = run.handed.get(&(s.name.clone(), p.clone())).cloned().ok_or_else(|| {
-                    Error::Workflow(format!("step `{}`: no state was handed on by `{p}`", s.name))
-                })?;
+                let l =
+                    run.handed.get(&(s.name.clone(), p.clone())).cloned().ok_or_else(|| {
+                        Error::Workflow(format!("step `{}`: no state was handed on by `{p}`", s.name))
+                    })?;
                 locators.push(l);
             }
             StepInput::Handed(locators)
@@ -474,8 +474,7 @@ impl Runner {
                     .send()
                     .await
                     .map_err(|e| unreachable(&addr, e))?;
-                let v: serde_json::Value =
-                    check(&addr, r).await?.json().await.map_err(|e| unreachable(&addr, e))?;
+                let v: serde_json::Value = check(&addr, r).await?.json().await.map_err(|e| unreachable(&addr, e))?;
                 Ok(v["deleted"].as_u64().unwrap_or(0))
             }
             .await;

@@ -83,10 +83,7 @@ fn expand_function(func: &ItemFn, reads: &[syn::LitStr]) -> syn::Result<proc_mac
         FnArg::Receiver(r) => return Err(syn::Error::new(r.span(), "a Databelt function cannot take `self`")),
     };
     if !is_context_ref(ctx_ty) {
-        return Err(syn::Error::new(
-            ctx_ty.span(),
-            "the first parameter must be `&Context` (databelt::Context)",
-        ));
+        return Err(syn::Error::new(ctx_ty.span(), "the first parameter must be `&Context` (databelt::Context)"));
     }
     let input_ty = match input {
         FnArg::Typed(p) => &p.ty,
@@ -96,14 +93,10 @@ fn expand_function(func: &ItemFn, reads: &[syn::LitStr]) -> syn::Result<proc_mac
         return Err(syn::Error::new(r.span(), "the input must be taken by value (an owned, deserializable type)"));
     }
     let output_ty = match &sig.output {
-        ReturnType::Type(_, ty) => result_ok_type(ty).ok_or_else(|| {
-            syn::Error::new(ty.span(), "a Databelt function must return `Result<Output, Error>`")
-        })?,
+        ReturnType::Type(_, ty) => result_ok_type(ty)
+            .ok_or_else(|| syn::Error::new(ty.span(), "a Databelt function must return `Result<Output, Error>`"))?,
         ReturnType::Default => {
-            return Err(syn::Error::new(
-                sig.ident.span(),
-                "a Databelt function must return `Result<Output, Error>`",
-            ));
+            return Err(syn::Error::new(sig.ident.span(), "a Databelt function must return `Result<Output, Error>`"));
         }
     };
     let name = &sig.ident;

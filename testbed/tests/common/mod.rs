@@ -15,7 +15,8 @@ pub async fn chain_cluster() -> (databelt_testbed::Cluster, tempfile::TempDir) {
         toml += &format!("[[node]]\nid = \"{id}\"\nkind = \"{kind}\"\naddress = \"127.0.0.1:0\"\n");
     }
     for (a, b, lat) in [("cloud", "s1", 60), ("s1", "s2", 10), ("s2", "s3", 10)] {
-        toml += &format!("[[link]]\na = \"{a}\"\nb = \"{b}\"\nlatency_ms = {lat}\njitter_ms = 1\nbandwidth_mbps = 40\n");
+        toml +=
+            &format!("[[link]]\na = \"{a}\"\nb = \"{b}\"\nlatency_ms = {lat}\njitter_ms = 1\nbandwidth_mbps = 40\n");
     }
     let (mut host, dir) = temp_config();
     host.backend = databelt_host::BackendConfig::Memory;
@@ -28,7 +29,12 @@ pub async fn chain_cluster() -> (databelt_testbed::Cluster, tempfile::TempDir) {
         advertise: None,
         emulate: None,
     };
-    (databelt_testbed::Cluster::start(databelt_placement::Topology::from_toml(&toml).unwrap(), options).await.unwrap(), dir)
+    (
+        databelt_testbed::Cluster::start(databelt_placement::Topology::from_toml(&toml).unwrap(), options)
+            .await
+            .unwrap(),
+        dir,
+    )
 }
 
 /// A runner of the workflow at `path` on `cluster`, sharing the tests'

@@ -73,12 +73,7 @@ pub fn memory_host() -> Host {
 
 /// Write workflow `name` into `dir`: `header` lines, then one step per
 /// (step, guest, node, tmax_ms, after); component paths are absolute.
-pub fn write_workflow(
-    dir: &Path,
-    name: &str,
-    header: &str,
-    steps: &[(&str, &str, &str, f64, &[&str])],
-) -> PathBuf {
+pub fn write_workflow(dir: &Path, name: &str, header: &str, steps: &[(&str, &str, &str, f64, &[&str])]) -> PathBuf {
     let mut text = format!("name = \"{name}\"\n{header}\n");
     for (step, guest_name, node, tmax, after) in steps {
         let after: Vec<String> = after.iter().map(|a| format!("\"{a}\"")).collect();
@@ -92,4 +87,3 @@ pub fn write_workflow(
     std::fs::write(&path, text).unwrap();
     path
 }
-

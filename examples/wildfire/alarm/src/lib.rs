@@ -10,13 +10,15 @@ fn alarm(ctx: &Context, input: Frame) -> Result<Alarm, Error> {
         return Err(Error::Other("alarm needs the confirming pass's report, got tiles".into()));
     };
     let fire = report.hotspots > 0;
-    let raised_before = if fire {
-        ctx.scope("wildfire")?.increment(&format!("alarms/{}", report.seed), 1)? - 1
-    } else {
-        0
-    };
+    let raised_before =
+        if fire { ctx.scope("wildfire")?.increment(&format!("alarms/{}", report.seed), 1)? - 1 } else { 0 };
     let message = if fire {
-        format!("FIRE: {} hotspots in {} tiles, max heat {}", report.hotspots, report.burning_tiles.len(), report.max_heat)
+        format!(
+            "FIRE: {} hotspots in {} tiles, max heat {}",
+            report.hotspots,
+            report.burning_tiles.len(),
+            report.max_heat
+        )
     } else {
         "no fire".to_string()
     };

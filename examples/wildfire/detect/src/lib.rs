@@ -33,7 +33,8 @@ fn confirm(t: Tiles) -> Report {
         let mut neighbours = 0;
         for (dx, dy) in [(-1i64, 0i64), (1, 0), (0, -1), (0, 1)] {
             let (nx, ny) = (x as i64 + dx, y as i64 + dy);
-            if nx >= 0 && ny >= 0 && (nx as usize) < side && (ny as usize) < side && hot(tile, nx as usize, ny as usize) {
+            if nx >= 0 && ny >= 0 && (nx as usize) < side && (ny as usize) < side && hot(tile, nx as usize, ny as usize)
+            {
                 neighbours += 1;
             }
         }

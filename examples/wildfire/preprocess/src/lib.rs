@@ -34,7 +34,7 @@ fn preprocess(_ctx: &Context, scene: Scene) -> Result<Frame, Error> {
     }
     // Fire fronts: a hot disc in every seventh tile.
     let side = scene.side as usize;
-    for tile in (0..scene.tiles as usize).filter(|t| (t + (scene.seed as usize)) % 7 == 0) {
+    for tile in (0..scene.tiles as usize).filter(|t| (t + (scene.seed as usize)).is_multiple_of(7)) {
         let base = tile * side * side;
         let (cx, cy) = ((xorshift(&mut rng) as usize) % side, (xorshift(&mut rng) as usize) % side);
         let r = (side / 8).max(1);

@@ -9,30 +9,88 @@
 #[databelt::data]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
-    Get { scope: String, key: String },
-    Set { scope: String, key: String, value: Vec<u8>, ttl_ms: Option<u64>, if_not_exists: bool },
-    Delete { scope: String, key: String },
-    Exists { scope: String, key: String },
-    ListKeys { scope: String, prefix: String, cursor: Option<String>, limit: Option<u32> },
-    GetMany { scope: String, keys: Vec<String> },
-    SetMany { scope: String, entries: Vec<(String, Vec<u8>)> },
-    DeleteMany { scope: String, keys: Vec<String> },
-    Increment { scope: String, key: String, delta: i64 },
-    GetVersion { scope: String, key: String },
-    Cas { scope: String, key: String, expected: Option<Vec<u8>>, value: Vec<u8> },
+    Get {
+        scope: String,
+        key: String,
+    },
+    Set {
+        scope: String,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+        if_not_exists: bool,
+    },
+    Delete {
+        scope: String,
+        key: String,
+    },
+    Exists {
+        scope: String,
+        key: String,
+    },
+    ListKeys {
+        scope: String,
+        prefix: String,
+        cursor: Option<String>,
+        limit: Option<u32>,
+    },
+    GetMany {
+        scope: String,
+        keys: Vec<String>,
+    },
+    SetMany {
+        scope: String,
+        entries: Vec<(String, Vec<u8>)>,
+    },
+    DeleteMany {
+        scope: String,
+        keys: Vec<String>,
+    },
+    Increment {
+        scope: String,
+        key: String,
+        delta: i64,
+    },
+    GetVersion {
+        scope: String,
+        key: String,
+    },
+    Cas {
+        scope: String,
+        key: String,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+    },
     Context,
-    HandOff { successor: String, next: Vec<u8> },
-    HandOffTwice { successor: String, next: Vec<u8> },
+    HandOff {
+        successor: String,
+        next: Vec<u8>,
+    },
+    HandOffTwice {
+        successor: String,
+        next: Vec<u8>,
+    },
     /// Write `key`, then panic (trap).
-    WriteThenTrap { scope: String, key: String },
+    WriteThenTrap {
+        scope: String,
+        key: String,
+    },
     Trap,
     Loop,
     /// Allocate and touch this many MiB.
-    Alloc { mib: u32 },
+    Alloc {
+        mib: u32,
+    },
     /// Read a 1 KiB value once and write one (the invocation benchmark).
-    GetSet1K { scope: String },
+    GetSet1K {
+        scope: String,
+    },
     /// Time `n` reads of `key` from inside the guest; returns nanoseconds.
-    TimeGets { scope: String, key: String, n: u32 },
+    TimeGets {
+        scope: String,
+        key: String,
+        n: u32,
+    },
 }
 
 /// What an operation returned.
@@ -51,4 +109,3 @@ pub enum Reply {
     Context { run_id: String, function: String, step: u32, node_id: String },
     Nanos(u64),
 }
-

@@ -8,6 +8,8 @@
 //! Reference in the same run: a raw TCP copy of the same bytes over
 //! loopback (tokio, no HTTP, no store).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
