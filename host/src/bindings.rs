@@ -3,15 +3,27 @@
 //!
 //! Mount Databelt in an existing wasmtime runtime like WASI:
 //!
-//! ```text
-//! struct MyState { table: ResourceTable, databelt: DatabeltCtx, /* ... */ }
+//! ```no_run
+//! use databelt_host::{DatabeltCtx, DatabeltCtxView, DatabeltView};
+//! use wasmtime::component::{Linker, ResourceTable};
+//!
+//! struct MyState {
+//!     table: ResourceTable,
+//!     databelt: DatabeltCtx, // ... and your own fields
+//! }
+//!
 //! impl DatabeltView for MyState {
 //!     fn databelt(&mut self) -> DatabeltCtxView<'_> {
 //!         DatabeltCtxView { ctx: &mut self.databelt, table: &mut self.table }
 //!     }
 //! }
-//! databelt_host::add_to_linker(&mut linker)?;
+//!
+//! fn mount(linker: &mut Linker<MyState>) -> wasmtime::Result<()> {
+//!     databelt_host::add_to_linker(linker)
+//! }
 //! ```
+//!
+//! The docs/embedding.md guide has the whole path from engine to output.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

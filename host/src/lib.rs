@@ -27,3 +27,9 @@ pub use config::{BackendConfig, HostConfig, StateLimits};
 pub use databelt_types as types;
 pub use error::{Cause, Error, ErrorKind, Result};
 pub use host::{FunctionInfo, Host, HostBuilder, InvokeOptions, InvokeOutcome, StepReport};
+
+/// The embedding guide (`docs/embedding.md`), compiled as doc tests so its
+/// examples stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/embedding.md")]
+pub struct EmbeddingGuide;

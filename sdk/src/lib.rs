@@ -3,7 +3,7 @@
 //! The only dependency a Databelt function needs. Write a plain Rust function,
 //! annotate it with [`function`], and build it as a WASI component:
 //!
-//! ```ignore
+//! ```no_run
 //! use databelt::{Context, Error, Scope};
 //!
 //! #[databelt::data]
@@ -31,7 +31,7 @@
 //! instead — the encoding is the same (a length, then the bytes), so the
 //! attribute can be added or dropped without breaking readers:
 //!
-//! ```ignore
+//! ```no_run
 //! #[databelt::data]
 //! pub struct Scene {
 //!     #[serde(with = "databelt::serde_bytes")]
@@ -42,6 +42,12 @@
 #![warn(missing_docs)]
 
 extern crate self as databelt;
+
+/// The quickstart (`docs/quickstart.md`), compiled as doc tests so its
+/// function example stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/quickstart.md")]
+pub struct Quickstart;
 
 mod error;
 mod scope;
