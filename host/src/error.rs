@@ -77,6 +77,19 @@ pub enum Error {
     #[error("workflow failed: {0}")]
     Workflow(String),
 
+    /// A workflow step failed on its node; `source` is why (its kind stays
+    /// readable through [`Error::cause_kind`]).
+    #[error("workflow failed: step `{step}` on node `{node}`: {source}")]
+    StepFailed {
+        /// The step.
+        step: String,
+        /// The node it ran on.
+        node: String,
+        /// Why it failed.
+        #[source]
+        source: Box<Error>,
+    },
+
     /// Another node or service could not be reached, or broke off.
     #[error("{peer}: {source}")]
     Unreachable {
@@ -175,7 +188,18 @@ impl Error {
             Error::Config(_) => ErrorKind::Config,
             Error::Storage { .. } => ErrorKind::Storage,
             Error::Runtime(_) => ErrorKind::Runtime,
+            Error::StepFailed { .. } => ErrorKind::Workflow,
             Error::Remote { kind, .. } => *kind,
+        }
+    }
+
+    /// The kind of the innermost Databelt error behind this one: for a failed
+    /// workflow step, the kind of the step's own failure (a `quota-exceeded`
+    /// on the node stays visible behind the `workflow` error).
+    pub fn cause_kind(&self) -> ErrorKind {
+        match self {
+            Error::StepFailed { source, .. } => source.cause_kind(),
+            other => other.kind(),
         }
     }
 
@@ -203,5 +227,48 @@ impl Error {
     /// A node or service that could not be reached; `source` is kept.
     pub fn unreachable(peer: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         Error::Unreachable { peer: peer.into(), source: Cause::new(source) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn causes_are_kept_as_sources() {
+        let io = std::io::Error::other("disk on fire");
+        let e = Error::storage_in("cannot open x.redb", io);
+        assert_eq!(e.kind(), ErrorKind::Storage);
+        assert_eq!(e.source().map(|s| s.to_string()), Some("disk on fire".to_string()));
+        let e = Error::unreachable("peer a:1", std::io::Error::other("refused"));
+        assert_eq!((e.kind(), e.to_string().as_str()), (ErrorKind::Unavailable, "peer a:1: refused"));
+        assert!(e.source().is_some());
+    }
+
+    #[test]
+    fn a_failed_step_keeps_the_kind_of_its_cause() {
+        let remote =
+            Error::Remote { peer: "peer n1".into(), kind: ErrorKind::QuotaExceeded, message: "too big".into() };
+        let e = Error::StepFailed { step: "a".into(), node: "n1".into(), source: Box::new(remote) };
+        assert_eq!(e.kind(), ErrorKind::Workflow);
+        assert_eq!(e.cause_kind(), ErrorKind::QuotaExceeded);
+        assert_eq!(e.to_string(), "workflow failed: step `a` on node `n1`: peer n1: too big");
+        assert_eq!(e.source().map(|s| s.to_string()), Some("peer n1: too big".to_string()));
+    }
+
+    #[test]
+    fn every_kind_has_one_wit_case_and_one_status() {
+        let cases = [
+            (Error::PreconditionFailed(String::new()), 412),
+            (Error::QuotaExceeded(String::new()), 413),
+            (Error::DeadlineExceeded(5), 504),
+            (Error::UnknownFunction(String::new()), 404),
+        ];
+        for (e, status) in cases {
+            assert_eq!(e.kind().http_status(), status, "{e}");
+        }
+        assert_eq!(Error::DeadlineExceeded(5).kind().wit_case(), databelt_types::WitErrorCase::Timeout);
     }
 }

@@ -518,7 +518,7 @@ impl Continuum {
                     .placement
                     .storage_hint(&request)
                     .await
-                    .map_err(|e| Error::Unavailable(format!("cannot elect a storage node: {e}")))?;
+                    .map_err(|e| Error::unreachable("placement service, electing a storage node", e))?;
                 if let (Policy::Strict, Decision::BestEffort { path, .. }) = (policy, &decision) {
                     decision = Decision::Stay { reason: StayReason::NoNodeFits, path: path.clone() };
                 }

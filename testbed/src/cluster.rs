@@ -168,7 +168,7 @@ impl Cluster {
             placement
                 .refresh()
                 .await
-                .map_err(|e| Error::Unavailable(format!("node `{}`: placement service: {e}", node.id)))?;
+                .map_err(|e| Error::unreachable(format!("node `{}`: placement service", node.id), e))?;
             let peers = PeerClient::new(Duration::from_secs(2), options.peer_timeout)?;
             let mut continuum = Continuum::new(&node.id, host.state().clone(), peers, placement);
             if let Some(e) = &cluster.emulator {

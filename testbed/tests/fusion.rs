@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::live_runs;
+
 use std::path::Path;
 
 use databelt_host::schema;
@@ -45,15 +47,6 @@ fn fan_workflow(dir: &Path, name: &str, fusion: bool, steps: &[(&str, &str, f64,
 fn store_keys(cluster: &Cluster, node: &str) -> usize {
     let n = cluster.nodes.iter().find(|n| n.id == node).unwrap();
     n.host.state().list_keys(RUN_SCOPE, "", None, None).unwrap().keys.len()
-}
-
-fn live_runs(cluster: &Cluster) -> Vec<(String, Vec<databelt_types::RunId>)> {
-    cluster
-        .nodes
-        .iter()
-        .map(|n| (n.id.clone(), n.executor.live_runs().unwrap()))
-        .filter(|(_, r)| !r.is_empty())
-        .collect()
 }
 
 /// Three steps on one host: the states written by the first are read by

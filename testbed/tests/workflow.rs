@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::live_runs;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -39,15 +41,6 @@ fn input(runner: &Runner, size: usize, resize: Option<u32>) -> Vec<u8> {
 fn output(runner: &Runner, report: &RunReport, step: &str) -> Value {
     let (_, bytes) = report.outputs.iter().find(|(s, _)| s == step).expect("output");
     schema::postcard_to_json(runner.output_schema(step).unwrap(), bytes).unwrap()
-}
-
-fn live_runs(cluster: &Cluster) -> Vec<(String, Vec<databelt_types::RunId>)> {
-    cluster
-        .nodes
-        .iter()
-        .map(|n| (n.id.clone(), n.executor.live_runs().unwrap()))
-        .filter(|(_, r)| !r.is_empty())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -173,7 +173,7 @@ impl Runner {
         placement: PlacementClient,
         cache_dir: Option<PathBuf>,
     ) -> Result<Runner> {
-        let view = placement.refresh().await.map_err(|e| Error::Unavailable(format!("placement service: {e}")))?;
+        let view = placement.refresh().await.map_err(|e| Error::unreachable("placement service", e))?;
         workflow.check_nodes(&view.topology).map_err(|e| Error::Config(e.to_string()))?;
         let describer = Host::new(HostConfig {
             backend: BackendConfig::Memory,
@@ -264,11 +264,10 @@ impl Runner {
                     }
                     .ok_or_else(|| Error::Config("the topology has no nodes".into()))?;
                     let request = FunctionRequest { near, cpu: 0.0, memory_mb: 0.0, kinds: Vec::new() };
-                    let (p, _) = self
-                        .placement
-                        .function_hint(&request)
-                        .await
-                        .map_err(|e| Error::Unavailable(format!("placing step `{}`: {e}", s.name)))?;
+                    let (p, _) =
+                        self.placement.function_hint(&request).await.map_err(|e| {
+                            Error::unreachable(format!("placement service, placing step `{}`", s.name), e)
+                        })?;
                     p.node
                 }
             };
@@ -408,7 +407,11 @@ impl Runner {
             }))
             .await;
             for (name, node, result, wall) in results {
-                let result = result.map_err(|e| Error::Workflow(format!("step `{name}` on node `{node}`: {e}")))?;
+                let result = result.map_err(|e| Error::StepFailed {
+                    step: name.to_string(),
+                    node: node.clone(),
+                    source: Box::new(e),
+                })?;
                 run.record(name, result, wall);
             }
         }

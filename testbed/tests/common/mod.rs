@@ -42,3 +42,14 @@ pub async fn chain_cluster() -> (databelt_testbed::Cluster, tempfile::TempDir) {
 pub async fn runner(cluster: &databelt_testbed::Cluster, path: &Path) -> databelt_net::workflow::Runner {
     cluster.runner(path, Some(workspace().join("target/guests/cwasm-cache"))).await.unwrap()
 }
+
+/// Per node, the runs that still have hand-off state there (nodes with none
+/// left out).
+pub fn live_runs(cluster: &databelt_testbed::Cluster) -> Vec<(String, Vec<databelt_types::RunId>)> {
+    cluster
+        .nodes
+        .iter()
+        .map(|n| (n.id.clone(), n.executor.live_runs().unwrap()))
+        .filter(|(_, r)| !r.is_empty())
+        .collect()
+}
