@@ -282,12 +282,17 @@ fn guests_cannot_open_host_reserved_scopes() {
             if_not_exists: false,
         },
         Op::Delete { scope: s("databelt.anything"), key: s("k") },
+        // The prefix is reserved in any case.
+        Op::Set { scope: s("Databelt.runs"), key: s("k"), value: b"x".to_vec(), ttl_ms: None, if_not_exists: false },
+        Op::Increment { scope: s("DATABELT.counters"), key: s("k"), delta: 1 },
     ] {
         let e = call(&host, &op).unwrap_err();
         assert!(e.to_string().contains("access-denied"), "{e}");
     }
     let kept = host.state().get("databelt.runs", "run-1/a").unwrap();
     assert_eq!(kept, Some(b"handed-on state".to_vec()), "the guest changed nothing");
+    assert_eq!(host.state().get("Databelt.runs", "k").unwrap(), None);
+    assert_eq!(host.state().get("DATABELT.counters", "k").unwrap(), None);
     assert_still_serving(&host);
 }
 
