@@ -54,6 +54,13 @@ pub struct HostConfig {
     pub inherit_stdio: bool,
     /// State-call limits.
     pub limits: StateLimits,
+    /// How often expired entries are purged in the background, ms. Default
+    /// 1000.
+    pub purge_interval_ms: u64,
+    /// Most expired entries one background purge deletes (so at most this many
+    /// per `purge_interval_ms`: the purge never holds up state calls for long).
+    /// Default 1000.
+    pub purge_batch: u32,
 }
 
 impl Default for HostConfig {
@@ -70,6 +77,8 @@ impl Default for HostConfig {
             allowed_scopes: None,
             inherit_stdio: false,
             limits: StateLimits::default(),
+            purge_interval_ms: 1_000,
+            purge_batch: 1_000,
         }
     }
 }
@@ -148,6 +157,12 @@ impl HostConfig {
         }
         if self.max_concurrent_instances == 0 {
             return bad("max_concurrent_instances must be at least 1".into());
+        }
+        if self.purge_interval_ms < 10 {
+            return bad(format!("purge_interval_ms must be at least 10, got {}", self.purge_interval_ms));
+        }
+        if self.purge_batch == 0 {
+            return bad("purge_batch must be at least 1".into());
         }
         if self.max_chain_steps == 0 {
             return bad("max_chain_steps must be at least 1".into());

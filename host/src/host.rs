@@ -154,6 +154,51 @@ impl EpochTicker {
     }
 }
 
+/// Purges expired entries of the host's state in the background: at most
+/// `batch` every `interval`, until dropped.
+struct Purger {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Purger {
+    fn start(tier: StateTier, interval: Duration, batch: usize) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("databelt-purge".into())
+            .spawn(move || {
+                // Sleep in short steps so that dropping the host is prompt.
+                let step = interval.min(Duration::from_millis(50));
+                let mut waited = Duration::ZERO;
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(step);
+                    waited += step;
+                    if waited < interval {
+                        continue;
+                    }
+                    waited = Duration::ZERO;
+                    match tier.purge_expired(batch) {
+                        Ok(0) => {}
+                        Ok(n) => tracing::debug!(purged = n, "purged expired entries"),
+                        Err(e) => tracing::warn!(error = %e, "purging expired entries failed; retrying next interval"),
+                    }
+                }
+            })
+            .map_err(|e| Error::Runtime(format!("cannot start the purge thread: {e}")))?;
+        Ok(Purger { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for Purger {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 impl Drop for EpochTicker {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -172,6 +217,7 @@ struct HostInner {
     functions: RwLock<HashMap<String, Arc<Loaded>>>,
     run_counter: AtomicU64,
     _ticker: EpochTicker,
+    _purger: Purger,
 }
 
 /// A Databelt host: deploys functions and invokes them with state. Cheap to
@@ -199,7 +245,8 @@ impl HostBuilder {
         self
     }
 
-    /// Create the engine, open the state backend and start the epoch ticker.
+    /// Create the engine, open the state backend and start the epoch ticker
+    /// and the background purge of expired entries.
     pub fn build(self) -> Result<Host> {
         let config = self.config;
         config.validate()?;
@@ -216,6 +263,8 @@ impl HostBuilder {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(runtime)?;
         bindings::add_to_linker(&mut linker).map_err(runtime)?;
         let ticker = EpochTicker::start(engine.clone(), Duration::from_millis(config.epoch_tick_ms))?;
+        let purger =
+            Purger::start(tier.clone(), Duration::from_millis(config.purge_interval_ms), config.purge_batch as usize)?;
         Ok(Host {
             inner: Arc::new(HostInner {
                 engine,
@@ -226,6 +275,7 @@ impl HostBuilder {
                 functions: RwLock::new(HashMap::new()),
                 run_counter: AtomicU64::new(0),
                 _ticker: ticker,
+                _purger: purger,
             }),
         })
     }

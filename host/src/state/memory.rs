@@ -154,14 +154,21 @@ impl StateStore for MemoryStore {
         self.transact_checked(scope, keys, decide, &mut |_, _| Ok(()))
     }
 
-    fn purge_expired(&self, now_ms: u64) -> Result<usize> {
+    fn purge_expired(&self, now_ms: u64, limit: usize) -> Result<usize> {
         let mut inner = self.inner.write().map_err(poisoned)?;
         let mut n = 0;
         for s in inner.scopes.values_mut() {
-            let before = s.len();
-            s.retain(|_, e| e.is_live(now_ms));
-            n += before - s.len();
+            if n >= limit {
+                break;
+            }
+            let expired: Vec<String> =
+                s.iter().filter(|(_, e)| !e.is_live(now_ms)).map(|(k, _)| k.clone()).take(limit - n).collect();
+            for k in &expired {
+                s.remove(k);
+            }
+            n += expired.len();
         }
+        inner.scopes.retain(|_, s| !s.is_empty());
         Ok(n)
     }
 }

@@ -87,8 +87,10 @@ pub trait StateStore: Send + Sync {
     /// atomically. Returns the versions given to the `Put` writes, in order.
     fn transact(&self, scope: &str, keys: &[String], decide: &mut Decide<'_>) -> Result<Vec<u64>>;
 
-    /// Delete every entry expired at `now_ms`; returns how many were deleted.
-    fn purge_expired(&self, now_ms: u64) -> Result<usize>;
+    /// Delete at most `limit` entries expired at `now_ms`, without holding
+    /// up other calls for longer than that work; returns how many were
+    /// deleted (`limit` means more may remain).
+    fn purge_expired(&self, now_ms: u64, limit: usize) -> Result<usize>;
 }
 
 /// Scopes whose names start with this prefix (in any ASCII case) belong to

@@ -152,26 +152,48 @@ impl StateStore for RedbStore {
         Ok(versions)
     }
 
-    fn purge_expired(&self, now_ms: u64) -> Result<usize> {
-        let txn = self.db.begin_write().map_err(Error::storage)?;
-        let names: Vec<String> = txn
-            .list_tables()
-            .map_err(Error::storage)?
-            .map(|h| h.name().to_string())
-            .filter(|n| n.starts_with(SCOPE_PREFIX))
-            .collect();
-        let mut purged = 0;
-        for name in &names {
-            let mut table = txn.open_table(scope_table(name)).map_err(Error::storage)?;
-            table
-                .retain(|_, v| {
-                    let live = decode_record_header(v).is_none_or(|(_, exp)| exp.is_none_or(|t| now_ms < t));
-                    if !live {
-                        purged += 1;
+    fn purge_expired(&self, now_ms: u64, limit: usize) -> Result<usize> {
+        let expired_at = |v: &[u8]| decode_record_header(v).is_some_and(|(_, exp)| exp.is_some_and(|t| t <= now_ms));
+        // Find up to `limit` expired keys with a read transaction (writers go
+        // on meanwhile) ...
+        let mut found: Vec<(String, String)> = Vec::new();
+        {
+            let txn = self.db.begin_read().map_err(Error::storage)?;
+            let names: Vec<String> = txn
+                .list_tables()
+                .map_err(Error::storage)?
+                .map(|h| h.name().to_string())
+                .filter(|n| n.starts_with(SCOPE_PREFIX))
+                .collect();
+            'tables: for name in names {
+                let table = txn.open_table(scope_table(&name)).map_err(Error::storage)?;
+                for item in table.iter().map_err(Error::storage)? {
+                    if found.len() >= limit {
+                        break 'tables;
                     }
-                    live
-                })
-                .map_err(Error::storage)?;
+                    let (k, v) = item.map_err(Error::storage)?;
+                    if expired_at(v.value()) {
+                        found.push((name.clone(), k.value().to_string()));
+                    }
+                }
+            }
+        }
+        if found.is_empty() {
+            return Ok(0);
+        }
+        // ... then delete them in one write transaction, each only if it is
+        // still expired (a write since may have renewed it).
+        let txn = self.db.begin_write().map_err(Error::storage)?;
+        let mut purged = 0;
+        {
+            for (name, key) in &found {
+                let mut table = txn.open_table(scope_table(name)).map_err(Error::storage)?;
+                let still = table.get(key.as_str()).map_err(Error::storage)?.is_some_and(|v| expired_at(v.value()));
+                if still {
+                    table.remove(key.as_str()).map_err(Error::storage)?;
+                    purged += 1;
+                }
+            }
         }
         txn.commit().map_err(Error::storage)?;
         Ok(purged)

@@ -60,8 +60,8 @@ impl StateStore for CappedStore {
         self.inner.transact_checked(scope, keys, decide, &mut check)
     }
 
-    fn purge_expired(&self, now_ms: u64) -> Result<usize> {
-        let n = self.inner.purge_expired(now_ms)?;
+    fn purge_expired(&self, now_ms: u64, limit: usize) -> Result<usize> {
+        let n = self.inner.purge_expired(now_ms, limit)?;
         if n > 0 {
             self.used.store(self.inner.value_bytes()?, Ordering::SeqCst);
         }

@@ -296,9 +296,11 @@ impl StateTier {
         }
     }
 
-    /// Delete every expired entry now; returns how many.
-    pub fn purge_expired(&self) -> Result<usize> {
-        self.store.purge_expired(self.now())
+    /// Delete at most `limit` entries that have expired by now; returns how
+    /// many (`limit` means more may remain). Expired entries are never
+    /// readable; this frees their memory or disk.
+    pub fn purge_expired(&self, limit: usize) -> Result<usize> {
+        self.store.purge_expired(self.now(), limit)
     }
 }
 
@@ -350,8 +352,44 @@ mod tests {
             assert_eq!(t.get("s", "k").unwrap(), Some(b"w".to_vec()));
             t.set("s", "gone", b"x".to_vec(), SetOptions { ttl_ms: Some(1), if_not_exists: false }).unwrap();
             now.store(2_000, Ordering::SeqCst);
-            assert_eq!(t.purge_expired().unwrap(), 1);
+            assert_eq!(t.purge_expired(100).unwrap(), 1);
             assert_eq!(t.get("s", "k").unwrap(), Some(b"w".to_vec()));
+        }
+    }
+
+    #[test]
+    fn purging_is_bounded_per_call_and_keeps_live_and_renewed_entries() {
+        let now = Arc::new(AtomicU64::new(1_000));
+        for (t, _d) in tiers() {
+            let n = now.clone();
+            let t = t.with_clock(move || n.load(Ordering::SeqCst));
+            now.store(1_000, Ordering::SeqCst);
+            let short = SetOptions { ttl_ms: Some(10), if_not_exists: false };
+            for i in 0..10 {
+                t.set(["a", "b"][i % 2], &format!("old{i}"), vec![1; 100], short).unwrap();
+            }
+            for i in 0..5 {
+                t.set("a", &format!("live{i}"), vec![2; 100], SetOptions::default()).unwrap();
+            }
+            now.store(2_000, Ordering::SeqCst);
+            // Renewed after it expired: a purge must not take the new value.
+            t.set("a", "old0", b"renewed".to_vec(), SetOptions::default()).unwrap();
+            let mut rounds = Vec::new();
+            loop {
+                let n = t.purge_expired(4).unwrap();
+                rounds.push(n);
+                if n == 0 {
+                    break;
+                }
+            }
+            assert_eq!(rounds, [4, 4, 1, 0], "at most 4 per call, 9 expired in all");
+            assert_eq!(t.get("a", "old0").unwrap(), Some(b"renewed".to_vec()));
+            for i in 0..5 {
+                assert!(t.exists("a", &format!("live{i}")).unwrap());
+            }
+            for i in 1..10 {
+                assert!(!t.exists(["a", "b"][i % 2], &format!("old{i}")).unwrap());
+            }
         }
     }
 
