@@ -46,6 +46,12 @@ pub struct HostConfig {
     pub max_memory_bytes: u64,
     /// Instances that can run at once (pooling allocator slots). Default 64.
     pub max_concurrent_instances: u32,
+    /// Invocations that may wait for a slot when all are busy; more are
+    /// refused at once with `unavailable`. Default 1024.
+    pub max_queued_invocations: u32,
+    /// Longest an invocation waits for a slot, ms; then `unavailable`.
+    /// Default 10000.
+    pub slot_wait_ms: u64,
     /// Steps one workflow run may chain with hand-offs on this host. Default 32.
     pub max_chain_steps: u32,
     /// Scopes functions may open; `None` allows every valid name.
@@ -73,6 +79,8 @@ impl Default for HostConfig {
             epoch_tick_ms: 10,
             max_memory_bytes: 64 * 1024 * 1024,
             max_concurrent_instances: 64,
+            max_queued_invocations: 1024,
+            slot_wait_ms: 10_000,
             max_chain_steps: 32,
             allowed_scopes: None,
             inherit_stdio: false,

@@ -216,6 +216,7 @@ struct HostInner {
     config: HostConfig,
     functions: RwLock<HashMap<String, Arc<Loaded>>>,
     run_counter: AtomicU64,
+    slots: crate::slots::Slots,
     _ticker: EpochTicker,
     _purger: Purger,
 }
@@ -263,6 +264,11 @@ impl HostBuilder {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(runtime)?;
         bindings::add_to_linker(&mut linker).map_err(runtime)?;
         let ticker = EpochTicker::start(engine.clone(), Duration::from_millis(config.epoch_tick_ms))?;
+        let slots = crate::slots::Slots::new(
+            config.max_concurrent_instances,
+            config.max_queued_invocations,
+            Duration::from_millis(config.slot_wait_ms),
+        );
         let purger =
             Purger::start(tier.clone(), Duration::from_millis(config.purge_interval_ms), config.purge_batch as usize)?;
         Ok(Host {
@@ -274,6 +280,7 @@ impl HostBuilder {
                 config,
                 functions: RwLock::new(HashMap::new()),
                 run_counter: AtomicU64::new(0),
+                slots,
                 _ticker: ticker,
                 _purger: purger,
             }),
@@ -386,9 +393,15 @@ impl Host {
                 step: 0,
                 node_id: self.inner.config.node_id.clone(),
             };
-            let (mut store, instance) = self.instantiate(&pre, invocation, None)?;
-            let r = instance.databelt_state_handler().call_describe(&mut store);
-            r.map_err(|e| self.classify(&store, e))?
+            let slot = self.inner.slots.acquire()?;
+            let described = {
+                let (mut store, instance) = self.instantiate(&pre, invocation, None)?;
+                let r = instance.databelt_state_handler().call_describe(&mut store);
+                r.map_err(|e| self.classify(&store, e))
+            };
+            // The Store (and its pooled instance) is gone; now the slot.
+            drop(slot);
+            described?
         };
         let decode = |bytes: &[u8], what: &str| {
             postcard::from_bytes::<OwnedNamedType>(bytes)
@@ -554,7 +567,22 @@ impl Host {
         }
     }
 
+    /// One step: wait for an instance slot, instantiate, call, and free the
+    /// Store before the slot.
     fn call_once(&self, loaded: &Loaded, invocation: Invocation, input: &[u8], run_scope: &RunScope) -> Result<Called> {
+        let slot = self.inner.slots.acquire()?;
+        let called = self.call_in_slot(loaded, invocation, input, run_scope);
+        drop(slot);
+        called
+    }
+
+    fn call_in_slot(
+        &self,
+        loaded: &Loaded,
+        invocation: Invocation,
+        input: &[u8],
+        run_scope: &RunScope,
+    ) -> Result<Called> {
         let (mut store, instance) = self.instantiate(&loaded.pre, invocation, Some(run_scope.clone()))?;
         let result =
             instance.databelt_state_handler().call_handle(&mut store, input).map_err(|e| self.classify(&store, e))?;

@@ -17,6 +17,7 @@ pub mod config;
 mod error;
 mod host;
 pub mod schema;
+mod slots;
 pub mod state;
 
 pub use bindings::{

@@ -1,0 +1,138 @@
+//! Instance slots: at most `capacity` invocations hold an instance at once
+//! (the pooling allocator has that many); the next ones wait in a bounded
+//! queue for at most a set time instead of failing at once.
+
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// The gate in front of the pooling allocator.
+pub(crate) struct Slots {
+    state: Mutex<Counts>,
+    freed: Condvar,
+    capacity: u32,
+    max_waiting: u32,
+    max_wait: Duration,
+}
+
+#[derive(Default)]
+struct Counts {
+    in_use: u32,
+    waiting: u32,
+}
+
+/// A held slot; dropping it lets the next waiter in. Drop it only after the
+/// Store that used it.
+pub(crate) struct Slot<'a> {
+    slots: &'a Slots,
+}
+
+impl Slots {
+    /// `capacity` slots, at most `max_waiting` callers queued, each for at
+    /// most `max_wait`.
+    pub(crate) fn new(capacity: u32, max_waiting: u32, max_wait: Duration) -> Slots {
+        Slots { state: Mutex::new(Counts::default()), freed: Condvar::new(), capacity, max_waiting, max_wait }
+    }
+
+    /// Take a slot, waiting in the queue when all are busy. `unavailable`
+    /// when the queue is full or the wait runs out.
+    pub(crate) fn acquire(&self) -> Result<Slot<'_>> {
+        fn poisoned<T>(_: T) -> Error {
+            Error::Runtime("instance slot lock poisoned".into())
+        }
+        let mut counts = self.state.lock().map_err(poisoned)?;
+        if counts.in_use < self.capacity {
+            counts.in_use += 1;
+            return Ok(Slot { slots: self });
+        }
+        if counts.waiting >= self.max_waiting {
+            return Err(Error::Unavailable(format!(
+                "all {} instance slots are busy and {} invocations already wait for one",
+                self.capacity, counts.waiting
+            )));
+        }
+        counts.waiting += 1;
+        let deadline = Instant::now() + self.max_wait;
+        while counts.in_use >= self.capacity {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                counts.waiting -= 1;
+                return Err(Error::Unavailable(format!(
+                    "all {} instance slots stayed busy for {} ms",
+                    self.capacity,
+                    self.max_wait.as_millis()
+                )));
+            }
+            counts = self.freed.wait_timeout(counts, left).map_err(poisoned)?.0;
+        }
+        counts.waiting -= 1;
+        counts.in_use += 1;
+        Ok(Slot { slots: self })
+    }
+
+    /// Slots held now.
+    #[cfg(test)]
+    fn in_use(&self) -> u32 {
+        self.state.lock().map(|c| c.in_use).unwrap_or(0)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut counts) = self.slots.state.lock() {
+            counts.in_use = counts.in_use.saturating_sub(1);
+        }
+        self.slots.freed.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    #[test]
+    fn waiters_get_slots_in_turn_and_never_more_than_capacity() {
+        let slots = Arc::new(Slots::new(3, 100, Duration::from_secs(10)));
+        let peak = Arc::new(AtomicU32::new(0));
+        let now = Arc::new(AtomicU32::new(0));
+        let threads: Vec<_> = (0..30)
+            .map(|_| {
+                let (slots, peak, now) = (slots.clone(), peak.clone(), now.clone());
+                std::thread::spawn(move || {
+                    let _slot = slots.acquire().unwrap();
+                    let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(n, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(5));
+                    now.fetch_sub(1, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(peak.load(Ordering::SeqCst), 3);
+        assert_eq!(slots.in_use(), 0);
+    }
+
+    #[test]
+    fn a_full_queue_or_a_long_wait_is_unavailable_and_holds_nothing() {
+        let slots = Slots::new(1, 1, Duration::from_millis(50));
+        let held = slots.acquire().unwrap();
+        let started = Instant::now();
+        let e = slots.acquire().err().unwrap();
+        assert!(matches!(e, Error::Unavailable(_)), "{e}");
+        assert!(started.elapsed() >= Duration::from_millis(50), "it waited its time");
+        assert_eq!(slots.in_use(), 1);
+        drop(held);
+        assert!(slots.acquire().is_ok(), "a freed slot is taken at once");
+        let no_queue = Slots::new(1, 0, Duration::from_secs(10));
+        let _held = no_queue.acquire().unwrap();
+        let started = Instant::now();
+        assert!(matches!(no_queue.acquire(), Err(Error::Unavailable(_))));
+        assert!(started.elapsed() < Duration::from_secs(1), "no queue: refused at once");
+    }
+}
