@@ -176,7 +176,12 @@ impl HostConfig {
             return bad("max_chain_steps must be at least 1".into());
         }
         let l = &self.limits;
-        if l.max_key_bytes == 0 || l.max_value_bytes == 0 || l.max_batch_keys == 0 || l.max_sandbox_bytes == 0 {
+        if l.max_key_bytes == 0
+            || l.max_value_bytes == 0
+            || l.max_batch_keys == 0
+            || l.max_sandbox_bytes == 0
+            || l.max_sandbox_idle_ms == 0
+        {
             return bad("limits must be at least 1".into());
         }
         if l.default_page_size == 0 || l.default_page_size > l.max_page_size {

@@ -154,15 +154,16 @@ impl EpochTicker {
     }
 }
 
-/// Purges expired entries of the host's state in the background: at most
-/// `batch` every `interval`, until dropped.
+/// Purges expired entries of the host's state in the background (at most
+/// `batch` every `interval`) and drops fusion sandboxes idle past their own
+/// TTL, until dropped.
 struct Purger {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Purger {
-    fn start(tier: StateTier, interval: Duration, batch: usize) -> Result<Self> {
+    fn start(tier: StateTier, sandboxes: Sandboxes, interval: Duration, batch: usize) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -182,6 +183,14 @@ impl Purger {
                         Ok(0) => {}
                         Ok(n) => tracing::debug!(purged = n, "purged expired entries"),
                         Err(e) => tracing::warn!(error = %e, "purging expired entries failed; retrying next interval"),
+                    }
+                    match sandboxes.sweep() {
+                        Ok(gone) => {
+                            for run in gone {
+                                tracing::warn!(%run, "dropped an idle fusion sandbox (its run was never cleaned up)");
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "sweeping idle sandboxes failed; retrying next interval"),
                     }
                 }
             })
@@ -269,13 +278,18 @@ impl HostBuilder {
             config.max_queued_invocations,
             Duration::from_millis(config.slot_wait_ms),
         );
-        let purger =
-            Purger::start(tier.clone(), Duration::from_millis(config.purge_interval_ms), config.purge_batch as usize)?;
+        let sandboxes = Sandboxes::new(config.limits.clone());
+        let purger = Purger::start(
+            tier.clone(),
+            sandboxes.clone(),
+            Duration::from_millis(config.purge_interval_ms),
+            config.purge_batch as usize,
+        )?;
         Ok(Host {
             inner: Arc::new(HostInner {
                 engine,
                 linker,
-                sandboxes: Sandboxes::new(config.limits.clone()),
+                sandboxes,
                 tier,
                 config,
                 functions: RwLock::new(HashMap::new()),

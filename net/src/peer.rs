@@ -161,11 +161,16 @@ impl Peer {
         }
     }
 
-    /// The tier a write works on (a sandbox is created by its first write).
-    fn for_write(&self, headers: &HeaderMap, run: &RunId) -> Result<StateTier> {
+    /// The tier a write works on. A sandbox is created by its first write,
+    /// idle for at most the write's TTL (capped by the host; the host's
+    /// limit when the write has none).
+    fn for_write(&self, headers: &HeaderMap, run: &RunId, ttl_ms: Option<u64>) -> Result<StateTier> {
         match Self::place(headers)? {
             Place::Store => Ok(self.tier.clone()),
-            Place::Sandbox => Ok(self.sandboxes.open(run)?.tier().clone()),
+            Place::Sandbox => {
+                let ttl = ttl_ms.unwrap_or(self.tier.limits().max_sandbox_idle_ms);
+                Ok(self.sandboxes.open_with_ttl(run, ttl)?.tier().clone())
+            }
         }
     }
 }
@@ -229,7 +234,7 @@ async fn put_value(
         value.extend_from_slice(&chunk);
     }
     tracing::debug!(%run, %scope, %key, bytes = value.len(), "peer put");
-    let tier = peer.for_write(&headers, &run)?;
+    let tier = peer.for_write(&headers, &run, ttl_ms)?;
     blocking(move || tier.set(&scope, &key, value, SetOptions { ttl_ms, if_not_exists: false }).map(|_| ())).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -265,7 +270,7 @@ async fn batch_put(
 ) -> std::result::Result<StatusCode, ApiError> {
     let run = run_id(&headers)?;
     let req: BatchPut = decode_postcard(&body, "BatchPut")?;
-    let tier = peer.for_write(&headers, &run)?;
+    let tier = peer.for_write(&headers, &run, req.ttl_ms)?;
     blocking(move || tier.set_many(&req.scope, req.entries, SetOptions { ttl_ms: req.ttl_ms, if_not_exists: false }))
         .await?;
     Ok(StatusCode::NO_CONTENT)

@@ -14,7 +14,7 @@ use std::path::Path;
 
 use databelt_host::schema;
 use databelt_net::continuum::Policy;
-use databelt_net::workflow::protocol::{RUN_SCOPE, StepResult};
+use databelt_net::workflow::protocol::{RUN_SCOPE, StepInput, StepRequest, StepResult};
 use databelt_net::workflow::{RunOptions, RunReport, Runner};
 use databelt_testbed::Cluster;
 use serde_json::{Value, json};
@@ -234,4 +234,50 @@ async fn a_runs_sandbox_is_visible_to_that_run_only_and_dropped_at_its_end() {
     assert_eq!(out.run_written, ["s0", "s1"]);
     assert_eq!(out.state_ops.sandbox_ops, 4, "2 reads (nothing there yet) + 2 writes");
     assert_eq!(out.state_ops.store_ops, 0);
+}
+
+/// A forged step request with `ttl_ms = 0` used to make its host drop every
+/// other run's idle sandbox. Now a sandbox's idle TTL is fixed when it is
+/// created and a timer sweeps it: the forged run's own sandbox goes, the
+/// kept run's stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forged_zero_ttl_cannot_drop_another_runs_sandbox() {
+    let (cluster, dir) = common::chain_cluster().await;
+    let path = fan_workflow(dir.path(), "kept", true, &[("w", "s2", 1000.0, &[]), ("r", "s3", 1000.0, &["w"])]);
+    let runner = common::runner(&cluster, &path).await;
+    let keep = RunOptions { keep_state: true, ..RunOptions::default() };
+    let kept = runner.run(plan(&runner, 2, 1000, 0), &keep).await.unwrap();
+    let before = live_runs(&cluster);
+    assert!(!before.is_empty());
+
+    // The forged step: a valid request for another run, ttl 0, on s2.
+    let s2 = cluster.node("s2").unwrap();
+    let forged = StepRequest {
+        run_id: rid("forged"),
+        step: "w".parse().unwrap(),
+        function: databelt_types::FunctionName::for_step("kept", "w"),
+        input: StepInput::Inline(plan(&runner, 1, 10, 0)),
+        successors: Vec::new(),
+        policy: Policy::Databelt,
+        ttl_ms: 0,
+        fusion: true,
+        durable: false,
+        sole_reader: Vec::new(),
+        run_states: Vec::new(),
+    };
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/workflow/v1/step", s2.address))
+        .body(postcard::to_stdvec(&forged).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Two sweeps of the host's timer (every second by default).
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    assert_eq!(live_runs(&cluster), before, "the kept run's sandboxes are all still there");
+    assert!(s2.host.sandboxes().get(&rid("forged")).unwrap().is_none(), "the forged run's own sandbox went");
+    for node in &cluster.nodes {
+        node.executor.forget_run(&kept.run_id).unwrap();
+    }
+    assert!(live_runs(&cluster).is_empty());
 }

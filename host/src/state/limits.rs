@@ -22,6 +22,10 @@ pub struct StateLimits {
     /// Most value bytes one workflow run's fusion sandbox may hold on this
     /// host (it lives in memory). Default 1 GiB.
     pub max_sandbox_bytes: u64,
+    /// Longest a fusion sandbox may stay unused before the host drops it,
+    /// ms (a run's own TTL may make it shorter, never longer). Default 10
+    /// minutes.
+    pub max_sandbox_idle_ms: u64,
 }
 
 impl Default for StateLimits {
@@ -33,6 +37,7 @@ impl Default for StateLimits {
             default_page_size: 100,
             max_page_size: 1000,
             max_sandbox_bytes: 1 << 30,
+            max_sandbox_idle_ms: 600_000,
         }
     }
 }

@@ -75,13 +75,26 @@ pub struct Sandbox {
     store: Arc<CappedStore>,
     tier: StateTier,
     touched_ms: Arc<AtomicU64>,
+    /// How long the sandbox may stay unused before the sweep drops it, ms;
+    /// fixed when it is created.
+    idle_ttl_ms: u64,
 }
 
 impl Sandbox {
-    fn new(limits: StateLimits) -> Sandbox {
+    fn new(limits: StateLimits, idle_ttl_ms: u64) -> Sandbox {
         let cap = limits.max_sandbox_bytes;
         let store = Arc::new(CappedStore { inner: MemoryStore::new(), used: AtomicU64::new(0), cap });
-        Sandbox { tier: StateTier::new(store.clone(), limits), store, touched_ms: Arc::new(AtomicU64::new(now_ms())) }
+        Sandbox {
+            tier: StateTier::new(store.clone(), limits),
+            store,
+            touched_ms: Arc::new(AtomicU64::new(now_ms())),
+            idle_ttl_ms,
+        }
+    }
+
+    /// How long it may stay unused before the sweep drops it, ms.
+    pub fn idle_ttl_ms(&self) -> u64 {
+        self.idle_ttl_ms
     }
 
     /// The sandbox as a state tier (same limits and semantics as the host's).
@@ -135,10 +148,21 @@ impl Sandboxes {
         Sandboxes { runs: Arc::new(Mutex::new(HashMap::new())), limits }
     }
 
-    /// The sandbox of `run_id`, created if it does not exist.
+    /// The sandbox of `run_id`, created if it does not exist with the
+    /// longest idle TTL the limits allow (`limits.max_sandbox_idle_ms`).
     pub fn open(&self, run_id: &RunId) -> Result<Sandbox> {
+        self.open_with_ttl(run_id, self.limits.max_sandbox_idle_ms)
+    }
+
+    /// The sandbox of `run_id`; when this creates it, it may stay unused for
+    /// `idle_ttl_ms` (at most `limits.max_sandbox_idle_ms`) before
+    /// [`Sandboxes::sweep`] drops it. An existing sandbox keeps its own TTL:
+    /// no later request changes it, so a request for one run can never
+    /// shorten another run's sandbox.
+    pub fn open_with_ttl(&self, run_id: &RunId, idle_ttl_ms: u64) -> Result<Sandbox> {
+        let ttl = idle_ttl_ms.min(self.limits.max_sandbox_idle_ms);
         let mut runs = self.runs.lock().map_err(poisoned)?;
-        let sandbox = runs.entry(run_id.clone()).or_insert_with(|| Sandbox::new(self.limits.clone())).clone();
+        let sandbox = runs.entry(run_id.clone()).or_insert_with(|| Sandbox::new(self.limits.clone(), ttl)).clone();
         sandbox.touched_ms.store(now_ms(), Ordering::SeqCst);
         Ok(sandbox)
     }
@@ -152,14 +176,16 @@ impl Sandboxes {
         Ok(sandbox)
     }
 
-    /// Drop the sandboxes nobody has used for `max_idle_ms` (a run whose
-    /// garbage collection never came); returns the run ids dropped.
-    pub fn sweep_idle(&self, max_idle_ms: u64) -> Result<Vec<RunId>> {
+    /// Drop every sandbox unused for longer than its own idle TTL (a run
+    /// whose garbage collection never came); returns the run ids dropped.
+    /// The host calls this on a timer; nothing a request says changes when a
+    /// sandbox goes.
+    pub fn sweep(&self) -> Result<Vec<RunId>> {
         let now = now_ms();
         let mut runs = self.runs.lock().map_err(poisoned)?;
         let idle: Vec<RunId> = runs
             .iter()
-            .filter(|(_, s)| now.saturating_sub(s.touched_ms.load(Ordering::SeqCst)) > max_idle_ms)
+            .filter(|(_, s)| now.saturating_sub(s.touched_ms.load(Ordering::SeqCst)) > s.idle_ttl_ms)
             .map(|(id, _)| id.clone())
             .collect();
         for id in &idle {
@@ -232,13 +258,19 @@ mod tests {
     }
 
     #[test]
-    fn idle_sandboxes_are_swept() {
-        let boxes = Sandboxes::new(StateLimits::default());
-        boxes.open(&run("old")).unwrap();
+    fn idle_sandboxes_are_swept_on_their_own_ttl() {
+        let boxes = Sandboxes::new(StateLimits { max_sandbox_idle_ms: 60_000, ..StateLimits::default() });
+        boxes.open_with_ttl(&run("old"), 20).unwrap();
+        boxes.open_with_ttl(&run("long"), 10_000).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(30));
-        boxes.open(&run("new")).unwrap();
-        assert_eq!(boxes.sweep_idle(20).unwrap(), ["old"]);
-        assert_eq!(boxes.runs().unwrap(), ["new"]);
+        boxes.open_with_ttl(&run("new"), 20).unwrap();
+        // A later open with a shorter TTL does not change an existing sandbox's.
+        boxes.open_with_ttl(&run("long"), 0).unwrap();
+        assert_eq!(boxes.sweep().unwrap(), ["old"]);
+        assert_eq!(boxes.runs().unwrap(), ["long", "new"]);
+        assert_eq!(boxes.get(&run("long")).unwrap().map(|s| s.idle_ttl_ms()), Some(10_000));
+        let capped = boxes.open_with_ttl(&run("huge"), u64::MAX).unwrap();
+        assert_eq!(capped.idle_ttl_ms(), 60_000, "no sandbox outlives the host's limit");
     }
 
     #[test]

@@ -75,10 +75,6 @@ impl StepExecutor {
     async fn execute_step(&self, mut request: StepRequest) -> Result<StepResult> {
         validate(&request)?;
         let info = self.host.function(&request.function)?;
-        // Sandboxes of runs that were never garbage-collected go after their TTL.
-        for gone in self.host.sandboxes().sweep_idle(request.ttl_ms)? {
-            tracing::warn!(run = %gone, "dropped an idle fusion sandbox (its run was never cleaned up)");
-        }
         let mut step = StepRun::new(self, &request)?;
         let started = Instant::now();
         let input = std::mem::replace(&mut request.input, StepInput::Inline(Vec::new()));
@@ -213,7 +209,13 @@ struct StepRun<'a> {
 
 impl<'a> StepRun<'a> {
     fn new(executor: &'a StepExecutor, request: &StepRequest) -> Result<StepRun<'a>> {
-        let sandbox = if request.fusion { Some(executor.host.sandboxes().open(&request.run_id)?) } else { None };
+        // The run's sandbox here lives for the run's TTL when this step makes
+        // it (capped by the host); the host's timer drops it after that.
+        let sandbox = if request.fusion {
+            Some(executor.host.sandboxes().open_with_ttl(&request.run_id, request.ttl_ms)?)
+        } else {
+            None
+        };
         let local = match &sandbox {
             Some(s) => s.tier().clone(),
             None => executor.host.state().clone(),
