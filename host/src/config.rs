@@ -60,6 +60,10 @@ pub struct HostConfig {
     pub inherit_stdio: bool,
     /// State-call limits.
     pub limits: StateLimits,
+    /// Most bytes of request bodies the host's HTTP APIs hold in memory at
+    /// once, over all requests; a request that does not fit is refused with
+    /// 503 and `retry-after` before its body is read. Default 512 MiB.
+    pub max_body_bytes_in_flight: u64,
     /// How often expired entries are purged in the background, ms. Default
     /// 1000.
     pub purge_interval_ms: u64,
@@ -85,6 +89,7 @@ impl Default for HostConfig {
             allowed_scopes: None,
             inherit_stdio: false,
             limits: StateLimits::default(),
+            max_body_bytes_in_flight: 512 * 1024 * 1024,
             purge_interval_ms: 1_000,
             purge_batch: 1_000,
         }
@@ -165,6 +170,12 @@ impl HostConfig {
         }
         if self.max_concurrent_instances == 0 {
             return bad("max_concurrent_instances must be at least 1".into());
+        }
+        if self.max_body_bytes_in_flight < 1024 * 1024 {
+            return bad(format!(
+                "max_body_bytes_in_flight must be at least 1 MiB, got {}",
+                self.max_body_bytes_in_flight
+            ));
         }
         if self.purge_interval_ms < 10 {
             return bad(format!("purge_interval_ms must be at least 10, got {}", self.purge_interval_ms));

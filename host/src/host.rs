@@ -226,6 +226,7 @@ struct HostInner {
     functions: RwLock<HashMap<String, Arc<Loaded>>>,
     run_counter: AtomicU64,
     slots: crate::slots::Slots,
+    body_budget: Arc<crate::budget::ByteBudget>,
     _ticker: EpochTicker,
     _purger: Purger,
 }
@@ -279,6 +280,7 @@ impl HostBuilder {
             Duration::from_millis(config.slot_wait_ms),
         );
         let sandboxes = Sandboxes::new(config.limits.clone());
+        let body_budget = crate::budget::ByteBudget::new(config.max_body_bytes_in_flight);
         let purger = Purger::start(
             tier.clone(),
             sandboxes.clone(),
@@ -295,6 +297,7 @@ impl HostBuilder {
                 functions: RwLock::new(HashMap::new()),
                 run_counter: AtomicU64::new(0),
                 slots,
+                body_budget,
                 _ticker: ticker,
                 _purger: purger,
             }),
@@ -371,6 +374,12 @@ impl Host {
     /// The state tier, for direct (host-side) reads and writes.
     pub fn state(&self) -> &StateTier {
         &self.inner.tier
+    }
+
+    /// The memory budget for request bodies in flight on this host's HTTP
+    /// APIs (`max_body_bytes_in_flight`).
+    pub fn body_budget(&self) -> &Arc<crate::budget::ByteBudget> {
+        &self.inner.body_budget
     }
 
     /// The fusion sandboxes of the workflow runs active on this host.

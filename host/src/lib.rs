@@ -13,6 +13,7 @@
 //! (durable, the default) or [`state::MemoryStore`].
 
 pub mod bindings;
+pub mod budget;
 pub mod config;
 mod error;
 mod host;

@@ -26,7 +26,7 @@ use databelt_host::schema::{json_to_postcard, postcard_to_json};
 use databelt_host::{Error, FunctionInfo, Host, InvokeOptions, InvokeOutcome};
 use databelt_types::RunId;
 
-use crate::http::{ApiError, blocking};
+use crate::http::{ApiError, BodyLimit, blocking, limit_body};
 
 /// Largest request body (component or input) accepted: 64 MiB.
 pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
@@ -64,7 +64,15 @@ pub fn router(host: Host) -> Router {
         .route("/functions/{name}/invoke", post(invoke))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(host.clone())
-        .merge(crate::peer::router_with_sandboxes(host.state().clone(), host.sandboxes().clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            BodyLimit { budget: host.body_budget().clone(), max_body: MAX_BODY_BYTES },
+            limit_body,
+        ))
+        .merge(crate::peer::router_with_sandboxes(
+            host.state().clone(),
+            host.sandboxes().clone(),
+            host.body_budget().clone(),
+        ))
         .layer(axum::middleware::map_response(crate::http::json_errors))
 }
 

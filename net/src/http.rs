@@ -9,8 +9,13 @@
 //! guest's `memory-limit-exceeded` arrives as that kind, not as
 //! `unavailable`.
 
-use axum::http::StatusCode;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use databelt_host::budget::ByteBudget;
 use databelt_host::{Error, ErrorKind, Result};
 use databelt_types::ErrorBody;
 
@@ -67,6 +72,55 @@ pub async fn json_errors(response: Response) -> Response {
     for (name, value) in parts.headers.iter().filter(|(n, _)| *n == axum::http::header::RETRY_AFTER) {
         answer.headers_mut().insert(name.clone(), value.clone());
     }
+    answer
+}
+
+/// What [`limit_body`] enforces for one router: its largest body, and the
+/// host's budget for bodies in flight.
+#[derive(Clone)]
+pub struct BodyLimit {
+    /// The host's budget (`max_body_bytes_in_flight`).
+    pub budget: Arc<ByteBudget>,
+    /// The largest body this router's routes accept.
+    pub max_body: usize,
+}
+
+/// Middleware on every route that takes a body. Before any of it is read:
+/// a `content-length` over the router's limit is refused with 413
+/// (`quota-exceeded`); then the body's size (its `content-length`, or the
+/// router's limit when it has none) is reserved from the host's budget for
+/// bodies in flight, and a request that does not fit is refused with 503
+/// (`unavailable`) and `retry-after: 1`. The reservation is held until the
+/// answer is ready.
+pub async fn limit_body(State(limit): State<BodyLimit>, request: Request, next: Next) -> Response {
+    let declared =
+        request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<u64>().ok());
+    if let Some(n) = declared.filter(|n| *n > limit.max_body as u64) {
+        return ApiError::new(
+            ErrorKind::QuotaExceeded,
+            format!("request body is {n} bytes; the limit is {}", limit.max_body),
+        )
+        .into_response();
+    }
+    let has_body = declared.is_some_and(|n| n > 0)
+        || request.headers().contains_key(header::TRANSFER_ENCODING)
+        || !matches!(*request.method(), Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS);
+    let charge = if has_body { declared.unwrap_or(limit.max_body as u64) } else { 0 };
+    let Some(reservation) = limit.budget.try_reserve(charge) else {
+        let mut answer = ApiError::new(
+            ErrorKind::Unavailable,
+            format!(
+                "the host holds {} of its {} bytes for request bodies in flight; this one ({charge} bytes) must wait",
+                limit.budget.used(),
+                limit.budget.limit()
+            ),
+        )
+        .into_response();
+        answer.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return answer;
+    };
+    let answer = next.run(request).await;
+    drop(reservation);
     answer
 }
 

@@ -37,11 +37,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
+use databelt_host::budget::ByteBudget;
 use databelt_host::state::{Sandboxes, SetOptions, StateTier};
 use databelt_host::{Error, Result};
 use databelt_types::RunId;
 
-use crate::http::{ApiError, blocking, check, decode_postcard, unreachable};
+use crate::http::{ApiError, BodyLimit, blocking, check, decode_postcard, limit_body, unreachable};
 
 /// Header carrying the run id.
 pub const RUN_ID_HEADER: &str = "x-databelt-run-id";
@@ -112,15 +115,9 @@ mod byte_strings {
     }
 }
 
-/// The peer routes over `tier`, with sandboxes of their own, to merge into
-/// a host's router.
-pub fn router(tier: StateTier) -> Router {
-    let sandboxes = Sandboxes::new(tier.limits().clone());
-    router_with_sandboxes(tier, sandboxes)
-}
-
-/// The peer routes over `tier` and the host's run `sandboxes`.
-pub fn router_with_sandboxes(tier: StateTier, sandboxes: Sandboxes) -> Router {
+/// The peer routes over `tier` and the host's run `sandboxes`; request
+/// bodies in flight count against the host's `budget`.
+pub fn router_with_sandboxes(tier: StateTier, sandboxes: Sandboxes, budget: Arc<ByteBudget>) -> Router {
     // A batch carries up to eight values of the largest size, plus framing.
     let limits = tier.limits().clone();
     let batch_limit = limits.max_value_bytes.saturating_mul(8).saturating_add(1 << 20);
@@ -130,6 +127,7 @@ pub fn router_with_sandboxes(tier: StateTier, sandboxes: Sandboxes) -> Router {
         .route("/peer/v1/batch-put", post(batch_put))
         .layer(DefaultBodyLimit::max(batch_limit))
         .with_state(Peer { tier, sandboxes })
+        .layer(axum::middleware::from_fn_with_state(BodyLimit { budget, max_body: batch_limit }, limit_body))
         .layer(axum::middleware::map_response(crate::http::json_errors))
 }
 

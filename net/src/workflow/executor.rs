@@ -18,7 +18,7 @@ use serde_json::json;
 
 use crate::api::MAX_BODY_BYTES;
 use crate::continuum::{Continuum, Destination, Locator, Policy, Propagation, ReadHit, ReadTier};
-use crate::http::{ApiError, blocking, decode_postcard};
+use crate::http::{ApiError, BodyLimit, blocking, decode_postcard, limit_body};
 use crate::peer::Place;
 use crate::workflow::protocol::{
     HandOffReport, InputRead, RUN_SCOPE, StateCounters, StepInput, StepRequest, StepResult, Successor,
@@ -168,6 +168,10 @@ impl StepExecutor {
             .route("/workflow/v1/runs", get(runs))
             .route("/workflow/v1/runs/{run_id}", delete(forget))
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .layer(axum::middleware::from_fn_with_state(
+                BodyLimit { budget: self.host.body_budget().clone(), max_body: MAX_BODY_BYTES },
+                limit_body,
+            ))
             .with_state(self)
             .layer(axum::middleware::map_response(crate::http::json_errors))
     }
