@@ -14,9 +14,7 @@ const MIB: usize = 1 << 20;
 
 /// Resident memory of this process, bytes.
 fn rss() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<usize>().unwrap() * 1024
+    databelt_test_support::resident_bytes() as usize
 }
 
 fn config() -> HostConfig {

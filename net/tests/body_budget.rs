@@ -13,12 +13,7 @@ use databelt_net::peer::RUN_ID_HEADER;
 
 const MIB: u64 = 1 << 20;
 
-/// Peak resident memory of this process so far, bytes.
-fn peak_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
-}
+use databelt_test_support::peak_resident_bytes as peak_rss;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_128_mib_uploads_share_one_budget_and_oversize_is_refused_before_reading() {

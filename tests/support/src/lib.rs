@@ -87,3 +87,21 @@ pub fn write_workflow(dir: &Path, name: &str, header: &str, steps: &[(&str, &str
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// A field of `/proc/self/status` given in kB (`VmRSS`, `VmHWM`, ...), in
+/// bytes.
+fn proc_status_bytes(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+/// Resident memory of this process now, bytes.
+pub fn resident_bytes() -> u64 {
+    proc_status_bytes("VmRSS:")
+}
+
+/// Peak resident memory of this process so far, bytes.
+pub fn peak_resident_bytes() -> u64 {
+    proc_status_bytes("VmHWM:")
+}
