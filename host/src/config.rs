@@ -64,6 +64,13 @@ pub struct HostConfig {
     /// once, over all requests; a request that does not fit is refused with
     /// 503 and `retry-after` before its body is read. Default 512 MiB.
     pub max_body_bytes_in_flight: u64,
+    /// Longest a client may take to send a request's headers to the host's
+    /// HTTP APIs, and longest a keep-alive connection may stay idle, ms.
+    /// Default 30000.
+    pub header_read_timeout_ms: u64,
+    /// Most connections the host's HTTP APIs keep open at once; one more is
+    /// closed as soon as it is accepted. Default 1024.
+    pub max_connections: u32,
     /// How often expired entries are purged in the background, ms. Default
     /// 1000.
     pub purge_interval_ms: u64,
@@ -90,6 +97,8 @@ impl Default for HostConfig {
             inherit_stdio: false,
             limits: StateLimits::default(),
             max_body_bytes_in_flight: 512 * 1024 * 1024,
+            header_read_timeout_ms: 30_000,
+            max_connections: 1024,
             purge_interval_ms: 1_000,
             purge_batch: 1_000,
         }
@@ -176,6 +185,12 @@ impl HostConfig {
                 "max_body_bytes_in_flight must be at least 1 MiB, got {}",
                 self.max_body_bytes_in_flight
             ));
+        }
+        if self.header_read_timeout_ms < 100 {
+            return bad(format!("header_read_timeout_ms must be at least 100, got {}", self.header_read_timeout_ms));
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections must be at least 1".into());
         }
         if self.purge_interval_ms < 10 {
             return bad(format!("purge_interval_ms must be at least 10, got {}", self.purge_interval_ms));

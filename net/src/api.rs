@@ -85,11 +85,12 @@ pub async fn serve_node(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let limits = crate::server::ConnectionLimits::of(host.config());
     let mut router = router(host);
     if let Some(steps) = steps {
         router = router.merge(steps.router());
     }
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    crate::server::serve(listener, router, limits, shutdown).await
 }
 
 /// Serve the API on `listener` until `shutdown` resolves.
@@ -98,7 +99,8 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(host)).with_graceful_shutdown(shutdown).await
+    let limits = crate::server::ConnectionLimits::of(host.config());
+    crate::server::serve(listener, router(host), limits, shutdown).await
 }
 
 async fn list(State(host): State<Host>) -> axum::Json<Vec<FunctionView>> {

@@ -129,6 +129,11 @@ pub fn status_for(e: &Error) -> StatusCode {
     StatusCode::from_u16(e.kind().http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
+/// How long the clients of Databelt's APIs keep an idle connection for
+/// reuse: well below the servers' default header/idle timeout (30 s), so a
+/// client never picks a pooled connection the server is about to close.
+pub const CLIENT_POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Run `f` on the blocking pool (store calls, Wasmtime invocations).
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f).await.map_err(|e| Error::Runtime(format!("worker failed: {e}")))?

@@ -13,13 +13,15 @@
 //! - [`workflow`]: the step protocol (one step on one host), the step
 //!   executor and the workflow runner.
 //! - [`http`]: what every API shares: the error body, status and kind
-//!   decoding, blocking work.
+//!   decoding, body limits, blocking work.
+//! - [`server`]: the accept loop of every server, with connection limits.
 
 pub mod api;
 pub mod continuum;
 pub mod http;
 pub mod peer;
 pub mod placement;
+pub mod server;
 pub mod workflow;
 
 pub use databelt_host::{Error, ErrorKind, Result};

@@ -296,6 +296,7 @@ impl PeerClient {
         let http = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
             .timeout(timeout)
+            .pool_idle_timeout(crate::http::CLIENT_POOL_IDLE)
             .build()
             .map_err(|e| Error::Runtime(format!("http client: {e}")))?;
         Ok(PeerClient { http })

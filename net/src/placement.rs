@@ -122,10 +122,8 @@ impl PlacementService {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|e| Error::Io(e.to_string()))
+        let limits = crate::server::ConnectionLimits::default();
+        crate::server::serve(listener, self.router(), limits, shutdown).await.map_err(|e| Error::Io(e.to_string()))
     }
 
     /// Start serving on `addr` in the background of the current tokio
@@ -218,6 +216,7 @@ impl PlacementClient {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
+            .pool_idle_timeout(crate::http::CLIENT_POOL_IDLE)
             .build()
             .map_err(|e| Error::Io(e.to_string()))?;
         Ok(PlacementClient { base: base.trim_end_matches('/').to_string(), http, cache: Arc::new(Mutex::new(None)) })

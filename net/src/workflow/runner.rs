@@ -207,6 +207,7 @@ impl Runner {
         }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
+            .pool_idle_timeout(crate::http::CLIENT_POOL_IDLE)
             .build()
             .map_err(|e| Error::Runtime(format!("http client: {e}")))?;
         Ok(Runner {
