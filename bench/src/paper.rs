@@ -215,6 +215,7 @@ pub async fn run(options: PaperOptions) -> Result<Vec<Case>> {
         backend: BackendConfig::Memory,
         max_concurrent_instances: 64,
         max_memory_bytes: 512 * 1024 * 1024,
+        max_output_bytes: 256 * 1024 * 1024,
         deadline_ms: 300_000,
         limits: databelt_host::StateLimits { max_value_bytes: 64 * 1024 * 1024, ..Default::default() },
         cache_dir: Some(dir.join("cache")),

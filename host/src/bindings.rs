@@ -232,6 +232,11 @@ impl DatabeltCtx {
         &self.invocation
     }
 
+    /// The hand-off the function requested, if any, left in place.
+    pub fn hand_off(&self) -> Option<&HandOff> {
+        self.hand_off.as_ref()
+    }
+
     /// Take the hand-off the function requested, if any. The embedder runs
     /// the successor (the standalone [`crate::Host`] does so itself).
     pub fn take_hand_off(&mut self) -> Option<HandOff> {

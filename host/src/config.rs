@@ -44,6 +44,11 @@ pub struct HostConfig {
     pub epoch_tick_ms: u64,
     /// Largest linear memory one instance may grow to, in bytes. Default 64 MiB.
     pub max_memory_bytes: u64,
+    /// Largest output (or hand-off input) a function may return, in bytes;
+    /// a larger one fails the invocation with `quota-exceeded` before the
+    /// host converts or stores it. Default 32 MiB (half the default memory
+    /// limit).
+    pub max_output_bytes: u64,
     /// Instances that can run at once (pooling allocator slots). Default 64.
     pub max_concurrent_instances: u32,
     /// Invocations that may wait for a slot when all are busy; more are
@@ -89,6 +94,7 @@ impl Default for HostConfig {
             deadline_ms: 5_000,
             epoch_tick_ms: 10,
             max_memory_bytes: 64 * 1024 * 1024,
+            max_output_bytes: 32 * 1024 * 1024,
             max_concurrent_instances: 64,
             max_queued_invocations: 1024,
             slot_wait_ms: 10_000,
@@ -176,6 +182,9 @@ impl HostConfig {
         }
         if self.max_memory_bytes < 1024 * 1024 {
             return bad(format!("max_memory_bytes must be at least 1 MiB, got {}", self.max_memory_bytes));
+        }
+        if self.max_output_bytes == 0 {
+            return bad("max_output_bytes must be at least 1".into());
         }
         if self.max_concurrent_instances == 0 {
             return bad("max_concurrent_instances must be at least 1".into());

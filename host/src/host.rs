@@ -611,7 +611,19 @@ impl Host {
             instance.databelt_state_handler().call_handle(&mut store, input).map_err(|e| self.classify(&store, e))?;
         match result {
             Ok(output) => {
+                let max = self.inner.config.max_output_bytes;
+                if output.len() as u64 > max {
+                    return Err(Error::QuotaExceeded(format!(
+                        "function output is {} bytes; the limit is {max} (max_output_bytes)",
+                        output.len()
+                    )));
+                }
                 let ctx = &mut store.data_mut().databelt;
+                if let Some(n) = ctx.hand_off().map(|h| h.input.len()).filter(|n| *n as u64 > max) {
+                    return Err(Error::QuotaExceeded(format!(
+                        "hand-off input is {n} bytes; the limit is {max} (max_output_bytes)"
+                    )));
+                }
                 Ok(Called {
                     output,
                     hand_off: ctx.take_hand_off(),

@@ -409,3 +409,22 @@ fn a_full_slot_queue_is_unavailable_at_once() {
     assert!(matches!(busy.join().unwrap(), Err(Error::DeadlineExceeded(_))));
     assert!(call(&host, &get("k")).is_ok(), "the slot is free again");
 }
+
+#[test]
+fn an_output_over_the_limit_fails_with_quota_exceeded_before_conversion() {
+    let (mut config, _dir) = common::temp_config();
+    config.backend = databelt_host::BackendConfig::Memory;
+    config.max_output_bytes = 64 * 1024;
+    let host = Host::new(config).unwrap();
+    host.deploy_file("probe", &guest("kv_probe")).unwrap();
+    use databelt_host::state::SetOptions;
+    host.state().set("t", "big", vec![1; 100 * 1024], SetOptions::default()).unwrap();
+    host.state().set("t", "small", vec![2; 10 * 1024], SetOptions::default()).unwrap();
+    let e = call(&host, &get("big")).unwrap_err();
+    assert!(matches!(&e, Error::QuotaExceeded(m) if m.contains("max_output_bytes")), "{e}");
+    assert!(matches!(call(&host, &get("small")).unwrap(), Reply::Value(Some(v)) if v.len() == 10 * 1024));
+    // A hand-off carrying more than the limit fails the same way.
+    let e = call(&host, &Op::HandOff { successor: s("probe"), next: vec![0; 100 * 1024] }).unwrap_err();
+    assert!(matches!(&e, Error::QuotaExceeded(m) if m.contains("hand-off")), "{e}");
+    assert_still_serving(&host);
+}
