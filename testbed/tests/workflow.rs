@@ -381,15 +381,6 @@ async fn wildfire_example_runs_on_the_paper_testbed() {
 /// read only after a round trip over it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn emulated_links_move_state_at_the_scenarios_speed() {
-    let mut toml = String::new();
-    for id in ["cloud", "s1", "s2", "s3"] {
-        let kind = if id == "cloud" { "cloud" } else { "satellite" };
-        toml += &format!("[[node]]\nid = \"{id}\"\nkind = \"{kind}\"\naddress = \"127.0.0.1:0\"\n");
-    }
-    for (a, b, lat) in [("cloud", "s1", 60), ("s1", "s2", 10), ("s2", "s3", 10)] {
-        toml +=
-            &format!("[[link]]\na = \"{a}\"\nb = \"{b}\"\nlatency_ms = {lat}\njitter_ms = 1\nbandwidth_mbps = 40\n");
-    }
     let (mut host, dir) = common::temp_config();
     host.backend = BackendConfig::Memory;
     let options = ClusterOptions {
@@ -400,7 +391,7 @@ async fn emulated_links_move_state_at_the_scenarios_speed() {
         advertise: None,
         emulate: Some(Duration::from_millis(50)),
     };
-    let cluster = Cluster::start(Topology::from_toml(&toml).unwrap(), options).await.unwrap();
+    let cluster = Cluster::start(common::chain_topology(), options).await.unwrap();
     assert!(cluster.emulator.is_some());
     let path = workflow(dir.path(), "slow", &[("a", "stage", "s1", 1000.0, &[]), ("b", "stage", "s3", 1000.0, &["a"])]);
     let runner = runner(&cluster, &path).await;

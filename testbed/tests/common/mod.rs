@@ -7,8 +7,9 @@ use std::path::Path;
 
 pub use databelt_test_support::*;
 
-/// cloud — s1 — s2 — s3 (40 Mbit/s links; cloud–s1 60 ms, the others 10 ms).
-pub async fn chain_cluster() -> (databelt_testbed::Cluster, tempfile::TempDir) {
+/// The chain scenario: cloud — s1 — s2 — s3 (40 Mbit/s links, ± 1 ms jitter;
+/// cloud–s1 60 ms, the others 10 ms), every node on a free loopback port.
+pub fn chain_topology() -> databelt_placement::Topology {
     let mut toml = String::new();
     for id in ["cloud", "s1", "s2", "s3"] {
         let kind = if id == "cloud" { "cloud" } else { "satellite" };
@@ -18,6 +19,11 @@ pub async fn chain_cluster() -> (databelt_testbed::Cluster, tempfile::TempDir) {
         toml +=
             &format!("[[link]]\na = \"{a}\"\nb = \"{b}\"\nlatency_ms = {lat}\njitter_ms = 1\nbandwidth_mbps = 40\n");
     }
+    databelt_placement::Topology::from_toml(&toml).unwrap()
+}
+
+/// The chain scenario ([`chain_topology`]) as a cluster on plain loopback.
+pub async fn chain_cluster() -> (databelt_testbed::Cluster, tempfile::TempDir) {
     let (mut host, dir) = temp_config();
     host.backend = databelt_host::BackendConfig::Memory;
     host.max_concurrent_instances = 8;
@@ -29,12 +35,7 @@ pub async fn chain_cluster() -> (databelt_testbed::Cluster, tempfile::TempDir) {
         advertise: None,
         emulate: None,
     };
-    (
-        databelt_testbed::Cluster::start(databelt_placement::Topology::from_toml(&toml).unwrap(), options)
-            .await
-            .unwrap(),
-        dir,
-    )
+    (databelt_testbed::Cluster::start(chain_topology(), options).await.unwrap(), dir)
 }
 
 /// A runner of the workflow at `path` on `cluster`, sharing the tests'
