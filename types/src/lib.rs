@@ -1,7 +1,7 @@
 //! # Databelt types
 //!
 //! The vocabulary every Databelt crate shares, with no dependencies beyond
-//! serde:
+//! serde, serde_json and thiserror:
 //!
 //! - [`names`]: typed, validated names ([`RunId`], [`ScopeName`],
 //!   [`FunctionName`], [`StepName`], [`NodeId`]), one rule each.
