@@ -426,10 +426,7 @@ impl Host {
             drop(slot);
             described?
         };
-        let decode = |bytes: &[u8], what: &str| {
-            postcard::from_bytes::<OwnedNamedType>(bytes)
-                .map_err(|e| Error::WrongWorld(format!("describe() returned an unreadable {what} schema: {e}")))
-        };
+        let decode = crate::schema::decode_schema;
         let info = FunctionInfo {
             name: name.to_string(),
             source_name: raw.name,

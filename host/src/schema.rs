@@ -6,6 +6,17 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 
+/// Decode the `what` (input or output) schema a component's `describe()`
+/// returned: one postcard `OwnedNamedType` with no trailing bytes.
+pub fn decode_schema(bytes: &[u8], what: &str) -> Result<OwnedNamedType> {
+    let unreadable = |why: String| Error::WrongWorld(format!("describe() returned an unreadable {what} schema: {why}"));
+    let (schema, rest) = postcard::take_from_bytes::<OwnedNamedType>(bytes).map_err(|e| unreadable(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(unreadable(format!("{} trailing bytes", rest.len())));
+    }
+    Ok(schema)
+}
+
 /// Check that `bytes` is exactly one postcard value of type `schema`,
 /// without building the value: a walk over the schema that consumes the
 /// bytes as postcard 1.x would (varints, zigzag, lengths, UTF-8, enum

@@ -89,14 +89,16 @@ pub struct BatchPut {
 /// sequence, which postcard encodes and decodes byte by byte; as byte
 /// strings the encoding is identical (a varint length, then the bytes) and a
 /// value is one copy. Tested against the plain encoding below.
-mod byte_strings {
+pub mod byte_strings {
     use serde::{Deserialize, Deserializer, Serializer};
     use serde_bytes::{ByteBuf, Bytes};
 
+    /// Serialize batch entries, values as byte strings.
     pub fn serialize<S: Serializer>(entries: &[(String, Vec<u8>)], s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(entries.iter().map(|(k, v)| (k, Bytes::new(v))))
     }
 
+    /// Deserialize batch entries, values as byte strings.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, Vec<u8>)>, D::Error> {
         let raw = Vec::<(String, ByteBuf)>::deserialize(d)?;
         Ok(raw.into_iter().map(|(k, v)| (k, v.into_vec())).collect())

@@ -1,0 +1,119 @@
+//! The fuzz targets of Databelt, one function per decoder that takes bytes
+//! from the network or from a user. Each takes arbitrary bytes and must
+//! return — an error is fine, a panic, an abort, a stack overflow or a hang
+//! is a bug. `fuzz/` (cargo-fuzz, libFuzzer) drives them; the replay test
+//! in this crate runs every input of the committed corpora
+//! (`fuzz/corpus/<target>/`) through them in the normal test suite.
+
+use databelt_host::HostConfig;
+use databelt_host::schema::{check_postcard, decode_schema, json_to_postcard, postcard_to_json};
+use databelt_net::http::decode_postcard;
+use databelt_net::peer::{BatchGet, BatchPut, byte_strings};
+use databelt_net::workflow::protocol::{StepRequest, StepResult};
+use databelt_placement::{Topology, Workflow};
+use postcard_schema::Schema;
+use postcard_schema::schema::owned::OwnedNamedType;
+
+/// A target: its name (the corpus directory) and what it does.
+pub type Target = (&'static str, fn(&[u8]));
+
+/// Every target, by name.
+pub const TARGETS: &[Target] = &[
+    ("peer_bodies", peer_bodies),
+    ("step_protocol", step_protocol),
+    ("describe_schema", describe_schema),
+    ("schema_conversion", schema_conversion),
+    ("host_config", host_config),
+    ("scenario_workflow", scenario_workflow),
+];
+
+/// The postcard bodies of the peer protocol: `batch-get` and `batch-put`
+/// requests, and a `batch-get` answer. What decodes must encode back to the
+/// same bytes.
+pub fn peer_bodies(data: &[u8]) {
+    if let Ok(put) = decode_postcard::<BatchPut>(data, "BatchPut") {
+        assert_eq!(postcard::to_stdvec(&put).ok().as_deref(), Some(data), "BatchPut re-encodes to its bytes");
+    }
+    let _ = decode_postcard::<BatchGet>(data, "BatchGet");
+    let _ = byte_strings::decode_values(data);
+}
+
+/// The step protocol's request and answer bodies (postcard).
+pub fn step_protocol(data: &[u8]) {
+    if let Ok(request) = decode_postcard::<StepRequest>(data, "StepRequest") {
+        let again = postcard::to_stdvec(&request).unwrap_or_default();
+        assert_eq!(decode_postcard::<StepRequest>(&again, "StepRequest").ok(), Some(request), "round trip");
+    }
+    let _ = decode_postcard::<StepResult>(data, "StepResult");
+}
+
+/// A component's `describe()` answer: a schema, then (with what follows it
+/// in the input) the walks over it every invocation makes: checking postcard
+/// bytes, converting them to JSON and back, printing the type.
+pub fn describe_schema(data: &[u8]) {
+    let split = data.first().map_or(0, |n| usize::from(*n)).min(data.len().saturating_sub(1));
+    let (schema, value) = data.get(1..).unwrap_or_default().split_at(split);
+    let Ok(schema) = decode_schema(schema, "input") else { return };
+    let _ = schema.to_string();
+    let _ = check_postcard(&schema, value);
+    if let Ok(json) = postcard_to_json(&schema, value) {
+        let back = json_to_postcard(&schema, &json);
+        assert!(back.is_ok(), "JSON made from valid postcard converts back: {back:?}");
+    }
+}
+
+/// JSON from a user through a fixed set of real schemas to postcard, and
+/// postcard back to JSON: the byte that starts the input picks the schema.
+pub fn schema_conversion(data: &[u8]) {
+    let schemas = fixed_schemas();
+    let Some((pick, rest)) = data.split_first() else { return };
+    let Some(schema) = schemas.get(usize::from(*pick) % schemas.len().max(1)) else { return };
+    if let Ok(json) = serde_json::from_slice::<serde_json::Value>(rest)
+        && let Ok(bytes) = json_to_postcard(schema, &json)
+    {
+        assert!(check_postcard(schema, &bytes).is_ok(), "postcard made from JSON is valid");
+    }
+    if check_postcard(schema, rest).is_ok() {
+        assert!(postcard_to_json(schema, rest).is_ok(), "valid postcard converts to JSON");
+    }
+}
+
+fn fixed_schemas() -> Vec<OwnedNamedType> {
+    fn of<T: Schema + ?Sized>() -> OwnedNamedType {
+        T::SCHEMA.into()
+    }
+    vec![
+        of::<u64>(),
+        of::<String>(),
+        of::<Vec<u8>>(),
+        of::<Option<(i32, f64)>>(),
+        of::<Vec<(String, Vec<u16>)>>(),
+        of::<std::collections::BTreeMap<String, i64>>(),
+        of::<(bool, char, i128, Option<u8>)>(),
+    ]
+}
+
+/// A host configuration file (TOML) laid over the defaults, then validated.
+pub fn host_config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Ok(config) = HostConfig::default().layered(text) {
+        let _ = config.validate();
+    }
+}
+
+/// A scenario (topology) and a workflow file (TOML), then what is derived
+/// from them: validation, snapshots and routes, the step order.
+pub fn scenario_workflow(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Ok(topology) = Topology::from_toml(text)
+        && topology.validate().is_ok()
+    {
+        let snapshot = topology.snapshot(0);
+        if let (Some(a), Some(b)) = (topology.nodes.first(), topology.nodes.last()) {
+            let _ = snapshot.route(&a.id, &b.id);
+        }
+    }
+    if let Ok(workflow) = Workflow::from_toml(text) {
+        let _ = workflow.order();
+    }
+}
