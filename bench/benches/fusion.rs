@@ -115,6 +115,7 @@ fn main() {
             peer_timeout: Duration::from_secs(600),
             advertise: Some(advertise),
             emulate: None,
+            insecure_development: false,
         };
         let topology = databelt_placement::Topology::from_toml(toml).expect("topology");
         let cluster = Cluster::start(topology, options).await.expect("cluster");

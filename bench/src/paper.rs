@@ -230,10 +230,11 @@ pub async fn run(options: PaperOptions) -> Result<Vec<Case>> {
             peer_timeout: Duration::from_secs(600),
             advertise: None,
             emulate: Some(Duration::from_millis(50)),
+            insecure_development: false,
         },
     )
     .await?;
-    let placement = PlacementClient::new(&cluster.placement_url, Duration::from_secs(2))?;
+    let placement = PlacementClient::new(&cluster.placement_url, &cluster.credentials, Duration::from_secs(2))?;
     placement.refresh().await?;
     let runner =
         Runner::load(&options.workflow, placement.clone(), Some(dir.join("cache"))).await.with_context(|| {

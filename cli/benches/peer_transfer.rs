@@ -66,14 +66,22 @@ fn main() {
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     rt.block_on(async {
-        let http = reqwest::Client::new();
+        let http = {
+            databelt_net::tls::install_default_provider();
+            reqwest::Client::new()
+        };
         for _ in 0..100 {
             if http.get(format!("http://{addr}/healthz")).send().await.is_ok() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let client = PeerClient::new(Duration::from_secs(1), Duration::from_secs(60)).expect("client");
+        let client = PeerClient::new(
+            &databelt_net::auth::Credentials::development(),
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        )
+        .expect("client");
         let value: Vec<u8> = (0..SIZE).map(|i| (i % 253) as u8).collect();
 
         // Peak-RSS growth of one push, on both sides.

@@ -6,6 +6,7 @@ mod commands;
 mod config;
 mod input;
 mod report;
+mod security;
 
 use std::process::ExitCode;
 
@@ -36,6 +37,9 @@ enum Command {
     Invoke(commands::invoke::Args),
     /// Elect the storage node for one state transfer and explain the answer.
     Elect(commands::elect::Args),
+    /// The continuum's certificate authority and member certificates.
+    #[command(subcommand)]
+    Certs(commands::certs::Command),
     /// Benchmarks that need a whole continuum.
     #[command(subcommand)]
     Bench(commands::bench::Command),
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Command::Up(a) => commands::up::run(a),
         Command::Invoke(a) => commands::invoke::run(a),
         Command::Elect(a) => commands::elect::run(a),
+        Command::Certs(c) => commands::certs::run(c),
         Command::Bench(c) => commands::bench::run(c),
     };
     match result {

@@ -128,30 +128,46 @@ fn elect_explains_its_decision() {
 }
 
 #[test]
-fn placement_service_runs_from_the_cli() {
+fn placement_service_runs_from_the_cli_and_creates_its_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = databelt()
-        .args(["placement", "--listen", &format!("127.0.0.1:{port}"), "--scenario"])
+        .args(["placement", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.path())
+        .arg("--scenario")
         .arg(scenario())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut body = None;
+    let get = |token: Option<&str>| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        let request = format!("GET /v1/topology HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n");
+        s.write_all(request.as_bytes()).ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        Some(text)
+    };
+    let mut anonymous = None;
     for _ in 0..100 {
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            use std::io::{Read, Write};
-            s.write_all(b"GET /v1/topology HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-            let mut text = String::new();
-            s.read_to_string(&mut text).unwrap();
-            body = Some(text);
+        anonymous = get(None);
+        if anonymous.is_some() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    let token_file = dir.path().join("admin.token");
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    let with_token = get(Some(token.trim()));
     let _ = child.kill();
     let _ = child.wait();
-    let body = body.expect("placement service answered");
+    let anonymous = anonymous.expect("placement service answered");
+    assert!(anonymous.starts_with("HTTP/1.1 401"), "no token: {anonymous}");
+    let body = with_token.unwrap();
     assert!(body.starts_with("HTTP/1.1 200") && body.contains("sat7"), "{body}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777, 0o600);
 }
 
 #[test]
@@ -208,7 +224,11 @@ fn up_starts_a_continuum_and_invoke_runs_a_workflow_across_it() {
         databelt()
             .arg("invoke")
             .arg(dir.path().join("wf.toml"))
-            .args(["--placement", &format!("http://127.0.0.1:{port}"), "--cache-dir"])
+            .args(["--placement", &format!("https://127.0.0.1:{port}"), "--ca"])
+            .arg(dir.path().join("data/tls/ca.pem"))
+            .arg("--token-file")
+            .arg(dir.path().join("data/admin.token"))
+            .arg("--cache-dir")
             .arg(common::workspace().join("target/guests/cwasm-cache"))
             .args(["--input", r#"{"trail": [], "data": [1, 2, 3], "resize": 20000}"#])
             .args(extra)

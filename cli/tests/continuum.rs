@@ -54,7 +54,11 @@ async fn continuum() -> (Vec<Node>, tokio::sync::oneshot::Sender<()>) {
             &format!("[[link]]\na = \"{a}\"\nb = \"{b}\"\nlatency_ms = {lat}\njitter_ms = 1\nbandwidth_mbps = 40\n");
     }
     let topology = Topology::from_toml(&toml).unwrap();
-    let (paddr, pstop) = PlacementService::new(topology).unwrap().spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let (paddr, pstop) = PlacementService::new(topology)
+        .unwrap()
+        .spawn("127.0.0.1:0".parse().unwrap(), databelt_net::auth::ServerSecurity::development())
+        .await
+        .unwrap();
     let mut nodes = Vec::new();
     for (id, listener) in ids.into_iter().zip(listeners) {
         let addr = listener.local_addr().unwrap().to_string();
@@ -64,12 +68,27 @@ async fn continuum() -> (Vec<Node>, tokio::sync::oneshot::Sender<()>) {
         config.limits.max_value_bytes = 64 * 1024 * 1024;
         let host = Host::new(config).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(databelt_net::api::serve(host.clone(), listener, async {
-            let _ = rx.await;
-        }));
-        let placement = PlacementClient::new(&format!("http://{paddr}"), Duration::from_millis(300)).unwrap();
+        tokio::spawn(databelt_net::api::serve(
+            host.clone(),
+            databelt_net::auth::ServerSecurity::development(),
+            listener,
+            async {
+                let _ = rx.await;
+            },
+        ));
+        let placement = PlacementClient::new(
+            &format!("http://{paddr}"),
+            &databelt_net::auth::Credentials::development(),
+            Duration::from_millis(300),
+        )
+        .unwrap();
         placement.refresh().await.unwrap();
-        let peers = PeerClient::new(Duration::from_millis(300), Duration::from_secs(10)).unwrap();
+        let peers = PeerClient::new(
+            &databelt_net::auth::Credentials::development(),
+            Duration::from_millis(300),
+            Duration::from_secs(10),
+        )
+        .unwrap();
         let continuum = Continuum::new(id, host.state().clone(), peers, placement);
         nodes.push(Node { id, addr, host, stop: Some(tx), continuum });
     }
@@ -223,9 +242,19 @@ async fn a_host_killed_mid_push_loses_no_acknowledged_state() {
     cfg.node_id = "s1".into();
     cfg.limits.max_value_bytes = 64 * 1024 * 1024;
     let producer = Host::new(cfg).unwrap();
-    let placement = PlacementClient::new("http://127.0.0.1:9", Duration::from_millis(100)).unwrap();
+    let placement = PlacementClient::new(
+        "http://127.0.0.1:9",
+        &databelt_net::auth::Credentials::development(),
+        Duration::from_millis(100),
+    )
+    .unwrap();
     placement.seed(Topology::from_toml(&toml).unwrap());
-    let peers = PeerClient::new(Duration::from_millis(300), Duration::from_secs(20)).unwrap();
+    let peers = PeerClient::new(
+        &databelt_net::auth::Credentials::development(),
+        Duration::from_millis(300),
+        Duration::from_secs(20),
+    )
+    .unwrap();
     let s1 = Continuum::new("s1", producer.state().clone(), peers, placement);
     let value: Vec<u8> = (0..48_000_000u32).map(|i| (i % 241) as u8).collect();
     producer.state().set("run", "big", value.clone(), SetOptions::default()).unwrap();
@@ -245,11 +274,15 @@ async fn a_host_killed_mid_push_loses_no_acknowledged_state() {
         assert_eq!(p.locator().node, "s2");
         let mut again = spawn();
         wait_up().await;
-        let got = PeerClient::new(Duration::from_millis(300), Duration::from_secs(20))
-            .unwrap()
-            .get(&addr, &rid("r-kill"), "run", "big")
-            .await
-            .unwrap();
+        let got = PeerClient::new(
+            &databelt_net::auth::Credentials::development(),
+            Duration::from_millis(300),
+            Duration::from_secs(20),
+        )
+        .unwrap()
+        .get(&addr, &rid("r-kill"), "run", "big")
+        .await
+        .unwrap();
         again.kill().unwrap();
         again.wait().unwrap();
         assert_eq!(got.as_deref(), Some(value.as_slice()), "acknowledged state lost");
@@ -279,9 +312,19 @@ async fn a_closing_link_window_moves_the_state_short_of_it_never_loses_it() {
     toml += "[[link]]\na = \"cloud\"\nb = \"s1\"\nlatency_ms = 60\nbandwidth_mbps = 40\n";
     toml += "[[link]]\na = \"s1\"\nb = \"s2\"\nlatency_ms = 10\nbandwidth_mbps = 40\n";
     toml += "[[link]]\na = \"s2\"\nb = \"s3\"\nlatency_ms = 10\nbandwidth_mbps = 40\nwindows = [{ start_ms = 0, end_ms = 5000 }]\n";
-    let placement = PlacementClient::new("http://127.0.0.1:9", Duration::from_millis(100)).unwrap();
+    let placement = PlacementClient::new(
+        "http://127.0.0.1:9",
+        &databelt_net::auth::Credentials::development(),
+        Duration::from_millis(100),
+    )
+    .unwrap();
     placement.seed(Topology::from_toml(&toml).unwrap());
-    let peers = PeerClient::new(Duration::from_millis(300), Duration::from_secs(10)).unwrap();
+    let peers = PeerClient::new(
+        &databelt_net::auth::Credentials::development(),
+        Duration::from_millis(300),
+        Duration::from_secs(10),
+    )
+    .unwrap();
     let s1 = Continuum::new("s1", nodes[1].host.state().clone(), peers, placement);
     let v = write(&nodes[1], "w", 30_000_000);
     let p = s1.propagate(&rid("r5"), "run", "w", "s3", 10_000.0, None).await.unwrap();

@@ -21,6 +21,10 @@ pub enum Error {
     /// The host's policy does not let the function use the scope.
     #[error("access denied: {0}")]
     AccessDenied(String),
+    /// The caller did not prove who it is (no or a wrong token, no node
+    /// certificate).
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
     /// A configured limit was hit; the text names the limit and its value.
     #[error("quota exceeded: {0}")]
     QuotaExceeded(String),
@@ -168,6 +172,7 @@ impl Error {
         match self {
             Error::NoSuchScope(_) => ErrorKind::NoSuchScope,
             Error::AccessDenied(_) => ErrorKind::AccessDenied,
+            Error::Unauthenticated(_) => ErrorKind::Unauthenticated,
             Error::QuotaExceeded(_) => ErrorKind::QuotaExceeded,
             Error::PreconditionFailed(_) => ErrorKind::PreconditionFailed,
             Error::Timeout(_) => ErrorKind::Timeout,

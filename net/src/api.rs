@@ -26,6 +26,7 @@ use databelt_host::schema::{json_to_postcard, postcard_to_json};
 use databelt_host::{Error, FunctionInfo, Host, InvokeOptions, InvokeOutcome};
 use databelt_types::RunId;
 
+use crate::auth::ServerSecurity;
 use crate::http::{ApiError, BodyLimit, blocking, limit_body};
 
 /// Largest request body (component or input) accepted: 64 MiB.
@@ -82,6 +83,7 @@ pub fn router(host: Host) -> Router {
 pub async fn serve_node(
     host: Host,
     steps: Option<crate::workflow::StepExecutor>,
+    security: ServerSecurity,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -90,17 +92,19 @@ pub async fn serve_node(
     if let Some(steps) = steps {
         router = router.merge(steps.router());
     }
-    crate::server::serve(listener, router, limits, shutdown).await
+    crate::server::serve(listener, router, limits, security, shutdown).await
 }
 
-/// Serve the API on `listener` until `shutdown` resolves.
+/// Serve the API (and the peer routes) on `listener`, secured by
+/// `security`, until `shutdown` resolves.
 pub async fn serve(
     host: Host,
+    security: ServerSecurity,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = crate::server::ConnectionLimits::of(host.config());
-    crate::server::serve(listener, router(host), limits, shutdown).await
+    crate::server::serve(listener, router(host), limits, security, shutdown).await
 }
 
 async fn list(State(host): State<Host>) -> axum::Json<Vec<FunctionView>> {

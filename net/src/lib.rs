@@ -15,13 +15,19 @@
 //! - [`http`]: what every API shares: the error body, status and kind
 //!   decoding, body limits, blocking work.
 //! - [`server`]: the accept loop of every server, with connection limits.
+//! - [`tls`]: mutual TLS between the members of a continuum (CA, member
+//!   certificates that name their node, verifiers).
+//! - [`auth`]: who may call what — node certificates, bearer tokens with
+//!   permissions, run capabilities.
 
 pub mod api;
+pub mod auth;
 pub mod continuum;
 pub mod http;
 pub mod peer;
 pub mod placement;
 pub mod server;
+pub mod tls;
 pub mod workflow;
 
 pub use databelt_host::{Error, ErrorKind, Result};

@@ -44,6 +44,7 @@ use databelt_host::state::{Sandboxes, SetOptions, StateTier};
 use databelt_host::{Error, Result};
 use databelt_types::RunId;
 
+use crate::auth::Credentials;
 use crate::http::{ApiError, BodyLimit, blocking, check, decode_postcard, limit_body, unreachable};
 
 /// Header carrying the run id.
@@ -289,23 +290,26 @@ impl Place {
 #[derive(Clone)]
 pub struct PeerClient {
     http: reqwest::Client,
+    scheme: &'static str,
 }
 
 impl PeerClient {
-    /// A client whose requests time out after `timeout` (connect and whole
-    /// request).
-    pub fn new(connect_timeout: Duration, timeout: Duration) -> Result<PeerClient> {
-        let http = reqwest::Client::builder()
+    /// A client presenting `credentials` (a host's: its node certificate),
+    /// whose requests time out after `connect_timeout` (connecting) and
+    /// `timeout` (the whole request).
+    pub fn new(credentials: &Credentials, connect_timeout: Duration, timeout: Duration) -> Result<PeerClient> {
+        let http = credentials
+            .client_builder()?
             .connect_timeout(connect_timeout)
             .timeout(timeout)
             .pool_idle_timeout(crate::http::CLIENT_POOL_IDLE)
             .build()
             .map_err(|e| Error::Runtime(format!("http client: {e}")))?;
-        Ok(PeerClient { http })
+        Ok(PeerClient { http, scheme: credentials.scheme() })
     }
 
-    fn url(peer: &str, scope: &str, key: &str) -> Result<reqwest::Url> {
-        let mut url = reqwest::Url::parse(&format!("http://{peer}/"))
+    fn url(&self, peer: &str, scope: &str, key: &str) -> Result<reqwest::Url> {
+        let mut url = reqwest::Url::parse(&format!("{}://{peer}/", self.scheme))
             .map_err(|e| Error::BadInput(format!("peer address `{peer}`: {e}")))?;
         url.path_segments_mut()
             .map_err(|_| Error::BadInput(format!("peer address `{peer}` cannot take a path")))?
@@ -327,7 +331,7 @@ impl PeerClient {
         scope: &str,
         key: &str,
     ) -> Result<Option<Vec<u8>>> {
-        let url = Self::url(peer, scope, key)?;
+        let url = self.url(peer, scope, key)?;
         let r = self
             .http
             .get(url)
@@ -359,7 +363,7 @@ impl PeerClient {
         value: Vec<u8>,
         ttl_ms: Option<u64>,
     ) -> Result<()> {
-        let url = Self::url(peer, scope, key)?;
+        let url = self.url(peer, scope, key)?;
         let mut req = self.http.put(url).header(RUN_ID_HEADER, run_id.as_str()).body(value);
         if let Some(ttl) = ttl_ms {
             req = req.header(TTL_HEADER, ttl.to_string());
@@ -370,7 +374,7 @@ impl PeerClient {
 
     /// Delete `scope/key` on `peer`.
     pub async fn delete(&self, peer: &str, run_id: &RunId, scope: &str, key: &str) -> Result<()> {
-        let url = Self::url(peer, scope, key)?;
+        let url = self.url(peer, scope, key)?;
         let r = self
             .http
             .delete(url)
@@ -423,7 +427,7 @@ impl PeerClient {
         let body = postcard::to_stdvec(body).map_err(|e| Error::Runtime(e.to_string()))?;
         let r = self
             .http
-            .post(format!("http://{peer}/peer/v1/{route}"))
+            .post(format!("{}://{peer}/peer/v1/{route}", self.scheme))
             .header(RUN_ID_HEADER, run_id.as_str())
             .header(SANDBOX_HEADER, place.header())
             .body(body)

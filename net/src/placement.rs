@@ -34,6 +34,7 @@ use databelt_placement::{
 };
 use databelt_types::{ErrorBody, ErrorKind};
 
+use crate::auth::{Credentials, ServerSecurity};
 use crate::http::ApiError;
 
 /// Step name → Tmax in ms, for one workflow.
@@ -116,26 +117,35 @@ impl PlacementService {
             .layer(axum::middleware::map_response(crate::http::json_errors))
     }
 
-    /// Serve on `listener` until `shutdown` resolves.
+    /// Serve on `listener`, secured by `security`, until `shutdown`
+    /// resolves. The members `security` admits should be the topology's
+    /// nodes.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
+        security: ServerSecurity,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
         let limits = crate::server::ConnectionLimits::default();
-        crate::server::serve(listener, self.router(), limits, shutdown).await.map_err(|e| Error::Io(e.to_string()))
+        crate::server::serve(listener, self.router(), limits, security, shutdown)
+            .await
+            .map_err(|e| Error::Io(e.to_string()))
     }
 
     /// Start serving on `addr` in the background of the current tokio
     /// runtime; returns the bound address and a handle that stops it.
-    pub async fn spawn(self, addr: SocketAddr) -> Result<(SocketAddr, tokio::sync::oneshot::Sender<()>)> {
+    pub async fn spawn(
+        self,
+        addr: SocketAddr,
+        security: ServerSecurity,
+    ) -> Result<(SocketAddr, tokio::sync::oneshot::Sender<()>)> {
         let listener =
             tokio::net::TcpListener::bind(addr).await.map_err(|e| Error::Io(format!("cannot bind {addr}: {e}")))?;
         let bound = listener.local_addr().map_err(|e| Error::Io(e.to_string()))?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = self
-                .serve(listener, async move {
+                .serve(listener, security, async move {
                     let _ = rx.await;
                 })
                 .await;
@@ -205,21 +215,35 @@ struct Cached {
 #[derive(Clone)]
 pub struct PlacementClient {
     base: String,
+    credentials: Credentials,
     http: reqwest::Client,
     cache: Arc<Mutex<Option<Cached>>>,
 }
 
 impl PlacementClient {
-    /// A client for the service at `base` (e.g. `http://127.0.0.1:7300`),
-    /// with a request timeout of `timeout`.
-    pub fn new(base: &str, timeout: Duration) -> Result<PlacementClient> {
-        let http = reqwest::Client::builder()
+    /// A client for the service at `base` (e.g. `https://127.0.0.1:7300`),
+    /// presenting `credentials`, with a request timeout of `timeout`.
+    pub fn new(base: &str, credentials: &Credentials, timeout: Duration) -> Result<PlacementClient> {
+        let http = credentials
+            .client_builder()
+            .map_err(|e| Error::Io(e.to_string()))?
             .timeout(timeout)
             .connect_timeout(timeout)
             .pool_idle_timeout(crate::http::CLIENT_POOL_IDLE)
             .build()
             .map_err(|e| Error::Io(e.to_string()))?;
-        Ok(PlacementClient { base: base.trim_end_matches('/').to_string(), http, cache: Arc::new(Mutex::new(None)) })
+        Ok(PlacementClient {
+            base: base.trim_end_matches('/').to_string(),
+            credentials: credentials.clone(),
+            http,
+            cache: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// The credentials this client presents (other clients of the same
+    /// process, such as a runner's, present the same).
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
     }
 
     /// A client that never had a service: it elects on `topology` alone

@@ -24,9 +24,14 @@ async fn eight_128_mib_uploads_share_one_budget_and_oversize_is_refused_before_r
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(databelt_net::api::serve(host.clone(), listener, async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(databelt_net::api::serve(
+        host.clone(),
+        databelt_net::auth::ServerSecurity::development(),
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+    ));
 
     // A content-length over the batch limit (129 MiB here): 413 at once, with
     // no body sent at all.
@@ -49,7 +54,10 @@ async fn eight_128_mib_uploads_share_one_budget_and_oversize_is_refused_before_r
     // Eight concurrent 128 MiB bodies (one buffer on the client side, shared).
     let body = Bytes::from(vec![0xffu8; 128 * MIB as usize]);
     let before = peak_rss();
-    let http = reqwest::Client::new();
+    let http = {
+        databelt_net::tls::install_default_provider();
+        reqwest::Client::new()
+    };
     let sends = (0..8).map(|_| {
         let (http, body) = (http.clone(), body.clone());
         async move {

@@ -15,7 +15,7 @@ async fn start(config: HostConfig) -> (String, tokio::sync::oneshot::Sender<()>)
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(databelt_net::api::serve(host, listener, async {
+    tokio::spawn(databelt_net::api::serve(host, databelt_net::auth::ServerSecurity::development(), listener, async {
         let _ = rx.await;
     }));
     (addr, tx)
@@ -42,7 +42,17 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> Option<Durat
 }
 
 async fn healthz(addr: &str) -> String {
-    reqwest::Client::new().get(format!("http://{addr}/healthz")).send().await.unwrap().text().await.unwrap()
+    {
+        databelt_net::tls::install_default_provider();
+        reqwest::Client::new()
+    }
+    .get(format!("http://{addr}/healthz"))
+    .send()
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

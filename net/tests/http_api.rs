@@ -19,9 +19,14 @@ async fn start() -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(databelt_net::api::serve(host, listener, async {
-        let _ = rx.await;
-    }));
+    let task = tokio::spawn(databelt_net::api::serve(
+        host,
+        databelt_net::auth::ServerSecurity::development(),
+        listener,
+        async {
+            let _ = rx.await;
+        },
+    ));
     Server { base, stop: Some(tx), task }
 }
 
@@ -37,7 +42,10 @@ impl Server {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_list_invoke_over_http() {
     let srv = start().await;
-    let client = reqwest::Client::new();
+    let client = {
+        databelt_net::tls::install_default_provider();
+        reqwest::Client::new()
+    };
     let wasm = std::fs::read(guest("hello_counter")).unwrap();
 
     let r = client.put(format!("{}/functions/hello", srv.base)).body(wasm).send().await.unwrap();
@@ -75,7 +83,10 @@ async fn deploy_list_invoke_over_http() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_4xx_and_change_nothing() {
     let srv = start().await;
-    let client = reqwest::Client::new();
+    let client = {
+        databelt_net::tls::install_default_provider();
+        reqwest::Client::new()
+    };
     let err = |v: Value| v["error"].as_str().unwrap().to_string();
 
     let r = client.put(format!("{}/functions/junk", srv.base)).body("not wasm").send().await.unwrap();

@@ -26,9 +26,14 @@ async fn start(config: HostConfig) -> Peer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(databelt_net::api::serve(host.clone(), listener, async {
-        let _ = rx.await;
-    }));
+    let task = tokio::spawn(databelt_net::api::serve(
+        host.clone(),
+        databelt_net::auth::ServerSecurity::development(),
+        listener,
+        async {
+            let _ = rx.await;
+        },
+    ));
     Peer { addr, host, stop: Some(tx), task }
 }
 
@@ -58,7 +63,12 @@ fn assert_refused_as_too_large(r: reqwest::Result<reqwest::Response>) {
 }
 
 fn client() -> PeerClient {
-    PeerClient::new(Duration::from_millis(500), Duration::from_secs(30)).unwrap()
+    PeerClient::new(
+        &databelt_net::auth::Credentials::development(),
+        Duration::from_millis(500),
+        Duration::from_secs(30),
+    )
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,7 +98,10 @@ async fn get_put_delete_and_batches() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_oversized_requests_are_4xx_and_change_nothing() {
     let peer = start(memory_config()).await;
-    let http = reqwest::Client::new();
+    let http = {
+        databelt_net::tls::install_default_provider();
+        reqwest::Client::new()
+    };
     let base = format!("http://{}", peer.addr);
 
     // No run id.
@@ -127,7 +140,10 @@ async fn malformed_and_oversized_requests_are_4xx_and_change_nothing() {
     assert_refused_as_too_large(r);
     // The server stops reading a refused upload and closes that connection;
     // a pooled client may not have noticed yet, so go on with a fresh one.
-    let http = reqwest::Client::new();
+    let http = {
+        databelt_net::tls::install_default_provider();
+        reqwest::Client::new()
+    };
     // Bad scope name; oversize key.
     let r = http
         .put(format!("{base}/peer/v1/state/no%20spaces/k"))

@@ -20,8 +20,14 @@ fn request(size: u64, tmax: f64) -> ElectionRequest {
 #[tokio::test]
 async fn hints_slos_errors_and_local_fallback() {
     let service = PlacementService::new(testbed()).unwrap();
-    let (addr, stop) = service.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let client = PlacementClient::new(&format!("http://{addr}"), Duration::from_millis(500)).unwrap();
+    let (addr, stop) =
+        service.spawn("127.0.0.1:0".parse().unwrap(), databelt_net::auth::ServerSecurity::development()).await.unwrap();
+    let client = PlacementClient::new(
+        &format!("http://{addr}"),
+        &databelt_net::auth::Credentials::development(),
+        Duration::from_millis(500),
+    )
+    .unwrap();
 
     let view = client.refresh().await.unwrap();
     assert_eq!(view.topology.nodes.len(), 9);
@@ -54,7 +60,10 @@ async fn hints_slos_errors_and_local_fallback() {
     assert!(client.slos("nope").await.is_err());
 
     // Malformed and wrong requests are 4xx.
-    let http = reqwest::Client::new();
+    let http = {
+        databelt_net::tls::install_default_provider();
+        reqwest::Client::new()
+    };
     let r = http.post(format!("http://{addr}/v1/hints/storage")).body("{not json").send().await.unwrap();
     assert_eq!(r.status(), 400);
     let mut bad = request(1, 1.0);
@@ -74,7 +83,12 @@ async fn hints_slos_errors_and_local_fallback() {
     assert_eq!(again, d);
 
     // A client that never reached a service and has no cache says so.
-    let orphan = PlacementClient::new(&format!("http://{addr}"), Duration::from_millis(200)).unwrap();
+    let orphan = PlacementClient::new(
+        &format!("http://{addr}"),
+        &databelt_net::auth::Credentials::development(),
+        Duration::from_millis(200),
+    )
+    .unwrap();
     assert!(matches!(orphan.storage_hint(&request(1, 1.0)).await, Err(Error::Unavailable(_))));
     orphan.seed(testbed());
     assert_eq!(orphan.storage_hint(&request(100_000, 100.0)).await.unwrap().1, HintSource::LocalCache);

@@ -12,11 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use databelt_host::{BackendConfig, Error, Host, HostConfig, Result};
+use databelt_net::auth::{Credentials, MemberSecurity, Permission, TokenFile};
 use databelt_net::continuum::Continuum;
 use databelt_net::peer::PeerClient;
 use databelt_net::placement::{PlacementClient, PlacementService};
+use databelt_net::tls::{Authority, Identity, MemberTls, Members, Validity, client_config};
 use databelt_net::workflow::{Runner, StepExecutor};
 use databelt_placement::Topology;
+use databelt_types::NodeId;
 use tokio::sync::oneshot;
 
 use crate::Emulator;
@@ -43,6 +46,10 @@ pub struct ClusterOptions {
     /// path's latency, jitter and bandwidth, re-read from the schedule every
     /// `refresh`. `None`: hosts talk over plain loopback.
     pub emulate: Option<Duration>,
+    /// Turn authentication and TLS off (the development flag). Otherwise
+    /// the cluster mints an ephemeral CA, a certificate for every node and
+    /// the placement service, and an admin token ([`Cluster::credentials`]).
+    pub insecure_development: bool,
 }
 
 /// Maps a node id and its listening address to the address the topology
@@ -66,6 +73,7 @@ impl Default for ClusterOptions {
             peer_timeout: Duration::from_secs(60),
             advertise: None,
             emulate: None,
+            insecure_development: false,
         }
     }
 }
@@ -80,6 +88,8 @@ pub struct ClusterNode {
     pub host: Host,
     /// Its step executor (and through it, its continuum).
     pub executor: StepExecutor,
+    /// What its servers enforce and its clients present.
+    pub security: MemberSecurity,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -102,6 +112,16 @@ pub struct Cluster {
     pub nodes: Vec<ClusterNode>,
     /// The emulated links between the nodes, when asked for.
     pub emulator: Option<Emulator>,
+    /// What a user of the cluster presents: trusts its CA, carries its
+    /// admin token (plain and empty with `insecure_development`).
+    pub credentials: Credentials,
+    /// The cluster's admin token (`None` with `insecure_development`).
+    pub admin_token: Option<String>,
+    /// The cluster CA's certificate, PEM (`None` with
+    /// `insecure_development`).
+    pub ca_pem: Option<String>,
+    /// The cluster's CA (to issue more certificates, e.g. in tests).
+    pub authority: Option<Arc<Authority>>,
     placement_stop: Option<oneshot::Sender<()>>,
 }
 
@@ -125,6 +145,32 @@ impl Cluster {
             node.address = advertised.to_string();
             listeners.push(listener);
         }
+        let members = Members::of(topology.nodes.iter().map(|n| n.id.as_str()));
+        let mut tokens = TokenFile::default();
+        let (authority, admin_token) = if options.insecure_development {
+            (None, None)
+        } else {
+            let authority = Authority::generate("databelt ephemeral continuum CA", Validity::days(30))?;
+            (Some(Arc::new(authority)), Some(tokens.add("admin", vec![Permission::Admin], None)))
+        };
+        let security_of = |who: Identity| -> Result<MemberSecurity> {
+            match &authority {
+                None => Ok(MemberSecurity::development()),
+                Some(ca) => {
+                    let tls = MemberTls::new(&ca.issue(&who, Validity::days(30))?, members.clone())?;
+                    Ok(MemberSecurity::new(&tls, &tokens, members.clone()))
+                }
+            }
+        };
+        let credentials = match &authority {
+            None => Credentials::development(),
+            Some(ca) => Credentials {
+                tls: Some(client_config(ca.cert_pem(), None, members.clone())?),
+                token: admin_token.clone(),
+                node: None,
+            },
+        };
+        let placement_security = security_of(Identity::Placement)?;
         let service = PlacementService::new(topology.clone()).map_err(|e| Error::Config(e.to_string()))?;
         let emulator = match options.emulate {
             Some(refresh) => {
@@ -142,15 +188,19 @@ impl Cluster {
             None => None,
         };
         let (paddr, pstop) = service
-            .spawn(options.placement_listen)
+            .spawn(options.placement_listen, placement_security.server.clone())
             .await
             .map_err(|e| Error::Config(format!("placement service on {}: {e}", options.placement_listen)))?;
-        let placement_url = format!("http://{paddr}");
+        let placement_url = credentials.base_url(&paddr.to_string());
         let mut cluster = Cluster {
             placement_url,
             topology: topology.clone(),
             nodes: Vec::new(),
             emulator,
+            ca_pem: authority.as_ref().map(|a| a.cert_pem().to_string()),
+            authority: authority.clone(),
+            credentials,
+            admin_token,
             placement_stop: Some(pstop),
         };
         for (node, listener) in topology.nodes.iter().zip(listeners) {
@@ -163,25 +213,28 @@ impl Cluster {
                 config.backend = BackendConfig::Redb { path: dir.join("databelt-state.redb") };
             }
             let host = Host::new(config)?;
-            let placement = PlacementClient::new(&cluster.placement_url, Duration::from_secs(2))
+            let id = NodeId::new(&node.id)?;
+            let security = security_of(Identity::Node(id))?;
+            let placement = PlacementClient::new(&cluster.placement_url, &security.client, Duration::from_secs(2))
                 .map_err(|e| Error::Runtime(e.to_string()))?;
             placement
                 .refresh()
                 .await
                 .map_err(|e| Error::unreachable(format!("node `{}`: placement service", node.id), e))?;
-            let peers = PeerClient::new(Duration::from_secs(2), options.peer_timeout)?;
+            let peers = PeerClient::new(&security.client, Duration::from_secs(2), options.peer_timeout)?;
             let mut continuum = Continuum::new(&node.id, host.state().clone(), peers, placement);
             if let Some(e) = &cluster.emulator {
                 continuum = continuum.with_routes(e.routes_from(&node.id));
             }
             let executor = StepExecutor::new(host.clone(), continuum);
             let (tx, rx) = oneshot::channel::<()>();
-            let (node_host, node_steps) = (host.clone(), executor.clone());
+            let (node_host, node_steps, server) = (host.clone(), executor.clone(), security.server.clone());
             tokio::spawn(async move {
                 let shutdown = async {
                     let _ = rx.await;
                 };
-                if let Err(e) = databelt_net::api::serve_node(node_host, Some(node_steps), listener, shutdown).await {
+                let serving = databelt_net::api::serve_node(node_host, Some(node_steps), server, listener, shutdown);
+                if let Err(e) = serving.await {
                     tracing::error!(error = %e, "node server failed");
                 }
             });
@@ -190,6 +243,7 @@ impl Cluster {
                 address: node.address.clone(),
                 host,
                 executor,
+                security,
                 stop: Some(tx),
             });
         }
@@ -199,7 +253,7 @@ impl Cluster {
     /// A runner of the workflow file at `path` on this cluster (components
     /// described with the compiled-code cache `cache_dir`, if any).
     pub async fn runner(&self, path: &std::path::Path, cache_dir: Option<PathBuf>) -> Result<Runner> {
-        let placement = PlacementClient::new(&self.placement_url, Duration::from_secs(2))
+        let placement = PlacementClient::new(&self.placement_url, &self.credentials, Duration::from_secs(2))
             .map_err(|e| Error::Config(format!("placement client: {e}")))?;
         Runner::load(path, placement, cache_dir).await
     }

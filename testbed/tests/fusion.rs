@@ -199,9 +199,12 @@ async fn a_runs_sandbox_is_visible_to_that_run_only_and_dropped_at_its_end() {
     assert!(s1.host.sandboxes().get(&b.run_id).unwrap().is_none(), "run B's sandbox is dropped");
     assert!(s1.host.sandboxes().get(&a.run_id).unwrap().is_some(), "run A's is untouched");
     // A peer asking for A's states under another run id gets nothing.
-    let peers =
-        databelt_net::peer::PeerClient::new(std::time::Duration::from_secs(2), std::time::Duration::from_secs(5))
-            .unwrap();
+    let peers = databelt_net::peer::PeerClient::new(
+        &s1.security.client,
+        std::time::Duration::from_secs(2),
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
     let key = format!("{}/s/s0", a.run_id);
     let other = peers
         .get_from(&s1.address, &rid("someone-else"), databelt_net::peer::Place::Sandbox, RUN_SCOPE, &key)
@@ -212,8 +215,13 @@ async fn a_runs_sandbox_is_visible_to_that_run_only_and_dropped_at_its_end() {
         peers.get_from(&s1.address, &a.run_id, databelt_net::peer::Place::Sandbox, RUN_SCOPE, &key).await.unwrap();
     assert_eq!(own, Some(vec![0u8; 100]));
     // A malformed sandbox header is refused and changes nothing.
-    let r = reqwest::Client::new()
-        .put(format!("http://{}/peer/v1/state/{RUN_SCOPE}/{}%2Fs%2Fs9", s1.address, a.run_id))
+    let node = &s1.security.client;
+    let r = node
+        .client_builder()
+        .unwrap()
+        .build()
+        .unwrap()
+        .put(format!("{}/peer/v1/state/{RUN_SCOPE}/{}%2Fs%2Fs9", node.base_url(&s1.address), a.run_id))
         .header("x-databelt-run-id", a.run_id.as_str())
         .header("x-databelt-sandbox", "yes")
         .body(vec![1u8; 10])
@@ -265,8 +273,14 @@ async fn a_forged_zero_ttl_cannot_drop_another_runs_sandbox() {
         sole_reader: Vec::new(),
         run_states: Vec::new(),
     };
-    let r = reqwest::Client::new()
-        .post(format!("http://{}/workflow/v1/step", s2.address))
+    // Sent by a node of the continuum: authenticated, and still harmless.
+    let node = &s2.security.client;
+    let r = node
+        .client_builder()
+        .unwrap()
+        .build()
+        .unwrap()
+        .post(format!("{}/workflow/v1/step", node.base_url(&s2.address)))
         .body(postcard::to_stdvec(&forged).unwrap())
         .send()
         .await

@@ -229,8 +229,8 @@ async fn malformed_step_requests_are_refused_and_change_nothing() {
     let runner = runner(&cluster, &path).await;
     runner.deploy().await.unwrap();
     let s1 = cluster.node("s1").unwrap();
-    let http = reqwest::Client::new();
-    let url = format!("http://{}/workflow/v1/step", s1.address);
+    let http = cluster.credentials.client_builder().unwrap().build().unwrap();
+    let url = format!("{}/workflow/v1/step", cluster.credentials.base_url(&s1.address));
     let post = |body: Vec<u8>| http.post(&url).body(body).send();
 
     // Not postcard at all.
@@ -310,7 +310,11 @@ async fn malformed_step_requests_are_refused_and_change_nothing() {
     assert!(v["message"].as_str().unwrap().contains("no reachable node"), "{v}");
 
     // The run endpoint: a bad run id is refused.
-    let r = http.delete(format!("http://{}/workflow/v1/runs/bad%2Fid", s1.address)).send().await.unwrap();
+    let r = http
+        .delete(format!("{}/workflow/v1/runs/bad%2Fid", cluster.credentials.base_url(&s1.address)))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
 }
 
@@ -341,6 +345,7 @@ async fn wildfire_example_runs_on_the_paper_testbed() {
         peer_timeout: Duration::from_secs(10),
         advertise: None,
         emulate: None,
+        insecure_development: false,
     };
     let cluster = Cluster::start(Topology::from_toml(&free).unwrap(), options).await.unwrap();
     let runner = runner(&cluster, &root.join("examples/wildfire/wildfire.toml")).await;
@@ -390,6 +395,7 @@ async fn emulated_links_move_state_at_the_scenarios_speed() {
         peer_timeout: Duration::from_secs(10),
         advertise: None,
         emulate: Some(Duration::from_millis(50)),
+        insecure_development: false,
     };
     let cluster = Cluster::start(common::chain_topology(), options).await.unwrap();
     assert!(cluster.emulator.is_some());

@@ -123,6 +123,9 @@ kinds! {
     NoCapacity => "no-capacity", 409, Other;
     /// The placement service has no SLOs for the workflow.
     UnknownWorkflow => "unknown-workflow", 404, Other;
+    /// The caller did not prove who it is: no, an unknown or a malformed
+    /// bearer token, and no node certificate.
+    Unauthenticated => "unauthenticated", 401, AccessDenied;
 }
 
 impl fmt::Display for ErrorKind {

@@ -11,6 +11,7 @@ use databelt_net::workflow::{RunOptions, Runner, percentile};
 
 use crate::input::{read_json, runtime};
 use crate::report;
+use crate::security::ClientArgs;
 
 /// Where output states go (`--policy`).
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,8 +57,10 @@ pub struct Args {
     #[arg(long, default_value = "null")]
     input: String,
     /// The placement service of the continuum.
-    #[arg(long, default_value = "http://127.0.0.1:7300")]
+    #[arg(long, default_value = "https://127.0.0.1:7300")]
     placement: String,
+    #[command(flatten)]
+    client: ClientArgs,
     /// Where output states go.
     #[arg(long, value_enum, default_value_t = PolicyArg::Databelt)]
     policy: PolicyArg,
@@ -84,7 +87,7 @@ pub fn run(args: Args) -> Result<()> {
     let policy = Policy::from(args.policy);
     let input = read_json(&args.input)?;
     runtime()?.block_on(async move {
-        let placement = PlacementClient::new(&args.placement, Duration::from_secs(5))?;
+        let placement = PlacementClient::new(&args.placement, &args.client.credentials()?, Duration::from_secs(5))?;
         let runner = Runner::load(&args.workflow, placement, Some(args.cache_dir.clone())).await?;
         let schema = runner.input_schema().ok_or_else(|| anyhow!("the workflow has no entry step"))?;
         let bytes = json_to_postcard(schema, &input).context("--input")?;

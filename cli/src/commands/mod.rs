@@ -1,6 +1,7 @@
 //! One module per `databelt` command: its flags (`Args`) and `run`.
 
 pub mod bench;
+pub mod certs;
 pub mod describe;
 pub mod elect;
 pub mod invoke;

@@ -2,7 +2,7 @@
 //! and step protocols of a continuum node.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
@@ -13,8 +13,12 @@ use databelt_net::placement::PlacementClient;
 use databelt_net::workflow::StepExecutor;
 use databelt_types::NodeId;
 
+use databelt_net::auth::MemberSecurity;
+use databelt_net::tls::Members;
+
 use crate::config::HostArgs;
 use crate::input::{ctrl_c, runtime};
+use crate::security::ServerArgs;
 
 /// Flags of `databelt serve`.
 #[derive(clap::Args)]
@@ -35,7 +39,13 @@ pub struct Args {
     node_id: Option<NodeId>,
     #[command(flatten)]
     host: HostArgs,
+    #[command(flatten)]
+    security: ServerArgs,
 }
+
+/// Where `serve` keeps its data (tokens, and unless the config file says
+/// otherwise its state) without `--data-dir`.
+const DEFAULT_DATA_DIR: &str = "databelt-data";
 
 /// Run the command.
 pub fn run(args: Args) -> Result<()> {
@@ -50,29 +60,35 @@ pub fn run(args: Args) -> Result<()> {
         };
         host.deploy_file(name, Path::new(path)).with_context(|| format!("deploying `{name}`"))?;
     }
+    let data_dir = args.host.data_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let members = Members::default();
+    let node = host.config().node_id.clone();
+    let security = args.security.member(&node, &data_dir, members.clone(), args.placement.is_some())?;
     runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        eprintln!("databelt serving on http://{}", listener.local_addr()?);
+        let scheme = if security.server.tls.is_some() { "https" } else { "http" };
+        eprintln!("databelt serving on {scheme}://{}", listener.local_addr()?);
         let steps = match &args.placement {
-            Some(url) => Some(join_continuum(&host, url).await?),
+            Some(url) => Some(join_continuum(&host, url, &security, &members).await?),
             None => None,
         };
-        databelt_net::api::serve_node(host, steps, listener, ctrl_c()).await.context("server failed")
+        databelt_net::api::serve_node(host, steps, security.server, listener, ctrl_c()).await.context("server failed")
     })
 }
 
 /// The step executor of this host as a node of the continuum whose
-/// placement service is at `url`.
-async fn join_continuum(host: &Host, url: &str) -> Result<StepExecutor> {
-    let placement = PlacementClient::new(url, Duration::from_secs(2))?;
+/// placement service is at `url`; `members` become the topology's nodes.
+async fn join_continuum(host: &Host, url: &str, security: &MemberSecurity, members: &Members) -> Result<StepExecutor> {
+    let placement = PlacementClient::new(url, &security.client, Duration::from_secs(2))?;
     let view = placement.refresh().await.with_context(|| format!("placement service at {url}"))?;
     let id = host.config().node_id.clone();
     if view.topology.node(&id).is_none() {
         bail!("node id `{id}` is not in the placement service's topology (set it with --node-id)");
     }
-    let peers = PeerClient::new(Duration::from_secs(2), Duration::from_secs(60))?;
+    members.set(view.topology.nodes.iter().map(|n| n.id.as_str()));
+    let peers = PeerClient::new(&security.client, Duration::from_secs(2), Duration::from_secs(60))?;
     let continuum = Continuum::new(&id, host.state().clone(), peers, placement);
     Ok(StepExecutor::new(host.clone(), continuum))
 }

@@ -9,11 +9,14 @@ use databelt_host::HostConfig;
 use databelt_placement::Topology;
 use databelt_testbed::{Cluster, ClusterOptions};
 
+use databelt_net::auth::write_private;
+
 use crate::config::HostArgs;
 use crate::input::{ctrl_c, runtime};
+use crate::security::ADMIN_TOKEN_FILE;
 
 /// Where `up` keeps its nodes' data unless `--data-dir` says otherwise.
-const DEFAULT_DATA_DIR: &str = "databelt-data/continuum";
+const DEFAULT_DATA_DIR: &str = crate::security::UP_DATA_DIR;
 
 /// Flags of `databelt up`.
 #[derive(clap::Args)]
@@ -36,6 +39,13 @@ pub struct Args {
     /// every 5 s instead of every minute.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     time_scale: u64,
+    /// DEVELOPMENT ONLY: no TLS and no authentication between or on the
+    /// nodes. Without it, `up` mints an ephemeral CA, a certificate per
+    /// node and an admin token, and writes the CA certificate and the token
+    /// into the data directory (`tls/ca.pem`, `admin.token`), where
+    /// `databelt invoke` finds them.
+    #[arg(long)]
+    insecure_dev_no_auth: bool,
 }
 
 /// The host configuration a node of `up` starts from, before the config
@@ -53,14 +63,29 @@ pub fn run(mut args: Args) -> Result<()> {
     let options = ClusterOptions {
         placement_listen: args.placement_listen,
         host,
-        data_dir,
+        data_dir: data_dir.clone(),
         emulate: args.emulate.then_some(Duration::from_millis(50)),
+        insecure_development: args.insecure_dev_no_auth,
         ..ClusterOptions::default()
     };
     runtime()?.block_on(async move {
         let cluster = Cluster::start(topology, options).await?;
         eprintln!("databelt continuum from {}", args.scenario.display());
         eprintln!("  placement  {}", cluster.placement_url);
+        match (&cluster.ca_pem, &cluster.admin_token) {
+            (Some(ca), Some(token)) => {
+                let ca_path = data_dir.join("tls/ca.pem");
+                write_private(&ca_path, ca)?;
+                let token_path = data_dir.join(ADMIN_TOKEN_FILE);
+                write_private(&token_path, &format!("{token}\n"))?;
+                eprintln!(
+                    "  security   mutual TLS (ephemeral CA {}), admin token {}",
+                    ca_path.display(),
+                    token_path.display()
+                );
+            }
+            _ => eprintln!("  security   NONE (--insecure-dev-no-auth): development only"),
+        }
         if args.emulate {
             let n = cluster.topology.nodes.len();
             eprintln!("  links      emulated: {} routes, schedule ×{}", n * n.saturating_sub(1), args.time_scale);
@@ -69,7 +94,7 @@ pub fn run(mut args: Args) -> Result<()> {
         }
         for n in &cluster.nodes {
             let kind = cluster.topology.node(&n.id).map(|x| format!("{:?}", x.kind).to_lowercase()).unwrap_or_default();
-            eprintln!("  {:<10} {:<10} http://{}", n.id, kind, n.address);
+            eprintln!("  {:<10} {:<10} {}", n.id, kind, cluster.credentials.base_url(&n.address));
         }
         eprintln!("ready; Ctrl-C stops every node");
         ctrl_c().await;

@@ -205,7 +205,9 @@ impl Runner {
                 after: s.after.clone(),
             });
         }
-        let http = reqwest::Client::builder()
+        let http = placement
+            .credentials()
+            .client_builder()?
             .connect_timeout(Duration::from_secs(2))
             .pool_idle_timeout(crate::http::CLIENT_POOL_IDLE)
             .build()
@@ -286,7 +288,7 @@ impl Runner {
         }
         let r = self
             .http
-            .put(format!("http://{addr}/functions/{}", step.function))
+            .put(format!("{}/functions/{}", self.placement.credentials().base_url(addr), step.function))
             .body(step.component.clone())
             .send()
             .await
@@ -314,7 +316,7 @@ impl Runner {
         let body = postcard::to_stdvec(request).map_err(|e| Error::Runtime(format!("encoding a step: {e}")))?;
         let r = self
             .http
-            .post(format!("http://{addr}/workflow/v1/step"))
+            .post(format!("{}/workflow/v1/step", self.placement.credentials().base_url(addr)))
             .body(body)
             .send()
             .await
@@ -473,7 +475,7 @@ impl Runner {
                 let addr = Self::address(topology, node)?;
                 let r = self
                     .http
-                    .delete(format!("http://{addr}/workflow/v1/runs/{run_id}"))
+                    .delete(format!("{}/workflow/v1/runs/{run_id}", self.placement.credentials().base_url(&addr)))
                     .timeout(Duration::from_secs(5))
                     .send()
                     .await

@@ -34,6 +34,7 @@ pub async fn chain_cluster() -> (databelt_testbed::Cluster, tempfile::TempDir) {
         peer_timeout: std::time::Duration::from_secs(10),
         advertise: None,
         emulate: None,
+        insecure_development: false,
     };
     (databelt_testbed::Cluster::start(chain_topology(), options).await.unwrap(), dir)
 }
