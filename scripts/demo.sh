@@ -44,10 +44,12 @@ cat "$data/up.log"
 for policy in stateless random databelt; do
   echo "== databelt invoke examples/wildfire/wildfire.toml --policy $policy"
   ./target/release/databelt invoke examples/wildfire/wildfire.toml --policy "$policy" \
-    --input '{"seed":42,"tiles":16,"side":64}' --cache-dir "$data/cache"
+    --input '{"seed":42,"tiles":16,"side":64}' --cache-dir "$data/cache" \
+    --ca "$data/continuum/tls/ca.pem" --token-file "$data/continuum/admin.token"
 done
 echo "== 5 runs per policy (end-to-end over the emulated links):"
 for policy in stateless random databelt; do
   ./target/release/databelt invoke examples/wildfire/wildfire.toml --policy "$policy" --runs 5 \
-    --input '{"seed":42,"tiles":16,"side":64}' --cache-dir "$data/cache" | tail -n 1
+    --input '{"seed":42,"tiles":16,"side":64}' --cache-dir "$data/cache" \
+    --ca "$data/continuum/tls/ca.pem" --token-file "$data/continuum/admin.token" | tail -n 1
 done
