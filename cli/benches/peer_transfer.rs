@@ -53,7 +53,9 @@ fn main() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
     let addr = format!("127.0.0.1:{port}");
     let child = Command::new(env!("CARGO_BIN_EXE_databelt"))
-        .args(["serve", "--listen", &addr, "--config"])
+        // Plain TCP, no tokens: this bench measures the data path itself;
+        // the cost of mutual TLS is `cargo bench -p databelt-net --bench tls`.
+        .args(["serve", "--insecure-dev-no-auth", "--listen", &addr, "--config"])
         .arg(&config)
         .arg("--data-dir")
         .arg(dir.path())

@@ -209,12 +209,32 @@ async fn a_host_killed_mid_push_loses_no_acknowledged_state() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("host.toml");
     std::fs::write(&config, "node_id = \"s2\"\n[limits]\nmax_value_bytes = 67108864\n").unwrap();
+    // Real mutual TLS, with certificates from `databelt certs`.
+    let tls_dir = dir.path().join("tls");
+    for args in [&["init"][..], &["issue", "s1"], &["issue", "s2"]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_databelt"))
+            .arg("certs")
+            .args(args)
+            .arg("--dir")
+            .arg(&tls_dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let members = databelt_net::tls::Members::default();
+    let s1_tls =
+        databelt_net::tls::MemberTls::load(&databelt_net::tls::TlsFiles::in_dir(&tls_dir, "s1"), members.clone())
+            .unwrap();
+    let s1_credentials =
+        databelt_net::auth::MemberSecurity::new(&s1_tls, &databelt_net::auth::TokenFile::default(), members).client;
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr = format!("127.0.0.1:{port}");
     let spawn = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_databelt"))
             .args(["serve", "--listen", &addr, "--config"])
             .arg(&config)
+            .arg("--tls-dir")
+            .arg(&tls_dir)
             .arg("--data-dir")
             .arg(dir.path())
             .stderr(std::process::Stdio::null())
@@ -249,12 +269,7 @@ async fn a_host_killed_mid_push_loses_no_acknowledged_state() {
     )
     .unwrap();
     placement.seed(Topology::from_toml(&toml).unwrap());
-    let peers = PeerClient::new(
-        &databelt_net::auth::Credentials::development(),
-        Duration::from_millis(300),
-        Duration::from_secs(20),
-    )
-    .unwrap();
+    let peers = PeerClient::new(&s1_credentials, Duration::from_millis(300), Duration::from_secs(20)).unwrap();
     let s1 = Continuum::new("s1", producer.state().clone(), peers, placement);
     let value: Vec<u8> = (0..48_000_000u32).map(|i| (i % 241) as u8).collect();
     producer.state().set("run", "big", value.clone(), SetOptions::default()).unwrap();
@@ -274,19 +289,17 @@ async fn a_host_killed_mid_push_loses_no_acknowledged_state() {
         assert_eq!(p.locator().node, "s2");
         let mut again = spawn();
         wait_up().await;
-        let got = PeerClient::new(
-            &databelt_net::auth::Credentials::development(),
-            Duration::from_millis(300),
-            Duration::from_secs(20),
-        )
-        .unwrap()
-        .get(&addr, &rid("r-kill"), "run", "big")
-        .await
-        .unwrap();
+        let got = PeerClient::new(&s1_credentials, Duration::from_millis(300), Duration::from_secs(20))
+            .unwrap()
+            .get(&addr, &rid("r-kill"), "run", "big")
+            .await
+            .unwrap();
         again.kill().unwrap();
         again.wait().unwrap();
         assert_eq!(got.as_deref(), Some(value.as_slice()), "acknowledged state lost");
     } else {
+        let why = format!("{:?}", p.push_failed);
+        assert!(!why.contains("unauthenticated") && !why.contains("access denied"), "refused, not killed: {why}");
         assert_eq!(p.locator().node, "s1", "unacknowledged push must leave the locator on the producer");
         assert_eq!(producer.state().get("run", &rid("big")).unwrap(), Some(value));
         // The run completes: the next step reads through the locator.
