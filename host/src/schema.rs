@@ -146,8 +146,41 @@ impl Cursor<'_> {
     }
 }
 
+/// The first type in `schema` the JSON conversion cannot handle: postcard-dyn
+/// panics (`todo!()`) on `char` and on schema-typed values, so they are
+/// refused before it is called. Found by the `describe_schema` fuzz target.
+fn unconvertible(schema: &OwnedNamedType) -> Option<&'static str> {
+    use postcard_schema::schema::owned::{OwnedDataModelType as T, OwnedDataModelVariant as V};
+    let any = |items: &[OwnedNamedType]| items.iter().find_map(unconvertible);
+    match &schema.ty {
+        T::Char => Some("char"),
+        T::Schema => Some("a schema"),
+        T::Option(inner) | T::NewtypeStruct(inner) | T::Seq(inner) => unconvertible(inner),
+        T::Map { key, val } => unconvertible(key).or_else(|| unconvertible(val)),
+        T::Tuple(items) | T::TupleStruct(items) => any(items),
+        T::Struct(fields) => fields.iter().find_map(|f| unconvertible(&f.ty)),
+        T::Enum(variants) => variants.iter().find_map(|v| match &v.ty {
+            V::UnitVariant => None,
+            V::NewtypeVariant(inner) => unconvertible(inner),
+            V::TupleVariant(items) => any(items),
+            V::StructVariant(fields) => fields.iter().find_map(|f| unconvertible(&f.ty)),
+        }),
+        _ => None,
+    }
+}
+
+fn check_convertible(schema: &OwnedNamedType) -> Result<()> {
+    match unconvertible(schema) {
+        Some(what) => Err(Error::BadInput(format!(
+            "`{schema}` holds {what}, which has no JSON conversion here: send and receive postcard instead"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Decode postcard `bytes` of type `schema` into JSON.
 pub fn postcard_to_json(schema: &OwnedNamedType, bytes: &[u8]) -> Result<Value> {
+    check_convertible(schema)?;
     let value = postcard_dyn::from_slice_dyn(schema, bytes)
         .map_err(|e| Error::BadInput(format!("bytes are not a postcard `{schema}` ({e:?})")))?;
     // postcard-dyn ignores what follows the value; re-encoding tells its length.
@@ -169,6 +202,7 @@ pub fn postcard_to_json(schema: &OwnedNamedType, bytes: &[u8]) -> Result<Value> 
 /// sequences arrays, `Option` is `null` or the value, unit enum variants are
 /// strings, other variants `{"Variant": value}`.
 pub fn json_to_postcard(schema: &OwnedNamedType, value: &Value) -> Result<Vec<u8>> {
+    check_convertible(schema)?;
     postcard_dyn::to_stdvec_dyn(schema, value)
         .map_err(|e| Error::BadInput(format!("JSON {value} does not fit the input type `{schema}` ({e:?})")))
 }
@@ -187,6 +221,16 @@ mod tests {
 
     fn schema() -> OwnedNamedType {
         Visit::SCHEMA.into()
+    }
+
+    #[test]
+    fn a_char_in_the_schema_is_a_clear_error_not_a_panic() {
+        let schema: OwnedNamedType = <(u8, Option<char>)>::SCHEMA.into();
+        let bytes = postcard::to_stdvec(&(1u8, Some('x'))).unwrap();
+        assert!(check_postcard(&schema, &bytes).is_ok(), "postcard invocations still work");
+        let e = postcard_to_json(&schema, &bytes).unwrap_err();
+        assert!(matches!(&e, Error::BadInput(m) if m.contains("char")), "{e}");
+        assert!(json_to_postcard(&schema, &serde_json::json!([1, "x"])).is_err());
     }
 
     #[test]

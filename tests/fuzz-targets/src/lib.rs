@@ -31,8 +31,11 @@ pub const TARGETS: &[Target] = &[
 /// requests, and a `batch-get` answer. What decodes must encode back to the
 /// same bytes.
 pub fn peer_bodies(data: &[u8]) {
+    // Postcard accepts over-long varints, so the bytes need not come back
+    // the same; the value must.
     if let Ok(put) = decode_postcard::<BatchPut>(data, "BatchPut") {
-        assert_eq!(postcard::to_stdvec(&put).ok().as_deref(), Some(data), "BatchPut re-encodes to its bytes");
+        let again = postcard::to_stdvec(&put).unwrap_or_default();
+        assert_eq!(decode_postcard::<BatchPut>(&again, "BatchPut").ok(), Some(put), "BatchPut round trip");
     }
     let _ = decode_postcard::<BatchGet>(data, "BatchGet");
     let _ = byte_strings::decode_values(data);
@@ -40,9 +43,12 @@ pub fn peer_bodies(data: &[u8]) {
 
 /// The step protocol's request and answer bodies (postcard).
 pub fn step_protocol(data: &[u8]) {
+    // Compared as bytes: a NaN SLO is not equal to itself (the executor
+    // refuses non-finite SLOs).
     if let Ok(request) = decode_postcard::<StepRequest>(data, "StepRequest") {
         let again = postcard::to_stdvec(&request).unwrap_or_default();
-        assert_eq!(decode_postcard::<StepRequest>(&again, "StepRequest").ok(), Some(request), "round trip");
+        let third = decode_postcard::<StepRequest>(&again, "StepRequest").map(|r| postcard::to_stdvec(&r).ok());
+        assert_eq!(third.ok().flatten(), Some(again), "round trip");
     }
     let _ = decode_postcard::<StepResult>(data, "StepResult");
 }
@@ -73,8 +79,10 @@ pub fn schema_conversion(data: &[u8]) {
     {
         assert!(check_postcard(schema, &bytes).is_ok(), "postcard made from JSON is valid");
     }
+    // Valid postcard may still have no JSON form (a map with a repeated
+    // key); it must then be an error, which returning at all shows.
     if check_postcard(schema, rest).is_ok() {
-        assert!(postcard_to_json(schema, rest).is_ok(), "valid postcard converts to JSON");
+        let _ = postcard_to_json(schema, rest);
     }
 }
 
