@@ -421,3 +421,55 @@ async fn emulated_links_move_state_at_the_scenarios_speed() {
     assert!(read.micros >= 2 * 77_000 + 40_000, "read from the cloud took {} µs", read.micros);
     assert!(live_runs(&cluster).is_empty());
 }
+
+/// 50 runs at once against 16 instance slots per host (issue 13 §6): the
+/// invocations beyond the slots wait in the host's bounded queue instead of
+/// failing, so every run succeeds. Prints the p50 and p95 of the runs'
+/// end-to-end times (a figure, not an assertion: timing is not tested).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_runs_on_sixteen_slots_all_succeed() {
+    let (mut host, dir) = common::temp_config();
+    host.backend = BackendConfig::Memory;
+    host.max_concurrent_instances = 16;
+    let options = ClusterOptions {
+        placement_listen: "127.0.0.1:0".parse().unwrap(),
+        host,
+        data_dir: dir.path().to_path_buf(),
+        peer_timeout: Duration::from_secs(30),
+        advertise: None,
+        emulate: None,
+        insecure_development: false,
+    };
+    let cluster = Cluster::start(common::chain_topology(), options).await.unwrap();
+    let path = workflow(
+        dir.path(),
+        "many",
+        &[
+            ("a", "stage", "s1", 1000.0, &[]),
+            ("b", "stage", "s2", 1000.0, &["a"]),
+            ("c", "stage", "s3", 1000.0, &["b"]),
+        ],
+    );
+    let runner = std::sync::Arc::new(runner(&cluster, &path).await);
+    runner.deploy().await.unwrap();
+    let runs: Vec<_> = (0..50)
+        .map(|_| {
+            let runner = runner.clone();
+            tokio::spawn(async move { runner.run(input(&runner, 1000, Some(20_000)), &RunOptions::default()).await })
+        })
+        .collect();
+    let mut totals = Vec::new();
+    for run in runs {
+        let report = run.await.unwrap().unwrap();
+        assert_eq!(report.steps.len(), 3);
+        totals.push(report.total_micros as f64 / 1000.0);
+    }
+    let p = |q| databelt_net::workflow::percentile(&totals, q);
+    eprintln!(
+        "50 concurrent runs on 16 slots per host: all succeeded; end-to-end p50 {:.1} ms, p95 {:.1} ms",
+        p(50.0),
+        p(95.0)
+    );
+    assert_eq!(totals.len(), 50);
+    assert!(live_runs(&cluster).is_empty(), "every run cleaned up");
+}
