@@ -10,7 +10,7 @@ use databelt_test_support as common;
 
 use std::time::Duration;
 
-use databelt_host::{BackendConfig, Host, HostConfig};
+use databelt_host::{BackendConfig, Host};
 use databelt_net::auth::{Credentials, MemberSecurity, Permission, TokenFile};
 use databelt_net::peer::{PeerClient, RUN_ID_HEADER};
 use databelt_net::placement::PlacementService;
