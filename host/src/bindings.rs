@@ -31,6 +31,8 @@ use std::time::Instant;
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
+use crate::grants::{ScopeAccess, ScopeGrants};
+
 use databelt_types::{ScopeName, WitErrorCase};
 
 use crate::error::Error;
@@ -57,6 +59,8 @@ pub struct ScopeHandle {
     name: String,
     /// The run scope (`context.run-state`), not a named scope.
     run: bool,
+    /// The function's grants let it write this scope.
+    writable: bool,
 }
 
 /// Where an invocation's run scope (`context.run-state`) lives: keys
@@ -183,6 +187,7 @@ pub struct DatabeltCtx {
     hand_off: Option<HandOff>,
     open_scopes: usize,
     run_scope: Option<RunScope>,
+    grants: Option<Arc<ScopeGrants>>,
     ops: StateOps,
     run_written: BTreeSet<String>,
 }
@@ -199,9 +204,17 @@ impl DatabeltCtx {
             hand_off: None,
             open_scopes: 0,
             run_scope: None,
+            grants: None,
             ops: StateOps::default(),
             run_written: BTreeSet::new(),
         }
+    }
+
+    /// Limit the scopes the function may open to `grants` (see
+    /// [`crate::grants`]); without, every scope the tier allows.
+    pub fn with_grants(mut self, grants: Option<Arc<ScopeGrants>>) -> Self {
+        self.grants = grants;
+        self
     }
 
     /// Serve `context.run-state` from `run_scope`.
@@ -341,6 +354,16 @@ fn to_wit_entry(e: crate::state::Entry) -> store::Entry {
 impl types::Host for DatabeltCtxView<'_> {}
 
 impl DatabeltCtxView<'_> {
+    /// `Ok(Err(access-denied))` when the handle's scope is read-only for
+    /// this function.
+    fn writable(&self, r: &Resource<ScopeHandle>) -> wasmtime::Result<std::result::Result<(), Error>> {
+        let handle = self.table.get(r)?;
+        if handle.run || handle.writable {
+            return Ok(Ok(()));
+        }
+        Ok(Err(Error::AccessDenied(format!("scope `{}` is read-only for this function", handle.name))))
+    }
+
     fn scope_name(&self, r: &Resource<ScopeHandle>) -> wasmtime::Result<String> {
         Ok(self.table.get(r)?.name.clone())
     }
@@ -398,7 +421,18 @@ impl store::Host for DatabeltCtxView<'_> {
         if self.ctx.open_scopes >= MAX_OPEN_SCOPES {
             return wit(Err(Error::over_limit("open scopes", self.ctx.open_scopes + 1, MAX_OPEN_SCOPES)));
         }
-        let r = self.table.push(ScopeHandle { name, run: false })?;
+        let writable = match &self.ctx.grants {
+            None => true,
+            Some(grants) => match grants.access(&name) {
+                Some(access) => access == ScopeAccess::ReadWrite,
+                None => {
+                    return wit(Err(Error::AccessDenied(format!(
+                        "this function may not open scope `{name}` (deployed with scopes `{grants}`)"
+                    ))));
+                }
+            },
+        };
+        let r = self.table.push(ScopeHandle { name, run: false, writable })?;
         self.ctx.open_scopes += 1;
         Ok(Ok(r))
     }
@@ -430,6 +464,9 @@ impl store::HostScope for DatabeltCtxView<'_> {
         value: Vec<u8>,
         options: store::SetOptions,
     ) -> WitResult<()> {
+        if let Err(e) = self.writable(&self_)? {
+            return wit(Err(e));
+        }
         let (t, started) = (self.target(&self_)?, Instant::now());
         let n = value.len();
         let r = t.tier.set(&t.scope, &t.key(&key), value, options.into()).map(|_| ());
@@ -441,6 +478,9 @@ impl store::HostScope for DatabeltCtxView<'_> {
     }
 
     fn delete(&mut self, self_: Resource<ScopeHandle>, key: String) -> WitResult<()> {
+        if let Err(e) = self.writable(&self_)? {
+            return wit(Err(e));
+        }
         let (t, started) = (self.target(&self_)?, Instant::now());
         let r = t.tier.delete(&t.scope, &t.key(&key));
         self.count(&t, 0, started);
@@ -488,6 +528,9 @@ impl store::HostScope for DatabeltCtxView<'_> {
         entries: Vec<(String, Vec<u8>)>,
         options: store::SetOptions,
     ) -> WitResult<()> {
+        if let Err(e) = self.writable(&self_)? {
+            return wit(Err(e));
+        }
         let (t, started) = (self.target(&self_)?, Instant::now());
         let n = entries.iter().map(|(_, v)| v.len()).sum();
         let keys: Vec<String> = entries.iter().map(|(k, _)| k.clone()).collect();
@@ -501,6 +544,9 @@ impl store::HostScope for DatabeltCtxView<'_> {
     }
 
     fn delete_many(&mut self, self_: Resource<ScopeHandle>, keys: Vec<String>) -> WitResult<()> {
+        if let Err(e) = self.writable(&self_)? {
+            return wit(Err(e));
+        }
         let (t, started) = (self.target(&self_)?, Instant::now());
         let r = t.tier.delete_many(&t.scope, t.keys(keys.clone()));
         self.count(&t, 0, started);
@@ -511,6 +557,9 @@ impl store::HostScope for DatabeltCtxView<'_> {
     }
 
     fn increment(&mut self, self_: Resource<ScopeHandle>, key: String, delta: i64) -> WitResult<i64> {
+        if let Err(e) = self.writable(&self_)? {
+            return wit(Err(e));
+        }
         let (t, started) = (self.target(&self_)?, Instant::now());
         let r = t.tier.increment(&t.scope, &t.key(&key), delta);
         self.count(&t, 8, started);
@@ -527,6 +576,9 @@ impl store::HostScope for DatabeltCtxView<'_> {
         expected: Option<Vec<u8>>,
         value: Vec<u8>,
     ) -> WitResult<store::CasOutcome> {
+        if let Err(e) = self.writable(&self_)? {
+            return wit(Err(e));
+        }
         let (t, started) = (self.target(&self_)?, Instant::now());
         let n = value.len();
         let r = t.tier.compare_and_swap(&t.scope, &t.key(&key), expected.as_deref(), value);
@@ -579,7 +631,7 @@ impl context::Host for DatabeltCtxView<'_> {
         if self.ctx.open_scopes >= MAX_OPEN_SCOPES {
             return wit(Err(Error::over_limit("open scopes", self.ctx.open_scopes + 1, MAX_OPEN_SCOPES)));
         }
-        let r = self.table.push(ScopeHandle { name, run: true })?;
+        let r = self.table.push(ScopeHandle { name, run: true, writable: true })?;
         self.ctx.open_scopes += 1;
         Ok(Ok(r))
     }

@@ -9,6 +9,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use postcard_schema::schema::owned::OwnedNamedType;
+
+use crate::grants::ScopeGrants;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -34,6 +36,9 @@ pub struct FunctionInfo {
     pub output_schema: OwnedNamedType,
     /// Run-scope keys it declared it reads (prefetched before it starts).
     pub reads: Vec<String>,
+    /// The scopes it may open, fixed at deploy time; `None`: every scope
+    /// the host allows.
+    pub scopes: Option<ScopeGrants>,
 }
 
 struct Loaded {
@@ -403,6 +408,12 @@ impl Host {
     /// (replacing a function of that name). A component that fails any check
     /// is rejected and the registry is left as it was.
     pub fn deploy(&self, name: &str, bytes: &[u8]) -> Result<FunctionInfo> {
+        self.deploy_with_scopes(name, bytes, None)
+    }
+
+    /// [`Host::deploy`], limiting the scopes the function may open to
+    /// `scopes` (read-only or read-write each; see [`crate::grants`]).
+    pub fn deploy_with_scopes(&self, name: &str, bytes: &[u8], scopes: Option<ScopeGrants>) -> Result<FunctionInfo> {
         FunctionName::new(name)?;
         check_component_bytes(bytes)?;
         let component = Component::new(&self.inner.engine, bytes).map_err(|e| Error::InvalidComponent(one_line(&e)))?;
@@ -418,7 +429,7 @@ impl Host {
             };
             let slot = self.inner.slots.acquire()?;
             let described = {
-                let (mut store, instance) = self.instantiate(&pre, invocation, None)?;
+                let (mut store, instance) = self.instantiate(&pre, invocation, None, None)?;
                 let r = instance.databelt_state_handler().call_describe(&mut store);
                 r.map_err(|e| self.classify(&store, e))
             };
@@ -433,6 +444,7 @@ impl Host {
             input_schema: decode(&raw.input_schema, "input")?,
             output_schema: decode(&raw.output_schema, "output")?,
             reads: raw.reads,
+            scopes,
         };
         let loaded = Arc::new(Loaded { pre, info: info.clone() });
         self.inner
@@ -482,6 +494,7 @@ impl Host {
         pre: &FunctionPre<InvocationState>,
         invocation: Invocation,
         run_scope: Option<RunScope>,
+        grants: Option<Arc<ScopeGrants>>,
     ) -> Result<(Store<InvocationState>, Function)> {
         let inner = &self.inner;
         let mut wasi = WasiCtxBuilder::new();
@@ -496,10 +509,13 @@ impl Host {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             databelt: match run_scope {
-                Some(r) => {
-                    DatabeltCtx::new(inner.tier.clone(), invocation).with_successor_check(check).with_run_scope(r)
+                Some(r) => DatabeltCtx::new(inner.tier.clone(), invocation)
+                    .with_successor_check(check)
+                    .with_run_scope(r)
+                    .with_grants(grants),
+                None => {
+                    DatabeltCtx::new(inner.tier.clone(), invocation).with_successor_check(check).with_grants(grants)
                 }
-                None => DatabeltCtx::new(inner.tier.clone(), invocation).with_successor_check(check),
             },
             limiter: MemoryLimiter { max_memory: inner.config.max_memory_bytes as usize, refused: false },
         };
@@ -603,7 +619,8 @@ impl Host {
         input: &[u8],
         run_scope: &RunScope,
     ) -> Result<Called> {
-        let (mut store, instance) = self.instantiate(&loaded.pre, invocation, Some(run_scope.clone()))?;
+        let grants = loaded.info.scopes.clone().map(Arc::new);
+        let (mut store, instance) = self.instantiate(&loaded.pre, invocation, Some(run_scope.clone()), grants)?;
         let result =
             instance.databelt_state_handler().call_handle(&mut store, input).map_err(|e| self.classify(&store, e))?;
         match result {

@@ -16,6 +16,7 @@ pub mod bindings;
 pub mod budget;
 pub mod config;
 mod error;
+pub mod grants;
 mod host;
 pub mod schema;
 mod slots;

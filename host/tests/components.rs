@@ -428,3 +428,43 @@ fn an_output_over_the_limit_fails_with_quota_exceeded_before_conversion() {
     assert!(matches!(&e, Error::QuotaExceeded(m) if m.contains("hand-off")), "{e}");
     assert_still_serving(&host);
 }
+
+/// Per-function scope allowlists (issue 13 §3): a function deployed with
+/// `t:ro` reads `t` but cannot write it, and cannot open any other scope;
+/// the same component deployed without grants can. Refused calls change
+/// nothing.
+#[test]
+fn a_function_opens_only_its_granted_scopes_and_writes_only_read_write_ones() {
+    use databelt_host::grants::ScopeGrants;
+    let host = probe_host();
+    call(&host, &set("k", b"before")).unwrap();
+    let bytes = std::fs::read(guest("kv_probe")).unwrap();
+    let info = host.deploy_with_scopes("reader", &bytes, Some(ScopeGrants::parse("t:ro,w:rw").unwrap())).unwrap();
+    assert_eq!(info.scopes.unwrap().to_string(), "t:ro,w:rw");
+
+    assert_eq!(call_as(&host, "reader", &get("k")).unwrap(), Reply::Value(Some(b"before".to_vec())));
+    for op in [
+        set("k", b"after"),
+        Op::Delete { scope: s("t"), key: s("k") },
+        Op::SetMany { scope: s("t"), entries: vec![(s("k"), b"x".to_vec())] },
+        Op::Increment { scope: s("t"), key: s("n"), delta: 1 },
+    ] {
+        // The guest gets the WIT `access-denied` case and reports it.
+        let e = call_as(&host, "reader", &op).unwrap_err();
+        assert!(e.to_string().contains("access-denied"), "{op:?}: {e}");
+    }
+    let e = call_as(&host, "reader", &Op::Get { scope: s("other"), key: s("k") }).unwrap_err();
+    assert!(e.to_string().contains("access-denied"), "{e}");
+    call_as(
+        &host,
+        "reader",
+        &Op::Set { scope: s("w"), key: s("k"), value: vec![1], ttl_ms: None, if_not_exists: false },
+    )
+    .unwrap();
+
+    // Nothing the refused calls tried is there.
+    assert_eq!(call(&host, &get("k")).unwrap(), Reply::Value(Some(b"before".to_vec())));
+    assert_eq!(call(&host, &get("n")).unwrap(), Reply::Value(None));
+    // Without grants the same component writes `t`.
+    call(&host, &set("k", b"after")).unwrap();
+}

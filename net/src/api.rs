@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `GET /healthz` | | `ok` |
 //! | `GET /functions` | | JSON list of deployed functions |
-//! | `PUT /functions/{name}` | component bytes | 201 + JSON description |
+//! | `PUT /functions/{name}[?scopes=a:rw,b:ro]` | component bytes | 201 + JSON description; with `scopes`, the function may open only those scopes (read-write or read-only) |
 //! | `DELETE /functions/{name}` | | 204, or 404 |
 //! | `POST /functions/{name}/invoke` | JSON (`content-type: application/json`) or postcard (any other type) | JSON `{run_id, function, output, steps}`, or the postcard output with `x-databelt-run-id` |
 //!
@@ -22,6 +22,7 @@ use axum::routing::{get, post, put};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use databelt_host::grants::ScopeGrants;
 use databelt_host::schema::{json_to_postcard, postcard_to_json};
 use databelt_host::{Error, FunctionInfo, Host, InvokeOptions, InvokeOutcome};
 use databelt_types::RunId;
@@ -43,6 +44,10 @@ pub struct FunctionView {
     pub input: String,
     /// Output type, as Rust-like pseudocode.
     pub output: String,
+    /// The scopes it may open (`name:rw,other:ro`), when deployed with an
+    /// allowlist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<String>,
 }
 
 impl From<&FunctionInfo> for FunctionView {
@@ -52,6 +57,7 @@ impl From<&FunctionInfo> for FunctionView {
             source_name: f.source_name.clone(),
             input: f.input_schema.to_pseudocode(),
             output: f.output_schema.to_pseudocode(),
+            scopes: f.scopes.as_ref().map(ToString::to_string),
         }
     }
 }
@@ -115,8 +121,19 @@ async fn describe(State(host): State<Host>, Path(name): Path<String>) -> Result<
     Ok(axum::Json(FunctionView::from(&host.function(&name)?)))
 }
 
-async fn deploy(State(host): State<Host>, Path(name): Path<String>, body: Bytes) -> Result<Response, ApiError> {
-    let info = blocking(move || host.deploy(&name, &body)).await?;
+#[derive(Deserialize)]
+struct DeployQuery {
+    scopes: Option<String>,
+}
+
+async fn deploy(
+    State(host): State<Host>,
+    Path(name): Path<String>,
+    Query(q): Query<DeployQuery>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let scopes = q.scopes.as_deref().map(ScopeGrants::parse).transpose()?;
+    let info = blocking(move || host.deploy_with_scopes(&name, &body, scopes)).await?;
     Ok((StatusCode::CREATED, axum::Json(FunctionView::from(&info))).into_response())
 }
 
