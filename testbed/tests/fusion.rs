@@ -281,6 +281,7 @@ async fn a_forged_zero_ttl_cannot_drop_another_runs_sandbox() {
         .build()
         .unwrap()
         .post(format!("{}/workflow/v1/step", node.base_url(&s2.address)))
+        .header(databelt_net::workflow::capability::CAPABILITY_HEADER, "forger's own capability")
         .body(postcard::to_stdvec(&forged).unwrap())
         .send()
         .await
@@ -290,6 +291,25 @@ async fn a_forged_zero_ttl_cannot_drop_another_runs_sandbox() {
     tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
     assert_eq!(live_runs(&cluster), before, "the kept run's sandboxes are all still there");
     assert!(s2.host.sandboxes().get(&rid("forged")).unwrap().is_none(), "the forged run's own sandbox went");
+
+    // A client (even an admin) that knows the kept run's id but not its
+    // capability can neither run a step in it nor delete it (issue 13 §3).
+    let user = cluster.credentials.client_builder().unwrap().build().unwrap();
+    let steal = StepRequest { run_id: kept.run_id.clone(), ..forged.clone() };
+    let r = user
+        .post(format!("{}/workflow/v1/step", cluster.credentials.base_url(&s2.address)))
+        .header(databelt_net::workflow::capability::CAPABILITY_HEADER, "a guess")
+        .body(postcard::to_stdvec(&steal).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    for node in &cluster.nodes {
+        let url = format!("{}/workflow/v1/runs/{}", cluster.credentials.base_url(&node.address), kept.run_id);
+        let r = user.delete(&url).header(databelt_net::workflow::capability::CAPABILITY_HEADER, "a guess").send();
+        assert!(matches!(r.await.unwrap().status().as_u16(), 403 | 200), "403 where the run is bound");
+    }
+    assert_eq!(live_runs(&cluster), before, "the kept run's sandboxes are all still there");
     for node in &cluster.nodes {
         node.executor.forget_run(&kept.run_id).unwrap();
     }

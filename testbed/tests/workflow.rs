@@ -231,7 +231,12 @@ async fn malformed_step_requests_are_refused_and_change_nothing() {
     let s1 = cluster.node("s1").unwrap();
     let http = cluster.credentials.client_builder().unwrap().build().unwrap();
     let url = format!("{}/workflow/v1/step", cluster.credentials.base_url(&s1.address));
-    let post = |body: Vec<u8>| http.post(&url).body(body).send();
+    let post = |body: Vec<u8>| {
+        http.post(&url)
+            .header(databelt_net::workflow::capability::CAPABILITY_HEADER, "test capability")
+            .body(body)
+            .send()
+    };
 
     // Not postcard at all.
     let r = post(b"\xff\xff\xff garbage".to_vec()).await.unwrap();

@@ -2,12 +2,13 @@
 //! the tiered read path, invoke the function, store the output and hand it
 //! on under the run's policy) and clean up a finished run's state.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use databelt_host::state::{Sandbox, SetOptions, StateTier};
@@ -17,9 +18,11 @@ use databelt_types::RunId;
 use serde_json::json;
 
 use crate::api::MAX_BODY_BYTES;
+use crate::auth::Caller;
 use crate::continuum::{Continuum, Destination, Locator, Policy, Propagation, ReadHit, ReadTier};
 use crate::http::{ApiError, BodyLimit, blocking, decode_postcard, limit_body};
 use crate::peer::Place;
+use crate::workflow::capability::{CAPABILITY_HEADER, RunCapabilities};
 use crate::workflow::protocol::{
     HandOffReport, InputRead, RUN_SCOPE, StateCounters, StepInput, StepRequest, StepResult, Successor,
     run_scope_prefix, state_key,
@@ -30,6 +33,7 @@ use crate::workflow::protocol::{
 pub struct StepExecutor {
     host: Host,
     continuum: Continuum,
+    capabilities: Arc<RunCapabilities>,
 }
 
 fn micros(since: Instant) -> u64 {
@@ -40,7 +44,7 @@ impl StepExecutor {
     /// Steps run by `host`, whose state moves through `continuum` (built
     /// over the same host's state tier).
     pub fn new(host: Host, continuum: Continuum) -> StepExecutor {
-        StepExecutor { host, continuum }
+        StepExecutor { host, continuum, capabilities: Arc::default() }
     }
 
     /// The continuum this executor hands state through.
@@ -600,8 +604,26 @@ fn group_by_node(successors: &[Successor], policy: Policy) -> Vec<(String, Vec<&
     groups
 }
 
-async fn step(State(executor): State<StepExecutor>, body: Bytes) -> std::result::Result<Response, ApiError> {
+/// Check the run capability a step or clean-up request carries.
+fn check_capability(executor: &StepExecutor, headers: &HeaderMap, run: &RunId) -> Result<()> {
+    let capability = headers.get(CAPABILITY_HEADER).and_then(|v| v.to_str().ok());
+    let idle = Duration::from_millis(executor.host.state().limits().max_sandbox_idle_ms);
+    executor.capabilities.check(run, capability, idle, Instant::now())
+}
+
+async fn step(
+    State(executor): State<StepExecutor>,
+    caller: Option<axum::Extension<Caller>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> std::result::Result<Response, ApiError> {
     let request: StepRequest = decode_postcard(&body, "StepRequest")?;
+    if let Some(axum::Extension(caller)) = &caller
+        && !caller.may_invoke(Some(request.function.as_str()))
+    {
+        return Err(Error::AccessDenied(format!("the caller may not invoke `{}`", request.function)).into());
+    }
+    check_capability(&executor, &headers, &request.run_id)?;
     let result = executor.execute(request).await?;
     let bytes = postcard::to_stdvec(&result).map_err(|e| Error::Runtime(format!("encoding the step result: {e}")))?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
@@ -614,9 +636,12 @@ async fn runs(State(executor): State<StepExecutor>) -> std::result::Result<axum:
 
 async fn forget(
     State(executor): State<StepExecutor>,
+    headers: HeaderMap,
     Path(run_id): Path<String>,
 ) -> std::result::Result<Response, ApiError> {
     let run_id = RunId::new(run_id).map_err(Error::from)?;
+    check_capability(&executor, &headers, &run_id)?;
+    executor.capabilities.forget(&run_id);
     let deleted = blocking(move || executor.forget_run(&run_id)).await?;
     Ok((StatusCode::OK, axum::Json(json!({"deleted": deleted}))).into_response())
 }

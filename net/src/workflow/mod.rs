@@ -3,6 +3,7 @@
 //! output on ([`StepExecutor`]), and the runner that drives whole runs
 //! ([`Runner`]).
 
+pub mod capability;
 mod executor;
 pub mod protocol;
 mod runner;

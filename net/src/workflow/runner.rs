@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::continuum::{Locator, Policy, ReadCounts, ReadTier};
 use crate::http::{check, unreachable};
 use crate::placement::PlacementClient;
+use crate::workflow::capability::{self, CAPABILITY_HEADER};
 use crate::workflow::protocol::{StateCounters, StepInput, StepRequest, StepResult, Successor};
 
 /// One step, ready to run.
@@ -152,6 +153,8 @@ pub struct Runner {
     http: reqwest::Client,
     deployed: tokio::sync::Mutex<HashSet<(String, FunctionName)>>,
     counter: AtomicU64,
+    /// Derives each run's capability (never sent).
+    secret: [u8; 32],
 }
 
 impl Runner {
@@ -219,6 +222,7 @@ impl Runner {
             http,
             deployed: tokio::sync::Mutex::new(HashSet::new()),
             counter: AtomicU64::new(0),
+            secret: rand::random(),
         })
     }
 
@@ -317,6 +321,7 @@ impl Runner {
         let r = self
             .http
             .post(format!("{}/workflow/v1/step", self.placement.credentials().base_url(addr)))
+            .header(CAPABILITY_HEADER, capability::derive(&self.secret, &request.run_id))
             .body(body)
             .send()
             .await
@@ -476,6 +481,7 @@ impl Runner {
                 let r = self
                     .http
                     .delete(format!("{}/workflow/v1/runs/{run_id}", self.placement.credentials().base_url(&addr)))
+                    .header(CAPABILITY_HEADER, capability::derive(&self.secret, run_id))
                     .timeout(Duration::from_secs(5))
                     .send()
                     .await
