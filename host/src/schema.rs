@@ -181,6 +181,10 @@ fn check_convertible(schema: &OwnedNamedType) -> Result<()> {
 /// Decode postcard `bytes` of type `schema` into JSON.
 pub fn postcard_to_json(schema: &OwnedNamedType, bytes: &[u8]) -> Result<Value> {
     check_convertible(schema)?;
+    // The walk bounds every length by the bytes there are, before
+    // postcard-dyn sizes anything by them: a few bytes claiming a huge
+    // sequence took 2 GiB (found by the `describe_schema` fuzz target).
+    check_postcard(schema, bytes)?;
     let value = postcard_dyn::from_slice_dyn(schema, bytes)
         .map_err(|e| Error::BadInput(format!("bytes are not a postcard `{schema}` ({e:?})")))?;
     // postcard-dyn ignores what follows the value; re-encoding tells its length.
