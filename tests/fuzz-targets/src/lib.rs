@@ -6,7 +6,7 @@
 //! (`fuzz/corpus/<target>/`) through them in the normal test suite.
 
 use databelt_host::HostConfig;
-use databelt_host::schema::{check_postcard, decode_schema, json_to_postcard, postcard_to_json};
+use databelt_host::schema::{check_postcard, decode_schema, json_to_postcard, postcard_to_json, postcard_to_json_text};
 use databelt_net::http::decode_postcard;
 use databelt_net::peer::{BatchGet, BatchPut, byte_strings};
 use databelt_net::workflow::protocol::{StepRequest, StepResult};
@@ -65,6 +65,13 @@ pub fn describe_schema(data: &[u8]) {
     if let Ok(json) = postcard_to_json(&schema, value) {
         let back = json_to_postcard(&schema, &json);
         assert!(back.is_ok(), "JSON made from valid postcard converts back: {back:?}");
+    }
+    // The text path (the host API's answers): valid JSON whenever it succeeds.
+    if let Ok(text) = postcard_to_json_text(&schema, value) {
+        // (serde_json stops at 128 levels; deeper schemas are legal.)
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&text) {
+            assert!(e.to_string().contains("recursion limit"), "the JSON text does not parse: {e}");
+        }
     }
 }
 
