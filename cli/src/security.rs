@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use databelt_net::auth::{Access, Credentials, MemberSecurity, Permission, ServerSecurity, TokenFile, write_private};
-use databelt_net::tls::{MemberTls, Members, TlsFiles, client_config};
+use databelt_net::tls::{Identity, MemberTls, Members, TlsFiles, client_config};
 
 /// The token file of a server's data directory.
 pub const TOKENS_FILE: &str = "tokens.toml";
@@ -58,6 +58,13 @@ impl ServerArgs {
             Some(dir) => {
                 let tls = MemberTls::load(&TlsFiles::in_dir(dir, name), members.clone())
                     .with_context(|| format!("TLS material of `{name}` in {}", dir.display()))?;
+                let named = match &tls.identity {
+                    Identity::Node(id) => id.as_str(),
+                    Identity::Placement => "placement",
+                };
+                if named != name {
+                    bail!("{}/{name}.pem is a certificate for `{named}`, not for `{name}`", dir.display());
+                }
                 Ok(MemberSecurity::new(&tls, &tokens, members))
             }
             None if continuum => bail!(

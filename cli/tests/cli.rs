@@ -273,3 +273,34 @@ fn up_starts_a_continuum_and_invoke_runs_a_workflow_across_it() {
         "{err}"
     );
 }
+
+/// A continuum member refuses to start without certificates, or with a
+/// certificate for another node, and says what to do.
+#[test]
+fn serve_refuses_to_join_a_continuum_without_its_own_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    for args in [&["init"][..], &["issue", "sat1"]] {
+        let out = databelt().arg("certs").args(args).arg("--dir").arg(&tls).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let again = databelt().args(["certs", "init", "--dir"]).arg(&tls).output().unwrap();
+    assert!(!again.status.success(), "an existing CA is not replaced without --force");
+    let serve = |extra: &[&str]| {
+        let out = databelt()
+            .args(["serve", "--memory", "--listen", "127.0.0.1:0", "--placement", "https://127.0.0.1:9"])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let e = serve(&["--node-id", "sat1"]);
+    assert!(e.contains("needs mutual TLS") && e.contains("databelt certs issue sat1"), "{e}");
+    std::fs::copy(tls.join("sat1.pem"), tls.join("sat2.pem")).unwrap();
+    std::fs::copy(tls.join("sat1.key"), tls.join("sat2.key")).unwrap();
+    let e = serve(&["--node-id", "sat2", "--tls-dir", tls.to_str().unwrap()]);
+    assert!(e.contains("is a certificate for `sat1`, not for `sat2`"), "{e}");
+}
