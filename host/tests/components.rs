@@ -468,3 +468,26 @@ fn a_function_opens_only_its_granted_scopes_and_writes_only_read_write_ones() {
     // Without grants the same component writes `t`.
     call(&host, &set("k", b"after")).unwrap();
 }
+
+/// Per-scope quotas (issue 13 §3), through a real component: the write that
+/// would take scope `t` over 2 keys gets `quota-exceeded` and writes
+/// nothing; an overwrite within the quota still works.
+#[test]
+fn a_scope_quota_is_reported_to_the_guest_as_quota_exceeded() {
+    let (mut config, _dir) = temp_config();
+    config.backend = databelt_host::BackendConfig::Memory;
+    config
+        .limits
+        .scope_quotas
+        .insert("t".into(), databelt_host::state::quota::ScopeQuota { max_bytes: Some(1000), max_keys: Some(2) });
+    let host = Host::new(config).unwrap();
+    host.deploy_file("probe", &guest("kv_probe")).unwrap();
+    call(&host, &set("a", b"1")).unwrap();
+    call(&host, &set("b", b"2")).unwrap();
+    let e = call(&host, &set("c", b"3")).unwrap_err();
+    assert!(e.to_string().contains("quota-exceeded"), "{e}");
+    assert_eq!(call(&host, &get("c")).unwrap(), Reply::Value(None));
+    call(&host, &set("b", b"22")).unwrap();
+    let e = call(&host, &set("big", &[0; 2000])).unwrap_err();
+    assert!(e.to_string().contains("quota-exceeded"), "{e}");
+}

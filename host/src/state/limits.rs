@@ -1,7 +1,11 @@
 //! The limits of the state tier: owned by the state module, embedded in the
 //! host configuration as its `[limits]` table.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
+
+use super::quota::ScopeQuota;
 
 /// Limits applied to state calls. Every limit is checked before anything is
 /// written; a call over a limit fails with `quota-exceeded` and changes nothing.
@@ -26,6 +30,10 @@ pub struct StateLimits {
     /// ms (a run's own TTL may make it shorter, never longer). Default 10
     /// minutes.
     pub max_sandbox_idle_ms: u64,
+    /// Storage quotas per scope (`[limits.scope_quotas.<scope>]`, with
+    /// `max_bytes` and `max_keys`; see [`crate::state::quota`]). Default:
+    /// none.
+    pub scope_quotas: BTreeMap<String, ScopeQuota>,
 }
 
 impl Default for StateLimits {
@@ -38,6 +46,7 @@ impl Default for StateLimits {
             max_page_size: 1000,
             max_sandbox_bytes: 1 << 30,
             max_sandbox_idle_ms: 600_000,
+            scope_quotas: BTreeMap::new(),
         }
     }
 }

@@ -5,6 +5,7 @@
 mod encoding;
 mod limits;
 mod memory;
+pub mod quota;
 mod redb_store;
 mod sandbox;
 mod tier;

@@ -1,12 +1,14 @@
 //! The state tier's semantics, shared by every backend: validation and
 //! limits, TTL, counters, compare-and-swap, paging.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::encoding::{decode_counter, decode_version, encode_counter};
 use databelt_types::ScopeName;
 
+use super::quota::{ScopeQuota, Usage, entry_bytes};
 use super::{Entry, StateLimits, StateStore, Write};
 use crate::error::{Error, Result};
 
@@ -51,12 +53,20 @@ pub struct StateTier {
     limits: StateLimits,
     allowed_scopes: Option<Arc<[String]>>,
     clock: Clock,
+    /// Usage of the scopes that have a quota, once scanned.
+    usage: Arc<Mutex<HashMap<String, Usage>>>,
 }
 
 impl StateTier {
     /// A tier over `store` with `limits`, letting functions open any valid scope.
     pub fn new(store: Arc<dyn StateStore>, limits: StateLimits) -> Self {
-        StateTier { store, limits, allowed_scopes: None, clock: Arc::new(system_clock_ms) }
+        StateTier {
+            store,
+            limits,
+            allowed_scopes: None,
+            clock: Arc::new(system_clock_ms),
+            usage: Arc::new(Mutex::new(HashMap::new())),
+        }
     }
 
     /// Only let functions open the scopes in `allowed`.
@@ -150,6 +160,92 @@ impl StateTier {
         Ok(self.get_entry(scope, key)?.is_some())
     }
 
+    /// The quota of `scope`, its usage counted (scanned on first use).
+    fn quota_of(&self, scope: &str) -> Result<Option<ScopeQuota>> {
+        let Some(quota) = self.limits.scope_quotas.get(scope).copied() else { return Ok(None) };
+        let known = self.usage.lock().map_err(|_| Error::Runtime("usage lock poisoned".into()))?.contains_key(scope);
+        if !known {
+            let now = self.now();
+            let (mut usage, mut after) = (Usage::default(), None::<String>);
+            loop {
+                let (keys, more) = self.store.scan(scope, "", after.as_deref(), 1000, now)?;
+                let entries = self.store.get_many(scope, &keys)?;
+                for (k, e) in keys.iter().zip(entries) {
+                    if let Some(e) = e.filter(|e| e.is_live(now)) {
+                        usage = usage.change(None, Some(entry_bytes(k, e.value.len())));
+                    }
+                }
+                match keys.last() {
+                    Some(last) if more => after = Some(last.clone()),
+                    _ => break,
+                }
+            }
+            self.usage
+                .lock()
+                .map_err(|_| Error::Runtime("usage lock poisoned".into()))?
+                .entry(scope.to_string())
+                .or_insert(usage);
+        }
+        Ok(Some(quota))
+    }
+
+    /// [`StateStore::transact`] under `scope`'s quota: `written` are the
+    /// keys the writes may touch (read as well, so that each write's change
+    /// of the scope's usage is exact); a write that would take the scope over
+    /// its quota aborts the transaction with `quota-exceeded`.
+    fn transact(
+        &self,
+        scope: &str,
+        read: &[String],
+        written: &[String],
+        decide: &mut super::Decide<'_>,
+    ) -> Result<Vec<u64>> {
+        let Some(quota) = self.quota_of(scope)? else { return self.store.transact(scope, read, decide) };
+        let mut keys = read.to_vec();
+        keys.extend(written.iter().filter(|k| !read.contains(k)).cloned());
+        let now = self.now();
+        let mut applied = false;
+        let result = self.store.transact(scope, &keys, &mut |current| {
+            let writes = decide(&current[..read.len().min(current.len())])?;
+            let mut sizes: HashMap<String, Option<u64>> = keys
+                .iter()
+                .zip(current)
+                .map(|(k, e)| (k.clone(), e.as_ref().filter(|e| e.is_live(now)).map(|e| entry_bytes(k, e.value.len()))))
+                .collect();
+            let mut usage = self.usage.lock().map_err(|_| Error::Runtime("usage lock poisoned".into()))?;
+            // Invalidated meanwhile (a purge): the next write counts afresh.
+            let Some(before) = usage.get(scope).copied() else { return Ok(writes) };
+            let mut after = before;
+            for w in &writes {
+                let (key, new) = match w {
+                    Write::Put { key, value, .. } => (key, Some(entry_bytes(key, value.len()))),
+                    Write::Delete { key } => (key, None),
+                };
+                let old = sizes.get(key).copied().flatten();
+                after = after.change(old, new);
+                sizes.insert(key.clone(), new);
+            }
+            after.check(before, &quota, scope)?;
+            usage.insert(scope.to_string(), after);
+            applied = true;
+            Ok(writes)
+        });
+        if result.is_err()
+            && applied
+            && let Ok(mut usage) = self.usage.lock()
+        {
+            // Counted but not written: count again next time.
+            usage.remove(scope);
+        }
+        result
+    }
+
+    /// The usage of `scope` as its quota counts it (`None`: no quota, or not
+    /// counted yet).
+    pub fn scope_usage(&self, scope: &str) -> Option<Usage> {
+        self.usage.lock().ok()?.get(scope).copied()
+    }
+
     /// Store `value` under `key`; returns the new version.
     pub fn set(&self, scope: &str, key: &str, value: Vec<u8>, opts: SetOptions) -> Result<u64> {
         self.check_key(key)?;
@@ -158,7 +254,8 @@ impl StateTier {
         let expires_at_ms = self.expiry(&opts, now);
         let read: Vec<String> = if opts.if_not_exists { vec![key.to_string()] } else { Vec::new() };
         let mut value = Some(value);
-        let versions = self.store.transact(scope, &read, &mut |current| {
+        let written = [key.to_string()];
+        let versions = self.transact(scope, &read, &written, &mut |current| {
             if opts.if_not_exists && current.first().is_some_and(|e| e.as_ref().is_some_and(|e| e.is_live(now))) {
                 return Err(Error::PreconditionFailed(format!("`{key}` exists (if-not-exists)")));
             }
@@ -171,7 +268,7 @@ impl StateTier {
     /// Remove `key`.
     pub fn delete(&self, scope: &str, key: &str) -> Result<()> {
         self.check_key(key)?;
-        self.store.transact(scope, &[], &mut |_| Ok(vec![Write::Delete { key: key.to_string() }]))?;
+        self.transact(scope, &[], &[key.to_string()], &mut |_| Ok(vec![Write::Delete { key: key.to_string() }]))?;
         Ok(())
     }
 
@@ -216,8 +313,9 @@ impl StateTier {
         let expires_at_ms = self.expiry(&opts, now);
         let read: Vec<String> =
             if opts.if_not_exists { entries.iter().map(|(k, _)| k.clone()).collect() } else { Vec::new() };
+        let written: Vec<String> = entries.iter().map(|(k, _)| k.clone()).collect();
         let mut entries = Some(entries);
-        self.store.transact(scope, &read, &mut |current| {
+        self.transact(scope, &read, &written, &mut |current| {
             if let Some(i) = current.iter().position(|e| e.as_ref().is_some_and(|e| e.is_live(now))) {
                 return Err(Error::PreconditionFailed(format!("`{}` exists (if-not-exists)", read[i])));
             }
@@ -233,8 +331,9 @@ impl StateTier {
         for k in &keys {
             self.check_key(k)?;
         }
+        let written = keys.clone();
         let mut keys = Some(keys);
-        self.store.transact(scope, &[], &mut |_| {
+        self.transact(scope, &[], &written, &mut |_| {
             let keys = keys.take().ok_or_else(|| Error::Other("transaction retried".into()))?;
             Ok(keys.into_iter().map(|key| Write::Delete { key }).collect())
         })?;
@@ -246,7 +345,7 @@ impl StateTier {
         self.check_key(key)?;
         let now = self.now();
         let mut result = 0;
-        self.store.transact(scope, &[key.to_string()], &mut |current| {
+        self.transact(scope, &[key.to_string()], &[], &mut |current| {
             let live = current.first().cloned().flatten().filter(|e| e.is_live(now));
             let (old, expires_at_ms) = match &live {
                 Some(e) => (decode_counter(&e.value)?, e.expires_at_ms),
@@ -275,7 +374,7 @@ impl StateTier {
         let expected = expected.map(decode_version);
         let mut stale = None;
         let mut value = Some(value);
-        let versions = self.store.transact(scope, &[key.to_string()], &mut |current| {
+        let versions = self.transact(scope, &[key.to_string()], &[], &mut |current| {
             let live = current.first().cloned().flatten().filter(|e| e.is_live(now));
             let matches = match (&expected, &live) {
                 (None, None) => true,
@@ -300,7 +399,14 @@ impl StateTier {
     /// many (`limit` means more may remain). Expired entries are never
     /// readable; this frees their memory or disk.
     pub fn purge_expired(&self, limit: usize) -> Result<usize> {
-        self.store.purge_expired(self.now(), limit)
+        let purged = self.store.purge_expired(self.now(), limit)?;
+        if purged > 0
+            && let Ok(mut usage) = self.usage.lock()
+        {
+            // Quotas count the purged entries no more: scan again.
+            usage.clear();
+        }
+        Ok(purged)
     }
 }
 
@@ -318,6 +424,70 @@ mod tests {
             (StateTier::new(Arc::new(MemoryStore::new()), StateLimits::default()), None),
             (StateTier::new(Arc::new(redb), StateLimits::default()), Some(dir)),
         ]
+    }
+
+    fn quota_tiers(quota: crate::state::quota::ScopeQuota) -> Vec<(StateTier, Option<tempfile::TempDir>)> {
+        let limits = StateLimits { scope_quotas: [("q".to_string(), quota)].into(), ..StateLimits::default() };
+        tiers().into_iter().map(|(t, d)| (StateTier { limits: limits.clone(), ..t }, d)).collect()
+    }
+
+    #[test]
+    fn a_scope_quota_refuses_growth_before_writing_and_counts_every_write() {
+        let quota = crate::state::quota::ScopeQuota { max_bytes: Some(100), max_keys: Some(3) };
+        for (t, _d) in quota_tiers(quota) {
+            let o = SetOptions::default();
+            // Already there before the first quota'd write: counted by the scan.
+            t.store
+                .transact("q", &[], &mut |_| {
+                    Ok(vec![Write::Put { key: "a".into(), value: vec![0; 39], expires_at_ms: None }])
+                })
+                .unwrap();
+            t.set("q", "b", vec![0; 19], o).unwrap();
+            assert_eq!(t.scope_usage("q"), Some(Usage { bytes: 60, keys: 2 }));
+            // 60 + 41 > 100: refused, nothing written.
+            let e = t.set("q", "c", vec![0; 40], o).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::QuotaExceeded, "{e}");
+            assert_eq!(t.get("q", "c").unwrap(), None);
+            // Overwriting counts the difference, not a new key.
+            t.set("q", "b", vec![0; 9], o).unwrap();
+            assert_eq!(t.scope_usage("q"), Some(Usage { bytes: 50, keys: 2 }));
+            t.set("q", "c", vec![0; 9], o).unwrap();
+            // A fourth key is over max_keys; set_many is all or nothing.
+            let e = t.set_many("q", vec![("d".into(), vec![1]), ("b".into(), vec![])], o).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::QuotaExceeded);
+            assert_eq!((t.get("q", "d").unwrap(), t.get("q", "b").unwrap()), (None, Some(vec![0; 9])));
+            // Deleting frees; counters and swaps are counted.
+            t.delete("q", "c").unwrap();
+            assert_eq!(t.increment("q", "n", 5).unwrap(), 5);
+            assert_eq!(t.scope_usage("q"), Some(Usage { bytes: 50 + 9, keys: 3 }));
+            let e = t.compare_and_swap("q", "z", None, vec![1]).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::QuotaExceeded);
+            t.delete_many("q", vec!["a".into(), "n".into()]).unwrap();
+            assert_eq!(t.scope_usage("q"), Some(Usage { bytes: 10, keys: 1 }));
+            // Other scopes have no quota.
+            t.set("free", "k", vec![0; 1000], o).unwrap();
+            assert_eq!(t.scope_usage("free"), None);
+        }
+    }
+
+    #[test]
+    fn concurrent_writers_cannot_overrun_a_quota() {
+        let quota = crate::state::quota::ScopeQuota { max_bytes: None, max_keys: Some(50) };
+        for (t, _d) in quota_tiers(quota) {
+            let threads: Vec<_> = (0..8)
+                .map(|i| {
+                    let t = t.clone();
+                    std::thread::spawn(move || {
+                        (0..20)
+                            .filter(|j| t.set("q", &format!("{i}-{j}"), vec![1], SetOptions::default()).is_ok())
+                            .count()
+                    })
+                })
+                .collect();
+            let written: usize = threads.into_iter().map(|h| h.join().unwrap()).sum();
+            assert_eq!(written, 50);
+            assert_eq!(t.list_keys("q", "", None, Some(1000)).unwrap().keys.len(), 50);
+        }
     }
 
     #[test]
