@@ -103,6 +103,17 @@ async fn status(r: reqwest::RequestBuilder) -> u16 {
     r.send().await.unwrap().status().as_u16()
 }
 
+/// The status of a request with a large body, or 0 when the server refused
+/// it before reading the body and closed the connection while the client
+/// was still sending (it answers without reading an unauthorised body).
+async fn status_or_cut(r: reqwest::RequestBuilder) -> u16 {
+    match r.send().await {
+        Ok(r) => r.status().as_u16(),
+        Err(e) if format!("{e:?}").contains("BodyWrite") => 0,
+        Err(e) => panic!("{e:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_unauthenticated_request_is_refused_and_changes_nothing() {
     let w = world().await;
@@ -128,8 +139,8 @@ async fn every_unauthenticated_request_is_refused_and_changes_nothing() {
 
     // Deploy, replace and delete functions.
     let component = std::fs::read(common::guest("kv_probe")).unwrap();
-    assert_eq!(status(anonymous.put(w.url("/functions/evil")).body(component.clone())).await, 401);
-    assert_eq!(status(reader.put(w.url("/functions/probe")).body(component.clone())).await, 403);
+    assert!(matches!(status_or_cut(anonymous.put(w.url("/functions/evil")).body(component.clone())).await, 401 | 0));
+    assert!(matches!(status_or_cut(reader.put(w.url("/functions/probe")).body(component.clone())).await, 403 | 0));
     assert_eq!(status(anonymous.delete(w.url("/functions/probe"))).await, 401);
     assert_eq!(status(reader.delete(w.url("/functions/probe"))).await, 403);
     let names: Vec<String> = w.host.functions().iter().map(|f| f.name.clone()).collect();
