@@ -62,8 +62,15 @@ impl From<&FunctionInfo> for FunctionView {
     }
 }
 
-/// The router of the host API.
+/// The router of the host API (and the peer routes, with their own run
+/// capability bindings).
 pub fn router(host: Host) -> Router {
+    router_with(host, std::sync::Arc::default())
+}
+
+/// The router of the host API and the peer routes, checking run state
+/// against `capabilities` (shared with the host's step executor).
+pub fn router_with(host: Host, capabilities: std::sync::Arc<crate::workflow::capability::RunCapabilities>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/functions", get(list))
@@ -79,6 +86,7 @@ pub fn router(host: Host) -> Router {
             host.state().clone(),
             host.sandboxes().clone(),
             host.body_budget().clone(),
+            capabilities,
         ))
         .layer(axum::middleware::map_response(crate::http::json_errors))
 }
@@ -94,7 +102,10 @@ pub async fn serve_node(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = crate::server::ConnectionLimits::of(host.config());
-    let mut router = router(host);
+    let mut router = match &steps {
+        Some(steps) => router_with(host, steps.capabilities()),
+        None => router(host),
+    };
     if let Some(steps) = steps {
         router = router.merge(steps.router());
     }

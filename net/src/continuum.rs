@@ -285,6 +285,11 @@ pub struct Continuum {
 }
 
 impl Continuum {
+    /// The client this continuum reaches other hosts with.
+    pub fn peers(&self) -> &PeerClient {
+        &self.peers
+    }
+
     /// The continuum as seen by node `node_id`, whose local state is `tier`.
     /// `placement` must have a topology (fetched with `refresh` or given with
     /// `seed`) before state can move while the service is down.

@@ -37,7 +37,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use databelt_host::budget::ByteBudget;
 use databelt_host::state::{Sandboxes, SetOptions, StateTier};
@@ -46,6 +47,8 @@ use databelt_types::RunId;
 
 use crate::auth::Credentials;
 use crate::http::{ApiError, BodyLimit, blocking, check, decode_postcard, limit_body, unreachable};
+use crate::workflow::capability::{CAPABILITY_HEADER, RunCapabilities};
+use crate::workflow::protocol::RUN_SCOPE;
 
 /// Header carrying the run id.
 pub const RUN_ID_HEADER: &str = "x-databelt-run-id";
@@ -120,7 +123,17 @@ pub mod byte_strings {
 
 /// The peer routes over `tier` and the host's run `sandboxes`; request
 /// bodies in flight count against the host's `budget`.
-pub fn router_with_sandboxes(tier: StateTier, sandboxes: Sandboxes, budget: Arc<ByteBudget>) -> Router {
+///
+/// A request for run state — the reserved run scope (`databelt.runs`) or a
+/// run's sandbox — must carry the run's capability
+/// ([`crate::workflow::capability`]); `capabilities` are the host's bindings,
+/// shared with its step executor.
+pub fn router_with_sandboxes(
+    tier: StateTier,
+    sandboxes: Sandboxes,
+    budget: Arc<ByteBudget>,
+    capabilities: Arc<RunCapabilities>,
+) -> Router {
     // A batch carries up to eight values of the largest size, plus framing.
     let limits = tier.limits().clone();
     let batch_limit = limits.max_value_bytes.saturating_mul(8).saturating_add(1 << 20);
@@ -129,7 +142,7 @@ pub fn router_with_sandboxes(tier: StateTier, sandboxes: Sandboxes, budget: Arc<
         .route("/peer/v1/batch-get", post(batch_get))
         .route("/peer/v1/batch-put", post(batch_put))
         .layer(DefaultBodyLimit::max(batch_limit))
-        .with_state(Peer { tier, sandboxes })
+        .with_state(Peer { tier, sandboxes, capabilities })
         .layer(axum::middleware::from_fn_with_state(BodyLimit { budget, max_body: batch_limit }, limit_body))
         .layer(axum::middleware::map_response(crate::http::json_errors))
 }
@@ -139,9 +152,21 @@ pub fn router_with_sandboxes(tier: StateTier, sandboxes: Sandboxes, budget: Arc<
 struct Peer {
     tier: StateTier,
     sandboxes: Sandboxes,
+    capabilities: Arc<RunCapabilities>,
 }
 
 impl Peer {
+    /// Run state (the run scope, or the run's sandbox) needs the run's
+    /// capability; other scopes of the store do not.
+    fn check_run(&self, headers: &HeaderMap, run: &RunId, scope: &str) -> Result<()> {
+        if scope != RUN_SCOPE && Self::place(headers)? == Place::Store {
+            return Ok(());
+        }
+        let capability = headers.get(CAPABILITY_HEADER).and_then(|v| v.to_str().ok());
+        let idle = Duration::from_millis(self.tier.limits().max_sandbox_idle_ms);
+        self.capabilities.check(run, capability, idle, std::time::Instant::now())
+    }
+
     fn place(headers: &HeaderMap) -> Result<Place> {
         match headers.get(SANDBOX_HEADER).map(|v| v.as_bytes()) {
             None | Some(b"0") => Ok(Place::Store),
@@ -191,6 +216,7 @@ async fn get_value(
 ) -> std::result::Result<Response, ApiError> {
     let run = run_id(&headers)?;
     tracing::debug!(%run, %scope, %key, "peer get");
+    peer.check_run(&headers, &run, &scope)?;
     let tier = peer.for_read(&headers, &run)?;
     match blocking(move || tier.get(&scope, &key)).await? {
         Some(v) => Ok(([(header::CONTENT_TYPE, "application/octet-stream")], Body::from(v)).into_response()),
@@ -206,6 +232,7 @@ async fn put_value(
 ) -> std::result::Result<StatusCode, ApiError> {
     let run = run_id(&headers)?;
     Peer::place(&headers)?;
+    peer.check_run(&headers, &run, &scope)?;
     let tier = peer.tier.clone();
     let ttl_ms = match headers.get(TTL_HEADER) {
         None => None,
@@ -246,6 +273,7 @@ async fn delete_value(
     Path((scope, key)): Path<(String, String)>,
 ) -> std::result::Result<StatusCode, ApiError> {
     let run = run_id(&headers)?;
+    peer.check_run(&headers, &run, &scope)?;
     let tier = peer.for_read(&headers, &run)?;
     blocking(move || tier.delete(&scope, &key)).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -258,6 +286,7 @@ async fn batch_get(
 ) -> std::result::Result<Response, ApiError> {
     let run = run_id(&headers)?;
     let req: BatchGet = decode_postcard(&body, "BatchGet")?;
+    peer.check_run(&headers, &run, &req.scope)?;
     let tier = peer.for_read(&headers, &run)?;
     let values = blocking(move || tier.get_many(&req.scope, &req.keys)).await?;
     let bytes = byte_strings::encode_values(&values).map_err(|e| Error::Runtime(e.to_string()))?;
@@ -271,6 +300,7 @@ async fn batch_put(
 ) -> std::result::Result<StatusCode, ApiError> {
     let run = run_id(&headers)?;
     let req: BatchPut = decode_postcard(&body, "BatchPut")?;
+    peer.check_run(&headers, &run, &req.scope)?;
     let tier = peer.for_write(&headers, &run, req.ttl_ms)?;
     blocking(move || tier.set_many(&req.scope, req.entries, SetOptions { ttl_ms: req.ttl_ms, if_not_exists: false }))
         .await?;
@@ -291,6 +321,9 @@ impl Place {
 pub struct PeerClient {
     http: reqwest::Client,
     scheme: &'static str,
+    /// The capabilities of the runs this host works for, sent with every
+    /// request for that run.
+    carried: Arc<Mutex<HashMap<RunId, String>>>,
 }
 
 impl PeerClient {
@@ -305,7 +338,38 @@ impl PeerClient {
             .pool_idle_timeout(crate::http::CLIENT_POOL_IDLE)
             .build()
             .map_err(|e| Error::Runtime(format!("http client: {e}")))?;
-        Ok(PeerClient { http, scheme: credentials.scheme() })
+        Ok(PeerClient { http, scheme: credentials.scheme(), carried: Arc::default() })
+    }
+
+    /// Send `capability` with every request for `run` from now on (the host
+    /// got it with a step of the run). At most
+    /// [`crate::workflow::capability::MAX_BOUND_RUNS`] runs are carried; beyond
+    /// that, an arbitrary one is forgotten.
+    pub fn carry(&self, run: &RunId, capability: &str) {
+        if let Ok(mut carried) = self.carried.lock() {
+            if carried.len() >= crate::workflow::capability::MAX_BOUND_RUNS
+                && let Some(any) = carried.keys().next().cloned()
+            {
+                carried.remove(&any);
+            }
+            carried.insert(run.clone(), capability.to_string());
+        }
+    }
+
+    /// Stop carrying `run`'s capability (the run is over here).
+    pub fn drop_run(&self, run: &RunId) {
+        if let Ok(mut carried) = self.carried.lock() {
+            carried.remove(run);
+        }
+    }
+
+    /// `request` for `run`: its id, and its capability when carried.
+    fn for_run(&self, request: reqwest::RequestBuilder, run: &RunId) -> reqwest::RequestBuilder {
+        let request = request.header(RUN_ID_HEADER, run.as_str());
+        match self.carried.lock().ok().and_then(|c| c.get(run).cloned()) {
+            Some(capability) => request.header(CAPABILITY_HEADER, capability),
+            None => request,
+        }
     }
 
     fn url(&self, peer: &str, scope: &str, key: &str) -> Result<reqwest::Url> {
@@ -333,9 +397,7 @@ impl PeerClient {
     ) -> Result<Option<Vec<u8>>> {
         let url = self.url(peer, scope, key)?;
         let r = self
-            .http
-            .get(url)
-            .header(RUN_ID_HEADER, run_id.as_str())
+            .for_run(self.http.get(url), run_id)
             .header(SANDBOX_HEADER, place.header())
             .send()
             .await
@@ -364,7 +426,7 @@ impl PeerClient {
         ttl_ms: Option<u64>,
     ) -> Result<()> {
         let url = self.url(peer, scope, key)?;
-        let mut req = self.http.put(url).header(RUN_ID_HEADER, run_id.as_str()).body(value);
+        let mut req = self.for_run(self.http.put(url), run_id).body(value);
         if let Some(ttl) = ttl_ms {
             req = req.header(TTL_HEADER, ttl.to_string());
         }
@@ -375,13 +437,7 @@ impl PeerClient {
     /// Delete `scope/key` on `peer`.
     pub async fn delete(&self, peer: &str, run_id: &RunId, scope: &str, key: &str) -> Result<()> {
         let url = self.url(peer, scope, key)?;
-        let r = self
-            .http
-            .delete(url)
-            .header(RUN_ID_HEADER, run_id.as_str())
-            .send()
-            .await
-            .map_err(|e| unreachable(peer, e))?;
+        let r = self.for_run(self.http.delete(url), run_id).send().await.map_err(|e| unreachable(peer, e))?;
         check(peer, r).await.map(|_| ())
     }
 
@@ -426,9 +482,7 @@ impl PeerClient {
     ) -> Result<reqwest::Response> {
         let body = postcard::to_stdvec(body).map_err(|e| Error::Runtime(e.to_string()))?;
         let r = self
-            .http
-            .post(format!("{}://{peer}/peer/v1/{route}", self.scheme))
-            .header(RUN_ID_HEADER, run_id.as_str())
+            .for_run(self.http.post(format!("{}://{peer}/peer/v1/{route}", self.scheme)), run_id)
             .header(SANDBOX_HEADER, place.header())
             .body(body)
             .send()

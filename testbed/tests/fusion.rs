@@ -206,14 +206,23 @@ async fn a_runs_sandbox_is_visible_to_that_run_only_and_dropped_at_its_end() {
     )
     .unwrap();
     let key = format!("{}/s/s0", a.run_id);
-    let other = peers
-        .get_from(&s1.address, &rid("someone-else"), databelt_net::peer::Place::Sandbox, RUN_SCOPE, &key)
-        .await
-        .unwrap();
-    assert_eq!(other, None);
-    let own =
-        peers.get_from(&s1.address, &a.run_id, databelt_net::peer::Place::Sandbox, RUN_SCOPE, &key).await.unwrap();
-    assert_eq!(own, Some(vec![0u8; 100]));
+    let sandbox_get = |run: databelt_types::RunId| {
+        let (peers, address, key) = (peers.clone(), s1.address.clone(), key.clone());
+        async move { peers.get_from(&address, &run, databelt_net::peer::Place::Sandbox, RUN_SCOPE, &key).await }
+    };
+    // Even a node of the continuum needs a run's capability for its state
+    // (issue 13 §3): without one, 401; with another run's, 403; under
+    // another run id (with that run's capability), nothing of A's.
+    let e = sandbox_get(a.run_id.clone()).await.unwrap_err();
+    assert_eq!(e.kind(), databelt_host::ErrorKind::Unauthenticated, "{e}");
+    peers.carry(&a.run_id, &runner.capability(&b.run_id));
+    let e = sandbox_get(a.run_id.clone()).await.unwrap_err();
+    assert_eq!(e.kind(), databelt_host::ErrorKind::AccessDenied, "{e}");
+    let other = rid("someone-else");
+    peers.carry(&other, "someone else's own capability");
+    assert_eq!(sandbox_get(other).await.unwrap(), None);
+    peers.carry(&a.run_id, &runner.capability(&a.run_id));
+    assert_eq!(sandbox_get(a.run_id.clone()).await.unwrap(), Some(vec![0u8; 100]));
     // A malformed sandbox header is refused and changes nothing.
     let node = &s1.security.client;
     let r = node

@@ -2,17 +2,20 @@
 //! and sends with every step request and clean-up of that run
 //! ([`CAPABILITY_HEADER`]). A host binds a run to the digest of the first
 //! capability it sees for it and refuses a later request for the run with
-//! another one (403), so a client that learns a run id cannot run steps in,
-//! read through, or delete someone else's run.
+//! another one (403), so a client or node that learns a run id cannot run
+//! steps in, read, or delete someone else's run.
 //!
 //! Bindings live as long as the run is active on the host: a clean-up
 //! (`DELETE /workflow/v1/runs/{id}`) ends one, and one idle longer than the
 //! host's `max_sandbox_idle_ms` is forgotten. At most [`MAX_BOUND_RUNS`] are
 //! held; a new run beyond that is refused with `unavailable`.
 //!
-//! Limits: the binding is trust on first use, and the peer protocol between
-//! nodes does not carry the capability — a compromised member node is not
-//! held off a run (docs/security.md).
+//! A host that got a run's capability with a step carries it on in its
+//! peer requests for the run ([`crate::peer::PeerClient::carry`]), and the
+//! peer routes demand it for run state (the `databelt.runs` scope and run
+//! sandboxes), from the same bindings.
+//!
+//! Limit: the binding is trust on first use (docs/security.md).
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -47,6 +47,12 @@ impl StepExecutor {
         StepExecutor { host, continuum, capabilities: Arc::default() }
     }
 
+    /// The run capability bindings of this host (shared with its peer
+    /// routes by [`crate::api::serve_node`]).
+    pub fn capabilities(&self) -> Arc<RunCapabilities> {
+        self.capabilities.clone()
+    }
+
     /// The continuum this executor hands state through.
     pub fn continuum(&self) -> &Continuum {
         &self.continuum
@@ -624,6 +630,10 @@ async fn step(
         return Err(Error::AccessDenied(format!("the caller may not invoke `{}`", request.function)).into());
     }
     check_capability(&executor, &headers, &request.run_id)?;
+    if let Some(capability) = headers.get(CAPABILITY_HEADER).and_then(|v| v.to_str().ok()) {
+        // This host's peer requests for the run carry it on.
+        executor.continuum.peers().carry(&request.run_id, capability);
+    }
     let result = executor.execute(request).await?;
     let bytes = postcard::to_stdvec(&result).map_err(|e| Error::Runtime(format!("encoding the step result: {e}")))?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
@@ -642,6 +652,7 @@ async fn forget(
     let run_id = RunId::new(run_id).map_err(Error::from)?;
     check_capability(&executor, &headers, &run_id)?;
     executor.capabilities.forget(&run_id);
+    executor.continuum.peers().drop_run(&run_id);
     let deleted = blocking(move || executor.forget_run(&run_id)).await?;
     Ok((StatusCode::OK, axum::Json(json!({"deleted": deleted}))).into_response())
 }

@@ -226,6 +226,12 @@ impl Runner {
         })
     }
 
+    /// The capability of run `run` of this runner: for tools and tests that
+    /// act for the run (a host's peers refuse its run state without it).
+    pub fn capability(&self, run: &RunId) -> String {
+        capability::derive(&self.secret, run)
+    }
+
     /// The workflow.
     pub fn workflow(&self) -> &Workflow {
         &self.workflow
