@@ -178,7 +178,24 @@ fn check_convertible(schema: &OwnedNamedType) -> Result<()> {
     }
 }
 
+mod json_input;
 mod json_text;
+
+/// JSON text of type `schema` as postcard, written while the JSON is parsed:
+/// the same bytes as [`json_to_postcard`] of the parsed value, without a
+/// `serde_json::Value` in between. What the host API takes its JSON input
+/// with.
+pub fn json_text_to_postcard(schema: &OwnedNamedType, text: &[u8]) -> Result<Vec<u8>> {
+    use serde::de::DeserializeSeed as _;
+    check_convertible(schema)?;
+    let mut out = Vec::with_capacity(text.len() / 2);
+    let mut de = serde_json::Deserializer::from_slice(text);
+    json_input::Encode { schema, out: &mut out }
+        .deserialize(&mut de)
+        .and_then(|()| de.end())
+        .map_err(|e| Error::BadInput(format!("JSON does not fit the input type `{schema}` ({e})")))?;
+    Ok(out)
+}
 
 /// Postcard `bytes` of type `schema` as JSON text, written straight from
 /// the bytes: the same JSON as [`postcard_to_json`], without a
@@ -307,6 +324,53 @@ mod tests {
             }
             _ => a == b,
         }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn json_input_streams_to_the_bytes_of_the_value_path(
+            flag: bool, small: i8, wide in (i128::from(i64::MIN))..=(i128::from(i64::MAX)),
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+            name in ".{0,12}",
+            circles in proptest::collection::vec(-1e6f64..1e6, 0..3),
+            w: u32, h: Option<u64>, a: i16, b: u8,
+            table in proptest::collection::btree_map("[a-z\"\\\n]{0,5}", (proptest::prelude::any::<u16>(), proptest::prelude::any::<i64>()), 0..4),
+            single in -1e3f32..1e3, maybe: Option<u8>, cut in 0usize..400,
+        ) {
+            let mut shapes = vec![Figure::Dot, Figure::Pair(a, b), Figure::Rect { w, h }];
+            shapes.extend(circles.into_iter().map(Figure::Circle));
+            let maybe = maybe.map(Some);
+            let value = Everything { flag, small, wide, bytes, name, shapes, table, single: (single,), unit: (), maybe };
+            let schema: OwnedNamedType = Everything::SCHEMA.into();
+            let text = postcard_to_json_text(&schema, &postcard::to_stdvec(&value).unwrap()).unwrap();
+            let tree: Value = serde_json::from_slice(&text).unwrap();
+            let streamed = json_text_to_postcard(&schema, &text).unwrap();
+            proptest::prop_assert_eq!(&streamed, &json_to_postcard(&schema, &tree).unwrap());
+            // Truncated JSON is refused, like the value path refuses it.
+            let cut = cut.min(text.len().saturating_sub(1));
+            proptest::prop_assert!(json_text_to_postcard(&schema, &text[..cut]).is_err());
+        }
+    }
+
+    #[test]
+    fn json_input_refuses_what_the_value_path_refuses() {
+        let schema: OwnedNamedType = Visit::SCHEMA.into();
+        for bad in [
+            &br#"{"name": "ada"}"#[..],
+            br#"{"name": "ada", "count": 1, "extra": 2}"#,
+            br#"{"name": 5, "count": 1}"#,
+            br#"{"name": "ada", "count": -1}"#,
+            br#"{"name": "ada", "count": 4294967296}"#,
+            br#"{"name": "ada", "count": 1.5}"#,
+            br#"["ada", 1]"#,
+            br#"{"name": "ada", "count": 1} trailing"#,
+        ] {
+            let tree = serde_json::from_slice::<Value>(bad).ok().map(|v| json_to_postcard(&schema, &v));
+            assert!(json_text_to_postcard(&schema, bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(!matches!(tree, Some(Ok(_))), "the value path agrees: {}", String::from_utf8_lossy(bad));
+        }
+        let ok = json_text_to_postcard(&schema, br#"{"count": null, "name": "ada"}"#).unwrap();
+        assert_eq!(postcard::from_bytes::<Visit>(&ok).unwrap(), Visit { name: "ada".into(), count: None });
     }
 
     #[test]

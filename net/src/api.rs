@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use databelt_host::grants::ScopeGrants;
-use databelt_host::schema::{json_to_postcard, postcard_to_json_text};
+use databelt_host::schema::{json_text_to_postcard, postcard_to_json_text};
 use databelt_host::{Error, FunctionInfo, Host, InvokeOptions, InvokeOutcome};
 use databelt_types::RunId;
 
@@ -173,9 +173,8 @@ async fn invoke(
     let options = InvokeOptions { run_id, ..InvokeOptions::default() };
     let (outcome, output_json): (InvokeOutcome, Option<Vec<u8>>) = blocking(move || {
         let input = if json {
-            let value: Value =
-                serde_json::from_slice(&body).map_err(|e| Error::BadInput(format!("body is not JSON: {e}")))?;
-            json_to_postcard(&host.function(&name)?.input_schema, &value)?
+            // Postcard written while the JSON is parsed: no `Value` tree.
+            json_text_to_postcard(&host.function(&name)?.input_schema, &body)?
         } else {
             body.to_vec()
         };

@@ -105,3 +105,10 @@ pub fn resident_bytes() -> u64 {
 pub fn peak_resident_bytes() -> u64 {
     proc_status_bytes("VmHWM:")
 }
+
+/// Reset this process's peak resident memory to its current one (Linux:
+/// `5` to `/proc/self/clear_refs`), so that [`peak_resident_bytes`] measures
+/// from now.
+pub fn reset_peak_resident() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
