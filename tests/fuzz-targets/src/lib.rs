@@ -6,7 +6,9 @@
 //! (`fuzz/corpus/<target>/`) through them in the normal test suite.
 
 use databelt_host::HostConfig;
-use databelt_host::schema::{check_postcard, decode_schema, json_to_postcard, postcard_to_json, postcard_to_json_text};
+use databelt_host::schema::{
+    check_postcard, decode_schema, json_text_to_postcard, json_to_postcard, postcard_to_json, postcard_to_json_text,
+};
 use databelt_net::http::decode_postcard;
 use databelt_net::peer::{BatchGet, BatchPut, byte_strings};
 use databelt_net::workflow::protocol::{StepRequest, StepResult};
@@ -81,10 +83,17 @@ pub fn schema_conversion(data: &[u8]) {
     let schemas = fixed_schemas();
     let Some((pick, rest)) = data.split_first() else { return };
     let Some(schema) = schemas.get(usize::from(*pick) % schemas.len().max(1)) else { return };
-    if let Ok(json) = serde_json::from_slice::<serde_json::Value>(rest)
-        && let Ok(bytes) = json_to_postcard(schema, &json)
-    {
-        assert!(check_postcard(schema, &bytes).is_ok(), "postcard made from JSON is valid");
+    let tree = serde_json::from_slice::<serde_json::Value>(rest).ok().map(|json| json_to_postcard(schema, &json));
+    if let Some(Ok(bytes)) = &tree {
+        assert!(check_postcard(schema, bytes).is_ok(), "postcard made from JSON is valid");
+    }
+    // The streaming path (the host API's input) agrees with the value path.
+    let streamed = json_text_to_postcard(schema, rest);
+    if let (Ok(streamed), Some(Ok(bytes))) = (&streamed, &tree) {
+        assert_eq!(streamed, bytes, "streamed and value-tree conversions agree");
+    }
+    if streamed.is_ok() {
+        assert!(matches!(tree, Some(Ok(_))), "the streaming path accepts only what the value path accepts");
     }
     // Valid postcard may still have no JSON form (a map with a repeated
     // key); it must then be an error, which returning at all shows.
