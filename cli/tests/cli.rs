@@ -304,3 +304,44 @@ fn serve_refuses_to_join_a_continuum_without_its_own_certificate() {
     let e = serve(&["--node-id", "sat2", "--tls-dir", tls.to_str().unwrap()]);
     assert!(e.contains("is a certificate for `sat1`, not for `sat2`"), "{e}");
 }
+
+/// `serve --deploy NAME=PATH --scopes NAME=...` deploys with a scope
+/// allowlist, which the API then shows; the admin token created on first
+/// start opens the API.
+#[test]
+fn serve_deploys_with_scopes_and_its_own_admin_token() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = databelt()
+        .args(["serve", "--memory", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.path())
+        .arg("--deploy")
+        .arg(format!("probe={}", guest("kv_probe").display()))
+        .args(["--scopes", "probe=orders:rw,stock:ro"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut answer = None;
+    for _ in 0..200 {
+        if let (Ok(mut s), Ok(token)) =
+            (std::net::TcpStream::connect(("127.0.0.1", port)), std::fs::read_to_string(dir.path().join("admin.token")))
+        {
+            let request = format!(
+                "GET /functions/probe HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+                token.trim()
+            );
+            s.write_all(request.as_bytes()).unwrap();
+            let mut text = String::new();
+            s.read_to_string(&mut text).unwrap();
+            answer = Some(text);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let answer = answer.expect("serve answered");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""scopes":"orders:rw,stock:ro""#), "{answer}");
+}

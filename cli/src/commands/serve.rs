@@ -2,10 +2,11 @@
 //! and step protocols of a continuum node.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
+use databelt_host::grants::ScopeGrants;
 use databelt_host::{Host, HostConfig};
 use databelt_net::continuum::Continuum;
 use databelt_net::peer::PeerClient;
@@ -29,6 +30,10 @@ pub struct Args {
     /// Deploy a component at start: `name=path/to/component.wasm` (repeatable).
     #[arg(long, value_name = "NAME=PATH")]
     deploy: Vec<String>,
+    /// The scopes a `--deploy`ed function may open: `NAME=scope:rw,other:ro`
+    /// (repeatable); without, every scope the host allows.
+    #[arg(long, value_name = "NAME=SCOPES")]
+    scopes: Vec<String>,
     /// Join a continuum: the placement service's URL. Enables the peer
     /// hand-offs and the step protocol (`/workflow/v1/...`); `--node-id`
     /// must name this node in the service's topology.
@@ -58,7 +63,16 @@ pub fn run(args: Args) -> Result<()> {
         let Some((name, path)) = spec.split_once('=') else {
             bail!("--deploy takes NAME=PATH, got `{spec}`");
         };
-        host.deploy_file(name, Path::new(path)).with_context(|| format!("deploying `{name}`"))?;
+        let grants = args
+            .scopes
+            .iter()
+            .filter_map(|spec| spec.split_once('='))
+            .find(|(n, _)| *n == name)
+            .map(|(_, scopes)| ScopeGrants::parse(scopes))
+            .transpose()
+            .with_context(|| format!("--scopes for `{name}`"))?;
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {path}"))?;
+        host.deploy_with_scopes(name, &bytes, grants).with_context(|| format!("deploying `{name}`"))?;
     }
     let data_dir = args.host.data_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
     let members = Members::default();
