@@ -36,13 +36,15 @@ pub fn check_postcard(schema: &OwnedNamedType, bytes: &[u8]) -> Result<()> {
 /// so the input length cannot bound them).
 const MAX_ZERO_SIZED_ITEMS: u64 = 1 << 20;
 
+/// Reads postcard's primitives (bytes, varints, lengths) from a buffer;
+/// shared by the check walk and the JSON text writer.
 struct Cursor<'a> {
     bytes: &'a [u8],
     at: usize,
 }
 
-impl Cursor<'_> {
-    fn take(&mut self, n: usize) -> std::result::Result<&[u8], String> {
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
         let end = self.at.checked_add(n).filter(|e| *e <= self.bytes.len()).ok_or("unexpected end of input")?;
         let out = &self.bytes[self.at..end];
         self.at = end;

@@ -13,10 +13,11 @@ use std::io::Write as _;
 
 use postcard_schema::schema::owned::{OwnedDataModelType as T, OwnedDataModelVariant as V, OwnedNamedType};
 
+use super::Cursor;
+
 /// Writes the JSON text of one postcard value.
 pub(super) struct JsonText<'a> {
-    bytes: &'a [u8],
-    at: usize,
+    cursor: Cursor<'a>,
     out: Vec<u8>,
 }
 
@@ -24,43 +25,31 @@ type Step = std::result::Result<(), String>;
 
 impl<'a> JsonText<'a> {
     pub(super) fn new(bytes: &'a [u8]) -> Self {
-        JsonText { bytes, at: 0, out: Vec::with_capacity(bytes.len().saturating_mul(2).min(1 << 26)) }
+        JsonText {
+            cursor: Cursor { bytes, at: 0 },
+            out: Vec::with_capacity(bytes.len().saturating_mul(2).min(1 << 26)),
+        }
     }
 
     /// The text, once the whole input was one value.
     pub(super) fn finish(self) -> std::result::Result<Vec<u8>, String> {
-        if self.at != self.bytes.len() {
-            return Err(format!("{} trailing bytes", self.bytes.len() - self.at));
+        let left = self.cursor.bytes.len() - self.cursor.at;
+        if left != 0 {
+            return Err(format!("{left} trailing bytes"));
         }
         Ok(self.out)
     }
 
     fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
-        let end = self.at.checked_add(n).filter(|e| *e <= self.bytes.len()).ok_or("unexpected end of input")?;
-        let out = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(out)
+        self.cursor.take(n)
     }
 
     fn varint(&mut self, bits: u32) -> std::result::Result<u128, String> {
-        let max_bytes = bits.div_ceil(7);
-        let mut value: u128 = 0;
-        for i in 0..max_bytes {
-            let b = self.take(1)?[0];
-            value |= u128::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                if bits < 128 && value >> bits != 0 {
-                    return Err(format!("varint overflows {bits} bits"));
-                }
-                return Ok(value);
-            }
-        }
-        Err(format!("varint longer than {max_bytes} bytes"))
+        self.cursor.varint(bits)
     }
 
     fn len(&mut self) -> std::result::Result<usize, String> {
-        let n = self.varint(64)?;
-        usize::try_from(n).map_err(|_| "length overflows".to_string())
+        usize::try_from(self.cursor.len()?).map_err(|_| "length overflows".to_string())
     }
 
     fn zigzag(&mut self, bits: u32) -> std::result::Result<i128, String> {
