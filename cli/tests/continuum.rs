@@ -346,3 +346,79 @@ async fn a_closing_link_window_moves_the_state_short_of_it_never_loses_it() {
     assert_eq!(nodes[2].host.state().get("run", &rid("w")).unwrap(), Some(v.clone()));
     assert_eq!(nodes[1].host.state().get("run", &rid("w")).unwrap(), Some(v));
 }
+
+/// A peer frozen with SIGSTOP (hung, not dead) over mutual TLS: the kernel
+/// still accepts the connection, but the TLS handshake and the request never
+/// get an answer. The push fails within the client's bounds instead of
+/// hanging (an unacknowledged push: the producer keeps the state), and once
+/// the peer resumes (SIGCONT) a push succeeds again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_tls_peer_fails_a_push_within_its_timeout_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls_dir = dir.path().join("tls");
+    for args in [&["init"][..], &["issue", "s1"], &["issue", "s2"]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_databelt"))
+            .arg("certs")
+            .args(args)
+            .arg("--dir")
+            .arg(&tls_dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let members = databelt_net::tls::Members::default();
+    let s1_tls =
+        databelt_net::tls::MemberTls::load(&databelt_net::tls::TlsFiles::in_dir(&tls_dir, "s1"), members.clone())
+            .unwrap();
+    let s1 =
+        databelt_net::auth::MemberSecurity::new(&s1_tls, &databelt_net::auth::TokenFile::default(), members).client;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_databelt"))
+        .args(["serve", "--memory", "--node-id", "s2", "--listen", &addr, "--tls-dir"])
+        .arg(&tls_dir)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let peers = PeerClient::new(&s1, Duration::from_millis(300), Duration::from_secs(2)).unwrap();
+    let mut up = false;
+    for _ in 0..200 {
+        if peers.put(&addr, &rid("r"), "s", "warm", vec![1], None).await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(up, "receiver did not start");
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+    };
+
+    signal("-STOP");
+    // A fresh client: no pooled connection, so the handshake itself hangs.
+    let fresh = PeerClient::new(&s1, Duration::from_millis(300), Duration::from_secs(2)).unwrap();
+    for client in [&peers, &fresh] {
+        let started = std::time::Instant::now();
+        let r = client.put(&addr, &rid("r"), "s", "k", vec![7; 1000], None).await;
+        let took = started.elapsed();
+        assert!(r.is_err(), "a frozen peer cannot acknowledge");
+        assert!(took < Duration::from_secs(4), "bounded by the client's timeouts, took {took:?}");
+    }
+    signal("-CONT");
+    let mut resumed = false;
+    for _ in 0..100 {
+        if fresh.put(&addr, &rid("r"), "s", "after", vec![9], None).await.is_ok() {
+            resumed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(resumed, "the peer serves again after SIGCONT");
+    let got = fresh.get(&addr, &rid("r"), "s", "after").await.unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(got, Some(vec![9]));
+}
