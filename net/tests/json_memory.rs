@@ -14,16 +14,16 @@ const SIZE: usize = 24 << 20;
 /// The tests measure this process's peak memory: one at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_large_output_is_answered_as_json_within_a_few_times_its_size() {
-    let _one = ONE_AT_A_TIME.lock().await;
-    let (mut config, _dir) = common::temp_config();
+/// A host serving the kv-probe component over HTTP (values up to 32 MiB),
+/// warmed up by one invocation (compiled, first instance made): the host, a
+/// client, the invoke URL, and the directory to keep.
+async fn warm_probe_server() -> (Host, reqwest::Client, String, tempfile::TempDir) {
+    let (mut config, dir) = common::temp_config();
     config.backend = BackendConfig::Memory;
     config.limits.max_value_bytes = 32 << 20;
     config.max_memory_bytes = 256 << 20;
     let host = Host::new(config).unwrap();
     host.deploy_file("probe", &common::guest("kv_probe")).unwrap();
-    host.state().set("t", "big", vec![200u8; SIZE], Default::default()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(databelt_net::api::serve(
@@ -32,13 +32,20 @@ async fn a_large_output_is_answered_as_json_within_a_few_times_its_size() {
         listener,
         std::future::pending(),
     ));
-    // Warm up (compile, first instance), then measure one large answer.
-    let input = serde_json::json!({"Get": {"scope": "t", "key": "small"}});
     databelt_net::tls::install_default_provider();
     let http = reqwest::Client::new();
     let url = format!("http://{addr}/functions/probe/invoke");
-    let r = http.post(&url).json(&input).send().await.unwrap();
+    let warm = serde_json::json!({"Get": {"scope": "t", "key": "small"}});
+    let r = http.post(&url).json(&warm).send().await.unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    (host, http, url, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_output_is_answered_as_json_within_a_few_times_its_size() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (host, http, url, _dir) = warm_probe_server().await;
+    host.state().set("t", "big", vec![200u8; SIZE], Default::default()).unwrap();
 
     common::reset_peak_resident();
     let before = common::resident_bytes();
@@ -73,25 +80,7 @@ async fn a_large_output_is_answered_as_json_within_a_few_times_its_size() {
 async fn a_large_json_input_is_converted_without_a_value_tree() {
     let _one = ONE_AT_A_TIME.lock().await;
     const N: usize = 12 << 20;
-    let (mut config, _dir) = common::temp_config();
-    config.backend = BackendConfig::Memory;
-    config.limits.max_value_bytes = 32 << 20;
-    config.max_memory_bytes = 256 << 20;
-    let host = Host::new(config).unwrap();
-    host.deploy_file("probe", &common::guest("kv_probe")).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(databelt_net::api::serve(
-        host.clone(),
-        databelt_net::auth::ServerSecurity::development(),
-        listener,
-        std::future::pending(),
-    ));
-    databelt_net::tls::install_default_provider();
-    let http = reqwest::Client::new();
-    let url = format!("http://{addr}/functions/probe/invoke");
-    let warm = serde_json::json!({"Get": {"scope": "t", "key": "small"}});
-    assert_eq!(http.post(&url).json(&warm).send().await.unwrap().status(), 200);
+    let (host, http, url, _dir) = warm_probe_server().await;
 
     // {"Set":{"scope":"t","key":"big","value":[200,200,...],"ttl_ms":null,"if_not_exists":false}}
     let mut body = Vec::with_capacity(4 * N + 100);
