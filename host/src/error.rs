@@ -11,7 +11,7 @@ use databelt_types::NameError;
 /// Every way a Databelt host operation can fail.
 ///
 /// The first group mirrors the WIT `error` variant one to one (see
-/// [`Error::to_wit`]); the second group is about loading and running
+/// [`Error::kind`] and [`crate::ErrorKind::wit_case`]); the second group is about loading and running
 /// components; the last about configuration and storage.
 #[derive(Debug, thiserror::Error, Clone)]
 pub enum Error {
