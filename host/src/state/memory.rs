@@ -4,13 +4,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::RwLock;
 
-use super::{Decide, Entry, StateStore, Write};
+use super::{Decide, Entry, ScopedKey, StateStore, Write};
 use crate::error::{Error, Result};
 
 #[derive(Default)]
 struct Inner {
     scopes: HashMap<String, BTreeMap<String, Entry>>,
     last_version: u64,
+}
+
+impl Inner {
+    fn entry(&self, key: &ScopedKey) -> Option<&Entry> {
+        self.scopes.get(&key.scope).and_then(|s| s.get(&key.key))
+    }
 }
 
 /// State kept in memory: fast, shared by every function on the host, lost when
@@ -39,20 +45,15 @@ impl MemoryStore {
     /// store's write lock, so checks are serialised with every write.
     pub(crate) fn transact_checked(
         &self,
-        scope: &str,
-        keys: &[String],
+        keys: &[ScopedKey],
         decide: &mut Decide<'_>,
         check: &mut dyn FnMut(u64, u64) -> Result<()>,
     ) -> Result<Vec<u64>> {
         let mut inner = self.inner.write().map_err(poisoned)?;
-        let current: Vec<Option<Entry>> = {
-            let s = inner.scopes.get(scope);
-            keys.iter().map(|k| s.and_then(|s| s.get(k)).cloned()).collect()
-        };
+        let current: Vec<Option<Entry>> = keys.iter().map(|k| inner.entry(k).cloned()).collect();
         let writes = decide(&current)?;
         {
-            let s = inner.scopes.get(scope);
-            let old = |key: &str| s.and_then(|s| s.get(key)).map_or(0, |e| e.value.len() as u64);
+            let old = |key: &ScopedKey| inner.entry(key).map_or(0, |e| e.value.len() as u64);
             let (mut added, mut freed) = (0u64, 0u64);
             for w in &writes {
                 match w {
@@ -67,16 +68,17 @@ impl MemoryStore {
         }
         let mut version = inner.last_version;
         let mut versions = Vec::new();
-        let s = inner.scopes.entry(scope.to_string()).or_default();
         for w in writes {
             match w {
                 Write::Put { key, value, expires_at_ms } => {
                     version += 1;
                     versions.push(version);
-                    s.insert(key, Entry { value, version, expires_at_ms });
+                    inner.scopes.entry(key.scope).or_default().insert(key.key, Entry { value, version, expires_at_ms });
                 }
                 Write::Delete { key } => {
-                    s.remove(&key);
+                    if let Some(s) = inner.scopes.get_mut(&key.scope) {
+                        s.remove(&key.key);
+                    }
                 }
             }
         }
@@ -150,8 +152,8 @@ impl StateStore for MemoryStore {
         Ok((keys, more))
     }
 
-    fn transact(&self, scope: &str, keys: &[String], decide: &mut Decide<'_>) -> Result<Vec<u64>> {
-        self.transact_checked(scope, keys, decide, &mut |_, _| Ok(()))
+    fn transact(&self, keys: &[ScopedKey], decide: &mut Decide<'_>) -> Result<Vec<u64>> {
+        self.transact_checked(keys, decide, &mut |_, _| Ok(()))
     }
 
     fn purge_expired(&self, now_ms: u64, limit: usize) -> Result<usize> {

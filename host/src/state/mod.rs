@@ -37,13 +37,34 @@ impl Entry {
     }
 }
 
+/// A key in a scope: what a transaction reads and writes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ScopedKey {
+    /// The scope.
+    pub scope: String,
+    /// The key within it.
+    pub key: String,
+}
+
+impl ScopedKey {
+    /// `key` in `scope`.
+    pub fn new(scope: impl Into<String>, key: impl Into<String>) -> ScopedKey {
+        ScopedKey { scope: scope.into(), key: key.into() }
+    }
+
+    /// Every key of `keys`, in `scope`.
+    pub fn all_in(scope: &str, keys: &[String]) -> Vec<ScopedKey> {
+        keys.iter().map(|k| ScopedKey::new(scope, k.clone())).collect()
+    }
+}
+
 /// One mutation decided inside [`StateStore::transact`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
     /// Store `value` under `key` with a fresh version.
     Put {
         /// The key.
-        key: String,
+        key: ScopedKey,
         /// The value.
         value: Vec<u8>,
         /// Expiry time in milliseconds since the Unix epoch.
@@ -52,8 +73,17 @@ pub enum Write {
     /// Remove `key` (absent keys are fine).
     Delete {
         /// The key.
-        key: String,
+        key: ScopedKey,
     },
+}
+
+impl Write {
+    /// The key it writes.
+    pub fn key(&self) -> &ScopedKey {
+        match self {
+            Write::Put { key, .. } | Write::Delete { key } => key,
+        }
+    }
 }
 
 /// Decides the writes of a transaction from the current entries of its keys.
@@ -84,9 +114,11 @@ pub trait StateStore: Send + Sync {
         now_ms: u64,
     ) -> Result<(Vec<String>, bool)>;
 
-    /// Read the entries of `keys`, let `decide` choose writes, and apply them
-    /// atomically. Returns the versions given to the `Put` writes, in order.
-    fn transact(&self, scope: &str, keys: &[String], decide: &mut Decide<'_>) -> Result<Vec<u64>>;
+    /// Read the entries of `keys` (in any scopes), let `decide` choose
+    /// writes (in any scopes), and apply them atomically: all or none, and
+    /// durable, as the backend promises, before it returns. Returns the
+    /// versions given to the `Put` writes, in order.
+    fn transact(&self, keys: &[ScopedKey], decide: &mut Decide<'_>) -> Result<Vec<u64>>;
 
     /// Delete at most `limit` entries expired at `now_ms`, without holding
     /// up other calls for longer than that work; returns how many were

@@ -9,7 +9,7 @@ use super::encoding::{decode_counter, decode_version, encode_counter};
 use databelt_types::ScopeName;
 
 use super::quota::{ScopeQuota, Usage, entry_bytes};
-use super::{Entry, StateLimits, StateStore, Write};
+use super::{Entry, ScopedKey, StateLimits, StateStore, Write};
 use crate::error::{Error, Result};
 
 /// Options of a write (mirrors the WIT `set-options`).
@@ -189,44 +189,56 @@ impl StateTier {
         Ok(Some(quota))
     }
 
-    /// [`StateStore::transact`] under `scope`'s quota: `written` are the
-    /// keys the writes may touch (read as well, so that each write's change
-    /// of the scope's usage is exact); a write that would take the scope over
-    /// its quota aborts the transaction with `quota-exceeded`.
-    fn transact(
-        &self,
-        scope: &str,
-        read: &[String],
-        written: &[String],
-        decide: &mut super::Decide<'_>,
-    ) -> Result<Vec<u64>> {
-        let Some(quota) = self.quota_of(scope)? else { return self.store.transact(scope, read, decide) };
+    /// [`StateStore::transact`] under the quotas of the scopes of `read` and
+    /// `written`: `written` are further keys the writes may touch (read as
+    /// well, so that
+    /// each write's change of its scope's usage is exact); a write that
+    /// would take a scope over its quota aborts the whole transaction with
+    /// `quota-exceeded`.
+    fn transact(&self, read: &[ScopedKey], written: &[ScopedKey], decide: &mut super::Decide<'_>) -> Result<Vec<u64>> {
+        let mut quotas: Vec<(String, ScopeQuota)> = Vec::new();
+        for k in read.iter().chain(written) {
+            if !quotas.iter().any(|(s, _)| *s == k.scope)
+                && let Some(q) = self.quota_of(&k.scope)?
+            {
+                quotas.push((k.scope.clone(), q));
+            }
+        }
+        if quotas.is_empty() {
+            return self.store.transact(read, decide);
+        }
         let mut keys = read.to_vec();
         keys.extend(written.iter().filter(|k| !read.contains(k)).cloned());
         let now = self.now();
         let mut applied = false;
-        let result = self.store.transact(scope, &keys, &mut |current| {
+        let result = self.store.transact(&keys, &mut |current| {
             let writes = decide(&current[..read.len().min(current.len())])?;
-            let mut sizes: HashMap<String, Option<u64>> = keys
+            let mut sizes: HashMap<&ScopedKey, Option<u64>> = keys
                 .iter()
                 .zip(current)
-                .map(|(k, e)| (k.clone(), e.as_ref().filter(|e| e.is_live(now)).map(|e| entry_bytes(k, e.value.len()))))
+                .map(|(k, e)| (k, e.as_ref().filter(|e| e.is_live(now)).map(|e| entry_bytes(&k.key, e.value.len()))))
                 .collect();
             let mut usage = self.usage.lock().map_err(|_| Error::Runtime("usage lock poisoned".into()))?;
-            // Invalidated meanwhile (a purge): the next write counts afresh.
-            let Some(before) = usage.get(scope).copied() else { return Ok(writes) };
-            let mut after = before;
-            for w in &writes {
-                let (key, new) = match w {
-                    Write::Put { key, value, .. } => (key, Some(entry_bytes(key, value.len()))),
-                    Write::Delete { key } => (key, None),
-                };
-                let old = sizes.get(key).copied().flatten();
-                after = after.change(old, new);
-                sizes.insert(key.clone(), new);
+            let mut changed: Vec<(String, Usage)> = Vec::new();
+            for (scope, quota) in &quotas {
+                // Invalidated meanwhile (a purge): the next write counts afresh.
+                let Some(before) = usage.get(scope).copied() else { continue };
+                let mut after = before;
+                for w in writes.iter().filter(|w| w.key().scope == *scope) {
+                    let (key, new) = match w {
+                        Write::Put { key, value, .. } => (key, Some(entry_bytes(&key.key, value.len()))),
+                        Write::Delete { key } => (key, None),
+                    };
+                    let old = sizes.get(key).copied().flatten();
+                    after = after.change(old, new);
+                    if let Some(size) = sizes.get_mut(key) {
+                        *size = new;
+                    }
+                }
+                after.check(before, quota, scope)?;
+                changed.push((scope.clone(), after));
             }
-            after.check(before, &quota, scope)?;
-            usage.insert(scope.to_string(), after);
+            usage.extend(changed);
             applied = true;
             Ok(writes)
         });
@@ -235,7 +247,9 @@ impl StateTier {
             && let Ok(mut usage) = self.usage.lock()
         {
             // Counted but not written: count again next time.
-            usage.remove(scope);
+            for (scope, _) in &quotas {
+                usage.remove(scope);
+            }
         }
         result
     }
@@ -252,15 +266,16 @@ impl StateTier {
         self.check_value(&value)?;
         let now = self.now();
         let expires_at_ms = self.expiry(&opts, now);
-        let read: Vec<String> = if opts.if_not_exists { vec![key.to_string()] } else { Vec::new() };
+        let at = ScopedKey::new(scope, key);
+        let read: Vec<ScopedKey> = if opts.if_not_exists { vec![at.clone()] } else { Vec::new() };
         let mut value = Some(value);
-        let written = [key.to_string()];
-        let versions = self.transact(scope, &read, &written, &mut |current| {
+        let written = [at.clone()];
+        let versions = self.transact(&read, &written, &mut |current| {
             if opts.if_not_exists && current.first().is_some_and(|e| e.as_ref().is_some_and(|e| e.is_live(now))) {
                 return Err(Error::PreconditionFailed(format!("`{key}` exists (if-not-exists)")));
             }
             let value = value.take().ok_or_else(|| Error::Other("transaction retried".into()))?;
-            Ok(vec![Write::Put { key: key.to_string(), value, expires_at_ms }])
+            Ok(vec![Write::Put { key: at.clone(), value, expires_at_ms }])
         })?;
         versions.first().copied().ok_or_else(|| Error::storage_msg("write returned no version"))
     }
@@ -268,7 +283,8 @@ impl StateTier {
     /// Remove `key`.
     pub fn delete(&self, scope: &str, key: &str) -> Result<()> {
         self.check_key(key)?;
-        self.transact(scope, &[], &[key.to_string()], &mut |_| Ok(vec![Write::Delete { key: key.to_string() }]))?;
+        let at = ScopedKey::new(scope, key);
+        self.transact(&[], std::slice::from_ref(&at), &mut |_| Ok(vec![Write::Delete { key: at.clone() }]))?;
         Ok(())
     }
 
@@ -311,16 +327,18 @@ impl StateTier {
         }
         let now = self.now();
         let expires_at_ms = self.expiry(&opts, now);
-        let read: Vec<String> =
-            if opts.if_not_exists { entries.iter().map(|(k, _)| k.clone()).collect() } else { Vec::new() };
-        let written: Vec<String> = entries.iter().map(|(k, _)| k.clone()).collect();
+        let written: Vec<ScopedKey> = entries.iter().map(|(k, _)| ScopedKey::new(scope, k.clone())).collect();
+        let read: Vec<ScopedKey> = if opts.if_not_exists { written.clone() } else { Vec::new() };
         let mut entries = Some(entries);
-        self.transact(scope, &read, &written, &mut |current| {
+        self.transact(&read, &written, &mut |current| {
             if let Some(i) = current.iter().position(|e| e.as_ref().is_some_and(|e| e.is_live(now))) {
-                return Err(Error::PreconditionFailed(format!("`{}` exists (if-not-exists)", read[i])));
+                return Err(Error::PreconditionFailed(format!("`{}` exists (if-not-exists)", read[i].key)));
             }
             let entries = entries.take().ok_or_else(|| Error::Other("transaction retried".into()))?;
-            Ok(entries.into_iter().map(|(key, value)| Write::Put { key, value, expires_at_ms }).collect())
+            Ok(entries
+                .into_iter()
+                .map(|(key, value)| Write::Put { key: ScopedKey::new(scope, key), value, expires_at_ms })
+                .collect())
         })?;
         Ok(())
     }
@@ -331,11 +349,9 @@ impl StateTier {
         for k in &keys {
             self.check_key(k)?;
         }
-        let written = keys.clone();
-        let mut keys = Some(keys);
-        self.transact(scope, &[], &written, &mut |_| {
-            let keys = keys.take().ok_or_else(|| Error::Other("transaction retried".into()))?;
-            Ok(keys.into_iter().map(|key| Write::Delete { key }).collect())
+        let written = ScopedKey::all_in(scope, &keys);
+        self.transact(&[], &written, &mut |_| {
+            Ok(written.iter().map(|key| Write::Delete { key: key.clone() }).collect())
         })?;
         Ok(())
     }
@@ -345,7 +361,8 @@ impl StateTier {
         self.check_key(key)?;
         let now = self.now();
         let mut result = 0;
-        self.transact(scope, &[key.to_string()], &[], &mut |current| {
+        let at = ScopedKey::new(scope, key);
+        self.transact(std::slice::from_ref(&at), &[], &mut |current| {
             let live = current.first().cloned().flatten().filter(|e| e.is_live(now));
             let (old, expires_at_ms) = match &live {
                 Some(e) => (decode_counter(&e.value)?, e.expires_at_ms),
@@ -354,7 +371,7 @@ impl StateTier {
             result = old
                 .checked_add(delta)
                 .ok_or_else(|| Error::Other(format!("counter `{key}` would overflow: {old} + {delta}")))?;
-            Ok(vec![Write::Put { key: key.to_string(), value: encode_counter(result).to_vec(), expires_at_ms }])
+            Ok(vec![Write::Put { key: at.clone(), value: encode_counter(result).to_vec(), expires_at_ms }])
         })?;
         Ok(result)
     }
@@ -374,7 +391,8 @@ impl StateTier {
         let expected = expected.map(decode_version);
         let mut stale = None;
         let mut value = Some(value);
-        let versions = self.transact(scope, &[key.to_string()], &[], &mut |current| {
+        let at = ScopedKey::new(scope, key);
+        let versions = self.transact(std::slice::from_ref(&at), &[], &mut |current| {
             let live = current.first().cloned().flatten().filter(|e| e.is_live(now));
             let matches = match (&expected, &live) {
                 (None, None) => true,
@@ -386,7 +404,7 @@ impl StateTier {
                 return Ok(Vec::new());
             }
             let value = value.take().ok_or_else(|| Error::Other("transaction retried".into()))?;
-            Ok(vec![Write::Put { key: key.to_string(), value, expires_at_ms: None }])
+            Ok(vec![Write::Put { key: at.clone(), value, expires_at_ms: None }])
         })?;
         match (stale, versions.first()) {
             (Some(current), _) => Ok(CasOutcome::Stale(current)),
@@ -438,8 +456,8 @@ mod tests {
             let o = SetOptions::default();
             // Already there before the first quota'd write: counted by the scan.
             t.store
-                .transact("q", &[], &mut |_| {
-                    Ok(vec![Write::Put { key: "a".into(), value: vec![0; 39], expires_at_ms: None }])
+                .transact(&[], &mut |_| {
+                    Ok(vec![Write::Put { key: ScopedKey::new("q", "a"), value: vec![0; 39], expires_at_ms: None }])
                 })
                 .unwrap();
             t.set("q", "b", vec![0; 19], o).unwrap();
@@ -665,6 +683,51 @@ mod tests {
         t.open_scope("ok").unwrap();
         assert!(matches!(t.open_scope("nope"), Err(Error::AccessDenied(_))));
         assert!(matches!(t.open_scope("bad name"), Err(Error::NoSuchScope(_))));
+    }
+
+    #[test]
+    fn a_transaction_across_scopes_writes_all_or_nothing() {
+        for (t, _d) in tiers() {
+            let (a, b) = (ScopedKey::new("one", "k"), ScopedKey::new("two", "k"));
+            let put = |k: &ScopedKey, v: u8| Write::Put { key: k.clone(), value: vec![v], expires_at_ms: None };
+            t.store.transact(&[], &mut |_| Ok(vec![put(&a, 1), put(&b, 2)])).unwrap();
+            assert_eq!((t.get("one", "k").unwrap(), t.get("two", "k").unwrap()), (Some(vec![1]), Some(vec![2])));
+            let e = t
+                .store
+                .transact(&[a.clone(), b.clone()], &mut |current| {
+                    assert_eq!(current.iter().flatten().count(), 2, "both scopes are read");
+                    Err(Error::PreconditionFailed("refused".into()))
+                })
+                .unwrap_err();
+            assert!(matches!(e, Error::PreconditionFailed(_)));
+            t.store.transact(&[], &mut |_| Ok(vec![put(&a, 3), Write::Delete { key: b.clone() }])).unwrap();
+            assert_eq!((t.get("one", "k").unwrap(), t.get("two", "k").unwrap()), (Some(vec![3]), None));
+        }
+    }
+
+    #[test]
+    fn concurrent_durable_writers_share_flushes_and_every_write_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = Arc::new(RedbStore::open(&path).unwrap());
+        let t = StateTier::new(store.clone(), StateLimits::default());
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let t = t.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        t.increment("s", "n", 1).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in threads {
+            h.join().unwrap();
+        }
+        assert!(store.flushes() < 400, "{} flushes for 400 commits", store.flushes());
+        drop((t, store));
+        let t = StateTier::new(Arc::new(RedbStore::open(&path).unwrap()), StateLimits::default());
+        assert_eq!(t.increment("s", "n", 0).unwrap(), 400);
     }
 
     #[test]
