@@ -38,6 +38,7 @@ impl HostArgs {
                 config.backend = d.backend;
             }
             config.cache_dir = d.cache_dir;
+            config.functions_dir = d.functions_dir;
         }
         if self.memory {
             config.backend = BackendConfig::Memory;

@@ -37,6 +37,12 @@ pub struct HostConfig {
     /// Directory of the on-disk compiled-component cache; `None` disables it.
     /// Default `./databelt-data/cache`.
     pub cache_dir: Option<PathBuf>,
+    /// Where deployed components are kept (`<name>.wasm`, and
+    /// `<name>.scopes` for a scope allowlist) so that deployments survive a
+    /// restart: the host deploys them again when it starts. `None` (the
+    /// default): deployments live in memory only. [`HostConfig::in_dir`] and
+    /// `databelt serve` use `<data dir>/functions`.
+    pub functions_dir: Option<PathBuf>,
     /// Wall-clock budget of one invocation, in milliseconds; the guest is
     /// stopped (epoch interruption) once it runs past it. Default 5000.
     pub deadline_ms: u64,
@@ -91,6 +97,7 @@ impl Default for HostConfig {
             node_id: "local".to_string(),
             backend: BackendConfig::Redb { path: PathBuf::from("databelt-data/databelt-state.redb") },
             cache_dir: Some(PathBuf::from("databelt-data/cache")),
+            functions_dir: None,
             deadline_ms: 5_000,
             epoch_tick_ms: 10,
             max_memory_bytes: 64 * 1024 * 1024,
@@ -118,6 +125,7 @@ impl HostConfig {
         HostConfig {
             backend: BackendConfig::Redb { path: dir.join("databelt-state.redb") },
             cache_dir: Some(dir.join("cache")),
+            functions_dir: Some(dir.join("functions")),
             ..HostConfig::default()
         }
     }

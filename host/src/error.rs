@@ -34,6 +34,10 @@ pub enum Error {
     /// The operation took longer than allowed.
     #[error("timeout: {0}")]
     Timeout(String),
+    /// A step's transaction read state that another commit changed before it
+    /// could commit; nothing was written, and running it again may succeed.
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// The state tier cannot be reached now.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -176,6 +180,7 @@ impl Error {
             Error::QuotaExceeded(_) => ErrorKind::QuotaExceeded,
             Error::PreconditionFailed(_) => ErrorKind::PreconditionFailed,
             Error::Timeout(_) => ErrorKind::Timeout,
+            Error::Conflict(_) => ErrorKind::Conflict,
             Error::Unavailable(_) | Error::Unreachable { .. } => ErrorKind::Unavailable,
             Error::Other(_) => ErrorKind::Other,
             Error::InvalidComponent(_) => ErrorKind::InvalidComponent,

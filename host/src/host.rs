@@ -57,11 +57,15 @@ pub struct InvokeOptions {
     /// Where `context.run-state` lives. `None`: a fresh in-memory scope that
     /// lasts for this invocation and its hand-off chain.
     pub run_scope: Option<RunScope>,
+    /// The state tier the function's own scopes use; `None`: the host's.
+    /// A workflow step passes a staged tier ([`StateTier::staged`]) so its
+    /// writes commit atomically with the step.
+    pub state: Option<StateTier>,
 }
 
 impl Default for InvokeOptions {
     fn default() -> Self {
-        InvokeOptions { run_id: None, validate_input: true, run_scope: None }
+        InvokeOptions { run_id: None, validate_input: true, run_scope: None, state: None }
     }
 }
 
@@ -292,7 +296,7 @@ impl HostBuilder {
             Duration::from_millis(config.purge_interval_ms),
             config.purge_batch as usize,
         )?;
-        Ok(Host {
+        let host = Host {
             inner: Arc::new(HostInner {
                 engine,
                 linker,
@@ -306,7 +310,9 @@ impl HostBuilder {
                 _ticker: ticker,
                 _purger: purger,
             }),
-        })
+        };
+        host.redeploy_kept()?;
+        Ok(host)
     }
 }
 
@@ -414,6 +420,57 @@ impl Host {
     /// [`Host::deploy`], limiting the scopes the function may open to
     /// `scopes` (read-only or read-write each; see [`crate::grants`]).
     pub fn deploy_with_scopes(&self, name: &str, bytes: &[u8], scopes: Option<ScopeGrants>) -> Result<FunctionInfo> {
+        let info = self.load_function(name, bytes, scopes)?;
+        if let Some(dir) = &self.inner.config.functions_dir {
+            // Kept only once it passed every check; written whole or not at all.
+            let keep = || -> std::io::Result<()> {
+                std::fs::create_dir_all(dir)?;
+                let grants = dir.join(format!("{name}.scopes"));
+                match &info.scopes {
+                    Some(g) => write_whole(&grants, g.to_string().as_bytes())?,
+                    None if grants.exists() => std::fs::remove_file(&grants)?,
+                    None => {}
+                }
+                write_whole(&dir.join(format!("{name}.wasm")), bytes)
+            };
+            keep().map_err(|e| Error::storage_in(format!("cannot keep `{name}` in {}", dir.display()), e))?;
+        }
+        Ok(info)
+    }
+
+    /// Deploy every component kept in the functions directory (at start).
+    /// One that no longer loads (this host's engine changed, or the file is
+    /// damaged) is skipped with a warning; the others are deployed.
+    fn redeploy_kept(&self) -> Result<usize> {
+        let Some(dir) = self.inner.config.functions_dir.clone() else { return Ok(0) };
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(Error::storage_in(format!("cannot read {}", dir.display()), e)),
+        };
+        let mut deployed = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".wasm")) else {
+                continue;
+            };
+            let loaded = std::fs::read(&path).map_err(|e| Error::InvalidComponent(e.to_string())).and_then(|bytes| {
+                let grants = match std::fs::read_to_string(dir.join(format!("{name}.scopes"))) {
+                    Ok(text) => Some(ScopeGrants::parse(text.trim())?),
+                    Err(_) => None,
+                };
+                self.load_function(name, &bytes, grants)
+            });
+            match loaded {
+                Ok(_) => deployed += 1,
+                Err(e) => tracing::warn!(function = name, error = %e, "a kept deployment could not be loaded; skipped"),
+            }
+        }
+        Ok(deployed)
+    }
+
+    /// Check and register a component under `name` (not kept on disk).
+    fn load_function(&self, name: &str, bytes: &[u8], scopes: Option<ScopeGrants>) -> Result<FunctionInfo> {
         FunctionName::new(name)?;
         check_component_bytes(bytes)?;
         let component = Component::new(&self.inner.engine, bytes).map_err(|e| Error::InvalidComponent(one_line(&e)))?;
@@ -429,7 +486,7 @@ impl Host {
             };
             let slot = self.inner.slots.acquire()?;
             let described = {
-                let (mut store, instance) = self.instantiate(&pre, invocation, None, None)?;
+                let (mut store, instance) = self.instantiate(&pre, invocation, self.inner.tier.clone(), None, None)?;
                 let r = instance.databelt_state_handler().call_describe(&mut store);
                 r.map_err(|e| self.classify(&store, e))
             };
@@ -459,6 +516,11 @@ impl Host {
     pub fn undeploy(&self, name: &str) -> Result<bool> {
         let mut map =
             self.inner.functions.write().map_err(|_| Error::Runtime("function registry lock poisoned".into()))?;
+        if let Some(dir) = &self.inner.config.functions_dir {
+            for ext in ["wasm", "scopes"] {
+                let _ = std::fs::remove_file(dir.join(format!("{name}.{ext}")));
+            }
+        }
         Ok(map.remove(name).is_some())
     }
 
@@ -493,6 +555,7 @@ impl Host {
         &self,
         pre: &FunctionPre<InvocationState>,
         invocation: Invocation,
+        tier: StateTier,
         run_scope: Option<RunScope>,
         grants: Option<Arc<ScopeGrants>>,
     ) -> Result<(Store<InvocationState>, Function)> {
@@ -509,13 +572,10 @@ impl Host {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             databelt: match run_scope {
-                Some(r) => DatabeltCtx::new(inner.tier.clone(), invocation)
-                    .with_successor_check(check)
-                    .with_run_scope(r)
-                    .with_grants(grants),
-                None => {
-                    DatabeltCtx::new(inner.tier.clone(), invocation).with_successor_check(check).with_grants(grants)
+                Some(r) => {
+                    DatabeltCtx::new(tier, invocation).with_successor_check(check).with_run_scope(r).with_grants(grants)
                 }
+                None => DatabeltCtx::new(tier, invocation).with_successor_check(check).with_grants(grants),
             },
             limiter: MemoryLimiter { max_memory: inner.config.max_memory_bytes as usize, refused: false },
         };
@@ -580,7 +640,7 @@ impl Host {
                 step,
                 node_id: self.inner.config.node_id.clone(),
             };
-            let called = self.call_once(&loaded, invocation, &input, &run_scope)?;
+            let called = self.call_once(&loaded, invocation, &input, &run_scope, options.state.as_ref())?;
             steps.push(StepReport { function: function.clone(), step, duration: started.elapsed() });
             state_ops.add(&called.ops);
             for key in called.run_written {
@@ -605,9 +665,16 @@ impl Host {
 
     /// One step: wait for an instance slot, instantiate, call, and free the
     /// Store before the slot.
-    fn call_once(&self, loaded: &Loaded, invocation: Invocation, input: &[u8], run_scope: &RunScope) -> Result<Called> {
+    fn call_once(
+        &self,
+        loaded: &Loaded,
+        invocation: Invocation,
+        input: &[u8],
+        run_scope: &RunScope,
+        state: Option<&StateTier>,
+    ) -> Result<Called> {
         let slot = self.inner.slots.acquire()?;
-        let called = self.call_in_slot(loaded, invocation, input, run_scope);
+        let called = self.call_in_slot(loaded, invocation, input, run_scope, state);
         drop(slot);
         called
     }
@@ -618,9 +685,11 @@ impl Host {
         invocation: Invocation,
         input: &[u8],
         run_scope: &RunScope,
+        state: Option<&StateTier>,
     ) -> Result<Called> {
         let grants = loaded.info.scopes.clone().map(Arc::new);
-        let (mut store, instance) = self.instantiate(&loaded.pre, invocation, Some(run_scope.clone()), grants)?;
+        let tier = state.unwrap_or(&self.inner.tier).clone();
+        let (mut store, instance) = self.instantiate(&loaded.pre, invocation, tier, Some(run_scope.clone()), grants)?;
         let result =
             instance.databelt_state_handler().call_handle(&mut store, input).map_err(|e| self.classify(&store, e))?;
         match result {
@@ -656,4 +725,15 @@ struct Called {
     hand_off: Option<HandOff>,
     ops: StateOps,
     run_written: Vec<String>,
+}
+
+/// Write `bytes` to `path` whole or not at all (a temporary file renamed
+/// over it after an fsync).
+fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let tmp = path.with_extension("partial");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }

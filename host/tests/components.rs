@@ -491,3 +491,29 @@ fn a_scope_quota_is_reported_to_the_guest_as_quota_exceeded() {
     let e = call(&host, &set("big", &[0; 2000])).unwrap_err();
     assert!(e.to_string().contains("quota-exceeded"), "{e}");
 }
+
+#[test]
+fn deployments_survive_a_restart_and_an_undeploy_is_kept_too() {
+    let (config, _dir) = common::temp_config();
+    {
+        let host = Host::new(config.clone()).unwrap();
+        host.deploy_with_scopes(
+            "probe",
+            &std::fs::read(common::guest("kv_probe")).unwrap(),
+            Some(databelt_host::grants::ScopeGrants::parse("kept:rw").unwrap()),
+        )
+        .unwrap();
+        host.deploy_file("gone", &common::guest("kv_probe")).unwrap();
+        assert!(host.undeploy("gone").unwrap());
+        // A damaged kept file does not stop the host from starting.
+        let dir = config.functions_dir.clone().unwrap();
+        std::fs::write(dir.join("broken.wasm"), b"not wasm").unwrap();
+    }
+    let host = Host::new(config).unwrap();
+    let names: Vec<String> = host.functions().into_iter().map(|f| f.name).collect();
+    assert_eq!(names, ["probe"], "probe redeployed, `gone` stays undeployed, `broken` skipped");
+    assert_eq!(host.function("probe").unwrap().scopes.map(|g| g.to_string()), Some("kept:rw".to_string()));
+    // The kept allowlist is in force: the probe's default scope is refused.
+    let e = call_as(&host, "probe", &set("k", b"v")).unwrap_err();
+    assert!(e.to_string().contains("access-denied"), "{e}");
+}

@@ -281,6 +281,7 @@ async fn a_forged_zero_ttl_cannot_drop_another_runs_sandbox() {
         durable: false,
         sole_reader: Vec::new(),
         run_states: Vec::new(),
+        fallbacks: Vec::new(),
     };
     // Sent by a node of the continuum: authenticated, and still harmless.
     let node = &s2.security.client;

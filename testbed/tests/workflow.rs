@@ -257,6 +257,7 @@ async fn malformed_step_requests_are_refused_and_change_nothing() {
         durable: false,
         sole_reader: Vec::new(),
         run_states: Vec::new(),
+        fallbacks: Vec::new(),
     };
     let bad = |f: &dyn Fn(&mut StepRequest)| {
         let mut r = good.clone();

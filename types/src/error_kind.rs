@@ -126,6 +126,9 @@ kinds! {
     /// The caller did not prove who it is: no, an unknown or a malformed
     /// bearer token, and no node certificate.
     Unauthenticated => "unauthenticated", 401, AccessDenied;
+    /// A step's transaction read state that another commit changed before
+    /// it could commit; running the step again may succeed.
+    Conflict => "conflict", 409, Unavailable;
 }
 
 impl fmt::Display for ErrorKind {

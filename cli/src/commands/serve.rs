@@ -58,6 +58,11 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(id) = args.node_id {
         config.node_id = id.into_string();
     }
+    if config.functions_dir.is_none() && !args.host.memory {
+        // Deployments survive a restart, next to the state.
+        let data_dir = args.host.data_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        config.functions_dir = Some(data_dir.join("functions"));
+    }
     let host = Host::new(config)?;
     for spec in &args.deploy {
         let Some((name, path)) = spec.split_once('=') else {

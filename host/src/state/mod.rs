@@ -8,6 +8,7 @@ mod memory;
 pub mod quota;
 mod redb_store;
 mod sandbox;
+mod staged;
 mod tier;
 
 pub use encoding::{decode_counter, decode_version, encode_counter, encode_version};
@@ -15,6 +16,7 @@ pub use limits::StateLimits;
 pub use memory::MemoryStore;
 pub use redb_store::RedbStore;
 pub use sandbox::{Sandbox, Sandboxes};
+pub use staged::{StagedStore, StagedWrites};
 pub use tier::{CasOutcome, KeyPage, SetOptions, StateTier};
 
 use crate::error::Result;

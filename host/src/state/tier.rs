@@ -9,6 +9,7 @@ use super::encoding::{decode_counter, decode_version, encode_counter};
 use databelt_types::ScopeName;
 
 use super::quota::{ScopeQuota, Usage, entry_bytes};
+use super::staged::{StagedStore, StagedWrites};
 use super::{Entry, ScopedKey, StateLimits, StateStore, Write};
 use crate::error::{Error, Result};
 
@@ -55,6 +56,12 @@ pub struct StateTier {
     clock: Clock,
     /// Usage of the scopes that have a quota, once scanned.
     usage: Arc<Mutex<HashMap<String, Usage>>>,
+}
+
+impl std::fmt::Debug for StateTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateTier").field("limits", &self.limits).finish_non_exhaustive()
+    }
 }
 
 impl StateTier {
@@ -411,6 +418,54 @@ impl StateTier {
             (None, Some(v)) => Ok(CasOutcome::Swapped(*v)),
             (None, None) => Err(Error::storage_msg("swap returned no version")),
         }
+    }
+
+    /// A tier for one step's transaction: same limits and scope policy, its
+    /// writes staged over this tier's store (quotas are checked when they
+    /// are committed), and the staged store to commit with
+    /// [`Self::commit_staged`].
+    pub fn staged(&self) -> (StateTier, Arc<StagedStore>) {
+        let staged = Arc::new(StagedStore::new(self.store.clone()));
+        let mut limits = self.limits.clone();
+        limits.scope_quotas.clear();
+        let tier = StateTier {
+            store: staged.clone(),
+            limits,
+            allowed_scopes: self.allowed_scopes.clone(),
+            clock: self.clock.clone(),
+            usage: Arc::new(Mutex::new(HashMap::new())),
+        };
+        (tier, staged)
+    }
+
+    /// Apply what `staged` holds, plus `extra` writes, in one transaction of
+    /// this tier's store, under the scopes' quotas. Fails with `conflict`,
+    /// writing nothing, when an entry the step read has changed since; with
+    /// `precondition-failed` when one of `absent` exists (a step's log record:
+    /// the step has already committed).
+    pub fn commit_staged(&self, staged: &StagedStore, extra: Vec<Write>, absent: &[ScopedKey]) -> Result<()> {
+        let StagedWrites { reads, writes } = staged.writes()?;
+        let mut read: Vec<ScopedKey> = reads.iter().map(|(k, _)| k.clone()).collect();
+        read.extend(absent.iter().cloned());
+        let mut all = writes;
+        all.extend(extra);
+        let written: Vec<ScopedKey> = all.iter().map(|w| w.key().clone()).collect();
+        let now = self.now();
+        let mut all = Some(all);
+        self.transact(&read, &written, &mut |current| {
+            for ((key, seen), now_entry) in reads.iter().zip(current) {
+                if *seen != now_entry.as_ref().map(|e| e.version) {
+                    return Err(Error::Conflict(format!("`{}/{}` changed after the step read it", key.scope, key.key)));
+                }
+            }
+            for (key, entry) in absent.iter().zip(&current[reads.len()..]) {
+                if entry.as_ref().is_some_and(|e| e.is_live(now)) {
+                    return Err(Error::PreconditionFailed(format!("`{}/{}` exists", key.scope, key.key)));
+                }
+            }
+            all.take().ok_or_else(|| Error::Other("transaction retried".into()))
+        })?;
+        Ok(())
     }
 
     /// Delete at most `limit` entries that have expired by now; returns how

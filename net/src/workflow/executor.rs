@@ -70,8 +70,19 @@ impl StepExecutor {
     /// per destination node. Without it, every state is one store operation
     /// and one transfer.
     pub async fn execute(&self, request: StepRequest) -> Result<StepResult> {
+        self.execute_in(request, None).await
+    }
+
+    /// [`Self::execute`] with the function's own state writes staged over
+    /// `staged` (from [`StateTier::staged`]) instead of applied: the caller
+    /// commits them with the step's records, or drops them.
+    pub async fn execute_staged(&self, request: StepRequest, staged: StateTier) -> Result<StepResult> {
+        self.execute_in(request, Some(staged)).await
+    }
+
+    async fn execute_in(&self, request: StepRequest, staged: Option<StateTier>) -> Result<StepResult> {
         let run_id = request.run_id.clone();
-        let result = self.execute_step(request).await;
+        let result = self.execute_step(request, staged).await;
         if result.is_err()
             && let Ok(Some(sandbox)) = self.host.sandboxes().get(&run_id)
             && sandbox.is_empty().unwrap_or(false)
@@ -82,17 +93,17 @@ impl StepExecutor {
         result
     }
 
-    async fn execute_step(&self, mut request: StepRequest) -> Result<StepResult> {
+    async fn execute_step(&self, mut request: StepRequest, staged: Option<StateTier>) -> Result<StepResult> {
         validate(&request)?;
         let info = self.host.function(&request.function)?;
         let mut step = StepRun::new(self, &request)?;
         let started = Instant::now();
         let input = std::mem::replace(&mut request.input, StepInput::Inline(Vec::new()));
-        let (input, inputs) = step.read_inputs(input, &request.sole_reader).await?;
+        let (input, inputs) = step.read_inputs(input, &request.sole_reader, &request.fallbacks).await?;
         let prefetched = step.prefetch(&info.reads, &request.run_states).await?;
         let read_micros = micros(started);
         let invoked = Instant::now();
-        let outcome = step.invoke(&request, input).await?;
+        let outcome = step.invoke(&request, input, staged).await?;
         let invoke_micros = micros(invoked);
         step.counters.state_micros += read_micros;
         let output_bytes = outcome.output.len() as u64;
@@ -257,7 +268,12 @@ impl<'a> StepRun<'a> {
     /// The step's input: inline, or its predecessors' handed states read
     /// through the sandbox (fused, local) or the tiered read path, and
     /// concatenated in order.
-    async fn read_inputs(&mut self, input: StepInput, sole_reader: &[bool]) -> Result<(Vec<u8>, Vec<InputRead>)> {
+    async fn read_inputs(
+        &mut self,
+        input: StepInput,
+        sole_reader: &[bool],
+        fallbacks: &[Locator],
+    ) -> Result<(Vec<u8>, Vec<InputRead>)> {
         let locators = match input {
             StepInput::Inline(bytes) => return Ok((bytes, Vec::new())),
             StepInput::Handed(locators) => locators,
@@ -267,7 +283,10 @@ impl<'a> StepRun<'a> {
         for (i, locator) in locators.iter().enumerate() {
             let t = Instant::now();
             let sole = sole_reader.get(i).copied().unwrap_or(false);
-            let hit = self.read_one(locator, sole).await?;
+            let hit = match self.read_one(locator, sole).await {
+                Ok(hit) => hit,
+                Err(e) => self.read_fallback(locator, fallbacks).await?.ok_or(e)?,
+            };
             reads.push(InputRead {
                 key: locator.key.clone(),
                 locator_node: locator.node.clone(),
@@ -315,6 +334,19 @@ impl<'a> StepRun<'a> {
             self.counters.remote(hit.value.len() as u64);
         }
         Ok(hit)
+    }
+
+    /// `locator`'s state from a durable copy named in `fallbacks` (the
+    /// producer's store, in durable runs), when the copy the locator names is
+    /// gone (a sandbox lost with a crashed host).
+    async fn read_fallback(&mut self, locator: &Locator, fallbacks: &[Locator]) -> Result<Option<ReadHit>> {
+        for fallback in fallbacks.iter().filter(|f| f.key == locator.key && f.scope == locator.scope) {
+            if let Ok(Some(hit)) = self.continuum().read(&self.run_id, fallback).await {
+                self.counters.remote(hit.value.len() as u64);
+                return Ok(Some(hit));
+            }
+        }
+        Ok(None)
     }
 
     /// Fetch the declared run-scope keys that are not here from the nodes
@@ -387,12 +419,21 @@ impl<'a> StepRun<'a> {
     }
 
     /// Run the function, with the run scope in the sandbox or the store.
-    async fn invoke(&mut self, request: &StepRequest, input: Vec<u8>) -> Result<InvokeOutcome> {
+    async fn invoke(
+        &mut self,
+        request: &StepRequest,
+        input: Vec<u8>,
+        state: Option<StateTier>,
+    ) -> Result<InvokeOutcome> {
         let host = self.executor.host.clone();
         let function = request.function.clone();
         let run_scope = RunScope::new(self.local.clone(), RUN_SCOPE, &self.prefix, self.sandbox.is_some());
-        let options =
-            InvokeOptions { run_id: Some(self.run_id.clone()), validate_input: true, run_scope: Some(run_scope) };
+        let options = InvokeOptions {
+            run_id: Some(self.run_id.clone()),
+            validate_input: true,
+            run_scope: Some(run_scope),
+            state,
+        };
         let outcome = blocking(move || host.invoke(&function, &input, options)).await?;
         let ops = outcome.state_ops;
         self.counters.store_ops += ops.store_ops;

@@ -86,6 +86,9 @@ pub struct StepRequest {
     /// Where the run's run-scope states are (every copy known); the host
     /// fetches the keys the function declared from here before it starts.
     pub run_states: Vec<Locator>,
+    /// Durable copies of handed inputs, read when the copy an input's
+    /// locator names is gone (durable runs: the producer's store).
+    pub fallbacks: Vec<Locator>,
 }
 
 /// How one input state was read.

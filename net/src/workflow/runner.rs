@@ -474,6 +474,7 @@ impl Runner {
             durable: self.workflow.durable,
             sole_reader,
             run_states: run.run_states.clone(),
+            fallbacks: Vec::new(),
         })
     }
 

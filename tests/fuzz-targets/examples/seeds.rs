@@ -60,6 +60,7 @@ fn main() {
         durable: false,
         sole_reader: vec![true],
         run_states: vec![locator],
+        fallbacks: Vec::new(),
     };
     write(&dir, "handed", &postcard::to_stdvec(&request).unwrap());
     let inline = StepRequest { input: StepInput::Inline(vec![3, 1, 2, 3]), successors: vec![], ..request };
