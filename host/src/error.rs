@@ -59,6 +59,9 @@ pub enum Error {
     /// No function is deployed under this name.
     #[error("no function named `{0}` is deployed")]
     UnknownFunction(String),
+    /// No workflow (or run) is known under this name here; the text says which.
+    #[error("{0}")]
+    UnknownWorkflow(String),
     /// A name (function, run id, scope, step, node) that breaks its rule.
     #[error(transparent)]
     InvalidName(#[from] NameError),
@@ -187,6 +190,7 @@ impl Error {
             Error::CoreModule => ErrorKind::CoreModule,
             Error::WrongWorld(_) => ErrorKind::WrongWorld,
             Error::UnknownFunction(_) => ErrorKind::UnknownFunction,
+            Error::UnknownWorkflow(_) => ErrorKind::UnknownWorkflow,
             Error::InvalidName(_) => ErrorKind::InvalidName,
             Error::BadInput(_) => ErrorKind::BadInput,
             Error::Trap(_) => ErrorKind::Trap,

@@ -469,8 +469,31 @@ impl Host {
         Ok(deployed)
     }
 
+    /// Run every deploy-time check on a component and describe it as it
+    /// would be deployed under `name`, without deploying it.
+    pub fn describe(&self, name: &str, bytes: &[u8]) -> Result<FunctionInfo> {
+        Ok(self.compile(name, bytes, None)?.1)
+    }
+
     /// Check and register a component under `name` (not kept on disk).
     fn load_function(&self, name: &str, bytes: &[u8], scopes: Option<ScopeGrants>) -> Result<FunctionInfo> {
+        let (pre, info) = self.compile(name, bytes, scopes)?;
+        let loaded = Arc::new(Loaded { pre, info: info.clone() });
+        self.inner
+            .functions
+            .write()
+            .map_err(|_| Error::Runtime("function registry lock poisoned".into()))?
+            .insert(name.to_string(), loaded);
+        Ok(info)
+    }
+
+    /// Compile, link, check and describe a component.
+    fn compile(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        scopes: Option<ScopeGrants>,
+    ) -> Result<(FunctionPre<InvocationState>, FunctionInfo)> {
         FunctionName::new(name)?;
         check_component_bytes(bytes)?;
         let component = Component::new(&self.inner.engine, bytes).map_err(|e| Error::InvalidComponent(one_line(&e)))?;
@@ -503,13 +526,7 @@ impl Host {
             reads: raw.reads,
             scopes,
         };
-        let loaded = Arc::new(Loaded { pre, info: info.clone() });
-        self.inner
-            .functions
-            .write()
-            .map_err(|_| Error::Runtime("function registry lock poisoned".into()))?
-            .insert(name.to_string(), loaded);
-        Ok(info)
+        Ok((pre, info))
     }
 
     /// Remove a deployed function; returns whether it existed.

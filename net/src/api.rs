@@ -106,8 +106,14 @@ pub async fn serve_node(
         Some(steps) => router_with(host, steps.capabilities()),
         None => router(host),
     };
+    // Durable runs ride on the step executor; their delivery loop lives as
+    // long as the server.
+    let mut _deliveries = None;
     if let Some(steps) = steps {
-        router = router.merge(steps.router());
+        let runs = crate::workflow::durable::DurableRuns::new(steps.clone(), Default::default())
+            .map_err(std::io::Error::other)?;
+        _deliveries = Some(runs.start());
+        router = router.merge(steps.router()).merge(runs.router());
     }
     crate::server::serve(listener, router, limits, security, shutdown).await
 }

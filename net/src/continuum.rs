@@ -285,6 +285,11 @@ pub struct Continuum {
 }
 
 impl Continuum {
+    /// The placement client (topology cache, hints, elections).
+    pub fn placement(&self) -> &PlacementClient {
+        &self.placement
+    }
+
     /// The client this continuum reaches other hosts with.
     pub fn peers(&self) -> &PeerClient {
         &self.peers

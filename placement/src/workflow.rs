@@ -18,6 +18,7 @@
 //! node = "sat4"
 //! tmax_ms = 150
 //! after = ["preprocess"]          # predecessors; several = fan-in
+//! max_wait_ms = 30000             # durable runs: wait this long for the node
 //! ```
 
 use std::collections::HashMap;
@@ -72,6 +73,12 @@ pub struct Step {
     /// Steps whose output this step consumes (none: an entry step).
     #[serde(default)]
     pub after: Vec<StepName>,
+    /// Durable runs: how long a step waits for its node to come back (a
+    /// satellite out of range) before the run fails — or, for a step placed
+    /// by the placement service, before it is placed on another node; ms.
+    /// `None`: the host's default.
+    #[serde(default)]
+    pub max_wait_ms: Option<u64>,
 }
 
 /// A workflow: a DAG of steps.

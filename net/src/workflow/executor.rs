@@ -53,6 +53,11 @@ impl StepExecutor {
         self.capabilities.clone()
     }
 
+    /// The host it runs steps on.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
     /// The continuum this executor hands state through.
     pub fn continuum(&self) -> &Continuum {
         &self.continuum

@@ -4,6 +4,7 @@
 //! ([`Runner`]).
 
 pub mod capability;
+pub mod durable;
 mod executor;
 pub mod protocol;
 mod runner;

@@ -1,0 +1,1338 @@
+//! Durable runs: workflows deployed into the continuum once, runs that need
+//! no client and survive crashes, hangs and lost links, steps that take
+//! effect exactly once.
+//!
+//! Every host keeps its part of a run in its own store (scope
+//! [`WORKFLOW_SCOPE`], reserved): the workflow definitions it takes part in
+//! (`def/…`), the invocations waiting for their predecessors (`inbox/…`),
+//! the steps it committed (`done/…`), the messages it must still deliver
+//! (`out/…`) and, on the run's origin node, the run record (`run/…`).
+//! Progress is driven by the hosts, with no coordinator:
+//!
+//! 1. `POST /workflows/{name}/runs` on any node writes the run record and
+//!    one outgoing invocation per entry step, in one transaction, and
+//!    answers with the run id. That node is the run's *origin*: it keeps the
+//!    record, which the steps report to.
+//! 2. Each host's delivery loop sends its outgoing messages until they are
+//!    acknowledged. A receiver acknowledges an invocation once it is durable
+//!    in its inbox; a fan-in step's inbox entry collects one invocation per
+//!    predecessor and runs when it has them all.
+//! 3. A step runs with its function's writes staged
+//!    ([`databelt_host::state::StagedStore`]) and commits in one transaction
+//!    of its host's store: the function's writes, its `done` record, the
+//!    removal of its inbox entry, the invocations of its successors and its
+//!    report to the origin. A step that crashes before the commit left no
+//!    effect and runs again from the inbox; a duplicate delivery of a
+//!    committed step is acknowledged and dropped. Its output is written
+//!    through to its host's store before it is handed on (the receiver's
+//!    sandbox copy is fast; the producer's copy is the durable one, read when
+//!    the other is gone).
+//! 4. When every step reported, or a step failed for good, or the run's
+//!    deadline passed, the origin records the outcome and sends every node a
+//!    `forget`: the run's hand-off states, inbox, done records and capability
+//!    go; a tombstone keeps late deliveries from reviving it. Records and
+//!    tombstones expire after the retention period.
+//!
+//! Deliveries back off exponentially (bounded); an unreachable step node is
+//! waited for up to the step's `max_wait_ms`, then a step placed by the
+//! placement service moves to another node and a pinned step fails the run
+//! with a record naming the step, the node and the last error.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use databelt_host::state::{ScopedKey, SetOptions, StateTier, Write};
+use databelt_host::{Error, Result};
+use databelt_placement::{FunctionRequest, StepNode, Workflow};
+use databelt_types::{ErrorKind, FunctionName, RunId, StepName};
+use postcard_schema::schema::owned::OwnedNamedType;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::api::MAX_BODY_BYTES;
+use crate::continuum::{Locator, Policy};
+use crate::http::{ApiError, BodyLimit, blocking, check, decode_postcard, limit_body, unreachable};
+use crate::peer::Place;
+use crate::workflow::StepExecutor;
+use crate::workflow::capability;
+use crate::workflow::protocol::{RUN_SCOPE, StepInput, StepRequest, StepResult, Successor, state_key};
+
+/// The reserved scope holding a host's durable run records.
+pub const WORKFLOW_SCOPE: &str = "databelt.workflow";
+
+/// How a host drives durable runs.
+#[derive(Debug, Clone)]
+pub struct DurableConfig {
+    /// Longest one delivery attempt may take (connect, send, durable
+    /// acknowledgement).
+    pub delivery_timeout: Duration,
+    /// First retry delay; it doubles per attempt up to `max_backoff`.
+    pub min_backoff: Duration,
+    /// Longest delay between two attempts.
+    pub max_backoff: Duration,
+    /// How long a step waits for an unreachable node when its workflow does
+    /// not say (`max_wait_ms`), ms.
+    pub default_max_wait_ms: u64,
+    /// How long a run may take before its origin fails it, when the run does
+    /// not say, ms: the bound on a run whose step node accepted the step
+    /// and then hung.
+    pub default_run_deadline_ms: u64,
+    /// How long run records, results and tombstones are kept after a run
+    /// ends; hand-off states live for the run's TTL at most, ms.
+    pub retention_ms: u64,
+    /// Times a step is run again after a retryable failure (a conflict at
+    /// commit, an unreachable input) before the run fails.
+    pub max_step_attempts: u32,
+    /// Messages one delivery round sends at once.
+    pub delivery_batch: usize,
+}
+
+impl Default for DurableConfig {
+    fn default() -> Self {
+        DurableConfig {
+            delivery_timeout: Duration::from_secs(2),
+            min_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+            default_max_wait_ms: 30_000,
+            default_run_deadline_ms: 300_000,
+            retention_ms: 3_600_000,
+            max_step_attempts: 5,
+            delivery_batch: 32,
+        }
+    }
+}
+
+/// The schemas of one step's function.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepSchemas {
+    /// The step.
+    pub step: StepName,
+    /// Its input type.
+    pub input: OwnedNamedType,
+    /// Its output type.
+    pub output: OwnedNamedType,
+}
+
+/// A deployed workflow as every node that takes part keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkflowDef {
+    /// The workflow file's text.
+    pub toml: String,
+    /// Each step's schemas.
+    pub schemas: Vec<StepSchemas>,
+}
+
+/// What `PUT /workflows/{name}` takes (postcard): the workflow file and each
+/// step's component.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Bundle {
+    /// The workflow file's text.
+    pub toml: String,
+    /// Component bytes by step.
+    pub components: Vec<(StepName, Vec<u8>)>,
+}
+
+/// Options of a durable run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DurableRunOptions {
+    /// Where output states go.
+    pub policy: Policy,
+    /// Lifetime of hand-off states, ms.
+    pub ttl_ms: u64,
+    /// State fusion.
+    pub fusion: bool,
+    /// One Tmax for every step, ms; `None`: each step's own.
+    pub tmax_ms: Option<f64>,
+}
+
+/// One step to run, or one predecessor's share of it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Invocation {
+    /// The run.
+    pub run: RunId,
+    /// The workflow.
+    pub workflow: String,
+    /// The step.
+    pub step: StepName,
+    /// The node keeping the run record.
+    pub origin: String,
+    /// The run's options.
+    pub options: DurableRunOptions,
+    /// The run's capability (hosts bind it on first use).
+    pub capability: String,
+    /// The run's input (entry steps).
+    pub input: Option<Vec<u8>>,
+    /// Handed inputs so far: producer step, where its output went, and the
+    /// producer's durable copy.
+    pub handed: Vec<(StepName, Locator, Locator)>,
+    /// Every known copy of the run's run-scope states.
+    pub run_states: Vec<Locator>,
+}
+
+/// What a step reports to its run's origin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum RunEvent {
+    /// The step committed.
+    StepDone {
+        /// The step.
+        step: StepName,
+        /// What its host reported (a final step's output included).
+        result: StepResult,
+    },
+    /// The step cannot be run; the run fails.
+    Failed(Failure),
+}
+
+/// Why a run failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The step.
+    pub step: String,
+    /// The node it was to run on.
+    pub node: String,
+    /// The error's kind.
+    pub kind: String,
+    /// What happened.
+    pub message: String,
+}
+
+/// A message between hosts (`POST /workflow/v1/deliver`, postcard).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Message {
+    /// Keep a workflow definition and deploy these steps' components.
+    Install(WorkflowDef, Vec<(StepName, Vec<u8>)>),
+    /// Run (a share of) a step.
+    Invoke(Invocation),
+    /// A step's outcome, for the run's origin.
+    Report(RunId, RunEvent),
+    /// The run is over: delete everything of it here.
+    Forget(RunId),
+}
+
+/// A message a host must still deliver.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Outgoing {
+    target: String,
+    message: Message,
+    attempts: u32,
+    first_ms: u64,
+    next_ms: u64,
+    /// Give up (or move the step) after this long unreachable, ms.
+    max_wait_ms: u64,
+    /// For an invocation of a step placed by the service: the nodes tried.
+    movable: Option<Vec<String>>,
+}
+
+/// How a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunStatus {
+    /// Steps are still to run.
+    Running,
+    /// Every step committed.
+    Succeeded,
+    /// A step failed for good, or the deadline passed.
+    Failed,
+}
+
+/// A run as its origin records it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The run.
+    pub run: RunId,
+    /// The workflow.
+    pub workflow: String,
+    /// How it stands.
+    pub status: RunStatus,
+    /// When it started, ms since the Unix epoch.
+    pub started_ms: u64,
+    /// When it ended.
+    pub finished_ms: Option<u64>,
+    /// When the origin fails it if it has not ended.
+    pub deadline_ms: u64,
+    /// Steps that committed, in the order their reports arrived.
+    pub steps: Vec<(StepName, StepResult)>,
+    /// Why it failed.
+    pub failure: Option<Failure>,
+    /// Its capability.
+    pub capability: String,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    postcard::to_stdvec(value).map_err(|e| Error::Runtime(format!("encoding a run record: {e}")))
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| Error::storage_msg(format!("a stored {what} is damaged: {e}")))
+}
+
+fn key(k: String) -> ScopedKey {
+    ScopedKey::new(WORKFLOW_SCOPE, k)
+}
+
+fn put_record(k: String, value: Vec<u8>, expires_at_ms: Option<u64>) -> Write {
+    Write::Put { key: key(k), value, expires_at_ms }
+}
+
+fn out_key(run: &RunId, step: &str, what: &str, target: &str) -> String {
+    format!("out/{run}/{step}/{what}/{target}")
+}
+
+/// Whether another attempt may succeed.
+fn retryable(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::Unavailable
+            | ErrorKind::Timeout
+            | ErrorKind::Conflict
+            | ErrorKind::Storage
+            | ErrorKind::Unauthenticated
+    )
+}
+
+/// A loaded workflow definition.
+struct Loaded {
+    def: WorkflowDef,
+    workflow: Workflow,
+}
+
+impl Loaded {
+    fn step(&self, name: &str) -> Result<&databelt_placement::Step> {
+        self.workflow
+            .steps
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| Error::BadInput(format!("workflow `{}` has no step `{name}`", self.workflow.name)))
+    }
+
+    fn successors(&self, name: &str) -> Vec<&databelt_placement::Step> {
+        self.workflow.steps.iter().filter(|s| s.after.iter().any(|a| a == name)).collect()
+    }
+
+    fn schemas(&self, step: &str) -> Option<&StepSchemas> {
+        self.def.schemas.iter().find(|s| s.step == step)
+    }
+}
+
+/// Durable runs on one host; see the module docs. Cheap to clone.
+#[derive(Clone)]
+pub struct DurableRuns {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    executor: StepExecutor,
+    http: reqwest::Client,
+    config: DurableConfig,
+    defs: Mutex<HashMap<String, Arc<Loaded>>>,
+    running: Mutex<HashSet<(RunId, StepName)>>,
+    wake: tokio::sync::Notify,
+    changed: tokio::sync::Notify,
+    secret: [u8; 32],
+}
+
+impl DurableRuns {
+    /// Durable runs executed by `executor`, whose continuum's placement
+    /// client gives the topology and the credentials to reach other hosts.
+    pub fn new(executor: StepExecutor, config: DurableConfig) -> Result<DurableRuns> {
+        let http = executor
+            .continuum()
+            .placement()
+            .credentials()
+            .client_builder()?
+            .connect_timeout(config.delivery_timeout)
+            .timeout(config.delivery_timeout)
+            .pool_idle_timeout(crate::http::CLIENT_POOL_IDLE)
+            .build()
+            .map_err(|e| Error::Runtime(format!("http client: {e}")))?;
+        Ok(DurableRuns {
+            inner: Arc::new(Inner {
+                executor,
+                http,
+                config,
+                defs: Mutex::new(HashMap::new()),
+                running: Mutex::new(HashSet::new()),
+                wake: tokio::sync::Notify::new(),
+                changed: tokio::sync::Notify::new(),
+                secret: rand::random(),
+            }),
+        })
+    }
+
+    fn tier(&self) -> &StateTier {
+        self.inner.executor.host().state()
+    }
+
+    fn here(&self) -> &str {
+        self.inner.executor.continuum().node_id()
+    }
+
+    /// Start the delivery loop, after resuming what this host's log holds:
+    /// interrupted steps run again, pending deliveries are sent. The loop
+    /// stops when the returned handle is dropped.
+    pub fn start(&self) -> DeliveryLoop {
+        let runs = self.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = runs.resume().await {
+                tracing::warn!(error = %e, "resuming durable runs");
+            }
+            let mut last_watch = Instant::now();
+            loop {
+                let next = match runs.deliver_due().await {
+                    Ok(next) => next,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "delivery round failed");
+                        Duration::from_millis(200)
+                    }
+                };
+                if last_watch.elapsed() >= Duration::from_millis(500) {
+                    last_watch = Instant::now();
+                    if let Err(e) = runs.watch_deadlines().await {
+                        tracing::warn!(error = %e, "checking run deadlines");
+                    }
+                }
+                let _ = tokio::time::timeout(next.min(Duration::from_millis(500)), runs.inner.wake.notified()).await;
+            }
+        });
+        DeliveryLoop(task)
+    }
+
+    // ---------------------------------------------------------------- store
+
+    fn read<T: for<'de> Deserialize<'de>>(&self, k: &str, what: &str) -> Result<Option<T>> {
+        self.tier().get(WORKFLOW_SCOPE, k)?.map(|v| decode(&v, what)).transpose()
+    }
+
+    fn keys(&self, prefix: &str, limit: u32) -> Result<Vec<String>> {
+        Ok(self.tier().list_keys(WORKFLOW_SCOPE, prefix, None, Some(limit))?.keys)
+    }
+
+    fn apply(&self, writes: Vec<Write>) -> Result<()> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let tier = self.tier().clone();
+        let staged = tier.staged().1;
+        tier.commit_staged(&staged, writes, &[])
+    }
+
+    fn loaded(&self, workflow: &str) -> Result<Arc<Loaded>> {
+        if let Some(l) = self.inner.defs.lock().map_err(|_| Error::Runtime("defs lock".into()))?.get(workflow) {
+            return Ok(l.clone());
+        }
+        let def: WorkflowDef = self
+            .read(&format!("def/{workflow}"), "workflow definition")?
+            .ok_or_else(|| Error::UnknownWorkflow(format!("no workflow named `{workflow}` is deployed here")))?;
+        let loaded = Arc::new(Loaded {
+            workflow: Workflow::from_toml(&def.toml).map_err(|e| Error::Config(e.to_string()))?,
+            def,
+        });
+        if let Ok(mut defs) = self.inner.defs.lock() {
+            defs.insert(workflow.to_string(), loaded.clone());
+        }
+        Ok(loaded)
+    }
+
+    // --------------------------------------------------------------- deploy
+
+    /// Deploy a workflow into the continuum: check it, describe its
+    /// components, and install it on every node of the topology (each keeps
+    /// the definition; each step's component goes to its node, a step placed
+    /// by the service to every node). Fails naming a node that could not
+    /// take it; deploying again is harmless.
+    pub async fn deploy(&self, bundle: Bundle) -> Result<Vec<String>> {
+        let workflow = Workflow::from_toml(&bundle.toml).map_err(|e| Error::BadInput(e.to_string()))?;
+        let topology = self.topology()?;
+        workflow.check_nodes(&topology).map_err(|e| Error::BadInput(e.to_string()))?;
+        let mut schemas = Vec::new();
+        for s in &workflow.steps {
+            let component = bundle
+                .components
+                .iter()
+                .find(|(n, _)| *n == s.name)
+                .map(|(_, c)| c)
+                .ok_or_else(|| Error::BadInput(format!("no component for step `{}`", s.name)))?;
+            let host = self.inner.executor.host().clone();
+            let (name, bytes) = (FunctionName::for_step(&workflow.name, &s.name), component.clone());
+            let info = blocking(move || host.describe(name.as_str(), &bytes))
+                .await
+                .map_err(|e| Error::BadInput(format!("step `{}`: {e}", s.name)))?;
+            schemas.push(StepSchemas { step: s.name.clone(), input: info.input_schema, output: info.output_schema });
+        }
+        let def = WorkflowDef { toml: bundle.toml.clone(), schemas };
+        let mut nodes = Vec::new();
+        for node in &topology.nodes {
+            let components: Vec<(StepName, Vec<u8>)> = workflow
+                .steps
+                .iter()
+                .filter(|s| match &s.node {
+                    StepNode::Fixed(n) => *n == node.id,
+                    StepNode::Placement => true,
+                })
+                .filter_map(|s| bundle.components.iter().find(|(n, _)| *n == s.name).cloned())
+                .collect();
+            let message = Message::Install(def.clone(), components);
+            self.send(&node.id, &message)
+                .await
+                .map_err(|e| Error::Unavailable(format!("installing on node `{}`: {e}", node.id)))?;
+            nodes.push(node.id.clone());
+        }
+        Ok(nodes)
+    }
+
+    async fn install(&self, def: WorkflowDef, components: Vec<(StepName, Vec<u8>)>) -> Result<()> {
+        let workflow = Workflow::from_toml(&def.toml).map_err(|e| Error::BadInput(e.to_string()))?;
+        for (step, bytes) in components {
+            let host = self.inner.executor.host().clone();
+            let name = FunctionName::for_step(&workflow.name, &step);
+            blocking(move || host.deploy(name.as_str(), &bytes)).await?;
+        }
+        let name = workflow.name.clone();
+        self.apply(vec![put_record(format!("def/{name}"), encode(&def)?, None)])?;
+        if let Ok(mut defs) = self.inner.defs.lock() {
+            defs.remove(&name);
+        }
+        Ok(())
+    }
+
+    // ----------------------------------------------------------------- runs
+
+    /// Start a run of `workflow` on `input` (postcard of the entry steps'
+    /// input type) with this node as its origin; returns its id at once.
+    pub async fn start_run(
+        &self,
+        workflow: &str,
+        input: Vec<u8>,
+        options: DurableRunOptions,
+        deadline_ms: Option<u64>,
+    ) -> Result<RunId> {
+        let loaded = self.loaded(workflow)?;
+        let entries: Vec<&databelt_placement::Step> =
+            loaded.workflow.steps.iter().filter(|s| s.after.is_empty()).collect();
+        for s in &entries {
+            if let Some(schemas) = loaded.schemas(&s.name) {
+                databelt_host::schema::check_postcard(&schemas.input, &input)?;
+            }
+        }
+        let started = now_ms();
+        let run = RunId::sanitized(&format!("{workflow}-{}-{started:x}-{:08x}", self.here(), rand::random::<u32>()));
+        let capability = capability::derive(&self.inner.secret, &run);
+        let deadline = started + deadline_ms.unwrap_or(self.inner.config.default_run_deadline_ms);
+        let record = RunRecord {
+            run: run.clone(),
+            workflow: workflow.to_string(),
+            status: RunStatus::Running,
+            started_ms: started,
+            finished_ms: None,
+            deadline_ms: deadline,
+            steps: Vec::new(),
+            failure: None,
+            capability: capability.clone(),
+        };
+        let mut writes =
+            vec![put_record(format!("run/{run}"), encode(&record)?, Some(deadline + self.inner.config.retention_ms))];
+        for s in entries {
+            let invocation = Invocation {
+                run: run.clone(),
+                workflow: workflow.to_string(),
+                step: s.name.clone(),
+                origin: self.here().to_string(),
+                options,
+                capability: capability.clone(),
+                input: Some(input.clone()),
+                handed: Vec::new(),
+                run_states: Vec::new(),
+            };
+            writes.push(self.outgoing_invocation(&loaded, s, invocation).await?);
+        }
+        self.apply(writes)?;
+        self.inner.wake.notify_one();
+        Ok(run)
+    }
+
+    /// The record of a run that started on this node.
+    pub fn record(&self, run: &RunId) -> Result<Option<RunRecord>> {
+        self.read(&format!("run/{run}"), "run record")
+    }
+
+    /// The records of runs that started on this node (at most `limit`).
+    pub fn records(&self, limit: u32) -> Result<Vec<RunRecord>> {
+        let mut records = Vec::new();
+        for k in self.keys("run/", limit)? {
+            if let Some(r) = self.read::<RunRecord>(&k, "run record")? {
+                records.push(r);
+            }
+        }
+        Ok(records)
+    }
+
+    /// Wait up to `timeout` for run `run` to end; its record then.
+    pub async fn wait(&self, run: &RunId, timeout: Duration) -> Result<Option<RunRecord>> {
+        let until = Instant::now() + timeout;
+        loop {
+            let changed = self.inner.changed.notified();
+            let record = self.record(run)?;
+            match &record {
+                Some(r) if r.status == RunStatus::Running && Instant::now() < until => {}
+                _ => return Ok(record),
+            }
+            let _ = tokio::time::timeout(until.saturating_duration_since(Instant::now()), changed).await;
+        }
+    }
+
+    /// The node step `s` runs on in this run, chosen by `here` (its
+    /// predecessor's node, or the origin).
+    async fn node_for(&self, s: &databelt_placement::Step) -> String {
+        match &s.node {
+            StepNode::Fixed(n) => n.clone(),
+            StepNode::Placement => {
+                let request =
+                    FunctionRequest { near: self.here().to_string(), cpu: 0.0, memory_mb: 0.0, kinds: Vec::new() };
+                match self.inner.executor.continuum().placement().function_hint(&request).await {
+                    Ok((p, _)) => p.node,
+                    // The service is away: every node has the component; run it here.
+                    Err(_) => self.here().to_string(),
+                }
+            }
+        }
+    }
+
+    async fn outgoing_invocation(
+        &self,
+        loaded: &Loaded,
+        s: &databelt_placement::Step,
+        invocation: Invocation,
+    ) -> Result<Write> {
+        let target = self.node_for(s).await;
+        let movable = matches!(s.node, StepNode::Placement).then(|| vec![target.clone()]);
+        let k = out_key(&invocation.run, &s.name, &format!("invoke-from-{}", self.here()), "step");
+        let _ = loaded;
+        self.outgoing(k, target, Message::Invoke(invocation), s.max_wait_ms, movable)
+    }
+
+    fn outgoing(
+        &self,
+        k: String,
+        target: String,
+        message: Message,
+        max_wait_ms: Option<u64>,
+        movable: Option<Vec<String>>,
+    ) -> Result<Write> {
+        let now = now_ms();
+        let o = Outgoing {
+            target,
+            message,
+            attempts: 0,
+            first_ms: now,
+            next_ms: now,
+            max_wait_ms: max_wait_ms.unwrap_or(self.inner.config.default_max_wait_ms),
+            movable,
+        };
+        Ok(put_record(k, encode(&o)?, Some(now + self.inner.config.retention_ms)))
+    }
+
+    // ------------------------------------------------------------- delivery
+
+    fn topology(&self) -> Result<databelt_placement::Topology> {
+        self.inner
+            .executor
+            .continuum()
+            .placement()
+            .cached()
+            .map(|(t, _)| t)
+            .ok_or_else(|| Error::Unavailable("no topology: the placement service was never reached".into()))
+    }
+
+    /// Send `message` to `node` (handled in place when it is this node).
+    async fn send(&self, node: &str, message: &Message) -> Result<()> {
+        if node == self.here() {
+            return Box::pin(self.receive(message.clone())).await;
+        }
+        let topology = self.topology()?;
+        let addr = topology
+            .node(node)
+            .map(|n| n.address.clone())
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| Error::Unavailable(format!("node `{node}` has no address in the topology")))?;
+        let url = format!(
+            "{}/workflow/v1/deliver",
+            self.inner.executor.continuum().placement().credentials().base_url(&addr)
+        );
+        let r = self
+            .inner
+            .http
+            .post(url)
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .body(encode(message)?)
+            .send()
+            .await
+            .map_err(|e| unreachable(&addr, e))?;
+        check(&addr, r).await.map(|_| ())
+    }
+
+    /// Deliver every due outgoing message once; returns how long until the
+    /// next one is due.
+    async fn deliver_due(&self) -> Result<Duration> {
+        let now = now_ms();
+        let mut due = Vec::new();
+        let mut next = Duration::from_millis(500);
+        let runs = self.clone();
+        let pending: Vec<(String, Outgoing)> = blocking(move || {
+            let mut v = Vec::new();
+            for k in runs.keys("out/", 1000)? {
+                if let Some(o) = runs.read::<Outgoing>(&k, "outgoing message")? {
+                    v.push((k, o));
+                }
+            }
+            Ok(v)
+        })
+        .await?;
+        for (k, o) in pending {
+            if o.next_ms <= now {
+                if due.len() < self.inner.config.delivery_batch {
+                    due.push((k, o));
+                }
+            } else {
+                next = next.min(Duration::from_millis(o.next_ms - now));
+            }
+        }
+        if due.len() == self.inner.config.delivery_batch {
+            next = Duration::ZERO;
+        }
+        let results = futures_util::future::join_all(due.iter().map(|(_, o)| self.send(&o.target, &o.message))).await;
+        for ((k, o), result) in due.into_iter().zip(results) {
+            match result {
+                Ok(()) => self.apply(vec![Write::Delete { key: key(k) }])?,
+                Err(e) => {
+                    let backoff = self.after_failure(k, o, e)?;
+                    next = next.min(backoff);
+                }
+            }
+        }
+        Ok(next)
+    }
+
+    /// A delivery failed: back off, move the step, or give up.
+    fn after_failure(&self, k: String, mut o: Outgoing, e: Error) -> Result<Duration> {
+        let now = now_ms();
+        let config = &self.inner.config;
+        let waited = now.saturating_sub(o.first_ms);
+        let permanent = !retryable(e.kind());
+        tracing::debug!(target = %o.target, error = %e, attempts = o.attempts, "delivery failed");
+        if permanent || waited >= o.max_wait_ms {
+            // A step placed by the service moves to a node not yet tried.
+            if !permanent
+                && let (Some(tried), Message::Invoke(_)) = (&mut o.movable, &o.message)
+                && let Some(other) = self.topology()?.nodes.iter().map(|n| n.id.clone()).find(|n| !tried.contains(n))
+            {
+                tracing::warn!(from = %o.target, to = %other, "moving a step to another node");
+                tried.push(other.clone());
+                o.target = other;
+                o.attempts = 0;
+                o.first_ms = now;
+                o.next_ms = now;
+                self.apply(vec![put_record(k, encode(&o)?, Some(now + config.retention_ms))])?;
+                return Ok(Duration::ZERO);
+            }
+            let mut writes = vec![Write::Delete { key: key(k) }];
+            match &o.message {
+                Message::Invoke(inv) => {
+                    let failure = Failure {
+                        step: inv.step.to_string(),
+                        node: o.target.clone(),
+                        kind: e.kind().as_str().to_string(),
+                        message: format!("could not deliver the step for {} ms: {e}", waited),
+                    };
+                    writes.push(self.outgoing(
+                        out_key(&inv.run, &inv.step, "report-failed", &inv.origin),
+                        inv.origin.clone(),
+                        Message::Report(inv.run.clone(), RunEvent::Failed(failure)),
+                        Some(config.retention_ms),
+                        None,
+                    )?);
+                }
+                other => {
+                    tracing::warn!(target = %o.target, error = %e, message = ?std::mem::discriminant(other), "giving up a delivery")
+                }
+            }
+            self.apply(writes)?;
+            return Ok(Duration::ZERO);
+        }
+        o.attempts += 1;
+        let exp = config.min_backoff.saturating_mul(1u32 << o.attempts.min(16));
+        let backoff = exp.min(config.max_backoff);
+        // Jitter: between half and the whole backoff.
+        let backoff = backoff.mul_f64(0.5 + rand::random::<f64>() * 0.5);
+        o.next_ms = now + backoff.as_millis() as u64;
+        self.apply(vec![put_record(k, encode(&o)?, Some(now + config.retention_ms))])?;
+        Ok(backoff)
+    }
+
+    /// Handle a message from another host (or this one).
+    async fn receive(&self, message: Message) -> Result<()> {
+        match message {
+            Message::Install(def, components) => self.install(def, components).await,
+            Message::Invoke(invocation) => self.accept(invocation).await,
+            Message::Report(run, event) => {
+                let runs = self.clone();
+                blocking(move || runs.report(&run, event)).await?;
+                self.inner.changed.notify_waiters();
+                self.inner.wake.notify_one();
+                Ok(())
+            }
+            Message::Forget(run) => {
+                let runs = self.clone();
+                blocking(move || runs.forget(&run)).await
+            }
+        }
+    }
+
+    /// Take (a predecessor's share of) an invocation into the inbox,
+    /// durably; run the step when every predecessor has handed on. The
+    /// entry is merged in a transaction that conflicts with any other change
+    /// of it (or of the step's `done` record) since it was read.
+    async fn accept(&self, invocation: Invocation) -> Result<()> {
+        let loaded = self.loaded(&invocation.workflow)?;
+        let after = loaded.step(&invocation.step)?.after.clone();
+        let (run, name) = (invocation.run.clone(), invocation.step.clone());
+        let tier = self.tier().clone();
+        let ttl = self.inner.config.retention_ms;
+        let mut attempt = 0;
+        let complete = loop {
+            let (tier, invocation, after) = (tier.clone(), invocation.clone(), after.clone());
+            let merged = blocking(move || {
+                let (view, staged) = tier.staged();
+                let done = view.exists(WORKFLOW_SCOPE, &format!("done/{}/{}", invocation.run, invocation.step))?;
+                let ended = view.exists(WORKFLOW_SCOPE, &format!("ended/{}", invocation.run))?;
+                if done || ended {
+                    return Ok(false);
+                }
+                let inbox = format!("inbox/{}/{}", invocation.run, invocation.step);
+                let mut merged = match view.get(WORKFLOW_SCOPE, &inbox)? {
+                    Some(bytes) => decode::<Invocation>(&bytes, "inbox entry")?,
+                    None => invocation.clone(),
+                };
+                for h in &invocation.handed {
+                    if !merged.handed.iter().any(|(p, _, _)| *p == h.0) {
+                        merged.handed.push(h.clone());
+                    }
+                }
+                for l in &invocation.run_states {
+                    merged.run_states.retain(|m| m.key != l.key);
+                    merged.run_states.push(l.clone());
+                }
+                if merged.input.is_none() {
+                    merged.input = invocation.input.clone();
+                }
+                let complete = after.iter().all(|p| merged.handed.iter().any(|(q, _, _)| q == p));
+                view.set(
+                    WORKFLOW_SCOPE,
+                    &inbox,
+                    encode(&merged)?,
+                    SetOptions { ttl_ms: Some(ttl), if_not_exists: false },
+                )?;
+                tier.commit_staged(&staged, Vec::new(), &[])?;
+                Ok(complete)
+            })
+            .await;
+            match merged {
+                Err(e) if e.kind() == ErrorKind::Conflict && attempt < 16 => attempt += 1,
+                other => break other?,
+            }
+        };
+        if complete {
+            self.spawn_step(run, name);
+        }
+        Ok(())
+    }
+
+    /// Run step `name` of `run` from its inbox entry, unless it is running.
+    fn spawn_step(&self, run: RunId, name: StepName) {
+        let Ok(mut running) = self.inner.running.lock() else { return };
+        if !running.insert((run.clone(), name.clone())) {
+            return;
+        }
+        drop(running);
+        let runs = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = runs.run_step(&run, &name).await {
+                tracing::warn!(%run, step = %name, error = %e, "running a step");
+            }
+            if let Ok(mut running) = runs.inner.running.lock() {
+                running.remove(&(run, name));
+            }
+            runs.inner.wake.notify_one();
+        });
+    }
+
+    /// Run a step whose inbox entry is complete and commit it, retrying
+    /// what may succeed again; a step that cannot run fails its run.
+    async fn run_step(&self, run: &RunId, name: &StepName) -> Result<()> {
+        let mut attempt = 0;
+        loop {
+            let Some(invocation) = self.read::<Invocation>(&format!("inbox/{run}/{name}"), "inbox entry")? else {
+                return Ok(()); // committed meanwhile, or forgotten
+            };
+            let error = match self.try_step(&invocation).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::PreconditionFailed && e.to_string().contains("done/") => {
+                    return Ok(());
+                }
+                Err(e) => e,
+            };
+            attempt += 1;
+            if !retryable(error.cause_kind()) || attempt >= self.inner.config.max_step_attempts {
+                let failure = Failure {
+                    step: name.to_string(),
+                    node: self.here().to_string(),
+                    kind: error.cause_kind().as_str().to_string(),
+                    message: format!("{error} (attempt {attempt})"),
+                };
+                let writes = vec![
+                    Write::Delete { key: key(format!("inbox/{run}/{name}")) },
+                    self.outgoing(
+                        out_key(run, name, "report-failed", &invocation.origin),
+                        invocation.origin.clone(),
+                        Message::Report(run.clone(), RunEvent::Failed(failure)),
+                        Some(self.inner.config.retention_ms),
+                        None,
+                    )?,
+                ];
+                self.apply(writes)?;
+                self.inner.wake.notify_one();
+                return Ok(());
+            }
+            let backoff =
+                self.inner.config.min_backoff.saturating_mul(1 << attempt.min(8)).min(self.inner.config.max_backoff);
+            tokio::time::sleep(backoff).await;
+        }
+    }
+
+    /// One attempt of a step: run it with its writes staged, then commit
+    /// them with its records, successors' invocations and report.
+    async fn try_step(&self, invocation: &Invocation) -> Result<()> {
+        let loaded = self.loaded(&invocation.workflow)?;
+        let step = loaded.step(&invocation.step)?;
+        let (run, name) = (&invocation.run, &invocation.step);
+        let executor = &self.inner.executor;
+        let idle = Duration::from_millis(executor.host().state().limits().max_sandbox_idle_ms.max(1));
+
+        executor.capabilities().check(run, Some(&invocation.capability), idle, Instant::now())?;
+        executor.continuum().peers().carry(run, &invocation.capability);
+        let successors_steps = loaded.successors(name);
+        let mut successors = Vec::new();
+        for c in &successors_steps {
+            successors.push(Successor {
+                step: c.name.clone(),
+                node: self.node_for(c).await,
+                tmax_ms: invocation.options.tmax_ms.unwrap_or(c.tmax_ms),
+            });
+        }
+        let (input, fallbacks) = if step.after.is_empty() {
+            (StepInput::Inline(invocation.input.clone().unwrap_or_default()), Vec::new())
+        } else {
+            let mut locators = Vec::new();
+            let mut fallbacks = Vec::new();
+            for p in &step.after {
+                let (_, l, f) = invocation
+                    .handed
+                    .iter()
+                    .find(|(q, _, _)| q == p)
+                    .ok_or_else(|| Error::Workflow(format!("step `{name}`: nothing handed on by `{p}`")))?;
+                locators.push(l.clone());
+                fallbacks.push(f.clone());
+            }
+            (StepInput::Handed(locators), fallbacks)
+        };
+        let sole_reader = step.after.iter().map(|p| loaded.successors(p).len() == 1).collect();
+        let request = StepRequest {
+            run_id: run.clone(),
+            step: name.clone(),
+            function: FunctionName::for_step(&invocation.workflow, name),
+            input,
+            successors: successors.clone(),
+            policy: invocation.options.policy,
+            ttl_ms: invocation.options.ttl_ms,
+            fusion: invocation.options.fusion,
+            // The producer's store keeps the durable copy of what it hands on.
+            durable: true,
+            sole_reader,
+            run_states: invocation.run_states.clone(),
+            fallbacks,
+        };
+        let tier = executor.host().state().clone();
+        let (staged_tier, staged) = tier.staged();
+        let result = executor.execute_staged(request, staged_tier).await?;
+        // The commit: done record, inbox entry gone, successors, report.
+        let expires = now_ms() + self.inner.config.retention_ms;
+        let done = key(format!("done/{run}/{name}"));
+        let mut extra = vec![
+            Write::Put { key: done.clone(), value: encode(&result)?, expires_at_ms: Some(expires) },
+            Write::Delete { key: key(format!("inbox/{run}/{name}")) },
+        ];
+        let mut run_states = invocation.run_states.clone();
+        for l in &result.run_states {
+            run_states.retain(|m| m.key != l.key);
+            run_states.push(l.clone());
+        }
+        let output_key = state_key(run, name);
+        for (c, succ) in successors_steps.iter().zip(&successors) {
+            let Some(h) = result.handoffs.iter().find(|h| h.successors.contains(&c.name)) else { continue };
+            let fallback = Locator {
+                scope: RUN_SCOPE.to_string(),
+                key: output_key.clone(),
+                node: self.here().to_string(),
+                size_bytes: result.output_bytes,
+                place: Place::Store,
+            };
+            let share = Invocation {
+                run: run.clone(),
+                workflow: invocation.workflow.clone(),
+                step: c.name.clone(),
+                origin: invocation.origin.clone(),
+                options: invocation.options,
+                capability: invocation.capability.clone(),
+                input: None,
+                handed: vec![(name.clone(), h.locator.clone(), fallback)],
+                run_states: run_states.clone(),
+            };
+            let movable = matches!(c.node, StepNode::Placement).then(|| vec![succ.node.clone()]);
+            extra.push(self.outgoing(
+                out_key(run, &c.name, &format!("invoke-from-{name}"), "step"),
+                succ.node.clone(),
+                Message::Invoke(share),
+                c.max_wait_ms,
+                movable,
+            )?);
+        }
+        extra.push(self.outgoing(
+            out_key(run, name, "report-done", &invocation.origin),
+            invocation.origin.clone(),
+            Message::Report(run.clone(), RunEvent::StepDone { step: name.clone(), result }),
+            Some(self.inner.config.retention_ms),
+            None,
+        )?);
+        blocking(move || tier.commit_staged(&staged, extra, std::slice::from_ref(&done))).await?;
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    /// Apply a step's report to the run record (origin); end the run when
+    /// it is complete or failed.
+    fn report(&self, run: &RunId, event: RunEvent) -> Result<()> {
+        let Some(mut record) = self.record(run)? else { return Ok(()) };
+        if record.status != RunStatus::Running {
+            return Ok(());
+        }
+        let loaded = self.loaded(&record.workflow)?;
+        match event {
+            RunEvent::StepDone { step, result } => {
+                if !record.steps.iter().any(|(s, _)| *s == step) {
+                    record.steps.push((step, result));
+                }
+                if loaded.workflow.steps.iter().all(|s| record.steps.iter().any(|(d, _)| *d == s.name)) {
+                    record.status = RunStatus::Succeeded;
+                }
+            }
+            RunEvent::Failed(failure) => {
+                record.status = RunStatus::Failed;
+                record.failure = Some(failure);
+            }
+        }
+        self.save_and_maybe_end(record)
+    }
+
+    /// Save `record`; when it has ended, send every node a `forget`.
+    fn save_and_maybe_end(&self, mut record: RunRecord) -> Result<()> {
+        let retention = self.inner.config.retention_ms;
+        let mut writes = Vec::new();
+        if record.status != RunStatus::Running {
+            let now = now_ms();
+            record.finished_ms = Some(now);
+            for node in self.topology()?.nodes {
+                writes.push(self.outgoing(
+                    out_key(&record.run, "run", "forget", &node.id),
+                    node.id.clone(),
+                    Message::Forget(record.run.clone()),
+                    Some(retention),
+                    None,
+                )?);
+            }
+        }
+        let expires = record.finished_ms.unwrap_or(record.deadline_ms) + retention;
+        writes.push(put_record(format!("run/{}", record.run), encode(&record)?, Some(expires)));
+        self.apply(writes)
+    }
+
+    /// Fail runs of this origin whose deadline passed.
+    async fn watch_deadlines(&self) -> Result<()> {
+        let runs = self.clone();
+        let ended = blocking(move || {
+            let now = now_ms();
+            let mut ended = 0;
+            for mut record in runs.records(1000)? {
+                if record.status != RunStatus::Running || record.deadline_ms > now {
+                    continue;
+                }
+                let loaded = runs.loaded(&record.workflow)?;
+                let pending: Vec<String> = loaded
+                    .workflow
+                    .steps
+                    .iter()
+                    .filter(|s| !record.steps.iter().any(|(d, _)| *d == s.name))
+                    .map(|s| match &s.node {
+                        StepNode::Fixed(n) => format!("`{}` (node `{n}`)", s.name),
+                        StepNode::Placement => format!("`{}` (placed by the service)", s.name),
+                    })
+                    .collect();
+                record.status = RunStatus::Failed;
+                record.failure = Some(Failure {
+                    step: pending.first().cloned().unwrap_or_default(),
+                    node: String::new(),
+                    kind: ErrorKind::Timeout.as_str().to_string(),
+                    message: format!("the run's deadline passed with steps {} not done", pending.join(", ")),
+                });
+                runs.save_and_maybe_end(record)?;
+                ended += 1;
+            }
+            Ok(ended)
+        })
+        .await?;
+        if ended > 0 {
+            self.inner.changed.notify_waiters();
+            self.inner.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Delete everything of `run` on this host and leave a tombstone.
+    fn forget(&self, run: &RunId) -> Result<()> {
+        let executor = &self.inner.executor;
+        executor.capabilities().forget(run);
+        executor.continuum().peers().drop_run(run);
+        executor.forget_run(run)?;
+        let mut writes = Vec::new();
+        for prefix in [format!("inbox/{run}/"), format!("done/{run}/"), format!("out/{run}/")] {
+            for k in self.keys(&prefix, 1000)? {
+                // A forget for everyone else still goes out from here.
+                if !k.ends_with("/forget/") && !k.contains("/run/forget/") {
+                    writes.push(Write::Delete { key: key(k) });
+                }
+            }
+        }
+        writes.push(put_record(format!("ended/{run}"), Vec::new(), Some(now_ms() + self.inner.config.retention_ms)));
+        self.apply(writes)
+    }
+
+    /// At start: run again every complete inbox entry (its step was
+    /// interrupted), and deliver what is pending.
+    async fn resume(&self) -> Result<()> {
+        let runs = self.clone();
+        let entries: Vec<Invocation> = blocking(move || {
+            let mut v = Vec::new();
+            for k in runs.keys("inbox/", 1000)? {
+                if let Some(i) = runs.read::<Invocation>(&k, "inbox entry")? {
+                    v.push(i);
+                }
+            }
+            Ok(v)
+        })
+        .await?;
+        for invocation in entries {
+            let Ok(loaded) = self.loaded(&invocation.workflow) else { continue };
+            let Ok(step) = loaded.step(&invocation.step) else { continue };
+            if step.after.iter().all(|p| invocation.handed.iter().any(|(q, _, _)| q == p)) {
+                self.spawn_step(invocation.run.clone(), invocation.step.clone());
+            }
+        }
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    /// The run and deploy routes, to merge into the host's router.
+    pub fn router(self) -> Router {
+        let budget = self.inner.executor.host().body_budget().clone();
+        Router::new()
+            .route("/workflows/{name}", put(deploy_route))
+            .route("/workflows/{name}/runs", post(start_route))
+            .route("/runs", get(list_route))
+            .route("/runs/{run}", get(show_route))
+            .route("/workflow/v1/deliver", post(deliver_route))
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .layer(axum::middleware::from_fn_with_state(BodyLimit { budget, max_body: MAX_BODY_BYTES }, limit_body))
+            .with_state(self)
+            .layer(axum::middleware::map_response(crate::http::json_errors))
+    }
+
+    /// A run record as JSON: outputs converted through their schemas.
+    pub fn record_json(&self, record: &RunRecord) -> Value {
+        let loaded = self.loaded(&record.workflow).ok();
+        let mut outputs = serde_json::Map::new();
+        let mut steps = Vec::new();
+        for (step, result) in &record.steps {
+            steps.push(json!({
+                "step": step.as_str(),
+                "node": result.node,
+                "invoke_micros": result.invoke_micros,
+                "read_micros": result.read_micros,
+                "output_bytes": result.output_bytes,
+            }));
+            if let Some(out) = &result.output {
+                let value = loaded
+                    .as_ref()
+                    .and_then(|l| l.schemas(step))
+                    .and_then(|s| databelt_host::schema::postcard_to_json(&s.output, out).ok())
+                    .unwrap_or_else(|| json!({"postcard_bytes": out.len()}));
+                outputs.insert(step.to_string(), value);
+            }
+        }
+        json!({
+            "run_id": record.run.as_str(),
+            "workflow": record.workflow,
+            "status": record.status,
+            "started_ms": record.started_ms,
+            "finished_ms": record.finished_ms,
+            "steps": steps,
+            "outputs": outputs,
+            "failure": record.failure,
+        })
+    }
+}
+
+/// The delivery loop of a host's durable runs; stops when dropped.
+pub struct DeliveryLoop(tokio::task::JoinHandle<()>);
+
+impl Drop for DeliveryLoop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn deploy_route(
+    State(runs): State<DurableRuns>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> std::result::Result<Response, ApiError> {
+    let bundle: Bundle = decode_postcard(&body, "Bundle")?;
+    let workflow = Workflow::from_toml(&bundle.toml).map_err(|e| Error::BadInput(e.to_string()))?;
+    if workflow.name != name {
+        return Err(Error::BadInput(format!("the path names `{name}`, the workflow file `{}`", workflow.name)).into());
+    }
+    let nodes = runs.deploy(bundle).await?;
+    Ok((StatusCode::OK, axum::Json(json!({"workflow": name, "nodes": nodes}))).into_response())
+}
+
+#[derive(Deserialize)]
+struct StartQuery {
+    policy: Option<String>,
+    fusion: Option<bool>,
+    ttl_ms: Option<u64>,
+    tmax_ms: Option<f64>,
+    deadline_ms: Option<u64>,
+    wait_ms: Option<u64>,
+}
+
+async fn start_route(
+    State(runs): State<DurableRuns>,
+    Path(name): Path<String>,
+    Query(q): Query<StartQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> std::result::Result<Response, ApiError> {
+    let loaded = runs.loaded(&name)?;
+    let json_body = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let input = if json_body {
+        let entry = loaded
+            .workflow
+            .steps
+            .iter()
+            .find(|s| s.after.is_empty())
+            .and_then(|s| loaded.schemas(&s.name))
+            .ok_or_else(|| Error::Workflow("the workflow has no entry step".into()))?;
+        databelt_host::schema::json_text_to_postcard(&entry.input, &body)?
+    } else {
+        body.to_vec()
+    };
+    let policy = match q.policy.as_deref() {
+        None => Policy::Databelt,
+        Some(p) => p.parse::<Policy>()?,
+    };
+    let options = DurableRunOptions {
+        policy,
+        ttl_ms: q.ttl_ms.unwrap_or(600_000),
+        fusion: q.fusion.unwrap_or(loaded.workflow.fusion),
+        tmax_ms: q.tmax_ms,
+    };
+    let run = runs.start_run(&name, input, options, q.deadline_ms).await?;
+    if let Some(wait) = q.wait_ms {
+        let record = runs.wait(&run, Duration::from_millis(wait.min(600_000))).await?;
+        if let Some(r) = record {
+            return Ok((StatusCode::OK, axum::Json(runs.record_json(&r))).into_response());
+        }
+    }
+    Ok((StatusCode::ACCEPTED, axum::Json(json!({"run_id": run.as_str(), "status": RunStatus::Running})))
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct ShowQuery {
+    wait_ms: Option<u64>,
+}
+
+async fn show_route(
+    State(runs): State<DurableRuns>,
+    Path(run): Path<String>,
+    Query(q): Query<ShowQuery>,
+) -> std::result::Result<Response, ApiError> {
+    let run = RunId::new(run).map_err(Error::from)?;
+    let record = runs.wait(&run, Duration::from_millis(q.wait_ms.unwrap_or(0).min(600_000))).await?;
+    let record =
+        record.ok_or_else(|| Error::UnknownWorkflow(format!("no run `{run}` started on this node (or it expired)")))?;
+    Ok(axum::Json(runs.record_json(&record)).into_response())
+}
+
+async fn list_route(State(runs): State<DurableRuns>) -> std::result::Result<Response, ApiError> {
+    let r = runs.clone();
+    let records = blocking(move || r.records(1000)).await?;
+    let list: Vec<Value> = records
+        .iter()
+        .map(|r| {
+            json!({"run_id": r.run.as_str(), "workflow": r.workflow, "status": r.status,
+                   "started_ms": r.started_ms, "finished_ms": r.finished_ms})
+        })
+        .collect();
+    Ok(axum::Json(list).into_response())
+}
+
+async fn deliver_route(State(runs): State<DurableRuns>, body: Bytes) -> std::result::Result<Response, ApiError> {
+    let message: Message = decode_postcard(&body, "Message")?;
+    runs.receive(message).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_failures_that_may_pass_are_retried() {
+        assert!(retryable(ErrorKind::Unavailable));
+        assert!(retryable(ErrorKind::Conflict));
+        assert!(!retryable(ErrorKind::FunctionError));
+        assert!(!retryable(ErrorKind::BadInput));
+    }
+}
