@@ -212,6 +212,10 @@ impl Cluster {
                     .map_err(|e| Error::Config(format!("cannot create {}: {e}", dir.display())))?;
                 config.backend = BackendConfig::Redb { path: dir.join("databelt-state.redb") };
             }
+            if config.functions_dir.is_some() {
+                // Each node keeps its own deployments.
+                config.functions_dir = Some(options.data_dir.join(&node.id).join("functions"));
+            }
             let host = Host::new(config)?;
             let id = NodeId::new(&node.id)?;
             let security = security_of(Identity::Node(id))?;

@@ -1,0 +1,219 @@
+//! Durable runs on a continuum of real hosts on loopback: a workflow is
+//! deployed once, runs are started by name on any node and finish without
+//! the client, every step takes effect exactly once (duplicates are dropped),
+//! fan-in waits for every predecessor, failures end in a record, and an
+//! ended run leaves nothing behind.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use databelt_net::workflow::durable::{Bundle, Message, WORKFLOW_SCOPE};
+use databelt_placement::Workflow;
+use databelt_testbed::Cluster;
+use serde_json::{Value, json};
+
+/// The bundle of the workflow file at `path` (components named in it).
+fn bundle(path: &Path) -> Bundle {
+    let toml = std::fs::read_to_string(path).unwrap();
+    let workflow = Workflow::from_toml(&toml).unwrap();
+    let components = workflow.steps.iter().map(|s| (s.name.clone(), std::fs::read(&s.component).unwrap())).collect();
+    Bundle { toml, components }
+}
+
+fn client(cluster: &Cluster) -> reqwest::Client {
+    cluster.credentials.client_builder().unwrap().build().unwrap()
+}
+
+fn url(cluster: &Cluster, node: &str, path: &str) -> String {
+    format!("{}{path}", cluster.credentials.base_url(&cluster.node(node).unwrap().address))
+}
+
+async fn deploy(cluster: &Cluster, node: &str, path: &Path) -> Value {
+    let b = bundle(path);
+    let name = Workflow::from_toml(&b.toml).unwrap().name;
+    let r = client(cluster)
+        .put(url(cluster, node, &format!("/workflows/{name}")))
+        .body(postcard::to_stdvec(&b).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    r.json().await.unwrap()
+}
+
+async fn start(cluster: &Cluster, node: &str, workflow: &str, input: &Value, query: &str) -> (u16, Value) {
+    let r = client(cluster)
+        .post(url(cluster, node, &format!("/workflows/{workflow}/runs{query}")))
+        .json(input)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+async fn show(cluster: &Cluster, node: &str, run: &str, wait_ms: u64) -> Value {
+    let r = client(cluster).get(url(cluster, node, &format!("/runs/{run}?wait_ms={wait_ms}"))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// Keys left in the run log scope on every node, but the workflow
+/// definitions, run records and tombstones (which expire by retention).
+fn leftovers(cluster: &Cluster) -> Vec<String> {
+    let mut left = Vec::new();
+    for n in &cluster.nodes {
+        let keys = n.host.state().list_keys(WORKFLOW_SCOPE, "", None, Some(1000)).unwrap().keys;
+        left.extend(
+            keys.into_iter()
+                .filter(|k| !(k.starts_with("def/") || k.starts_with("run/") || k.starts_with("ended/")))
+                .map(|k| format!("{}:{k}", n.id)),
+        );
+        left.extend(n.executor.live_runs().unwrap().into_iter().map(|r| format!("{}:state of {r}", n.id)));
+    }
+    left
+}
+
+async fn until_clean(cluster: &Cluster) {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = leftovers(cluster);
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < until, "left behind: {left:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployed_workflow_runs_by_name_without_its_client_and_leaves_nothing_behind() {
+    let (cluster, dir) = common::chain_cluster().await;
+    let path = common::write_workflow(
+        dir.path(),
+        "chain",
+        "",
+        &[
+            ("a", "stage", "s1", 1000.0, &[]),
+            ("b", "stage", "s3", 1000.0, &["a"]),
+            ("c", "stage", "cloud", 1000.0, &["b"]),
+        ],
+    );
+    let deployed = deploy(&cluster, "s2", &path).await;
+    assert_eq!(deployed["nodes"].as_array().unwrap().len(), 4, "{deployed}");
+    // Started on a node that runs no step; the client does not wait.
+    let input = json!({"trail": [], "data": [1, 2, 3], "resize": null});
+    let (status, started) = start(&cluster, "s2", "chain", &input, "").await;
+    assert_eq!(status, 202, "{started}");
+    let run = started["run_id"].as_str().unwrap().to_string();
+    let record = show(&cluster, "s2", &run, 20_000).await;
+    assert_eq!(record["status"], "succeeded", "{record}");
+    assert_eq!(record["outputs"]["c"]["trail"], json!(["chain-a@s1", "chain-b@s3", "chain-c@cloud"]));
+    let nodes: Vec<&str> = record["steps"].as_array().unwrap().iter().map(|s| s["node"].as_str().unwrap()).collect();
+    assert_eq!(nodes, ["s1", "s3", "cloud"]);
+    until_clean(&cluster).await;
+    // The run is listed on its origin.
+    let list: Value = client(&cluster).get(url(&cluster, "s2", "/runs")).send().await.unwrap().json().await.unwrap();
+    assert!(list.as_array().unwrap().iter().any(|r| r["run_id"] == run.as_str()), "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_step_counts_once_however_often_it_is_delivered() {
+    let (cluster, dir) = common::chain_cluster().await;
+    let path = common::write_workflow(dir.path(), "count", "", &[("inc", "kv_probe", "s1", 1000.0, &[])]);
+    deploy(&cluster, "cloud", &path).await;
+    let op = json!({"Increment": {"scope": "tally", "key": "runs", "delta": 1}});
+    let mut runs = Vec::new();
+    for _ in 0..10 {
+        let (status, started) = start(&cluster, "cloud", "count", &op, "?wait_ms=20000").await;
+        assert_eq!(status, 200, "{started}");
+        assert_eq!(started["status"], "succeeded", "{started}");
+        runs.push(started["run_id"].as_str().unwrap().to_string());
+    }
+    // Deliver one step again, as a retry after a lost acknowledgement would:
+    // before and after the run ended, from the node that sent it first.
+    let s1 = cluster.node("s1").unwrap();
+    let cloud = cluster.node("cloud").unwrap();
+    let node_client = cloud.security.client.client_builder().unwrap().build().unwrap();
+    let record: databelt_net::workflow::durable::RunRecord = {
+        let bytes = cloud.host.state().get(WORKFLOW_SCOPE, &format!("run/{}", runs[0])).unwrap().unwrap();
+        postcard::from_bytes(&bytes).unwrap()
+    };
+    let invocation = databelt_net::workflow::durable::Invocation {
+        run: record.run.clone(),
+        workflow: "count".into(),
+        step: "inc".parse().unwrap(),
+        origin: "cloud".into(),
+        options: databelt_net::workflow::durable::DurableRunOptions {
+            policy: databelt_net::continuum::Policy::Databelt,
+            ttl_ms: 60_000,
+            fusion: true,
+            tmax_ms: None,
+        },
+        capability: record.capability.clone(),
+        input: Some(
+            postcard::to_stdvec(&common::probe::Op::Increment { scope: "tally".into(), key: "runs".into(), delta: 1 })
+                .unwrap(),
+        ),
+        handed: Vec::new(),
+        run_states: Vec::new(),
+    };
+    for _ in 0..3 {
+        let r = node_client
+            .post(format!("{}/workflow/v1/deliver", cloud.security.client.base_url(&s1.address)))
+            .body(postcard::to_stdvec(&Message::Invoke(invocation.clone())).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s1.host.state().increment("tally", "runs", 0).unwrap(), 10, "ten runs, ten increments");
+    // A user's token cannot deliver: the route takes node certificates only.
+    let r = client(&cluster)
+        .post(url(&cluster, "s1", "/workflow/v1/deliver"))
+        .body(postcard::to_stdvec(&Message::Invoke(invocation)).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    until_clean(&cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_in_waits_for_every_predecessor_and_a_failing_step_fails_the_run_with_a_record() {
+    let (cluster, dir) = common::chain_cluster().await;
+    let path = common::write_workflow(
+        dir.path(),
+        "diamond",
+        "",
+        &[
+            ("src", "stage", "s1", 1000.0, &[]),
+            ("left", "stage", "s2", 1000.0, &["src"]),
+            ("right", "stage", "s3", 1000.0, &["src"]),
+            ("join", "merge", "cloud", 1000.0, &["left", "right"]),
+        ],
+    );
+    deploy(&cluster, "s1", &path).await;
+    let input = json!({"trail": [], "data": [7], "resize": null});
+    let (status, record) = start(&cluster, "s3", "diamond", &input, "?wait_ms=20000").await;
+    assert_eq!(status, 200, "{record}");
+    assert_eq!(record["status"], "succeeded", "{record}");
+    assert_eq!(record["steps"].as_array().unwrap().len(), 4);
+    assert_eq!(record["steps"][3]["step"], "join", "the join ran last, once: {record}");
+    until_clean(&cluster).await;
+
+    // A step whose input does not fit: the function fails, the run ends
+    // failed with the step and node named, and nothing is left behind.
+    let path = common::write_workflow(dir.path(), "bad", "", &[("only", "kv_probe", "s2", 1000.0, &[])]);
+    deploy(&cluster, "s1", &path).await;
+    let op = json!({"Get": {"scope": "databelt.runs", "key": "x"}});
+    let (_, record) = start(&cluster, "s1", "bad", &op, "?wait_ms=20000").await;
+    assert_eq!(record["status"], "failed", "{record}");
+    assert_eq!(record["failure"]["step"], "only");
+    assert_eq!(record["failure"]["node"], "s2");
+    until_clean(&cluster).await;
+}
