@@ -5,6 +5,7 @@
 mod commands;
 mod config;
 mod input;
+mod node;
 mod report;
 mod security;
 
@@ -33,8 +34,14 @@ enum Command {
     /// Start a whole continuum on this machine: the placement service and
     /// one host per node of a scenario, on the addresses it gives.
     Up(commands::up::Args),
-    /// Run a workflow across a running continuum and report each step.
+    /// Install a workflow in a running continuum (kept across restarts).
+    Deploy(commands::deploy::Args),
+    /// Run a workflow across a running continuum: a deployed one by name (a
+    /// durable run), or a workflow file driven by this process.
     Invoke(commands::invoke::Args),
+    /// The durable runs started on a node: list, show, wait.
+    #[command(subcommand)]
+    Runs(commands::runs::Command),
     /// Elect the storage node for one state transfer and explain the answer.
     Elect(commands::elect::Args),
     /// The continuum's certificate authority and member certificates.
@@ -57,7 +64,9 @@ fn main() -> ExitCode {
         Command::Describe(a) => commands::describe::run(a),
         Command::Placement(a) => commands::placement::run(a),
         Command::Up(a) => commands::up::run(a),
+        Command::Deploy(a) => commands::deploy::run(a),
         Command::Invoke(a) => commands::invoke::run(a),
+        Command::Runs(c) => commands::runs::run(c),
         Command::Elect(a) => commands::elect::run(a),
         Command::Certs(c) => commands::certs::run(c),
         Command::Bench(c) => commands::bench::run(c),

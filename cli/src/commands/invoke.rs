@@ -1,4 +1,6 @@
-//! `databelt invoke`: run a workflow across a running continuum.
+//! `databelt invoke`: run a workflow across a running continuum — a deployed
+//! workflow by name as a durable run that needs no client, or a workflow
+//! file driven by this process (the evaluation path).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,6 +12,7 @@ use databelt_net::placement::PlacementClient;
 use databelt_net::workflow::{RunOptions, Runner, percentile};
 
 use crate::input::{read_json, runtime};
+use crate::node::NodeArgs;
 use crate::report;
 use crate::security::ClientArgs;
 
@@ -51,8 +54,20 @@ pub enum FusionArg {
 /// Flags of `databelt invoke`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Workflow file (TOML); component paths are relative to it.
+    /// The name of a workflow deployed with `databelt deploy` (a durable
+    /// run: it goes on if this process stops), or a workflow file (TOML,
+    /// component paths relative to it) that this process drives.
     workflow: PathBuf,
+    /// Durable runs: the node to start the run on (it keeps the run's
+    /// record). Default: the topology's cloud node.
+    #[arg(long)]
+    node: Option<String>,
+    /// Durable runs: print the run id and return at once.
+    #[arg(long)]
+    detach: bool,
+    /// Durable runs: fail the run if it has not ended after this long, ms.
+    #[arg(long)]
+    deadline_ms: Option<u64>,
     /// The run's input as JSON (or `@path`), of the entry steps' input type.
     #[arg(long, default_value = "null")]
     input: String,
@@ -84,6 +99,9 @@ pub struct Args {
 
 /// Run the command.
 pub fn run(args: Args) -> Result<()> {
+    if !args.workflow.exists() && args.workflow.extension().is_none() {
+        return durable(args);
+    }
     let policy = Policy::from(args.policy);
     let input = read_json(&args.input)?;
     runtime()?.block_on(async move {
@@ -127,5 +145,31 @@ pub fn run(args: Args) -> Result<()> {
             );
         }
         Ok(())
+    })
+}
+
+/// Start a durable run of a deployed workflow; wait for it unless detached.
+fn durable(args: Args) -> Result<()> {
+    let name = args.workflow.display().to_string();
+    let input = read_json(&args.input)?;
+    let node = NodeArgs { node: args.node.clone(), placement: args.placement.clone(), client: args.client };
+    let policy = Policy::from(args.policy);
+    runtime()?.block_on(async move {
+        let api = node.connect(Duration::from_secs(30)).await?;
+        let mut url = format!("{}/workflows/{name}/runs?policy={policy}", api.base);
+        if let Some(f) = args.fusion {
+            url += &format!("&fusion={}", f == FusionArg::On);
+        }
+        if let Some(d) = args.deadline_ms {
+            url += &format!("&deadline_ms={d}");
+        }
+        let started = api.json(api.http.post(url).json(&input)).await?;
+        let run = started["run_id"].as_str().ok_or_else(|| anyhow!("the node answered no run id: {started}"))?;
+        if args.detach {
+            println!("{run}");
+            return Ok(());
+        }
+        eprintln!("run {run} started; waiting (Ctrl-C leaves it running; `databelt runs show {run}`)");
+        crate::commands::runs::wait(&node, run, args.deadline_ms.unwrap_or(300_000)).await
     })
 }

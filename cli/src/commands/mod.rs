@@ -2,10 +2,12 @@
 
 pub mod bench;
 pub mod certs;
+pub mod deploy;
 pub mod describe;
 pub mod elect;
 pub mod invoke;
 pub mod placement;
 pub mod run;
+pub mod runs;
 pub mod serve;
 pub mod up;
