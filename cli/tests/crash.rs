@@ -1,0 +1,325 @@
+//! Crash harness: durable wildfire runs on a continuum of real `databelt
+//! serve` processes (one per node, redb state on disk) while random nodes are
+//! killed with SIGKILL and restarted at random moments, and some invoking
+//! clients are killed right after they started their run. Then:
+//!
+//! - every run finished, exactly once: the alarm step's counter equals the
+//!   number of runs, and the counts the runs saw before their own increment
+//!   are exactly 0..N-1 (none lost, none doubled);
+//! - every output is right (the alarm of the scene the input names);
+//! - nothing is left behind on any node (inbox, done records, outgoing
+//!   messages, hand-off states) once the runs have ended.
+//!
+//! The short version runs in the test suite (`DATABELT_CRASH_RUNS`, default
+//! 16 runs); `DATABELT_CRASH_RUNS=200 cargo test -p databelt-cli --test crash
+//! -- --nocapture` is the long one, whose counts go in the notes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use databelt_host::state::{RedbStore, StateLimits, StateTier};
+use databelt_net::workflow::durable::WORKFLOW_SCOPE;
+use databelt_test_support as common;
+use serde_json::{Value, json};
+
+const NODES: [&str; 4] = ["cloud", "s1", "s2", "s3"];
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_databelt"))
+}
+
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+struct NodeProc {
+    id: &'static str,
+    addr: String,
+    data: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl NodeProc {
+    fn start(&mut self, placement: &str) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = bin()
+            .args(["serve", "--listen", &self.addr, "--node-id", self.id, "--placement", placement])
+            .arg("--data-dir")
+            .arg(&self.data)
+            .args(["--insecure-dev-no-auth"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+struct Placement(Child);
+
+impl Drop for Placement {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn up(http: &reqwest::Client, addr: &str) -> bool {
+    http.get(format!("http://{addr}/healthz")).send().await.is_ok_and(|r| r.status().is_success())
+}
+
+async fn wait_up(http: &reqwest::Client, addr: &str) {
+    wait_for(http, addr, "/healthz").await
+}
+
+async fn wait_for(http: &reqwest::Client, addr: &str, path: &str) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while !http.get(format!("http://{addr}{path}")).send().await.is_ok_and(|r| r.status().is_success()) {
+        assert!(Instant::now() < until, "{addr} did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn workflow(dir: &Path, release: &Path) -> PathBuf {
+    let mut text = String::from("name = \"wildfire\"\n");
+    for (name, component, node, after) in [
+        ("preprocess", "wildfire_preprocess", "s1", ""),
+        ("mark", "wildfire_detect", "s2", "preprocess"),
+        ("confirm", "wildfire_detect", "s3", "mark"),
+        ("alarm", "wildfire_alarm", "cloud", "confirm"),
+    ] {
+        let after = if after.is_empty() { String::new() } else { format!("after = [\"{after}\"]\n") };
+        text += &format!(
+            "[[step]]\nname = \"{name}\"\ncomponent = \"{}\"\nnode = \"{node}\"\ntmax_ms = 1000\n{after}",
+            release.join(format!("{component}.wasm")).display()
+        );
+    }
+    let path = dir.join("wildfire.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Keys of unfinished work left in a node's run log (definitions, run
+/// records and tombstones expire by retention), and its hand-off states.
+fn leftovers(data: &Path) -> Vec<String> {
+    let store = RedbStore::open(&data.join("databelt-state.redb")).unwrap();
+    let tier = StateTier::new(std::sync::Arc::new(store), StateLimits::default());
+    let mut left: Vec<String> = tier
+        .list_keys(WORKFLOW_SCOPE, "", None, Some(1000))
+        .unwrap()
+        .keys
+        .into_iter()
+        .filter(|k| !(k.starts_with("def/") || k.starts_with("run/") || k.starts_with("ended/")))
+        .collect();
+    left.extend(tier.list_keys("databelt.runs", "", None, Some(1000)).unwrap().keys);
+    left
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_finish_exactly_once_while_nodes_and_clients_are_killed() {
+    let release = common::guests_dir();
+    let runs: usize = std::env::var("DATABELT_CRASH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(16);
+    let dir = tempfile::tempdir().unwrap();
+    databelt_net::tls::install_default_provider();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+
+    let mut nodes: Vec<NodeProc> = NODES
+        .iter()
+        .map(|id| NodeProc {
+            id,
+            addr: free_addr(),
+            data: dir.path().join(id),
+            log: dir.path().join(format!("{id}.log")),
+            child: None,
+        })
+        .collect();
+    let mut scenario = String::new();
+    for n in &nodes {
+        let kind = if n.id == "cloud" { "cloud" } else { "satellite" };
+        scenario += &format!("[[node]]\nid = \"{}\"\nkind = \"{kind}\"\naddress = \"{}\"\n", n.id, n.addr);
+    }
+    for (a, b) in [("cloud", "s1"), ("s1", "s2"), ("s2", "s3")] {
+        scenario += &format!("[[link]]\na = \"{a}\"\nb = \"{b}\"\nlatency_ms = 5\nbandwidth_mbps = 1000\n");
+    }
+    std::fs::write(dir.path().join("scenario.toml"), scenario).unwrap();
+    let paddr = free_addr();
+    let _placement = Placement(
+        bin()
+            .args(["placement", "--listen", &paddr, "--insecure-dev-no-auth", "--scenario"])
+            .arg(dir.path().join("scenario.toml"))
+            .arg("--data-dir")
+            .arg(dir.path().join("placement"))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(&http, &paddr, "/v1/topology").await;
+    let placement = format!("http://{paddr}");
+    for n in &mut nodes {
+        n.start(&placement);
+    }
+    for n in &nodes {
+        wait_up(&http, &n.addr).await;
+    }
+
+    // Deploy once, with the CLI.
+    let out = bin()
+        .arg("deploy")
+        .arg(workflow(dir.path(), &release))
+        .args(["--node", &nodes[0].addr, "--insecure-dev-no-auth"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "deploy: {}", String::from_utf8_lossy(&out.stderr));
+
+    let input = json!({"seed": 42, "tiles": 16, "side": 64});
+    let mut started: Vec<(String, String)> = Vec::new(); // (run, origin address)
+    let mut kills = 0;
+    let mut client_kills = 0;
+    let mut rng_state = 0x9e3779b97f4a7c15u64 ^ std::process::id() as u64;
+    let mut rng = move || {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        rng_state
+    };
+    let mut next_chaos = Instant::now() + Duration::from_millis(200);
+    let mut down: Option<(usize, Instant)> = None;
+    while started.len() < runs {
+        // Chaos: at most one node down at a time, for 100–600 ms, every
+        // 150–450 ms.
+        if let Some((i, back)) = down
+            && Instant::now() >= back
+        {
+            nodes[i].start(&placement);
+            down = None;
+        }
+        if down.is_none() && Instant::now() >= next_chaos {
+            let i = (rng() % NODES.len() as u64) as usize;
+            nodes[i].kill();
+            kills += 1;
+            down = Some((i, Instant::now() + Duration::from_millis(100 + rng() % 500)));
+            next_chaos = Instant::now() + Duration::from_millis(150 + rng() % 300);
+        }
+        // Start a run on a node that is up; every fourth through a CLI
+        // client that is killed as soon as the run has started.
+        let i = (rng() % NODES.len() as u64) as usize;
+        if down.is_some_and(|(d, _)| d == i) || !up(&http, &nodes[i].addr).await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        if started.len() % 4 == 3 {
+            let mut client = bin()
+                .args(["invoke", "wildfire", "--input", &input.to_string(), "--node", &nodes[i].addr])
+                .arg("--insecure-dev-no-auth")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut line = String::new();
+            BufReader::new(client.stderr.take().unwrap()).read_line(&mut line).unwrap();
+            let _ = client.kill();
+            let _ = client.wait();
+            if let Some(run) = line.strip_prefix("run ").and_then(|l| l.split_whitespace().next()) {
+                started.push((run.to_string(), nodes[i].addr.clone()));
+                client_kills += 1;
+            }
+            continue;
+        }
+        let r = http.post(format!("http://{}/workflows/wildfire/runs", nodes[i].addr)).json(&input).send().await;
+        if let Ok(r) = r
+            && r.status() == 202
+        {
+            let v: Value = r.json().await.unwrap();
+            started.push((v["run_id"].as_str().unwrap().to_string(), nodes[i].addr.clone()));
+        }
+        tokio::time::sleep(Duration::from_millis(60 + rng() % 120)).await;
+    }
+    if let Some((i, _)) = down {
+        nodes[i].start(&placement);
+    }
+    for n in &nodes {
+        wait_up(&http, &n.addr).await;
+    }
+
+    // Every run ends, succeeded, with the right alarm.
+    let mut seen_before = Vec::new();
+    for (run, origin) in &started {
+        let until = Instant::now() + Duration::from_secs(120);
+        let record = loop {
+            let r = http.get(format!("http://{origin}/runs/{run}?wait_ms=5000")).send().await;
+            if let Ok(r) = r
+                && r.status() == 200
+            {
+                let v: Value = r.json().await.unwrap();
+                if v["status"] != "running" {
+                    break v;
+                }
+            }
+            assert!(Instant::now() < until, "run {run} did not end");
+        };
+        assert_eq!(record["status"], "succeeded", "{record}");
+        let alarm = &record["outputs"]["alarm"];
+        assert_eq!(alarm["fire"], true, "{record}");
+        seen_before.push(alarm["raised_before"].as_i64().unwrap());
+        let steps: Vec<&str> =
+            record["steps"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap()).collect();
+        assert_eq!(steps, ["preprocess", "mark", "confirm", "alarm"], "each step once: {record}");
+    }
+    seen_before.sort();
+    assert_eq!(seen_before, (0..runs as i64).collect::<Vec<_>>(), "each run's alarm counted exactly once");
+
+    // Nothing left behind: wait for the forgets, then look at every disk.
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut live = Vec::new();
+        for n in &nodes {
+            let v: Value =
+                http.get(format!("http://{}/workflow/v1/runs", n.addr)).send().await.unwrap().json().await.unwrap();
+            live.extend(v.as_array().unwrap().iter().map(|r| format!("{}:{r}", n.id)));
+        }
+        if live.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < until, "hand-off state left behind: {live:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for n in &mut nodes {
+        n.kill();
+    }
+    let mut left = Vec::new();
+    for n in &nodes {
+        left.extend(leftovers(&n.data).into_iter().map(|k| format!("{}:{k}", n.id)));
+    }
+    // The alarm counter on the cloud's disk: one per run.
+    let store = RedbStore::open(&nodes[0].data.join("databelt-state.redb")).unwrap();
+    let tier = StateTier::new(std::sync::Arc::new(store), StateLimits::default());
+    let count = tier.increment("wildfire", "alarms/42", 0).unwrap();
+    eprintln!(
+        "crash harness: {runs} runs, {kills} node kills (SIGKILL + restart), {client_kills} clients killed; \
+         alarm counter {count}; left behind: {}",
+        left.len()
+    );
+    assert_eq!(count, runs as i64, "the last step's counter equals the number of runs");
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
