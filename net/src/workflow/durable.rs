@@ -64,6 +64,9 @@ use crate::workflow::StepExecutor;
 use crate::workflow::capability;
 use crate::workflow::protocol::{RUN_SCOPE, StepInput, StepRequest, StepResult, Successor, state_key};
 
+/// Times a step runs again after losing its commit to a concurrent one.
+const MAX_CONFLICTS: u32 = 64;
+
 /// The reserved scope holding a host's durable run records.
 pub const WORKFLOW_SCOPE: &str = "databelt.workflow";
 
@@ -337,6 +340,8 @@ struct Inner {
     config: DurableConfig,
     defs: Mutex<HashMap<String, Arc<Loaded>>>,
     running: Mutex<HashSet<(RunId, StepName)>>,
+    /// Held by steps that lost commits to concurrent ones.
+    serial: tokio::sync::Mutex<()>,
     wake: tokio::sync::Notify,
     changed: tokio::sync::Notify,
     secret: [u8; 32],
@@ -363,6 +368,7 @@ impl DurableRuns {
                 config,
                 defs: Mutex::new(HashMap::new()),
                 running: Mutex::new(HashSet::new()),
+                serial: tokio::sync::Mutex::new(()),
                 wake: tokio::sync::Notify::new(),
                 changed: tokio::sync::Notify::new(),
                 secret: rand::random(),
@@ -879,18 +885,30 @@ impl DurableRuns {
     /// Run a step whose inbox entry is complete and commit it, retrying
     /// what may succeed again; a step that cannot run fails its run.
     async fn run_step(&self, run: &RunId, name: &StepName) -> Result<()> {
-        let mut attempt = 0;
+        let (mut attempt, mut conflicts) = (0, 0u32);
         loop {
             let Some(invocation) = self.read::<Invocation>(&format!("inbox/{run}/{name}"), "inbox entry")? else {
                 return Ok(()); // committed meanwhile, or forgotten
             };
-            let error = match self.try_step(&invocation).await {
+            // A step that lost a commit to a concurrent one runs again, and
+            // from its second conflict on, one such step at a time on this
+            // host: contended keys make progress instead of thrashing.
+            let serial = if conflicts >= 2 { Some(self.inner.serial.lock().await) } else { None };
+            let outcome = self.try_step(&invocation).await;
+            drop(serial);
+            let error = match outcome {
                 Ok(()) => return Ok(()),
                 Err(e) if e.kind() == ErrorKind::PreconditionFailed && e.to_string().contains("done/") => {
                     return Ok(());
                 }
                 Err(e) => e,
             };
+            if error.cause_kind() == ErrorKind::Conflict && conflicts < MAX_CONFLICTS {
+                conflicts += 1;
+                let jitter = rand::random::<u64>() % (5 * u64::from(conflicts.min(20)) + 1);
+                tokio::time::sleep(Duration::from_millis(jitter)).await;
+                continue;
+            }
             attempt += 1;
             if !retryable(error.cause_kind()) || attempt >= self.inner.config.max_step_attempts {
                 let failure = Failure {
