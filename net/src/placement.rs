@@ -218,7 +218,14 @@ pub struct PlacementClient {
     credentials: Credentials,
     http: reqwest::Client,
     cache: Arc<Mutex<Option<Cached>>>,
+    /// Circuit breaker: after the service failed to answer a hint, hints are
+    /// elected locally without asking it until this instant.
+    open_until: Arc<Mutex<Option<Instant>>>,
+    cooldown: Duration,
 }
+
+/// How long hints skip a service that failed to answer, by default.
+pub const BREAKER_COOLDOWN: Duration = Duration::from_secs(5);
 
 impl PlacementClient {
     /// A client for the service at `base` (e.g. `https://127.0.0.1:7300`),
@@ -237,7 +244,40 @@ impl PlacementClient {
             credentials: credentials.clone(),
             http,
             cache: Arc::new(Mutex::new(None)),
+            open_until: Arc::new(Mutex::new(None)),
+            cooldown: BREAKER_COOLDOWN,
         })
+    }
+
+    /// Skip the service for `cooldown` after it failed to answer a hint
+    /// (default [`BREAKER_COOLDOWN`]).
+    pub fn with_breaker_cooldown(mut self, cooldown: Duration) -> PlacementClient {
+        self.cooldown = cooldown;
+        self
+    }
+
+    /// Whether hints skip the service now (it failed within the cooldown).
+    pub fn breaker_open(&self) -> bool {
+        self.open_until.lock().ok().and_then(|o| *o).is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Record how the service answered a hint: a failure opens the breaker
+    /// (a hung service costs one timeout per cooldown, not one per hint); an
+    /// answer closes it.
+    fn breaker_saw(&self, failed: bool) {
+        if let Ok(mut o) = self.open_until.lock() {
+            *o = failed.then(|| Instant::now() + self.cooldown);
+        }
+    }
+
+    /// Ask the service for a hint unless the breaker is open.
+    async fn hint<B: Serialize, T: serde::de::DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        if self.breaker_open() {
+            return Err(Error::Unavailable("the placement service failed recently (circuit breaker open)".into()));
+        }
+        let answer = self.post_json(path, body).await;
+        self.breaker_saw(matches!(answer, Err(Error::Unavailable(_))));
+        answer
     }
 
     /// The credentials this client presents (other clients of the same
@@ -273,7 +313,7 @@ impl PlacementClient {
     /// The storage node for `request`: asked of the service, or elected
     /// locally on the cached topology when the service cannot be reached.
     pub async fn storage_hint(&self, request: &ElectionRequest) -> Result<(Decision, HintSource)> {
-        match self.post_json::<_, Decision>("/v1/hints/storage", request).await {
+        match self.hint::<_, Decision>("/v1/hints/storage", request).await {
             Ok(d) => {
                 if self.cached().is_none() {
                     let _ = self.refresh().await;
@@ -284,7 +324,7 @@ impl PlacementClient {
                 let Some((topology, t)) = self.cached() else {
                     return Err(Error::Unavailable(format!("{why}; and no topology is cached")));
                 };
-                tracing::warn!(%why, "placement service unreachable; electing on the cached topology");
+                tracing::debug!(%why, "placement service unreachable; electing on the cached topology");
                 Ok((elect(&topology.snapshot(t), request)?, HintSource::LocalCache))
             }
             Err(e) => Err(e),
@@ -293,7 +333,7 @@ impl PlacementClient {
 
     /// A node for a function.
     pub async fn function_hint(&self, request: &FunctionRequest) -> Result<(FunctionPlacement, HintSource)> {
-        match self.post_json::<_, FunctionPlacement>("/v1/hints/function", request).await {
+        match self.hint::<_, FunctionPlacement>("/v1/hints/function", request).await {
             Ok(p) => Ok((p, HintSource::Service)),
             Err(Error::Unavailable(why)) => {
                 let (topology, t) =

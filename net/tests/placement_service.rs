@@ -93,3 +93,47 @@ async fn hints_slos_errors_and_local_fallback() {
     orphan.seed(testbed());
     assert_eq!(orphan.storage_hint(&request(100_000, 100.0)).await.unwrap().1, HintSource::LocalCache);
 }
+
+/// A hung placement service (it accepts connections and never answers):
+/// the first hint pays the client's timeout and elects locally; the breaker
+/// then skips the service, so the next hints are local at once; after the
+/// cooldown the service is asked again.
+#[tokio::test]
+async fn a_hung_service_costs_one_timeout_per_cooldown_not_one_per_hint() {
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = hung.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        loop {
+            let (c, _) = hung.accept().await.unwrap();
+            conns.push(c); // never read, never answered
+        }
+    });
+    let client = PlacementClient::new(
+        &format!("http://{addr}"),
+        &databelt_net::auth::Credentials::development(),
+        Duration::from_millis(300),
+    )
+    .unwrap()
+    .with_breaker_cooldown(Duration::from_millis(800));
+    client.seed(testbed());
+    let t = std::time::Instant::now();
+    let (_, src) = client.storage_hint(&request(1_000, 1000.0)).await.unwrap();
+    assert_eq!(src, HintSource::LocalCache);
+    assert!(t.elapsed() >= Duration::from_millis(250), "the first hint waited for the service");
+    assert!(client.breaker_open());
+    let t = std::time::Instant::now();
+    for _ in 0..20 {
+        let (_, src) = client.storage_hint(&request(1_000, 1000.0)).await.unwrap();
+        assert_eq!(src, HintSource::LocalCache);
+        let (_, src) = client
+            .function_hint(&FunctionRequest { near: "sat2".into(), cpu: 0.0, memory_mb: 0.0, kinds: Vec::new() })
+            .await
+            .unwrap();
+        assert_eq!(src, HintSource::LocalCache);
+    }
+    assert!(t.elapsed() < Duration::from_millis(200), "40 hints with the breaker open took {:?}", t.elapsed());
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(!client.breaker_open(), "half-open after the cooldown: the next hint asks the service again");
+    held.abort();
+}
