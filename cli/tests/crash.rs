@@ -47,12 +47,17 @@ struct NodeProc {
 
 impl NodeProc {
     fn start(&mut self, placement: &str) {
+        self.start_with(placement, &[]);
+    }
+
+    fn start_with(&mut self, placement: &str, flags: &[&str]) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let child = bin()
             .args(["serve", "--listen", &self.addr, "--node-id", self.id, "--placement", placement])
             .arg("--data-dir")
             .arg(&self.data)
             .args(["--insecure-dev-no-auth"])
+            .args(flags)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log)
@@ -100,7 +105,9 @@ async fn wait_for(http: &reqwest::Client, addr: &str, path: &str) {
     }
 }
 
-fn workflow(dir: &Path, release: &Path) -> PathBuf {
+/// The wildfire workflow over the four nodes; `extra` is added to every
+/// step (e.g. `max_wait_ms = 2000`).
+fn workflow(dir: &Path, release: &Path, extra: &str) -> PathBuf {
     let mut text = String::from("name = \"wildfire\"\n");
     for (name, component, node, after) in [
         ("preprocess", "wildfire_preprocess", "s1", ""),
@@ -110,7 +117,7 @@ fn workflow(dir: &Path, release: &Path) -> PathBuf {
     ] {
         let after = if after.is_empty() { String::new() } else { format!("after = [\"{after}\"]\n") };
         text += &format!(
-            "[[step]]\nname = \"{name}\"\ncomponent = \"{}\"\nnode = \"{node}\"\ntmax_ms = 1000\n{after}",
+            "[[step]]\nname = \"{name}\"\ncomponent = \"{}\"\nnode = \"{node}\"\ntmax_ms = 1000\n{after}{extra}\n",
             release.join(format!("{component}.wasm")).display()
         );
     }
@@ -135,21 +142,17 @@ fn leftovers(data: &Path) -> Vec<String> {
     left
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runs_finish_exactly_once_while_nodes_and_clients_are_killed() {
-    let release = common::guests_dir();
-    let runs: usize = std::env::var("DATABELT_CRASH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(16);
-    let dir = tempfile::tempdir().unwrap();
-    databelt_net::tls::install_default_provider();
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-
+/// The placement service and one `databelt serve` process per node (redb
+/// state under `dir/<node>`), all up; returns the nodes, the placement
+/// process and its URL.
+async fn continuum(dir: &Path, http: &reqwest::Client) -> (Vec<NodeProc>, Placement, String) {
     let mut nodes: Vec<NodeProc> = NODES
         .iter()
         .map(|id| NodeProc {
             id,
             addr: free_addr(),
-            data: dir.path().join(id),
-            log: dir.path().join(format!("{id}.log")),
+            data: dir.join(id),
+            log: dir.join(format!("{id}.log")),
             child: None,
         })
         .collect();
@@ -161,35 +164,45 @@ async fn runs_finish_exactly_once_while_nodes_and_clients_are_killed() {
     for (a, b) in [("cloud", "s1"), ("s1", "s2"), ("s2", "s3")] {
         scenario += &format!("[[link]]\na = \"{a}\"\nb = \"{b}\"\nlatency_ms = 5\nbandwidth_mbps = 1000\n");
     }
-    std::fs::write(dir.path().join("scenario.toml"), scenario).unwrap();
+    std::fs::write(dir.join("scenario.toml"), scenario).unwrap();
     let paddr = free_addr();
-    let _placement = Placement(
+    let placement = Placement(
         bin()
             .args(["placement", "--listen", &paddr, "--insecure-dev-no-auth", "--scenario"])
-            .arg(dir.path().join("scenario.toml"))
+            .arg(dir.join("scenario.toml"))
             .arg("--data-dir")
-            .arg(dir.path().join("placement"))
+            .arg(dir.join("placement"))
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
-    wait_for(&http, &paddr, "/v1/topology").await;
-    let placement = format!("http://{paddr}");
+    wait_for(http, &paddr, "/v1/topology").await;
+    let url = format!("http://{paddr}");
     for n in &mut nodes {
-        n.start(&placement);
+        n.start(&url);
     }
     for n in &nodes {
-        wait_up(&http, &n.addr).await;
+        wait_up(http, &n.addr).await;
     }
+    (nodes, placement, url)
+}
 
-    // Deploy once, with the CLI.
-    let out = bin()
-        .arg("deploy")
-        .arg(workflow(dir.path(), &release))
-        .args(["--node", &nodes[0].addr, "--insecure-dev-no-auth"])
-        .output()
-        .unwrap();
+/// `databelt deploy` of the workflow file at `path` through node `addr`.
+fn deploy(addr: &str, path: &Path) {
+    let out = bin().arg("deploy").arg(path).args(["--node", addr, "--insecure-dev-no-auth"]).output().unwrap();
     assert!(out.status.success(), "deploy: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_finish_exactly_once_while_nodes_and_clients_are_killed() {
+    let release = common::guests_dir();
+    let runs: usize = std::env::var("DATABELT_CRASH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(16);
+    let dir = tempfile::tempdir().unwrap();
+    databelt_net::tls::install_default_provider();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+
+    let (mut nodes, _placement, placement) = continuum(dir.path(), &http).await;
+    deploy(&nodes[0].addr, &workflow(dir.path(), &release, ""));
 
     let input = json!({"seed": 42, "tiles": 16, "side": 64});
     let mut started: Vec<(String, String)> = Vec::new(); // (run, origin address)
@@ -325,4 +338,72 @@ async fn runs_finish_exactly_once_while_nodes_and_clients_are_killed() {
     );
     assert_eq!(count, runs as i64, "the last step's counter equals the number of runs");
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// A frozen node (SIGSTOP) never hangs a run: while it is frozen, the run
+/// waits for it up to the step's `max_wait_ms` (deliveries time out and back
+/// off), then fails with a record naming the step and the node; a node
+/// thawed within that time lets the run finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_node_costs_a_run_its_max_wait_never_forever() {
+    let release = common::guests_dir();
+    let dir = tempfile::tempdir().unwrap();
+    databelt_net::tls::install_default_provider();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let (mut nodes, _placement, url) = continuum(dir.path(), &http).await;
+    // A hand-off to a frozen peer gives up after 2 s without a byte.
+    for n in &mut nodes {
+        n.kill();
+        n.start_with(&url, &["--peer-read-timeout-ms", "2000"]);
+    }
+    for n in &nodes {
+        wait_up(&http, &n.addr).await;
+    }
+    deploy(&nodes[0].addr, &workflow(dir.path(), &release, "max_wait_ms = 2500"));
+    let signal = |node: &NodeProc, sig: &str| {
+        let pid = node.child.as_ref().unwrap().id().to_string();
+        assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
+    };
+    let start = |origin: String| {
+        let http = http.clone();
+        async move {
+            let r = http
+                .post(format!("http://{origin}/workflows/wildfire/runs?wait_ms=30000"))
+                .json(&json!({"seed": 42, "tiles": 16, "side": 64}))
+                .send()
+                .await
+                .unwrap();
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let s2 = &nodes[2];
+    assert_eq!(s2.id, "s2");
+
+    // Frozen for longer than max_wait_ms: the run fails, bounded.
+    signal(s2, "-STOP");
+    let t = Instant::now();
+    let record = start(nodes[0].addr.clone()).await;
+    let took = t.elapsed();
+    signal(s2, "-CONT");
+    assert_eq!(record["status"], "failed", "{record}");
+    assert_eq!(record["failure"]["step"], "mark", "{record}");
+    assert_eq!(record["failure"]["node"], "s2", "{record}");
+    assert!(
+        took < Duration::from_millis(2500 + 2 * 2000 + 3000),
+        "max_wait + one delivery timeout + backoff; took {took:?}"
+    );
+    eprintln!("frozen past max_wait: failed after {took:?}: {}", record["failure"]["message"]);
+
+    // Frozen for less: the run waits and finishes.
+    signal(s2, "-STOP");
+    let thaw = tokio::spawn({
+        let pid = s2.child.as_ref().unwrap().id().to_string();
+        async move {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+        }
+    });
+    let record = start(nodes[0].addr.clone()).await;
+    thaw.await.unwrap();
+    assert_eq!(record["status"], "succeeded", "{record}");
 }

@@ -331,9 +331,24 @@ impl PeerClient {
     /// whose requests time out after `connect_timeout` (connecting) and
     /// `timeout` (the whole request).
     pub fn new(credentials: &Credentials, connect_timeout: Duration, timeout: Duration) -> Result<PeerClient> {
+        PeerClient::with_read_timeout(credentials, connect_timeout, timeout, timeout)
+    }
+
+    /// [`PeerClient::new`], also giving up on a peer from which nothing has
+    /// arrived for `read_timeout` (a frozen or silently gone peer fails a
+    /// request after that, not after the whole request's `timeout`). Leave
+    /// it at `timeout` when the link may hold more than that much of a
+    /// request in flight (a user-space link emulator buffers whole bodies).
+    pub fn with_read_timeout(
+        credentials: &Credentials,
+        connect_timeout: Duration,
+        read_timeout: Duration,
+        timeout: Duration,
+    ) -> Result<PeerClient> {
         let http = credentials
             .client_builder()?
             .connect_timeout(connect_timeout)
+            .read_timeout(read_timeout)
             .timeout(timeout)
             .pool_idle_timeout(crate::http::CLIENT_POOL_IDLE)
             .build()

@@ -42,6 +42,11 @@ pub struct Args {
     /// This node's id, as functions and the continuum see it.
     #[arg(long)]
     node_id: Option<NodeId>,
+    /// Give up on a peer from which nothing has arrived for this long, ms
+    /// (a frozen or silently gone peer fails a hand-off after this, not
+    /// after the whole transfer's 60 s bound).
+    #[arg(long, default_value_t = 10_000)]
+    peer_read_timeout_ms: u64,
     #[command(flatten)]
     host: HostArgs,
     #[command(flatten)]
@@ -90,7 +95,7 @@ pub fn run(args: Args) -> Result<()> {
         let scheme = if security.server.tls.is_some() { "https" } else { "http" };
         eprintln!("databelt serving on {scheme}://{}", listener.local_addr()?);
         let steps = match &args.placement {
-            Some(url) => Some(join_continuum(&host, url, &security, &members).await?),
+            Some(url) => Some(join_continuum(&host, url, &security, &members, args.peer_read_timeout_ms).await?),
             None => None,
         };
         databelt_net::api::serve_node(host, steps, security.server, listener, ctrl_c()).await.context("server failed")
@@ -99,7 +104,13 @@ pub fn run(args: Args) -> Result<()> {
 
 /// The step executor of this host as a node of the continuum whose
 /// placement service is at `url`; `members` become the topology's nodes.
-async fn join_continuum(host: &Host, url: &str, security: &MemberSecurity, members: &Members) -> Result<StepExecutor> {
+async fn join_continuum(
+    host: &Host,
+    url: &str,
+    security: &MemberSecurity,
+    members: &Members,
+    peer_read_timeout_ms: u64,
+) -> Result<StepExecutor> {
     let placement = PlacementClient::new(url, &security.client, Duration::from_secs(2))?;
     let view = placement.refresh().await.with_context(|| format!("placement service at {url}"))?;
     let id = host.config().node_id.clone();
@@ -107,7 +118,8 @@ async fn join_continuum(host: &Host, url: &str, security: &MemberSecurity, membe
         bail!("node id `{id}` is not in the placement service's topology (set it with --node-id)");
     }
     members.set(view.topology.nodes.iter().map(|n| n.id.as_str()));
-    let peers = PeerClient::new(&security.client, Duration::from_secs(2), Duration::from_secs(60))?;
+    let read = Duration::from_millis(peer_read_timeout_ms.max(1));
+    let peers = PeerClient::with_read_timeout(&security.client, Duration::from_secs(2), read, Duration::from_secs(60))?;
     let continuum = Continuum::new(&id, host.state().clone(), peers, placement);
     Ok(StepExecutor::new(host.clone(), continuum))
 }

@@ -292,6 +292,20 @@ fn out_key(run: &RunId, step: &str, what: &str, target: &str) -> String {
     format!("out/{run}/{step}/{what}/{target}")
 }
 
+/// `e` and its causes on one line, each once.
+fn with_causes(e: &Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let c = cause.to_string();
+        if !text.ends_with(&c) {
+            text = format!("{text}: {c}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// Whether another attempt may succeed.
 fn retryable(kind: ErrorKind) -> bool {
     matches!(
@@ -758,7 +772,7 @@ impl DurableRuns {
                         step: inv.step.to_string(),
                         node: o.target.clone(),
                         kind: e.kind().as_str().to_string(),
-                        message: format!("could not deliver the step for {} ms: {e}", waited),
+                        message: format!("could not deliver the step for {waited} ms: {}", with_causes(&e)),
                     };
                     writes.push(self.outgoing(
                         out_key(&inv.run, &inv.step, "report-failed", &inv.origin),
@@ -915,7 +929,7 @@ impl DurableRuns {
                     step: name.to_string(),
                     node: self.here().to_string(),
                     kind: error.cause_kind().as_str().to_string(),
-                    message: format!("{error} (attempt {attempt})"),
+                    message: format!("{} (attempt {attempt})", with_causes(&error)),
                 };
                 let writes = vec![
                     Write::Delete { key: key(format!("inbox/{run}/{name}")) },
