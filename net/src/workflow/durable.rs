@@ -67,6 +67,9 @@ use crate::workflow::protocol::{RUN_SCOPE, StepInput, StepRequest, StepResult, S
 /// Times a step runs again after losing its commit to a concurrent one.
 const MAX_CONFLICTS: u32 = 64;
 
+/// Resolves once a step's inbox entry is flushed: whether it was written.
+type InboxFlush = tokio::sync::oneshot::Receiver<bool>;
+
 /// The reserved scope holding a host's durable run records.
 pub const WORKFLOW_SCOPE: &str = "databelt.workflow";
 
@@ -829,56 +832,65 @@ impl DurableRuns {
         let tier = self.tier().clone();
         let ttl = self.inner.config.retention_ms;
         let mut attempt = 0;
-        let complete = loop {
-            let (tier, invocation, after) = (tier.clone(), invocation.clone(), after.clone());
+        loop {
+            let (view_tier, incoming, after) = (tier.clone(), invocation.clone(), after.clone());
+            // Merge the share into the inbox entry (staged; not yet written).
             let merged = blocking(move || {
-                let (view, staged) = tier.staged();
-                let done = view.exists(WORKFLOW_SCOPE, &format!("done/{}/{}", invocation.run, invocation.step))?;
-                let ended = view.exists(WORKFLOW_SCOPE, &format!("ended/{}", invocation.run))?;
+                let (view, staged) = view_tier.staged();
+                let done = view.exists(WORKFLOW_SCOPE, &format!("done/{}/{}", incoming.run, incoming.step))?;
+                let ended = view.exists(WORKFLOW_SCOPE, &format!("ended/{}", incoming.run))?;
                 if done || ended {
-                    return Ok(false);
+                    return Ok(None);
                 }
-                let inbox = format!("inbox/{}/{}", invocation.run, invocation.step);
+                let inbox = format!("inbox/{}/{}", incoming.run, incoming.step);
                 let mut merged = match view.get(WORKFLOW_SCOPE, &inbox)? {
                     Some(bytes) => decode::<Invocation>(&bytes, "inbox entry")?,
-                    None => invocation.clone(),
+                    None => incoming.clone(),
                 };
-                for h in &invocation.handed {
+                for h in &incoming.handed {
                     if !merged.handed.iter().any(|(p, _, _)| *p == h.0) {
                         merged.handed.push(h.clone());
                     }
                 }
-                for l in &invocation.run_states {
+                for l in &incoming.run_states {
                     merged.run_states.retain(|m| m.key != l.key);
                     merged.run_states.push(l.clone());
                 }
                 if merged.input.is_none() {
-                    merged.input = invocation.input.clone();
+                    merged.input = incoming.input.clone();
                 }
                 let complete = after.iter().all(|p| merged.handed.iter().any(|(q, _, _)| q == p));
-                view.set(
-                    WORKFLOW_SCOPE,
-                    &inbox,
-                    encode(&merged)?,
-                    SetOptions { ttl_ms: Some(ttl), if_not_exists: false },
-                )?;
-                tier.commit_staged(&staged, Vec::new(), &[])?;
-                Ok(complete)
+                let options = SetOptions { ttl_ms: Some(ttl), if_not_exists: false };
+                view.set(WORKFLOW_SCOPE, &inbox, encode(&merged)?, options)?;
+                Ok(Some((staged, merged, complete)))
             })
-            .await;
-            match merged {
-                Err(e) if e.kind() == ErrorKind::Conflict && attempt < 16 => attempt += 1,
-                other => break other?,
+            .await?;
+            let Some((staged, merged, complete)) = merged else { return Ok(()) };
+            // A complete entry's step starts now, while the entry is being
+            // flushed; it commits only once the entry is durable (and runs
+            // from the store again if it never became so).
+            let durable = complete.then(|| {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                self.spawn_step(run.clone(), name.clone(), Some((merged, rx)));
+                tx
+            });
+            let commit_tier = tier.clone();
+            let written = blocking(move || commit_tier.commit_staged(&staged, Vec::new(), &[])).await;
+            if let Some(tx) = durable {
+                let _ = tx.send(written.is_ok());
             }
-        };
-        if complete {
-            self.spawn_step(run, name);
+            match written {
+                Err(e) if e.kind() == ErrorKind::Conflict && attempt < 16 => attempt += 1,
+                Err(e) => return Err(e),
+                Ok(()) => return Ok(()),
+            }
         }
-        Ok(())
     }
 
-    /// Run step `name` of `run` from its inbox entry, unless it is running.
-    fn spawn_step(&self, run: RunId, name: StepName) {
+    /// Run step `name` of `run` unless it is running here: from `first`
+    /// (an entry being flushed, and whether it became durable) the first
+    /// time, else from its inbox entry.
+    fn spawn_step(&self, run: RunId, name: StepName, first: Option<(Invocation, InboxFlush)>) {
         let Ok(mut running) = self.inner.running.lock() else { return };
         if !running.insert((run.clone(), name.clone())) {
             return;
@@ -886,7 +898,7 @@ impl DurableRuns {
         drop(running);
         let runs = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = runs.run_step(&run, &name).await {
+            if let Err(e) = runs.run_step(&run, &name, first).await {
                 tracing::warn!(%run, step = %name, error = %e, "running a step");
             }
             if let Ok(mut running) = runs.inner.running.lock() {
@@ -898,17 +910,21 @@ impl DurableRuns {
 
     /// Run a step whose inbox entry is complete and commit it, retrying
     /// what may succeed again; a step that cannot run fails its run.
-    async fn run_step(&self, run: &RunId, name: &StepName) -> Result<()> {
+    async fn run_step(&self, run: &RunId, name: &StepName, mut first: Option<(Invocation, InboxFlush)>) -> Result<()> {
         let (mut attempt, mut conflicts) = (0, 0u32);
         loop {
-            let Some(invocation) = self.read::<Invocation>(&format!("inbox/{run}/{name}"), "inbox entry")? else {
-                return Ok(()); // committed meanwhile, or forgotten
+            let (invocation, flush) = match first.take() {
+                Some((invocation, flush)) => (invocation, Some(flush)),
+                None => match self.read::<Invocation>(&format!("inbox/{run}/{name}"), "inbox entry")? {
+                    Some(invocation) => (invocation, None),
+                    None => return Ok(()), // committed meanwhile, or forgotten
+                },
             };
             // A step that lost a commit to a concurrent one runs again, and
             // from its second conflict on, one such step at a time on this
             // host: contended keys make progress instead of thrashing.
             let serial = if conflicts >= 2 { Some(self.inner.serial.lock().await) } else { None };
-            let outcome = self.try_step(&invocation).await;
+            let outcome = self.try_step(&invocation, flush).await;
             drop(serial);
             let error = match outcome {
                 Ok(()) => return Ok(()),
@@ -953,7 +969,7 @@ impl DurableRuns {
 
     /// One attempt of a step: run it with its writes staged, then commit
     /// them with its records, successors' invocations and report.
-    async fn try_step(&self, invocation: &Invocation) -> Result<()> {
+    async fn try_step(&self, invocation: &Invocation, flush: Option<InboxFlush>) -> Result<()> {
         let loaded = self.loaded(&invocation.workflow)?;
         let step = loaded.step(&invocation.step)?;
         let (run, name) = (&invocation.run, &invocation.step);
@@ -1055,6 +1071,13 @@ impl DurableRuns {
             Some(self.inner.config.retention_ms),
             None,
         )?);
+        if let Some(flush) = flush
+            && !flush.await.unwrap_or(false)
+        {
+            // The inbox entry it started from was never written: run again
+            // from the store (the conflict path).
+            return Err(Error::Conflict("the step's inbox entry was not written".into()));
+        }
         blocking(move || tier.commit_staged(&staged, extra, std::slice::from_ref(&done))).await?;
         self.inner.wake.notify_one();
         Ok(())
@@ -1185,7 +1208,7 @@ impl DurableRuns {
             let Ok(loaded) = self.loaded(&invocation.workflow) else { continue };
             let Ok(step) = loaded.step(&invocation.step) else { continue };
             if step.after.iter().all(|p| invocation.handed.iter().any(|(q, _, _)| q == p)) {
-                self.spawn_step(invocation.run.clone(), invocation.step.clone());
+                self.spawn_step(invocation.run.clone(), invocation.step.clone(), None);
             }
         }
         self.inner.wake.notify_one();

@@ -102,6 +102,7 @@ impl StepExecutor {
         validate(&request)?;
         let info = self.host.function(&request.function)?;
         let mut step = StepRun::new(self, &request)?;
+        step.staged = staged.clone();
         let started = Instant::now();
         let input = std::mem::replace(&mut request.input, StepInput::Inline(Vec::new()));
         let (input, inputs) = step.read_inputs(input, &request.sole_reader, &request.fallbacks).await?;
@@ -235,6 +236,8 @@ struct StepRun<'a> {
     sandbox: Option<Sandbox>,
     local: StateTier,
     counters: StateCounters,
+    /// The step's staged tier, in a durable run.
+    staged: Option<StateTier>,
 }
 
 impl<'a> StepRun<'a> {
@@ -258,6 +261,7 @@ impl<'a> StepRun<'a> {
             sandbox,
             local,
             counters: StateCounters::default(),
+            staged: None,
         })
     }
 
@@ -485,7 +489,9 @@ impl<'a> StepRun<'a> {
                 }
             }
             if request.durable {
-                let tier = self.executor.host.state().clone();
+                // In a durable run the copy is staged and written by the
+                // step's commit (one flush for both); otherwise now.
+                let tier = self.staged.clone().unwrap_or_else(|| self.executor.host.state().clone());
                 let (copy, ttl) = (entries.clone(), request.ttl_ms);
                 let bytes: u64 = copy.iter().map(|(_, v)| v.len() as u64).sum();
                 blocking(move || {
