@@ -563,6 +563,7 @@ impl DurableRuns {
             failure: None,
             capability: capability.clone(),
         };
+        let mut direct = Vec::new();
         let mut writes =
             vec![put_record(format!("run/{run}"), encode(&record)?, Some(deadline + self.inner.config.retention_ms))];
         for s in entries {
@@ -577,10 +578,10 @@ impl DurableRuns {
                 handed: Vec::new(),
                 run_states: Vec::new(),
             };
-            writes.push(self.outgoing_invocation(&loaded, s, invocation).await?);
+            writes.push(self.outgoing_invocation(s, invocation, &mut direct).await?);
         }
         self.apply(writes)?;
-        self.inner.wake.notify_one();
+        self.send_now(direct);
         Ok(run)
     }
 
@@ -633,15 +634,14 @@ impl DurableRuns {
 
     async fn outgoing_invocation(
         &self,
-        loaded: &Loaded,
         s: &databelt_placement::Step,
         invocation: Invocation,
+        direct: &mut Vec<(String, Outgoing)>,
     ) -> Result<Write> {
         let target = self.node_for(s).await;
         let movable = matches!(s.node, StepNode::Placement).then(|| vec![target.clone()]);
         let k = out_key(&invocation.run, &s.name, &format!("invoke-from-{}", self.here()), "step");
-        let _ = loaded;
-        self.outgoing(k, target, Message::Invoke(invocation), s.max_wait_ms, movable)
+        self.outgoing_direct(k, target, Message::Invoke(invocation), s.max_wait_ms, movable, direct)
     }
 
     fn outgoing(
@@ -663,6 +663,42 @@ impl DurableRuns {
             movable,
         };
         Ok(put_record(k, encode(&o)?, Some(now + self.inner.config.retention_ms)))
+    }
+
+    /// A message its writer sends itself right after its commit: the
+    /// delivery loop leaves it alone for one delivery timeout (and takes it
+    /// over if it is still there then).
+    fn outgoing_direct(
+        &self,
+        k: String,
+        target: String,
+        message: Message,
+        max_wait_ms: Option<u64>,
+        movable: Option<Vec<String>>,
+        direct: &mut Vec<(String, Outgoing)>,
+    ) -> Result<Write> {
+        let write = self.outgoing(k.clone(), target, message, max_wait_ms, movable)?;
+        let Write::Put { key, value, expires_at_ms } = write else { return Ok(write) };
+        let mut o: Outgoing = decode(&value, "outgoing message")?;
+        o.next_ms = o.first_ms + self.inner.config.delivery_timeout.as_millis() as u64 + 1000;
+        let value = encode(&o)?;
+        direct.push((k, o));
+        Ok(Write::Put { key, value, expires_at_ms })
+    }
+
+    /// Send messages just committed by their writer; each one acknowledged
+    /// is deleted, the others are left to the delivery loop.
+    fn send_now(&self, direct: Vec<(String, Outgoing)>) {
+        for (k, o) in direct {
+            let runs = self.clone();
+            tokio::spawn(async move {
+                if runs.send(&o.target, &o.message).await.is_ok() {
+                    let _ = runs.apply(vec![Write::Delete { key: key(k) }]);
+                } else {
+                    runs.inner.wake.notify_one();
+                }
+            });
+        }
     }
 
     // ------------------------------------------------------------- delivery
@@ -1029,6 +1065,7 @@ impl DurableRuns {
             Write::Put { key: done.clone(), value: encode(&result)?, expires_at_ms: Some(expires) },
             Write::Delete { key: key(format!("inbox/{run}/{name}")) },
         ];
+        let mut direct = Vec::new();
         let mut run_states = invocation.run_states.clone();
         for l in &result.run_states {
             run_states.retain(|m| m.key != l.key);
@@ -1056,20 +1093,22 @@ impl DurableRuns {
                 run_states: run_states.clone(),
             };
             let movable = matches!(c.node, StepNode::Placement).then(|| vec![succ.node.clone()]);
-            extra.push(self.outgoing(
+            extra.push(self.outgoing_direct(
                 out_key(run, &c.name, &format!("invoke-from-{name}"), "step"),
                 succ.node.clone(),
                 Message::Invoke(share),
                 c.max_wait_ms,
                 movable,
+                &mut direct,
             )?);
         }
-        extra.push(self.outgoing(
+        extra.push(self.outgoing_direct(
             out_key(run, name, "report-done", &invocation.origin),
             invocation.origin.clone(),
             Message::Report(run.clone(), RunEvent::StepDone { step: name.clone(), result }),
             Some(self.inner.config.retention_ms),
             None,
+            &mut direct,
         )?);
         if let Some(flush) = flush
             && !flush.await.unwrap_or(false)
@@ -1079,7 +1118,7 @@ impl DurableRuns {
             return Err(Error::Conflict("the step's inbox entry was not written".into()));
         }
         blocking(move || tier.commit_staged(&staged, extra, std::slice::from_ref(&done))).await?;
-        self.inner.wake.notify_one();
+        self.send_now(direct);
         Ok(())
     }
 
