@@ -440,6 +440,7 @@ impl PeerClient {
         value: Vec<u8>,
         ttl_ms: Option<u64>,
     ) -> Result<()> {
+        fail::fail_point!("peer-push", |_| Err(Error::Unavailable(format!("peer {peer}: fail point peer-push"))));
         let url = self.url(peer, scope, key)?;
         let mut req = self.for_run(self.http.put(url), run_id).body(value);
         if let Some(ttl) = ttl_ms {
@@ -483,6 +484,7 @@ impl PeerClient {
     /// Store many entries of one scope in `place` on `peer`, atomically, in
     /// one request; returns once the peer has stored them and said so.
     pub async fn batch_put_to(&self, peer: &str, run_id: &RunId, place: Place, req: &BatchPut) -> Result<()> {
+        fail::fail_point!("peer-push", |_| Err(Error::Unavailable(format!("peer {peer}: fail point peer-push"))));
         self.post_postcard(peer, run_id, place, "batch-put", req).await.map(|_| ())
     }
 

@@ -33,12 +33,16 @@
 //!    go; a tombstone keeps late deliveries from reviving it. Records and
 //!    tombstones expire after the retention period.
 //!
+//! Fault points (`fail` crate, compiled in with the `failpoints` feature,
+//! for tests): `step-before-commit`, `step-after-commit` (committed, not yet
+//! handed on), `run-forget`, and `peer-push` in the peer client.
+//!
 //! Deliveries back off exponentially (bounded); an unreachable step node is
 //! waited for up to the step's `max_wait_ms`, then a step placed by the
 //! placement service moves to another node and a pinned step fails the run
 //! with a record naming the step, the node and the last error.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -356,7 +360,9 @@ struct Inner {
     http: reqwest::Client,
     config: DurableConfig,
     defs: Mutex<HashMap<String, Arc<Loaded>>>,
-    running: Mutex<HashSet<(RunId, StepName)>>,
+    /// Steps running here, and whether one must look at its inbox entry
+    /// again when it is done.
+    running: Mutex<HashMap<(RunId, StepName), bool>>,
     /// Held by steps that lost commits to concurrent ones.
     serial: tokio::sync::Mutex<()>,
     wake: tokio::sync::Notify,
@@ -384,7 +390,7 @@ impl DurableRuns {
                 http,
                 config,
                 defs: Mutex::new(HashMap::new()),
-                running: Mutex::new(HashSet::new()),
+                running: Mutex::new(HashMap::new()),
                 serial: tokio::sync::Mutex::new(()),
                 wake: tokio::sync::Notify::new(),
                 changed: tokio::sync::Notify::new(),
@@ -692,10 +698,15 @@ impl DurableRuns {
         for (k, o) in direct {
             let runs = self.clone();
             tokio::spawn(async move {
-                if runs.send(&o.target, &o.message).await.is_ok() {
-                    let _ = runs.apply(vec![Write::Delete { key: key(k) }]);
-                } else {
-                    runs.inner.wake.notify_one();
+                match runs.send(&o.target, &o.message).await {
+                    Ok(()) => {
+                        let _ = runs.apply(vec![Write::Delete { key: key(k) }]);
+                    }
+                    Err(e) => {
+                        // Back off from now, as the delivery loop would.
+                        let _ = runs.after_failure(k, o, e);
+                        runs.inner.wake.notify_one();
+                    }
                 }
             });
         }
@@ -918,7 +929,15 @@ impl DurableRuns {
             match written {
                 Err(e) if e.kind() == ErrorKind::Conflict && attempt < 16 => attempt += 1,
                 Err(e) => return Err(e),
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    if complete {
+                        // The entry is durable now: make sure a run of the
+                        // step reads it, even if the one started above gave
+                        // up before the flush ended.
+                        self.spawn_step(run, name, None);
+                    }
+                    return Ok(());
+                }
             }
         }
     }
@@ -928,17 +947,28 @@ impl DurableRuns {
     /// time, else from its inbox entry.
     fn spawn_step(&self, run: RunId, name: StepName, first: Option<(Invocation, InboxFlush)>) {
         let Ok(mut running) = self.inner.running.lock() else { return };
-        if !running.insert((run.clone(), name.clone())) {
+        if let Some(again) = running.get_mut(&(run.clone(), name.clone())) {
+            // Running: it looks at the inbox once more before it stops.
+            *again = true;
             return;
         }
+        running.insert((run.clone(), name.clone()), false);
         drop(running);
         let runs = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = runs.run_step(&run, &name, first).await {
-                tracing::warn!(%run, step = %name, error = %e, "running a step");
-            }
-            if let Ok(mut running) = runs.inner.running.lock() {
-                running.remove(&(run, name));
+            let mut first = first;
+            loop {
+                if let Err(e) = runs.run_step(&run, &name, first.take()).await {
+                    tracing::warn!(%run, step = %name, error = %e, "running a step");
+                }
+                let Ok(mut running) = runs.inner.running.lock() else { break };
+                match running.get_mut(&(run.clone(), name.clone())) {
+                    Some(again) if *again => *again = false,
+                    _ => {
+                        running.remove(&(run.clone(), name.clone()));
+                        break;
+                    }
+                }
             }
             runs.inner.wake.notify_one();
         });
@@ -1110,6 +1140,7 @@ impl DurableRuns {
             None,
             &mut direct,
         )?);
+        fail::fail_point!("step-before-commit", |_| Err(Error::Unavailable("fail point step-before-commit".into())));
         if let Some(flush) = flush
             && !flush.await.unwrap_or(false)
         {
@@ -1118,6 +1149,8 @@ impl DurableRuns {
             return Err(Error::Conflict("the step's inbox entry was not written".into()));
         }
         blocking(move || tier.commit_staged(&staged, extra, std::slice::from_ref(&done))).await?;
+        // Committed, not yet handed on: the delivery loop sends it later.
+        fail::fail_point!("step-after-commit", |_| Ok(()));
         self.send_now(direct);
         Ok(())
     }
@@ -1125,30 +1158,55 @@ impl DurableRuns {
     /// Apply a step's report to the run record (origin); end the run when
     /// it is complete or failed.
     fn report(&self, run: &RunId, event: RunEvent) -> Result<()> {
-        let Some(mut record) = self.record(run)? else { return Ok(()) };
-        if record.status != RunStatus::Running {
-            return Ok(());
-        }
-        let loaded = self.loaded(&record.workflow)?;
-        match event {
-            RunEvent::StepDone { step, result } => {
-                if !record.steps.iter().any(|(s, _)| *s == step) {
-                    record.steps.push((step, result));
+        self.update_record(run, |record, loaded| {
+            match &event {
+                RunEvent::StepDone { step, result } => {
+                    if record.steps.iter().any(|(s, _)| s == step) {
+                        return false;
+                    }
+                    record.steps.push((step.clone(), result.clone()));
+                    if loaded.workflow.steps.iter().all(|s| record.steps.iter().any(|(d, _)| *d == s.name)) {
+                        record.status = RunStatus::Succeeded;
+                    }
                 }
-                if loaded.workflow.steps.iter().all(|s| record.steps.iter().any(|(d, _)| *d == s.name)) {
-                    record.status = RunStatus::Succeeded;
+                RunEvent::Failed(failure) => {
+                    record.status = RunStatus::Failed;
+                    record.failure = Some(failure.clone());
                 }
             }
-            RunEvent::Failed(failure) => {
-                record.status = RunStatus::Failed;
-                record.failure = Some(failure);
-            }
-        }
-        self.save_and_maybe_end(record)
+            true
+        })
     }
 
-    /// Save `record`; when it has ended, send every node a `forget`.
-    fn save_and_maybe_end(&self, mut record: RunRecord) -> Result<()> {
+    /// Change the record of a running run with `change` (which says whether
+    /// it changed anything) and save it, in a transaction that conflicts
+    /// with any other change of the record since it was read (reports
+    /// arrive concurrently); when the run has ended, send every node a
+    /// `forget` in the same transaction.
+    fn update_record(&self, run: &RunId, mut change: impl FnMut(&mut RunRecord, &Loaded) -> bool) -> Result<()> {
+        let tier = self.tier();
+        for _ in 0..MAX_CONFLICTS {
+            let (view, staged) = tier.staged();
+            let Some(bytes) = view.get(WORKFLOW_SCOPE, &format!("run/{run}"))? else { return Ok(()) };
+            let mut record: RunRecord = decode(&bytes, "run record")?;
+            if record.status != RunStatus::Running {
+                return Ok(());
+            }
+            let loaded = self.loaded(&record.workflow)?;
+            if !change(&mut record, &loaded) {
+                return Ok(());
+            }
+            match tier.commit_staged(&staged, self.record_writes(record)?, &[]) {
+                Err(e) if e.kind() == ErrorKind::Conflict => continue,
+                other => return other,
+            }
+        }
+        Err(Error::Conflict(format!("the record of run `{run}` kept changing")))
+    }
+
+    /// The writes that save `record`, and when it has ended, send every
+    /// node a `forget`.
+    fn record_writes(&self, mut record: RunRecord) -> Result<Vec<Write>> {
         let retention = self.inner.config.retention_ms;
         let mut writes = Vec::new();
         if record.status != RunStatus::Running {
@@ -1166,7 +1224,7 @@ impl DurableRuns {
         }
         let expires = record.finished_ms.unwrap_or(record.deadline_ms) + retention;
         writes.push(put_record(format!("run/{}", record.run), encode(&record)?, Some(expires)));
-        self.apply(writes)
+        Ok(writes)
     }
 
     /// Fail runs of this origin whose deadline passed.
@@ -1175,29 +1233,30 @@ impl DurableRuns {
         let ended = blocking(move || {
             let now = now_ms();
             let mut ended = 0;
-            for mut record in runs.records(1000)? {
+            for record in runs.records(1000)? {
                 if record.status != RunStatus::Running || record.deadline_ms > now {
                     continue;
                 }
-                let loaded = runs.loaded(&record.workflow)?;
-                let pending: Vec<String> = loaded
-                    .workflow
-                    .steps
-                    .iter()
-                    .filter(|s| !record.steps.iter().any(|(d, _)| *d == s.name))
-                    .map(|s| match &s.node {
-                        StepNode::Fixed(n) => format!("`{}` (node `{n}`)", s.name),
-                        StepNode::Placement => format!("`{}` (placed by the service)", s.name),
-                    })
-                    .collect();
-                record.status = RunStatus::Failed;
-                record.failure = Some(Failure {
-                    step: pending.first().cloned().unwrap_or_default(),
-                    node: String::new(),
-                    kind: ErrorKind::Timeout.as_str().to_string(),
-                    message: format!("the run's deadline passed with steps {} not done", pending.join(", ")),
-                });
-                runs.save_and_maybe_end(record)?;
+                runs.update_record(&record.run, |record, loaded| {
+                    let pending: Vec<String> = loaded
+                        .workflow
+                        .steps
+                        .iter()
+                        .filter(|s| !record.steps.iter().any(|(d, _)| *d == s.name))
+                        .map(|s| match &s.node {
+                            StepNode::Fixed(n) => format!("`{}` (node `{n}`)", s.name),
+                            StepNode::Placement => format!("`{}` (placed by the service)", s.name),
+                        })
+                        .collect();
+                    record.status = RunStatus::Failed;
+                    record.failure = Some(Failure {
+                        step: pending.first().cloned().unwrap_or_default(),
+                        node: String::new(),
+                        kind: ErrorKind::Timeout.as_str().to_string(),
+                        message: format!("the run's deadline passed with steps {} not done", pending.join(", ")),
+                    });
+                    true
+                })?;
                 ended += 1;
             }
             Ok(ended)
@@ -1212,6 +1271,7 @@ impl DurableRuns {
 
     /// Delete everything of `run` on this host and leave a tombstone.
     fn forget(&self, run: &RunId) -> Result<()> {
+        fail::fail_point!("run-forget", |_| Err(Error::Unavailable("fail point run-forget".into())));
         let executor = &self.inner.executor;
         executor.capabilities().forget(run);
         executor.continuum().peers().drop_run(run);
