@@ -61,11 +61,14 @@ pub struct InvokeOptions {
     /// A workflow step passes a staged tier ([`StateTier::staged`]) so its
     /// writes commit atomically with the step.
     pub state: Option<StateTier>,
+    /// This invocation's deadline, ms; it can only shorten the host's
+    /// `deadline_ms` (a workflow step's own `deadline_ms`). `None`: the host's.
+    pub deadline_ms: Option<u64>,
 }
 
 impl Default for InvokeOptions {
     fn default() -> Self {
-        InvokeOptions { run_id: None, validate_input: true, run_scope: None, state: None }
+        InvokeOptions { run_id: None, validate_input: true, run_scope: None, state: None, deadline_ms: None }
     }
 }
 
@@ -103,6 +106,8 @@ struct InvocationState {
     table: ResourceTable,
     databelt: DatabeltCtx,
     limiter: MemoryLimiter,
+    /// This invocation's deadline, ms.
+    deadline_ms: u64,
 }
 
 impl WasiView for InvocationState {
@@ -509,7 +514,14 @@ impl Host {
             };
             let slot = self.inner.slots.acquire()?;
             let described = {
-                let (mut store, instance) = self.instantiate(&pre, invocation, self.inner.tier.clone(), None, None)?;
+                let (mut store, instance) = self.instantiate(
+                    &pre,
+                    invocation,
+                    self.inner.tier.clone(),
+                    None,
+                    None,
+                    self.inner.config.deadline_ms,
+                )?;
                 let r = instance.databelt_state_handler().call_describe(&mut store);
                 r.map_err(|e| self.classify(&store, e))
             };
@@ -575,6 +587,7 @@ impl Host {
         tier: StateTier,
         run_scope: Option<RunScope>,
         grants: Option<Arc<ScopeGrants>>,
+        deadline_ms: u64,
     ) -> Result<(Store<InvocationState>, Function)> {
         let inner = &self.inner;
         let mut wasi = WasiCtxBuilder::new();
@@ -595,10 +608,11 @@ impl Host {
                 None => DatabeltCtx::new(tier, invocation).with_successor_check(check).with_grants(grants),
             },
             limiter: MemoryLimiter { max_memory: inner.config.max_memory_bytes as usize, refused: false },
+            deadline_ms,
         };
         let mut store = Store::new(&inner.engine, state);
         store.limiter(|s| &mut s.limiter);
-        let ticks = inner.config.deadline_ms.div_ceil(inner.config.epoch_tick_ms);
+        let ticks = deadline_ms.div_ceil(inner.config.epoch_tick_ms).max(1);
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
         let instance = pre.instantiate(&mut store).map_err(|e| self.classify(&store, e))?;
@@ -611,7 +625,7 @@ impl Host {
             return Error::MemoryLimitExceeded(self.inner.config.max_memory_bytes);
         }
         match e.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => Error::DeadlineExceeded(self.inner.config.deadline_ms),
+            Some(Trap::Interrupt) => Error::DeadlineExceeded(store.data().deadline_ms),
             Some(_) => Error::Trap(one_line(&e)),
             None => Error::Runtime(one_line(&e)),
         }
@@ -657,7 +671,9 @@ impl Host {
                 step,
                 node_id: self.inner.config.node_id.clone(),
             };
-            let called = self.call_once(&loaded, invocation, &input, &run_scope, options.state.as_ref())?;
+            let deadline =
+                options.deadline_ms.map_or(self.inner.config.deadline_ms, |d| d.min(self.inner.config.deadline_ms));
+            let called = self.call_once(&loaded, invocation, &input, &run_scope, options.state.as_ref(), deadline)?;
             steps.push(StepReport { function: function.clone(), step, duration: started.elapsed() });
             state_ops.add(&called.ops);
             for key in called.run_written {
@@ -689,9 +705,10 @@ impl Host {
         input: &[u8],
         run_scope: &RunScope,
         state: Option<&StateTier>,
+        deadline_ms: u64,
     ) -> Result<Called> {
         let slot = self.inner.slots.acquire()?;
-        let called = self.call_in_slot(loaded, invocation, input, run_scope, state);
+        let called = self.call_in_slot(loaded, invocation, input, run_scope, state, deadline_ms);
         drop(slot);
         called
     }
@@ -703,10 +720,12 @@ impl Host {
         input: &[u8],
         run_scope: &RunScope,
         state: Option<&StateTier>,
+        deadline_ms: u64,
     ) -> Result<Called> {
         let grants = loaded.info.scopes.clone().map(Arc::new);
         let tier = state.unwrap_or(&self.inner.tier).clone();
-        let (mut store, instance) = self.instantiate(&loaded.pre, invocation, tier, Some(run_scope.clone()), grants)?;
+        let (mut store, instance) =
+            self.instantiate(&loaded.pre, invocation, tier, Some(run_scope.clone()), grants, deadline_ms)?;
         let result =
             instance.databelt_state_handler().call_handle(&mut store, input).map_err(|e| self.classify(&store, e))?;
         match result {

@@ -19,6 +19,7 @@
 //! tmax_ms = 150
 //! after = ["preprocess"]          # predecessors; several = fan-in
 //! max_wait_ms = 30000             # durable runs: wait this long for the node
+//! deadline_ms = 2000              # the function's own deadline (≤ the host's)
 //! ```
 
 use std::collections::HashMap;
@@ -79,6 +80,11 @@ pub struct Step {
     /// `None`: the host's default.
     #[serde(default)]
     pub max_wait_ms: Option<u64>,
+    /// The step's own deadline for its function, ms; it can only shorten
+    /// the host's `deadline_ms`. A step past it fails that attempt (in a
+    /// durable run it runs again, up to the host's attempts).
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
 }
 
 /// A workflow: a DAG of steps.

@@ -217,3 +217,27 @@ async fn fan_in_waits_for_every_predecessor_and_a_failing_step_fails_the_run_wit
     assert_eq!(record["failure"]["node"], "s2");
     until_clean(&cluster).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_past_its_own_deadline_runs_again_then_fails_the_run_with_a_record() {
+    let (cluster, dir) = common::chain_cluster().await;
+    let path = dir.path().join("slow.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "name = \"slow\"\n[[step]]\nname = \"spin\"\ncomponent = \"{}\"\nnode = \"s1\"\ntmax_ms = 1000\ndeadline_ms = 30\n",
+            common::guest("kv_probe").display()
+        ),
+    )
+    .unwrap();
+    deploy(&cluster, "cloud", &path).await;
+    // Far more gets than 30 ms allow.
+    let op = json!({"TimeGets": {"scope": "s", "key": "k", "n": 2_000_000_000u32}});
+    let t = Instant::now();
+    let (_, record) = start(&cluster, "cloud", "slow", &op, "?wait_ms=30000").await;
+    assert_eq!(record["status"], "failed", "{record}");
+    assert_eq!(record["failure"]["kind"], "deadline-exceeded", "{record}");
+    assert!(record["failure"]["message"].as_str().unwrap().contains("attempt 5"), "{record}");
+    assert!(t.elapsed() < Duration::from_secs(10), "bounded: {:?}", t.elapsed());
+    until_clean(&cluster).await;
+}

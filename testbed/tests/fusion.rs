@@ -282,6 +282,7 @@ async fn a_forged_zero_ttl_cannot_drop_another_runs_sandbox() {
         sole_reader: Vec::new(),
         run_states: Vec::new(),
         fallbacks: Vec::new(),
+        deadline_ms: None,
     };
     // Sent by a node of the continuum: authenticated, and still harmless.
     let node = &s2.security.client;

@@ -258,6 +258,7 @@ async fn malformed_step_requests_are_refused_and_change_nothing() {
         sole_reader: Vec::new(),
         run_states: Vec::new(),
         fallbacks: Vec::new(),
+        deadline_ms: None,
     };
     let bad = |f: &dyn Fn(&mut StepRequest)| {
         let mut r = good.clone();

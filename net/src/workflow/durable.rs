@@ -319,6 +319,7 @@ fn retryable(kind: ErrorKind) -> bool {
         kind,
         ErrorKind::Unavailable
             | ErrorKind::Timeout
+            | ErrorKind::DeadlineExceeded
             | ErrorKind::Conflict
             | ErrorKind::Storage
             | ErrorKind::Unauthenticated
@@ -1084,6 +1085,7 @@ impl DurableRuns {
             sole_reader,
             run_states: invocation.run_states.clone(),
             fallbacks,
+            deadline_ms: step.deadline_ms,
         };
         let tier = executor.host().state().clone();
         let (staged_tier, staged) = tier.staged();

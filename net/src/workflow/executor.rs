@@ -442,6 +442,7 @@ impl<'a> StepRun<'a> {
             validate_input: true,
             run_scope: Some(run_scope),
             state,
+            deadline_ms: request.deadline_ms,
         };
         let outcome = blocking(move || host.invoke(&function, &input, options)).await?;
         let ops = outcome.state_ops;

@@ -89,6 +89,8 @@ pub struct StepRequest {
     /// Durable copies of handed inputs, read when the copy an input's
     /// locator names is gone (durable runs: the producer's store).
     pub fallbacks: Vec<Locator>,
+    /// The step's own deadline, ms (only shortens the host's).
+    pub deadline_ms: Option<u64>,
 }
 
 /// How one input state was read.

@@ -32,6 +32,7 @@ struct Prepared {
     node: StepNode,
     tmax_ms: f64,
     after: Vec<StepName>,
+    deadline_ms: Option<u64>,
 }
 
 /// Options of one run.
@@ -206,6 +207,7 @@ impl Runner {
                 node: s.node.clone(),
                 tmax_ms: s.tmax_ms,
                 after: s.after.clone(),
+                deadline_ms: s.deadline_ms,
             });
         }
         let http = placement
@@ -475,6 +477,7 @@ impl Runner {
             sole_reader,
             run_states: run.run_states.clone(),
             fallbacks: Vec::new(),
+            deadline_ms: s.deadline_ms,
         })
     }
 

@@ -61,6 +61,7 @@ fn main() {
         sole_reader: vec![true],
         run_states: vec![locator],
         fallbacks: Vec::new(),
+        deadline_ms: None,
     };
     write(&dir, "handed", &postcard::to_stdvec(&request).unwrap());
     let inline = StepRequest { input: StepInput::Inline(vec![3, 1, 2, 3]), successors: vec![], ..request };
