@@ -241,3 +241,60 @@ async fn a_step_past_its_own_deadline_runs_again_then_fails_the_run_with_a_recor
     assert!(t.elapsed() < Duration::from_secs(10), "bounded: {:?}", t.elapsed());
     until_clean(&cluster).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placed_step_whose_node_is_gone_moves_to_another_node() {
+    // s1 is too hot to take functions, so the placement step after a step
+    // on s1 goes to its nearest neighbour, s2 — which is down.
+    let mut toml = String::new();
+    for id in ["cloud", "s1", "s2", "s3"] {
+        let kind = if id == "cloud" { "cloud" } else { "satellite" };
+        let hot = match id {
+            "s1" => "resources = { battery_pct = 100, temperature_c = 90, max_temperature_c = 60 }\n",
+            "cloud" => "",
+            _ => "resources = { battery_pct = 100 }\n",
+        };
+        toml += &format!("[[node]]\nid = \"{id}\"\nkind = \"{kind}\"\naddress = \"127.0.0.1:0\"\n{hot}");
+    }
+    for (a, b, lat) in [("cloud", "s1", 60), ("s1", "s2", 10), ("s2", "s3", 10)] {
+        toml += &format!("[[link]]\na = \"{a}\"\nb = \"{b}\"\nlatency_ms = {lat}\nbandwidth_mbps = 40\n");
+    }
+    let (mut host, dir) = common::temp_config();
+    host.backend = databelt_host::BackendConfig::Memory;
+    let options = databelt_testbed::ClusterOptions {
+        placement_listen: "127.0.0.1:0".parse().unwrap(),
+        host,
+        data_dir: dir.path().to_path_buf(),
+        peer_timeout: Duration::from_secs(5),
+        advertise: None,
+        emulate: None,
+        insecure_development: false,
+    };
+    let mut cluster =
+        databelt_testbed::Cluster::start(databelt_placement::Topology::from_toml(&toml).unwrap(), options)
+            .await
+            .unwrap();
+    let path = dir.path().join("moving.toml");
+    let stage = common::guest("stage");
+    std::fs::write(
+        &path,
+        format!(
+            "name = \"moving\"\n[[step]]\nname = \"a\"\ncomponent = \"{0}\"\nnode = \"s1\"\ntmax_ms = 1000\n\
+             [[step]]\nname = \"b\"\ncomponent = \"{0}\"\nnode = \"placement\"\ntmax_ms = 1000\nafter = [\"a\"]\nmax_wait_ms = 500\n",
+            stage.display()
+        ),
+    )
+    .unwrap();
+    deploy(&cluster, "cloud", &path).await;
+    // Where b goes while every node is up: s2.
+    let input = json!({"trail": [], "data": [1], "resize": null});
+    let (_, record) = start(&cluster, "cloud", "moving", &input, "?wait_ms=20000").await;
+    assert_eq!(record["outputs"]["b"]["trail"], json!(["moving-a@s1", "moving-b@s2"]), "{record}");
+    cluster.node_mut("s2").unwrap().stop();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_, record) = start(&cluster, "cloud", "moving", &input, "?wait_ms=20000").await;
+    assert_eq!(record["status"], "succeeded", "{record}");
+    let trail = &record["outputs"]["b"]["trail"];
+    assert_eq!(trail[0], "moving-a@s1", "{record}");
+    assert_ne!(trail[1], "moving-b@s2", "b moved off the node that is down: {record}");
+}
