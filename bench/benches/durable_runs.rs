@@ -37,25 +37,6 @@ fn topology() -> Topology {
     Topology::from_toml(&toml).unwrap()
 }
 
-fn workflow(dir: &std::path::Path) -> std::path::PathBuf {
-    let mut text = String::from("name = \"wildfire\"\n");
-    for (name, component, node, after) in [
-        ("preprocess", "wildfire_preprocess", "s1", ""),
-        ("mark", "wildfire_detect", "s2", "preprocess"),
-        ("confirm", "wildfire_detect", "s3", "mark"),
-        ("alarm", "wildfire_alarm", "cloud", "confirm"),
-    ] {
-        let after = if after.is_empty() { String::new() } else { format!("after = [\"{after}\"]\n") };
-        text += &format!(
-            "[[step]]\nname = \"{name}\"\ncomponent = \"{}\"\nnode = \"{node}\"\ntmax_ms = 1000\n{after}",
-            common::guest(component).display()
-        );
-    }
-    let path = dir.join("wildfire.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 fn main() {
     let runs: usize = std::env::var("DATABELT_DURABLE_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -71,7 +52,7 @@ fn main() {
             insecure_development: false,
         };
         let cluster = Cluster::start(topology(), options).await.unwrap();
-        let path = workflow(dir.path());
+        let path = common::write_wildfire(dir.path(), "");
         let runner = cluster.runner(&path, Some(common::workspace().join("target/guests/cwasm-cache"))).await.unwrap();
         runner.deploy().await.unwrap();
         let input_json = json!({"seed": 42, "tiles": 16, "side": 64});

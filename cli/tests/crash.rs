@@ -105,27 +105,6 @@ async fn wait_for(http: &reqwest::Client, addr: &str, path: &str) {
     }
 }
 
-/// The wildfire workflow over the four nodes; `extra` is added to every
-/// step (e.g. `max_wait_ms = 2000`).
-fn workflow(dir: &Path, release: &Path, extra: &str) -> PathBuf {
-    let mut text = String::from("name = \"wildfire\"\n");
-    for (name, component, node, after) in [
-        ("preprocess", "wildfire_preprocess", "s1", ""),
-        ("mark", "wildfire_detect", "s2", "preprocess"),
-        ("confirm", "wildfire_detect", "s3", "mark"),
-        ("alarm", "wildfire_alarm", "cloud", "confirm"),
-    ] {
-        let after = if after.is_empty() { String::new() } else { format!("after = [\"{after}\"]\n") };
-        text += &format!(
-            "[[step]]\nname = \"{name}\"\ncomponent = \"{}\"\nnode = \"{node}\"\ntmax_ms = 1000\n{after}{extra}\n",
-            release.join(format!("{component}.wasm")).display()
-        );
-    }
-    let path = dir.join("wildfire.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 /// Keys of unfinished work left in a node's run log (definitions, run
 /// records and tombstones expire by retention), and its hand-off states.
 fn leftovers(data: &Path) -> Vec<String> {
@@ -195,14 +174,13 @@ fn deploy(addr: &str, path: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_finish_exactly_once_while_nodes_and_clients_are_killed() {
-    let release = common::guests_dir();
     let runs: usize = std::env::var("DATABELT_CRASH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(16);
     let dir = tempfile::tempdir().unwrap();
     databelt_net::tls::install_default_provider();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
 
     let (mut nodes, _placement, placement) = continuum(dir.path(), &http).await;
-    deploy(&nodes[0].addr, &workflow(dir.path(), &release, ""));
+    deploy(&nodes[0].addr, &common::write_wildfire(dir.path(), ""));
 
     let input = json!({"seed": 42, "tiles": 16, "side": 64});
     let mut started: Vec<(String, String)> = Vec::new(); // (run, origin address)
@@ -346,7 +324,6 @@ async fn runs_finish_exactly_once_while_nodes_and_clients_are_killed() {
 /// thawed within that time lets the run finish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_node_costs_a_run_its_max_wait_never_forever() {
-    let release = common::guests_dir();
     let dir = tempfile::tempdir().unwrap();
     databelt_net::tls::install_default_provider();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
@@ -359,7 +336,7 @@ async fn a_frozen_node_costs_a_run_its_max_wait_never_forever() {
     for n in &nodes {
         wait_up(&http, &n.addr).await;
     }
-    deploy(&nodes[0].addr, &workflow(dir.path(), &release, "max_wait_ms = 2500"));
+    deploy(&nodes[0].addr, &common::write_wildfire(dir.path(), "max_wait_ms = 2500"));
     let signal = |node: &NodeProc, sig: &str| {
         let pid = node.child.as_ref().unwrap().id().to_string();
         assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());

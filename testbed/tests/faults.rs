@@ -12,49 +12,15 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use databelt_net::workflow::durable::{Bundle, WORKFLOW_SCOPE};
+use databelt_net::workflow::durable::Bundle;
 use databelt_placement::Workflow;
-use databelt_testbed::Cluster;
 use serde_json::{Value, json};
-
-fn wildfire(dir: &std::path::Path) -> std::path::PathBuf {
-    let mut text = String::from("name = \"wildfire\"\n");
-    for (name, component, node, after) in [
-        ("preprocess", "wildfire_preprocess", "s1", ""),
-        ("mark", "wildfire_detect", "s2", "preprocess"),
-        ("confirm", "wildfire_detect", "s3", "mark"),
-        ("alarm", "wildfire_alarm", "cloud", "confirm"),
-    ] {
-        let after = if after.is_empty() { String::new() } else { format!("after = [\"{after}\"]\n") };
-        text += &format!(
-            "[[step]]\nname = \"{name}\"\ncomponent = \"{}\"\nnode = \"{node}\"\ntmax_ms = 1000\n{after}",
-            common::guest(component).display()
-        );
-    }
-    let path = dir.join("wildfire.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn leftovers(cluster: &Cluster) -> Vec<String> {
-    let mut left = Vec::new();
-    for n in &cluster.nodes {
-        let keys = n.host.state().list_keys(WORKFLOW_SCOPE, "", None, Some(1000)).unwrap().keys;
-        left.extend(
-            keys.into_iter()
-                .filter(|k| !(k.starts_with("def/") || k.starts_with("run/") || k.starts_with("ended/")))
-                .map(|k| format!("{}:{k}", n.id)),
-        );
-        left.extend(n.executor.live_runs().unwrap().into_iter().map(|r| format!("{}:state of {r}", n.id)));
-    }
-    left
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_points_cost_retries_never_effects() {
     let scenario = fail::FailScenario::setup();
     let (cluster, dir) = common::chain_cluster().await;
-    let path = wildfire(dir.path());
+    let path = common::write_wildfire(dir.path(), "");
     let toml = std::fs::read_to_string(&path).unwrap();
     let wf = Workflow::from_toml(&toml).unwrap();
     let components = wf.steps.iter().map(|s| (s.name.clone(), std::fs::read(&s.component).unwrap())).collect();
@@ -94,7 +60,7 @@ async fn fault_points_cost_retries_never_effects() {
 
     let until = Instant::now() + Duration::from_secs(30);
     loop {
-        let left = leftovers(&cluster);
+        let left = common::leftovers(&cluster);
         if left.is_empty() {
             break;
         }

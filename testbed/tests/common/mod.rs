@@ -55,3 +55,21 @@ pub fn live_runs(cluster: &databelt_testbed::Cluster) -> Vec<(String, Vec<databe
         .filter(|(_, r)| !r.is_empty())
         .collect()
 }
+
+/// What a durable run may leave behind, over every node: run-log keys but
+/// the workflow definitions, run records and tombstones (which expire by
+/// retention), and hand-off states.
+pub fn leftovers(cluster: &databelt_testbed::Cluster) -> Vec<String> {
+    let scope = databelt_net::workflow::durable::WORKFLOW_SCOPE;
+    let mut left = Vec::new();
+    for n in &cluster.nodes {
+        let keys = n.host.state().list_keys(scope, "", None, Some(1000)).unwrap().keys;
+        left.extend(
+            keys.into_iter()
+                .filter(|k| !(k.starts_with("def/") || k.starts_with("run/") || k.starts_with("ended/")))
+                .map(|k| format!("{}:{k}", n.id)),
+        );
+        left.extend(n.executor.live_runs().unwrap().into_iter().map(|r| format!("{}:state of {r}", n.id)));
+    }
+    left
+}

@@ -112,3 +112,25 @@ pub fn peak_resident_bytes() -> u64 {
 pub fn reset_peak_resident() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
+
+/// The wildfire workflow (preprocess → mark → confirm → alarm) on nodes s1,
+/// s2, s3 and cloud, written to `dir/wildfire.toml` with the built
+/// components; `extra` is added to every step (e.g. `max_wait_ms = 2000`).
+pub fn write_wildfire(dir: &Path, extra: &str) -> PathBuf {
+    let mut text = String::from("name = \"wildfire\"\n");
+    for (name, component, node, after) in [
+        ("preprocess", "wildfire_preprocess", "s1", ""),
+        ("mark", "wildfire_detect", "s2", "preprocess"),
+        ("confirm", "wildfire_detect", "s3", "mark"),
+        ("alarm", "wildfire_alarm", "cloud", "confirm"),
+    ] {
+        let after = if after.is_empty() { String::new() } else { format!("after = [\"{after}\"]\n") };
+        text += &format!(
+            "[[step]]\nname = \"{name}\"\ncomponent = \"{}\"\nnode = \"{node}\"\ntmax_ms = 1000\n{after}{extra}\n",
+            guest(component).display()
+        );
+    }
+    let path = dir.join("wildfire.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
