@@ -89,6 +89,12 @@ pub struct HostConfig {
     /// per `purge_interval_ms`: the purge never holds up state calls for long).
     /// Default 1000.
     pub purge_batch: u32,
+    /// Durable runs this node keeps running as their origin; one more start
+    /// is refused with `unavailable` (503) until one ends. Default 10000.
+    pub max_durable_runs: u32,
+    /// Durable-run steps that run at once on this host; more wait, durable
+    /// in their inbox, for a turn. Default 64.
+    pub max_running_steps: u32,
 }
 
 impl Default for HostConfig {
@@ -114,6 +120,8 @@ impl Default for HostConfig {
             max_connections: 1024,
             purge_interval_ms: 1_000,
             purge_batch: 1_000,
+            max_durable_runs: 10_000,
+            max_running_steps: 64,
         }
     }
 }
@@ -214,6 +222,9 @@ impl HostConfig {
         }
         if self.purge_batch == 0 {
             return bad("purge_batch must be at least 1".into());
+        }
+        if self.max_durable_runs == 0 || self.max_running_steps == 0 {
+            return bad("max_durable_runs and max_running_steps must be at least 1".into());
         }
         if self.max_chain_steps == 0 {
             return bad("max_chain_steps must be at least 1".into());

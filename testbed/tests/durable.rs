@@ -296,3 +296,47 @@ async fn a_placed_step_whose_node_is_gone_moves_to_another_node() {
     assert_eq!(trail[0], "moving-a@s1", "{record}");
     assert_ne!(trail[1], "moving-b@s2", "b moved off the node that is down: {record}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_refuses_runs_past_its_limit_and_takes_them_again_once_one_ended() {
+    let (mut host, dir) = common::temp_config();
+    host.backend = databelt_host::BackendConfig::Memory;
+    host.max_durable_runs = 1;
+    let options = databelt_testbed::ClusterOptions {
+        placement_listen: "127.0.0.1:0".parse().unwrap(),
+        host,
+        data_dir: dir.path().to_path_buf(),
+        peer_timeout: Duration::from_secs(5),
+        advertise: None,
+        emulate: None,
+        insecure_development: false,
+    };
+    let cluster = databelt_testbed::Cluster::start(common::chain_topology(), options).await.unwrap();
+    let path = dir.path().join("slow.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "name = \"slow\"\n[[step]]\nname = \"spin\"\ncomponent = \"{}\"\nnode = \"s1\"\ntmax_ms = 1000\ndeadline_ms = 300\n",
+            common::guest("kv_probe").display()
+        ),
+    )
+    .unwrap();
+    deploy(&cluster, "cloud", &path).await;
+    // A run that keeps going for a while (five attempts past a 300 ms deadline).
+    let slow = json!({"TimeGets": {"scope": "s", "key": "k", "n": 2_000_000_000u32}});
+    let (status, first) = start(&cluster, "cloud", "slow", &slow, "").await;
+    assert_eq!(status, 202, "{first}");
+    let quick = json!({"Get": {"scope": "s", "key": "k"}});
+    let (status, refused) = start(&cluster, "cloud", "slow", &quick, "").await;
+    assert_eq!(status, 503, "{refused}");
+    assert_eq!(refused["error"], "unavailable");
+    assert!(refused["message"].as_str().unwrap().contains("max_durable_runs"), "{refused}");
+    // Another node takes it.
+    let (status, _) = start(&cluster, "s2", "slow", &quick, "?wait_ms=20000").await;
+    assert_eq!(status, 200);
+    let ended = show(&cluster, "cloud", first["run_id"].as_str().unwrap(), 20_000).await;
+    assert_eq!(ended["status"], "failed", "{ended}");
+    let (status, record) = start(&cluster, "cloud", "slow", &quick, "?wait_ms=20000").await;
+    assert_eq!((status, record["status"].as_str()), (200, Some("succeeded")), "{record}");
+    until_clean(&cluster).await;
+}

@@ -366,6 +366,10 @@ struct Inner {
     running: Mutex<HashMap<(RunId, StepName), bool>>,
     /// Held by steps that lost commits to concurrent ones.
     serial: tokio::sync::Mutex<()>,
+    /// Turns for steps to run (`max_running_steps`).
+    turns: Arc<tokio::sync::Semaphore>,
+    /// Runs started here and still running (`max_durable_runs`).
+    running_runs: std::sync::atomic::AtomicUsize,
     wake: tokio::sync::Notify,
     changed: tokio::sync::Notify,
     secret: [u8; 32],
@@ -375,6 +379,7 @@ impl DurableRuns {
     /// Durable runs executed by `executor`, whose continuum's placement
     /// client gives the topology and the credentials to reach other hosts.
     pub fn new(executor: StepExecutor, config: DurableConfig) -> Result<DurableRuns> {
+        let turns = executor.host().config().max_running_steps.max(1) as usize;
         let http = executor
             .continuum()
             .placement()
@@ -393,6 +398,8 @@ impl DurableRuns {
                 defs: Mutex::new(HashMap::new()),
                 running: Mutex::new(HashMap::new()),
                 serial: tokio::sync::Mutex::new(()),
+                turns: Arc::new(tokio::sync::Semaphore::new(turns)),
+                running_runs: std::sync::atomic::AtomicUsize::new(0),
                 wake: tokio::sync::Notify::new(),
                 changed: tokio::sync::Notify::new(),
                 secret: rand::random(),
@@ -548,6 +555,30 @@ impl DurableRuns {
         deadline_ms: Option<u64>,
     ) -> Result<RunId> {
         let loaded = self.loaded(workflow)?;
+        let max = self.inner.executor.host().config().max_durable_runs as usize;
+        let counted = self.inner.running_runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if counted >= max {
+            self.inner.running_runs.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            return Err(Error::Unavailable(format!(
+                "this node already has {max} durable runs running (max_durable_runs); try again later or start the run \
+                 on another node"
+            )));
+        }
+        let started = self.start_counted(&loaded, workflow, input, options, deadline_ms).await;
+        if started.is_err() {
+            self.inner.running_runs.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        started
+    }
+
+    async fn start_counted(
+        &self,
+        loaded: &Loaded,
+        workflow: &str,
+        input: Vec<u8>,
+        options: DurableRunOptions,
+        deadline_ms: Option<u64>,
+    ) -> Result<RunId> {
         let entries: Vec<&databelt_placement::Step> =
             loaded.workflow.steps.iter().filter(|s| s.after.is_empty()).collect();
         for s in &entries {
@@ -595,6 +626,23 @@ impl DurableRuns {
     /// The record of a run that started on this node.
     pub fn record(&self, run: &RunId) -> Result<Option<RunRecord>> {
         self.read(&format!("run/{run}"), "run record")
+    }
+
+    /// How many runs that started on this node are still running.
+    fn count_running(&self) -> Result<usize> {
+        let (mut running, mut cursor) = (0, None::<String>);
+        loop {
+            let page = self.tier().list_keys(WORKFLOW_SCOPE, "run/", cursor.as_deref(), Some(1000))?;
+            for k in &page.keys {
+                if self.read::<RunRecord>(k, "run record")?.is_some_and(|r| r.status == RunStatus::Running) {
+                    running += 1;
+                }
+            }
+            match page.cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(running),
+            }
+        }
     }
 
     /// The records of runs that started on this node (at most `limit`).
@@ -957,6 +1005,9 @@ impl DurableRuns {
         drop(running);
         let runs = self.clone();
         tokio::spawn(async move {
+            // Wait for a turn (the entry is durable meanwhile, or its
+            // sender still holds it).
+            let Ok(_turn) = runs.inner.turns.clone().acquire_owned().await else { return };
             let mut first = first;
             loop {
                 if let Err(e) = runs.run_step(&run, &name, first.take()).await {
@@ -1198,8 +1249,17 @@ impl DurableRuns {
             if !change(&mut record, &loaded) {
                 return Ok(());
             }
+            let ended = record.status != RunStatus::Running;
             match tier.commit_staged(&staged, self.record_writes(record)?, &[]) {
                 Err(e) if e.kind() == ErrorKind::Conflict => continue,
+                Ok(()) if ended => {
+                    let _ = self.inner.running_runs.fetch_update(
+                        std::sync::atomic::Ordering::SeqCst,
+                        std::sync::atomic::Ordering::SeqCst,
+                        |n| Some(n.saturating_sub(1)),
+                    );
+                    return Ok(());
+                }
                 other => return other,
             }
         }
@@ -1294,6 +1354,9 @@ impl DurableRuns {
     /// At start: run again every complete inbox entry (its step was
     /// interrupted), and deliver what is pending.
     async fn resume(&self) -> Result<()> {
+        let runs = self.clone();
+        let running = blocking(move || runs.count_running()).await?;
+        self.inner.running_runs.fetch_add(running, std::sync::atomic::Ordering::SeqCst);
         let runs = self.clone();
         let entries: Vec<Invocation> = blocking(move || {
             let mut v = Vec::new();
