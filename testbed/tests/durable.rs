@@ -340,3 +340,28 @@ async fn a_node_refuses_runs_past_its_limit_and_takes_them_again_once_one_ended(
     assert_eq!((status, record["status"].as_str()), (200, Some("succeeded")), "{record}");
     until_clean(&cluster).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_past_its_deadline_is_failed_by_its_origin_naming_the_steps_not_done() {
+    let (cluster, dir) = common::chain_cluster().await;
+    let path = dir.path().join("slow.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "name = \"slow\"\n[[step]]\nname = \"spin\"\ncomponent = \"{}\"\nnode = \"s1\"\ntmax_ms = 1000\ndeadline_ms = 400\n",
+            common::guest("kv_probe").display()
+        ),
+    )
+    .unwrap();
+    deploy(&cluster, "cloud", &path).await;
+    let slow = json!({"TimeGets": {"scope": "s", "key": "k", "n": 2_000_000_000u32}});
+    let t = Instant::now();
+    let (_, record) = start(&cluster, "cloud", "slow", &slow, "?deadline_ms=600&wait_ms=20000").await;
+    assert_eq!(record["status"], "failed", "{record}");
+    assert_eq!(record["failure"]["kind"], "timeout", "{record}");
+    let message = record["failure"]["message"].as_str().unwrap();
+    assert!(message.contains("deadline passed") && message.contains("`spin` (node `s1`)"), "{record}");
+    // Well before the step's own attempts would have given up (5 × 400 ms + backoff).
+    assert!(t.elapsed() < Duration::from_millis(2000), "{:?}", t.elapsed());
+    until_clean(&cluster).await;
+}

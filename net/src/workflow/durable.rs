@@ -604,6 +604,11 @@ impl DurableRuns {
         let mut direct = Vec::new();
         let mut writes =
             vec![put_record(format!("run/{run}"), encode(&record)?, Some(deadline + self.inner.config.retention_ms))];
+        writes.push(put_record(
+            format!("deadline/{run}"),
+            deadline.to_le_bytes().to_vec(),
+            Some(deadline + self.inner.config.retention_ms),
+        ));
         for s in entries {
             let invocation = Invocation {
                 run: run.clone(),
@@ -1046,7 +1051,10 @@ impl DurableRuns {
             drop(serial);
             let error = match outcome {
                 Ok(()) => return Ok(()),
-                Err(e) if e.kind() == ErrorKind::PreconditionFailed && e.to_string().contains("done/") => {
+                Err(e)
+                    if e.kind() == ErrorKind::PreconditionFailed
+                        && (e.to_string().contains("/done/") || e.to_string().contains("/ended/")) =>
+                {
                     return Ok(());
                 }
                 Err(e) => e,
@@ -1201,7 +1209,10 @@ impl DurableRuns {
             // from the store (the conflict path).
             return Err(Error::Conflict("the step's inbox entry was not written".into()));
         }
-        blocking(move || tier.commit_staged(&staged, extra, std::slice::from_ref(&done))).await?;
+        // Not if the step committed already, nor if its run has ended
+        // (failed by its deadline meanwhile): then nothing of it takes effect.
+        let guards = [done, key(format!("ended/{run}"))];
+        blocking(move || tier.commit_staged(&staged, extra, &guards)).await?;
         // Committed, not yet handed on: the delivery loop sends it later.
         fail::fail_point!("step-after-commit", |_| Ok(()));
         self.send_now(direct);
@@ -1285,6 +1296,9 @@ impl DurableRuns {
             }
         }
         let expires = record.finished_ms.unwrap_or(record.deadline_ms) + retention;
+        if record.status != RunStatus::Running {
+            writes.push(Write::Delete { key: key(format!("deadline/{}", record.run)) });
+        }
         writes.push(put_record(format!("run/{}", record.run), encode(&record)?, Some(expires)));
         Ok(writes)
     }
@@ -1295,11 +1309,20 @@ impl DurableRuns {
         let ended = blocking(move || {
             let now = now_ms();
             let mut ended = 0;
-            for record in runs.records(1000)? {
-                if record.status != RunStatus::Running || record.deadline_ms > now {
+            // A small index, `deadline/{run}` → the deadline, of the runs
+            // still running: no run record is read until its deadline passed.
+            for k in runs.keys("deadline/", 1000)? {
+                let Some(bytes) = runs.tier().get(WORKFLOW_SCOPE, &k)? else { continue };
+                let deadline = bytes.try_into().map(u64::from_le_bytes).unwrap_or(0);
+                let Some(run) = k.strip_prefix("deadline/").and_then(|r| RunId::new(r).ok()) else { continue };
+                if deadline > now {
                     continue;
                 }
-                runs.update_record(&record.run, |record, loaded| {
+                if !runs.record(&run)?.is_some_and(|r| r.status == RunStatus::Running) {
+                    runs.apply(vec![Write::Delete { key: key(k) }])?;
+                    continue;
+                }
+                runs.update_record(&run, |record, loaded| {
                     let pending: Vec<String> = loaded
                         .workflow
                         .steps
