@@ -398,6 +398,7 @@ async fn a_frozen_tls_peer_fails_a_push_within_its_timeout_and_recovers() {
     };
 
     signal("-STOP");
+    wait_stopped(child.id());
     // A fresh client: no pooled connection, so the handshake itself hangs.
     let fresh = PeerClient::new(&s1, Duration::from_millis(300), Duration::from_secs(2)).unwrap();
     for client in [&peers, &fresh] {
@@ -421,4 +422,18 @@ async fn a_frozen_tls_peer_fails_a_push_within_its_timeout_and_recovers() {
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(got, Some(vec![9]));
+}
+
+/// Wait until process `pid` is stopped (state `T` in `/proc/<pid>/stat`):
+/// `kill -STOP` returns before every thread of the process has stopped.
+fn wait_stopped(pid: u32) {
+    for _ in 0..200 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The state follows the command name, which is in parentheses.
+        if stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('T')) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("process {pid} did not stop");
 }

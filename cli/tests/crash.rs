@@ -338,8 +338,19 @@ async fn a_frozen_node_costs_a_run_its_max_wait_never_forever() {
     }
     deploy(&nodes[0].addr, &common::write_wildfire(dir.path(), "max_wait_ms = 2500"));
     let signal = |node: &NodeProc, sig: &str| {
-        let pid = node.child.as_ref().unwrap().id().to_string();
-        assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
+        let pid = node.child.as_ref().unwrap().id();
+        assert!(Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success());
+        if sig == "-STOP" {
+            // `kill` returns before every thread of the process has stopped.
+            for _ in 0..200 {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                if stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('T')) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            panic!("process {pid} did not stop");
+        }
     };
     let start = |origin: String| {
         let http = http.clone();
