@@ -3,6 +3,7 @@
 //! behaves the same.
 
 mod encoding;
+pub mod history;
 mod limits;
 mod memory;
 pub mod quota;

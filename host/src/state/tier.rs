@@ -442,8 +442,9 @@ impl StateTier {
     /// this tier's store, under the scopes' quotas. Fails with `conflict`,
     /// writing nothing, when an entry the step read has changed since; with
     /// `precondition-failed` when one of `absent` exists (a step's log record:
-    /// the step has already committed).
-    pub fn commit_staged(&self, staged: &StagedStore, extra: Vec<Write>, absent: &[ScopedKey]) -> Result<()> {
+    /// the step has already committed). Returns the versions given to the
+    /// `Put` writes: the staged ones (in key order), then `extra`'s.
+    pub fn commit_staged(&self, staged: &StagedStore, extra: Vec<Write>, absent: &[ScopedKey]) -> Result<Vec<u64>> {
         let StagedWrites { reads, writes } = staged.writes()?;
         let mut read: Vec<ScopedKey> = reads.iter().map(|(k, _)| k.clone()).collect();
         read.extend(absent.iter().cloned());
@@ -464,8 +465,7 @@ impl StateTier {
                 }
             }
             all.take().ok_or_else(|| Error::Other("transaction retried".into()))
-        })?;
-        Ok(())
+        })
     }
 
     /// Delete at most `limit` entries that have expired by now; returns how

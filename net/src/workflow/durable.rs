@@ -461,7 +461,7 @@ impl DurableRuns {
         }
         let tier = self.tier().clone();
         let staged = tier.staged().1;
-        tier.commit_staged(&staged, writes, &[])
+        tier.commit_staged(&staged, writes, &[]).map(|_| ())
     }
 
     fn loaded(&self, workflow: &str) -> Result<Arc<Loaded>> {
@@ -983,7 +983,7 @@ impl DurableRuns {
             match written {
                 Err(e) if e.kind() == ErrorKind::Conflict && attempt < 16 => attempt += 1,
                 Err(e) => return Err(e),
-                Ok(()) => {
+                Ok(_) => {
                     if complete {
                         // The entry is durable now: make sure a run of the
                         // step reads it, even if the one started above gave
@@ -1261,7 +1261,7 @@ impl DurableRuns {
                 return Ok(());
             }
             let ended = record.status != RunStatus::Running;
-            match tier.commit_staged(&staged, self.record_writes(record)?, &[]) {
+            match tier.commit_staged(&staged, self.record_writes(record)?, &[]).map(|_| ()) {
                 Err(e) if e.kind() == ErrorKind::Conflict => continue,
                 Ok(()) if ended => {
                     let _ = self.inner.running_runs.fetch_update(
