@@ -61,6 +61,32 @@ async fn show(cluster: &Cluster, node: &str, run: &str, wait_ms: u64) -> Value {
     r.json().await.unwrap()
 }
 
+/// A one-step workflow `slow` whose step `spin` (the kv-probe) runs on s1
+/// under its own deadline of `deadline_ms`.
+fn slow_workflow(dir: &Path, deadline_ms: u64) -> std::path::PathBuf {
+    let path = dir.join("slow.toml");
+    let text = format!(
+        "name = \"slow\"\n[[step]]\nname = \"spin\"\ncomponent = \"{}\"\nnode = \"s1\"\ntmax_ms = 1000\ndeadline_ms = {deadline_ms}\n",
+        common::guest("kv_probe").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A cluster of `topology` whose hosts are configured as `host`.
+async fn cluster_with(topology: databelt_placement::Topology, host: databelt_host::HostConfig, dir: &Path) -> Cluster {
+    let options = databelt_testbed::ClusterOptions {
+        placement_listen: "127.0.0.1:0".parse().unwrap(),
+        host,
+        data_dir: dir.to_path_buf(),
+        peer_timeout: Duration::from_secs(5),
+        advertise: None,
+        emulate: None,
+        insecure_development: false,
+    };
+    Cluster::start(topology, options).await.unwrap()
+}
+
 async fn until_clean(cluster: &Cluster) {
     let until = Instant::now() + Duration::from_secs(20);
     loop {
@@ -219,15 +245,7 @@ async fn fan_in_waits_for_every_predecessor_and_a_failing_step_fails_the_run_wit
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_past_its_own_deadline_runs_again_then_fails_the_run_with_a_record() {
     let (cluster, dir) = common::chain_cluster().await;
-    let path = dir.path().join("slow.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "name = \"slow\"\n[[step]]\nname = \"spin\"\ncomponent = \"{}\"\nnode = \"s1\"\ntmax_ms = 1000\ndeadline_ms = 30\n",
-            common::guest("kv_probe").display()
-        ),
-    )
-    .unwrap();
+    let path = slow_workflow(dir.path(), 30);
     deploy(&cluster, "cloud", &path).await;
     // Far more gets than 30 ms allow.
     let op = json!({"TimeGets": {"scope": "s", "key": "k", "n": 2_000_000_000u32}});
@@ -259,19 +277,7 @@ async fn a_placed_step_whose_node_is_gone_moves_to_another_node() {
     }
     let (mut host, dir) = common::temp_config();
     host.backend = databelt_host::BackendConfig::Memory;
-    let options = databelt_testbed::ClusterOptions {
-        placement_listen: "127.0.0.1:0".parse().unwrap(),
-        host,
-        data_dir: dir.path().to_path_buf(),
-        peer_timeout: Duration::from_secs(5),
-        advertise: None,
-        emulate: None,
-        insecure_development: false,
-    };
-    let mut cluster =
-        databelt_testbed::Cluster::start(databelt_placement::Topology::from_toml(&toml).unwrap(), options)
-            .await
-            .unwrap();
+    let mut cluster = cluster_with(databelt_placement::Topology::from_toml(&toml).unwrap(), host, dir.path()).await;
     let path = dir.path().join("moving.toml");
     let stage = common::guest("stage");
     std::fs::write(
@@ -302,25 +308,8 @@ async fn a_node_refuses_runs_past_its_limit_and_takes_them_again_once_one_ended(
     let (mut host, dir) = common::temp_config();
     host.backend = databelt_host::BackendConfig::Memory;
     host.max_durable_runs = 1;
-    let options = databelt_testbed::ClusterOptions {
-        placement_listen: "127.0.0.1:0".parse().unwrap(),
-        host,
-        data_dir: dir.path().to_path_buf(),
-        peer_timeout: Duration::from_secs(5),
-        advertise: None,
-        emulate: None,
-        insecure_development: false,
-    };
-    let cluster = databelt_testbed::Cluster::start(common::chain_topology(), options).await.unwrap();
-    let path = dir.path().join("slow.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "name = \"slow\"\n[[step]]\nname = \"spin\"\ncomponent = \"{}\"\nnode = \"s1\"\ntmax_ms = 1000\ndeadline_ms = 300\n",
-            common::guest("kv_probe").display()
-        ),
-    )
-    .unwrap();
+    let cluster = cluster_with(common::chain_topology(), host, dir.path()).await;
+    let path = slow_workflow(dir.path(), 300);
     deploy(&cluster, "cloud", &path).await;
     // A run that keeps going for a while (five attempts past a 300 ms deadline).
     let slow = json!({"TimeGets": {"scope": "s", "key": "k", "n": 2_000_000_000u32}});
@@ -344,15 +333,7 @@ async fn a_node_refuses_runs_past_its_limit_and_takes_them_again_once_one_ended(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_past_its_deadline_is_failed_by_its_origin_naming_the_steps_not_done() {
     let (cluster, dir) = common::chain_cluster().await;
-    let path = dir.path().join("slow.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "name = \"slow\"\n[[step]]\nname = \"spin\"\ncomponent = \"{}\"\nnode = \"s1\"\ntmax_ms = 1000\ndeadline_ms = 400\n",
-            common::guest("kv_probe").display()
-        ),
-    )
-    .unwrap();
+    let path = slow_workflow(dir.path(), 400);
     deploy(&cluster, "cloud", &path).await;
     let slow = json!({"TimeGets": {"scope": "s", "key": "k", "n": 2_000_000_000u32}});
     let t = Instant::now();
