@@ -5,12 +5,14 @@
 mod encoding;
 pub mod history;
 mod limits;
+pub mod locks;
 mod memory;
 pub mod quota;
 mod redb_store;
 mod sandbox;
 mod staged;
 mod tier;
+mod txn;
 
 pub use encoding::{decode_counter, decode_version, encode_counter, encode_version};
 pub use limits::StateLimits;
@@ -19,6 +21,7 @@ pub use redb_store::RedbStore;
 pub use sandbox::{Sandbox, Sandboxes};
 pub use staged::{StagedStore, StagedWrites};
 pub use tier::{CasOutcome, KeyPage, SetOptions, StateTier};
+pub use txn::{PreparedPart, TXN_SCOPE};
 
 use crate::error::Result;
 
@@ -41,7 +44,7 @@ impl Entry {
 }
 
 /// A key in a scope: what a transaction reads and writes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct ScopedKey {
     /// The scope.
     pub scope: String,
@@ -62,7 +65,7 @@ impl ScopedKey {
 }
 
 /// One mutation decided inside [`StateStore::transact`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Write {
     /// Store `value` under `key` with a fresh version.
     Put {

@@ -67,6 +67,25 @@ impl StagedStore {
         StagedStore { base, staged: Mutex::new(Staged::default()) }
     }
 
+    /// Stage `writes` as if the step had made them (they are not reads):
+    /// what earlier parts of the same transaction wrote on this host, so
+    /// that a later part reads them.
+    pub fn seed(&self, writes: &[Write]) -> Result<()> {
+        let mut staged = self.staged.lock().map_err(poisoned)?;
+        for w in writes {
+            staged.next_version += 1;
+            let version = PROVISIONAL + staged.next_version;
+            let entry = match w {
+                Write::Put { value, expires_at_ms, .. } => {
+                    Some(Entry { value: value.clone(), version, expires_at_ms: *expires_at_ms })
+                }
+                Write::Delete { .. } => None,
+            };
+            staged.writes.insert(w.key().clone(), entry);
+        }
+        Ok(())
+    }
+
     /// The reads and writes to commit (the store keeps them: a commit that
     /// fails can be retried or abandoned).
     pub fn writes(&self) -> Result<StagedWrites> {

@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::encoding::{decode_counter, decode_version, encode_counter};
 use databelt_types::ScopeName;
 
+use super::locks::{Access, LockTable};
 use super::quota::{ScopeQuota, Usage, entry_bytes};
 use super::staged::{StagedStore, StagedWrites};
 use super::{Entry, ScopedKey, StateLimits, StateStore, Write};
@@ -40,6 +41,10 @@ pub enum CasOutcome {
     Stale(Option<Entry>),
 }
 
+/// A plain state call: refused when it would write (or read-modify-write)
+/// a key a prepared transaction holds.
+const PLAIN: Option<Access<'static>> = Some(Access::Plain { validate_reads: false });
+
 type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 fn system_clock_ms() -> u64 {
@@ -50,12 +55,15 @@ fn system_clock_ms() -> u64 {
 /// interface. Cheap to clone; clones share the backend.
 #[derive(Clone)]
 pub struct StateTier {
-    store: Arc<dyn StateStore>,
+    pub(super) store: Arc<dyn StateStore>,
     limits: StateLimits,
     allowed_scopes: Option<Arc<[String]>>,
     clock: Clock,
     /// Usage of the scopes that have a quota, once scanned.
     usage: Arc<Mutex<HashMap<String, Usage>>>,
+    /// Keys held by prepared transaction parts; `None` until rebuilt from
+    /// the prepared records (on first use).
+    pub(super) locks: Arc<Mutex<Option<LockTable>>>,
 }
 
 impl std::fmt::Debug for StateTier {
@@ -73,6 +81,7 @@ impl StateTier {
             allowed_scopes: None,
             clock: Arc::new(system_clock_ms),
             usage: Arc::new(Mutex::new(HashMap::new())),
+            locks: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -93,7 +102,7 @@ impl StateTier {
         &self.limits
     }
 
-    fn now(&self) -> u64 {
+    pub(super) fn now(&self) -> u64 {
         (self.clock)()
     }
 
@@ -202,7 +211,34 @@ impl StateTier {
     /// each write's change of its scope's usage is exact); a write that
     /// would take a scope over its quota aborts the whole transaction with
     /// `quota-exceeded`.
-    fn transact(&self, read: &[ScopedKey], written: &[ScopedKey], decide: &mut super::Decide<'_>) -> Result<Vec<u64>> {
+    ///
+    /// With `access`, the transaction is refused with `conflict` when a
+    /// prepared transaction holds one of its keys against it (checked
+    /// inside the store's transaction, so atomically with every prepare).
+    pub(super) fn transact(
+        &self,
+        access: Option<Access<'_>>,
+        read: &[ScopedKey],
+        written: &[ScopedKey],
+        decide: &mut super::Decide<'_>,
+    ) -> Result<Vec<u64>> {
+        let Some(access) = access else { return self.transact_unchecked(read, written, decide) };
+        self.load_locks()?;
+        let locks = self.locks.clone();
+        self.transact_unchecked(read, written, &mut |current| {
+            if let Some(table) = locks.lock().map_err(|_| Error::Runtime("lock table poisoned".into()))?.as_ref() {
+                table.check(access, read, written)?;
+            }
+            decide(current)
+        })
+    }
+
+    fn transact_unchecked(
+        &self,
+        read: &[ScopedKey],
+        written: &[ScopedKey],
+        decide: &mut super::Decide<'_>,
+    ) -> Result<Vec<u64>> {
         let mut quotas: Vec<(String, ScopeQuota)> = Vec::new();
         for k in read.iter().chain(written) {
             if !quotas.iter().any(|(s, _)| *s == k.scope)
@@ -261,6 +297,15 @@ impl StateTier {
         result
     }
 
+    /// Count the usage of `scopes` afresh on their next write.
+    pub(super) fn forget_usage(&self, scopes: &[String]) {
+        if let Ok(mut usage) = self.usage.lock() {
+            for s in scopes {
+                usage.remove(s);
+            }
+        }
+    }
+
     /// The usage of `scope` as its quota counts it (`None`: no quota, or not
     /// counted yet).
     pub fn scope_usage(&self, scope: &str) -> Option<Usage> {
@@ -277,7 +322,7 @@ impl StateTier {
         let read: Vec<ScopedKey> = if opts.if_not_exists { vec![at.clone()] } else { Vec::new() };
         let mut value = Some(value);
         let written = [at.clone()];
-        let versions = self.transact(&read, &written, &mut |current| {
+        let versions = self.transact(PLAIN, &read, &written, &mut |current| {
             if opts.if_not_exists && current.first().is_some_and(|e| e.as_ref().is_some_and(|e| e.is_live(now))) {
                 return Err(Error::PreconditionFailed(format!("`{key}` exists (if-not-exists)")));
             }
@@ -291,7 +336,7 @@ impl StateTier {
     pub fn delete(&self, scope: &str, key: &str) -> Result<()> {
         self.check_key(key)?;
         let at = ScopedKey::new(scope, key);
-        self.transact(&[], std::slice::from_ref(&at), &mut |_| Ok(vec![Write::Delete { key: at.clone() }]))?;
+        self.transact(PLAIN, &[], std::slice::from_ref(&at), &mut |_| Ok(vec![Write::Delete { key: at.clone() }]))?;
         Ok(())
     }
 
@@ -337,7 +382,7 @@ impl StateTier {
         let written: Vec<ScopedKey> = entries.iter().map(|(k, _)| ScopedKey::new(scope, k.clone())).collect();
         let read: Vec<ScopedKey> = if opts.if_not_exists { written.clone() } else { Vec::new() };
         let mut entries = Some(entries);
-        self.transact(&read, &written, &mut |current| {
+        self.transact(PLAIN, &read, &written, &mut |current| {
             if let Some(i) = current.iter().position(|e| e.as_ref().is_some_and(|e| e.is_live(now))) {
                 return Err(Error::PreconditionFailed(format!("`{}` exists (if-not-exists)", read[i].key)));
             }
@@ -357,7 +402,7 @@ impl StateTier {
             self.check_key(k)?;
         }
         let written = ScopedKey::all_in(scope, &keys);
-        self.transact(&[], &written, &mut |_| {
+        self.transact(PLAIN, &[], &written, &mut |_| {
             Ok(written.iter().map(|key| Write::Delete { key: key.clone() }).collect())
         })?;
         Ok(())
@@ -369,7 +414,7 @@ impl StateTier {
         let now = self.now();
         let mut result = 0;
         let at = ScopedKey::new(scope, key);
-        self.transact(std::slice::from_ref(&at), &[], &mut |current| {
+        self.transact(PLAIN, std::slice::from_ref(&at), &[], &mut |current| {
             let live = current.first().cloned().flatten().filter(|e| e.is_live(now));
             let (old, expires_at_ms) = match &live {
                 Some(e) => (decode_counter(&e.value)?, e.expires_at_ms),
@@ -399,7 +444,7 @@ impl StateTier {
         let mut stale = None;
         let mut value = Some(value);
         let at = ScopedKey::new(scope, key);
-        let versions = self.transact(std::slice::from_ref(&at), &[], &mut |current| {
+        let versions = self.transact(PLAIN, std::slice::from_ref(&at), &[], &mut |current| {
             let live = current.first().cloned().flatten().filter(|e| e.is_live(now));
             let matches = match (&expected, &live) {
                 (None, None) => true,
@@ -434,6 +479,8 @@ impl StateTier {
             allowed_scopes: self.allowed_scopes.clone(),
             clock: self.clock.clone(),
             usage: Arc::new(Mutex::new(HashMap::new())),
+            // Staged writes touch nothing: locks are checked at the commit.
+            locks: Arc::new(Mutex::new(Some(LockTable::default()))),
         };
         (tier, staged)
     }
@@ -453,7 +500,8 @@ impl StateTier {
         let written: Vec<ScopedKey> = all.iter().map(|w| w.key().clone()).collect();
         let now = self.now();
         let mut all = Some(all);
-        self.transact(&read, &written, &mut |current| {
+        let access = Some(Access::Plain { validate_reads: true });
+        self.transact(access, &read, &written, &mut |current| {
             for ((key, seen), now_entry) in reads.iter().zip(current) {
                 if *seen != now_entry.as_ref().map(|e| e.version) {
                     return Err(Error::Conflict(format!("`{}/{}` changed after the step read it", key.scope, key.key)));
