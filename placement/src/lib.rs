@@ -23,4 +23,4 @@ pub use election::{Decision, ElectionRequest, PathNode, StayReason, elect};
 pub use error::{Error, Result};
 pub use hints::{FunctionPlacement, FunctionRequest, place_function};
 pub use topology::{Link, LiveLink, Node, NodeKind, Resources, Route, RouteHop, Snapshot, Topology, Window};
-pub use workflow::{Step, StepNode, Workflow};
+pub use workflow::{Step, StepNode, Transaction, Workflow};

@@ -20,6 +20,11 @@
 //! after = ["preprocess"]          # predecessors; several = fan-in
 //! max_wait_ms = 30000             # durable runs: wait this long for the node
 //! deadline_ms = 2000              # the function's own deadline (≤ the host's)
+//!
+//! [transaction]                   # durable runs: these steps commit all or nothing
+//! steps = ["preprocess", "detect"]
+//! retries = 5                     # whole-transaction retries after a conflict
+//! timeout_ms = 10000              # an attempt not prepared by then aborts
 //! ```
 
 use std::collections::HashMap;
@@ -105,6 +110,44 @@ pub struct Workflow {
     /// (durable with redb); default off.
     #[serde(default)]
     pub durable: bool,
+    /// Durable runs: steps that form one serializable, all-or-nothing
+    /// transaction (see docs/transactions.md).
+    #[serde(default)]
+    pub transaction: Option<Transaction>,
+}
+
+/// Steps of a workflow that commit as one transaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transaction {
+    /// The steps. Steps after them see their effects; no step outside the
+    /// set may lie between two of them.
+    pub steps: Vec<StepName>,
+    /// How many times the runtime retries the whole transaction after an
+    /// attempt aborted on a conflict or a timeout (default 5); a step that
+    /// fails for good aborts it without retry.
+    #[serde(default = "retries_default")]
+    pub retries: u32,
+    /// An attempt whose steps have not all prepared this long after it
+    /// started is aborted, ms (default 10000): the longest a participant
+    /// holds its locks while its coordinator is up.
+    #[serde(default = "txn_timeout_default")]
+    pub timeout_ms: u64,
+}
+
+fn retries_default() -> u32 {
+    5
+}
+
+fn txn_timeout_default() -> u64 {
+    10_000
+}
+
+impl Transaction {
+    /// Whether `step` is part of the transaction.
+    pub fn contains(&self, step: &str) -> bool {
+        self.steps.iter().any(|s| s == step)
+    }
 }
 
 fn fusion_default() -> bool {
@@ -149,10 +192,62 @@ impl Workflow {
                 graph.add_edge(from, index[s.name.as_str()], ());
             }
         }
-        match toposort(&graph, None) {
-            Ok(order) => Ok(order.into_iter().map(|n| &self.steps[graph[n]]).collect()),
-            Err(cycle) => bad(format!("steps form a cycle through `{}`", self.steps[graph[cycle.node_id()]].name)),
+        let order: Vec<&Step> = match toposort(&graph, None) {
+            Ok(order) => order.into_iter().map(|n| &self.steps[graph[n]]).collect(),
+            Err(cycle) => {
+                return bad(format!("steps form a cycle through `{}`", self.steps[graph[cycle.node_id()]].name));
+            }
+        };
+        if let Some(txn) = &self.transaction {
+            if txn.steps.is_empty() {
+                return bad("the transaction has no steps".into());
+            }
+            for (i, t) in txn.steps.iter().enumerate() {
+                if !index.contains_key(t.as_str()) {
+                    return bad(format!("the transaction names unknown step `{t}`"));
+                }
+                if txn.steps[..i].contains(t) {
+                    return bad(format!("the transaction names step `{t}` twice"));
+                }
+            }
+            if txn.timeout_ms == 0 {
+                return bad("the transaction's timeout_ms must be at least 1".into());
+            }
+            // Outside steps that come after a transaction step run once it
+            // committed: none of them may lead into the transaction again.
+            let mut after_txn: Vec<&str> = Vec::new();
+            for s in &order {
+                let from_txn = s.after.iter().any(|p| txn.contains(p) || after_txn.contains(&p.as_str()));
+                if txn.contains(&s.name) {
+                    if let Some(p) = s.after.iter().find(|p| after_txn.contains(&p.as_str())) {
+                        return bad(format!(
+                            "step `{p}` lies between transaction steps (before `{}`); it would have to run before \
+                             the transaction commits",
+                            s.name
+                        ));
+                    }
+                } else if from_txn {
+                    after_txn.push(s.name.as_str());
+                }
+            }
         }
+        Ok(order)
+    }
+
+    /// Whether `step` belongs to the workflow's transaction.
+    pub fn in_transaction(&self, step: &str) -> bool {
+        self.transaction.as_ref().is_some_and(|t| t.contains(step))
+    }
+
+    /// Whether `step` is where the transaction starts: a transaction step
+    /// none of whose predecessors is one.
+    pub fn transaction_entry(&self, step: &str) -> bool {
+        self.in_transaction(step)
+            && self
+                .steps
+                .iter()
+                .find(|s| s.name == step)
+                .is_some_and(|s| !s.after.iter().any(|p| self.in_transaction(p)))
     }
 
     /// Check that every fixed node exists in `topology`.
@@ -229,5 +324,23 @@ mod tests {
         let w = Workflow::from_toml(&format!("name = \"w\"\n{}", step("a", "mars", &[]))).unwrap();
         let t = Topology::from_toml("[[node]]\nid = \"n\"\nkind = \"edge\"\n").unwrap();
         assert!(w.check_nodes(&t).unwrap_err().to_string().contains("mars"));
+    }
+
+    #[test]
+    fn a_transaction_names_known_steps_and_nothing_outside_lies_between_them() {
+        let chain = format!("{}{}{}", step("a", "n", &[]), step("b", "n", &["a"]), step("c", "n", &["b"]));
+        let with = |txn: &str| Workflow::from_toml(&format!("name = \"w\"\n{chain}[transaction]\n{txn}\n"));
+        let w = with("steps = [\"a\", \"b\"]").unwrap();
+        let t = w.transaction.as_ref().unwrap();
+        assert_eq!((t.retries, t.timeout_ms), (5, 10_000));
+        assert!(w.transaction_entry("a") && !w.transaction_entry("b") && !w.transaction_entry("c"));
+        assert!(w.in_transaction("b") && !w.in_transaction("c"));
+        let err = |txn: &str| with(txn).unwrap_err().to_string();
+        assert!(err("steps = [\"a\", \"c\"]").contains("`b` lies between"), "{}", err("steps = [\"a\", \"c\"]"));
+        assert!(err("steps = [\"a\", \"zz\"]").contains("unknown step `zz`"));
+        assert!(err("steps = [\"a\", \"a\"]").contains("twice"));
+        assert!(err("steps = []").contains("no steps"));
+        assert!(err("steps = [\"a\"]\ntimeout_ms = 0").contains("timeout_ms"));
+        assert!(err("steps = [\"a\"]\nlocks = 1").contains("line"));
     }
 }

@@ -86,6 +86,22 @@ impl StagedStore {
         Ok(())
     }
 
+    /// Take the staged writes of `scope` out (they are no longer committed
+    /// with the rest): for a caller that applies them on its own.
+    pub fn take_scope(&self, scope: &str) -> Result<Vec<Write>> {
+        let mut staged = self.staged.lock().map_err(poisoned)?;
+        let keys: Vec<ScopedKey> = staged.writes.keys().filter(|k| k.scope == scope).cloned().collect();
+        Ok(keys
+            .into_iter()
+            .filter_map(|key| {
+                staged.writes.remove(&key).map(|e| match e {
+                    Some(e) => Write::Put { key, value: e.value, expires_at_ms: e.expires_at_ms },
+                    None => Write::Delete { key },
+                })
+            })
+            .collect())
+    }
+
     /// The reads and writes to commit (the store keeps them: a commit that
     /// fails can be retried or abandoned).
     pub fn writes(&self) -> Result<StagedWrites> {

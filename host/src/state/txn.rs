@@ -191,11 +191,11 @@ impl StateTier {
             .collect())
     }
 
-    /// The transactions with parts prepared (and not yet resolved) on this
-    /// host.
-    pub fn prepared_transactions(&self) -> Result<Vec<String>> {
+    /// The transactions whose names start with `prefix` with parts
+    /// prepared (and not yet resolved) on this host.
+    pub fn prepared_transactions(&self, prefix: &str) -> Result<Vec<String>> {
         let mut txns: Vec<String> = self
-            .records("prep/")?
+            .records(&format!("prep/{prefix}"))?
             .into_iter()
             .filter_map(|(k, _)| k.strip_prefix("prep/").and_then(|k| k.split_once('/')).map(|(t, _)| t.to_string()))
             .collect();
@@ -300,7 +300,7 @@ mod tests {
         assert_eq!(host.set("s", "r", vec![1], O).unwrap_err().kind(), ErrorKind::Conflict);
         assert_eq!(prepare_increment(&host, "t2", "a", "x", "n").unwrap_err().kind(), ErrorKind::Conflict);
         assert_eq!(host.get("s", "n").unwrap(), None);
-        assert_eq!(host.prepared_transactions().unwrap(), ["t1"]);
+        assert_eq!(host.prepared_transactions("").unwrap(), ["t1"]);
         // Plain reads see the committed value meanwhile; another part may
         // read what t1 only read.
         assert_eq!(host.get("s", "r").unwrap(), None);
@@ -336,7 +336,7 @@ mod tests {
         assert_eq!(host.increment("s", "n", 0).unwrap(), 11, "an aborted part leaves no write");
         assert_eq!(host.get("log", "t2").unwrap(), Some(b"aborted".to_vec()));
         assert_eq!(host.held_locks().unwrap(), 0);
-        assert!(host.prepared_transactions().unwrap().is_empty());
+        assert!(host.prepared_transactions("").unwrap().is_empty());
     }
 
     #[test]
@@ -348,7 +348,7 @@ mod tests {
         let e = host.prepare_staged("t", "a", &staged, Vec::new(), Vec::new(), Vec::new(), &[]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Conflict);
         assert_eq!(host.held_locks().unwrap(), 0);
-        assert!(host.prepared_transactions().unwrap().is_empty());
+        assert!(host.prepared_transactions("").unwrap().is_empty());
         // The same part twice: refused, the first stays.
         prepare_increment(&host, "t", "a", "r", "m").unwrap();
         let e = prepare_increment(&host, "t", "a", "r", "m").unwrap_err();

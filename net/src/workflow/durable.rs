@@ -184,6 +184,9 @@ pub struct Invocation {
     pub handed: Vec<(StepName, Locator, Locator)>,
     /// Every known copy of the run's run-scope states.
     pub run_states: Vec<Locator>,
+    /// For a step of the workflow's transaction: the attempt of the
+    /// transaction it belongs to (0 for the first; always 0 elsewhere).
+    pub attempt: u32,
 }
 
 /// What a step reports to its run's origin.
@@ -198,6 +201,34 @@ pub enum RunEvent {
     },
     /// The step cannot be run; the run fails.
     Failed(Failure),
+    /// A step of the transaction prepared: its writes are validated, held
+    /// and logged on its node, waiting for the decision.
+    Prepared {
+        /// The step.
+        step: StepName,
+        /// The transaction attempt.
+        attempt: u32,
+        /// Its node.
+        node: String,
+        /// What its host reported.
+        result: StepResult,
+        /// For a step where the transaction starts: its invocation, which
+        /// the coordinator sends again to retry the transaction.
+        invocation: Option<Box<Invocation>>,
+    },
+    /// A step of the transaction could not prepare: the attempt aborts.
+    Aborted {
+        /// The step.
+        step: StepName,
+        /// The transaction attempt.
+        attempt: u32,
+        /// Why.
+        failure: Failure,
+        /// Whether another attempt may succeed (a conflict, a timeout).
+        retryable: bool,
+        /// As in `Prepared`.
+        invocation: Option<Box<Invocation>>,
+    },
 }
 
 /// Why a run failed.
@@ -222,8 +253,19 @@ pub enum Message {
     Invoke(Invocation),
     /// A step's outcome, for the run's origin.
     Report(RunId, RunEvent),
-    /// The run is over: delete everything of it here.
-    Forget(RunId),
+    /// The run is over: delete everything of it here. Carries the attempt
+    /// of its transaction that committed, if one did: a part of it still
+    /// prepared here commits, every other prepared part aborts.
+    Forget(RunId, Option<u32>),
+    /// The coordinator's decision on a transaction attempt.
+    Decide {
+        /// The run.
+        run: RunId,
+        /// The attempt.
+        attempt: u32,
+        /// Commit (else abort).
+        commit: bool,
+    },
 }
 
 /// A message a host must still deliver.
@@ -273,6 +315,31 @@ pub struct RunRecord {
     pub failure: Option<Failure>,
     /// Its capability.
     pub capability: String,
+    /// How its transaction stands, when the workflow declares one.
+    pub txn: Option<TxnProgress>,
+}
+
+/// The coordinator's (the origin's) view of a run's transaction.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TxnProgress {
+    /// The current attempt.
+    pub attempt: u32,
+    /// When the first step of the current attempt prepared (its timeout
+    /// runs from then), ms since the Unix epoch.
+    pub started_ms: Option<u64>,
+    /// Steps prepared in the current attempt: step, node, report.
+    pub prepared: Vec<(StepName, String, StepResult)>,
+    /// Whether the current attempt committed.
+    pub committed: bool,
+    /// Attempts aborted so far.
+    pub aborts: u32,
+    /// Where the transaction starts: each such step's node and invocation.
+    pub entries: Vec<(String, Invocation)>,
+}
+
+/// The name of attempt `attempt` of `run`'s transaction.
+fn txn_id(run: &RunId, attempt: u32) -> String {
+    format!("{run}.{attempt}")
 }
 
 fn now_ms() -> u64 {
@@ -347,6 +414,16 @@ impl Loaded {
 
     fn schemas(&self, step: &str) -> Option<&StepSchemas> {
         self.def.schemas.iter().find(|s| s.step == step)
+    }
+
+    /// The key of a step's `done` record: per attempt for a transaction
+    /// step (an aborted attempt's steps run again).
+    fn done_key(&self, run: &RunId, step: &str, attempt: u32) -> String {
+        if self.workflow.in_transaction(step) {
+            format!("done/{run}/{step}@{attempt}")
+        } else {
+            format!("done/{run}/{step}")
+        }
     }
 }
 
@@ -600,6 +677,7 @@ impl DurableRuns {
             steps: Vec::new(),
             failure: None,
             capability: capability.clone(),
+            txn: loaded.workflow.transaction.as_ref().map(|_| TxnProgress::default()),
         };
         let mut direct = Vec::new();
         let mut writes =
@@ -620,6 +698,7 @@ impl DurableRuns {
                 input: Some(input.clone()),
                 handed: Vec::new(),
                 run_states: Vec::new(),
+                attempt: 0,
             };
             writes.push(self.outgoing_invocation(s, invocation, &mut direct).await?);
         }
@@ -915,9 +994,21 @@ impl DurableRuns {
                 self.inner.wake.notify_one();
                 Ok(())
             }
-            Message::Forget(run) => {
+            Message::Forget(run, committed) => {
                 let runs = self.clone();
-                blocking(move || runs.forget(&run)).await
+                blocking(move || runs.forget(&run, committed)).await?;
+                self.inner.wake.notify_one();
+                Ok(())
+            }
+            Message::Decide { run, attempt, commit } => {
+                let tier = self.tier().clone();
+                let resolved = blocking(move || tier.resolve(&txn_id(&run, attempt), commit, Vec::new())).await?;
+                if !resolved.is_empty() {
+                    tracing::debug!(txn = %attempt, commit, parts = ?resolved, "resolved a transaction");
+                }
+                // A commit may have released its outside successors.
+                self.inner.wake.notify_one();
+                Ok(())
             }
         }
     }
@@ -930,22 +1021,33 @@ impl DurableRuns {
         let loaded = self.loaded(&invocation.workflow)?;
         let after = loaded.step(&invocation.step)?.after.clone();
         let (run, name) = (invocation.run.clone(), invocation.step.clone());
+        let done_key = loaded.done_key(&run, &name, invocation.attempt);
         let tier = self.tier().clone();
         let ttl = self.inner.config.retention_ms;
         let mut attempt = 0;
         loop {
-            let (view_tier, incoming, after) = (tier.clone(), invocation.clone(), after.clone());
+            let (view_tier, incoming, after, done_key) =
+                (tier.clone(), invocation.clone(), after.clone(), done_key.clone());
             // Merge the share into the inbox entry (staged; not yet written).
             let merged = blocking(move || {
                 let (view, staged) = view_tier.staged();
-                let done = view.exists(WORKFLOW_SCOPE, &format!("done/{}/{}", incoming.run, incoming.step))?;
+                let done = view.exists(WORKFLOW_SCOPE, &done_key)?;
                 let ended = view.exists(WORKFLOW_SCOPE, &format!("ended/{}", incoming.run))?;
                 if done || ended {
                     return Ok(None);
                 }
                 let inbox = format!("inbox/{}/{}", incoming.run, incoming.step);
                 let mut merged = match view.get(WORKFLOW_SCOPE, &inbox)? {
-                    Some(bytes) => decode::<Invocation>(&bytes, "inbox entry")?,
+                    Some(bytes) => {
+                        let stored = decode::<Invocation>(&bytes, "inbox entry")?;
+                        // Shares of an aborted transaction attempt give way
+                        // to the next attempt's; late ones are dropped.
+                        match stored.attempt.cmp(&incoming.attempt) {
+                            std::cmp::Ordering::Less => incoming.clone(),
+                            std::cmp::Ordering::Equal => stored,
+                            std::cmp::Ordering::Greater => return Ok(None),
+                        }
+                    }
                     None => incoming.clone(),
                 };
                 for h in &incoming.handed {
@@ -1053,32 +1155,54 @@ impl DurableRuns {
                 Ok(()) => return Ok(()),
                 Err(e)
                     if e.kind() == ErrorKind::PreconditionFailed
-                        && (e.to_string().contains("/done/") || e.to_string().contains("/ended/")) =>
+                        && ["/done/", "/ended/", "/prep/"].iter().any(|k| e.to_string().contains(k)) =>
                 {
                     return Ok(());
                 }
                 Err(e) => e,
             };
-            if error.cause_kind() == ErrorKind::Conflict && conflicts < MAX_CONFLICTS {
+            let loaded = self.loaded(&invocation.workflow)?;
+            let in_txn = loaded.workflow.in_transaction(name);
+            let entry = loaded.workflow.transaction_entry(name);
+            let conflict = error.cause_kind() == ErrorKind::Conflict;
+            // A step where its transaction starts holds nothing yet: it runs
+            // again here. A later step of a transaction does not wait for
+            // keys another one holds: its attempt aborts (no-wait).
+            if conflict && conflicts < MAX_CONFLICTS && (!in_txn || entry) {
                 conflicts += 1;
                 let jitter = rand::random::<u64>() % (5 * u64::from(conflicts.min(20)) + 1);
                 tokio::time::sleep(Duration::from_millis(jitter)).await;
                 continue;
             }
             attempt += 1;
-            if !retryable(error.cause_kind()) || attempt >= self.inner.config.max_step_attempts {
+            let give_up = !retryable(error.cause_kind())
+                || attempt >= self.inner.config.max_step_attempts
+                || (in_txn && conflict);
+            if give_up {
                 let failure = Failure {
                     step: name.to_string(),
                     node: self.here().to_string(),
                     kind: error.cause_kind().as_str().to_string(),
                     message: format!("{} (attempt {attempt})", with_causes(&error)),
                 };
+                let (what, event) = if in_txn {
+                    let event = RunEvent::Aborted {
+                        step: name.clone(),
+                        attempt: invocation.attempt,
+                        failure,
+                        retryable: retryable(error.cause_kind()),
+                        invocation: entry.then(|| Box::new(invocation.clone())),
+                    };
+                    (format!("report-aborted-{}", invocation.attempt), event)
+                } else {
+                    ("report-failed".to_string(), RunEvent::Failed(failure))
+                };
                 let writes = vec![
                     Write::Delete { key: key(format!("inbox/{run}/{name}")) },
                     self.outgoing(
-                        out_key(run, name, "report-failed", &invocation.origin),
+                        out_key(run, name, &what, &invocation.origin),
                         invocation.origin.clone(),
-                        Message::Report(run.clone(), RunEvent::Failed(failure)),
+                        Message::Report(run.clone(), event),
                         Some(self.inner.config.retention_ms),
                         None,
                     )?,
@@ -1148,10 +1272,25 @@ impl DurableRuns {
         };
         let tier = executor.host().state().clone();
         let (staged_tier, staged) = tier.staged();
+        let workflow = &loaded.workflow;
+        let in_txn = workflow.in_transaction(name);
+        let txn = txn_id(run, invocation.attempt);
+        if in_txn {
+            // Earlier steps of the same attempt prepared here: this one
+            // reads their writes.
+            let (t, id) = (tier.clone(), txn.clone());
+            for part in blocking(move || t.prepared_parts(&id)).await? {
+                staged.seed(&part.writes)?;
+            }
+        }
         let result = executor.execute_staged(request, staged_tier).await?;
         // The commit: done record, inbox entry gone, successors, report.
+        // A transaction step prepares instead: the same, except that its
+        // writes and its successors outside the transaction wait for the
+        // decision.
         let expires = now_ms() + self.inner.config.retention_ms;
-        let done = key(format!("done/{run}/{name}"));
+        let done = key(loaded.done_key(run, name, invocation.attempt));
+        let mut on_commit = Vec::new();
         let mut extra = vec![
             Write::Put { key: done.clone(), value: encode(&result)?, expires_at_ms: Some(expires) },
             Write::Delete { key: key(format!("inbox/{run}/{name}")) },
@@ -1182,21 +1321,45 @@ impl DurableRuns {
                 input: None,
                 handed: vec![(name.clone(), h.locator.clone(), fallback)],
                 run_states: run_states.clone(),
+                attempt: if workflow.in_transaction(&c.name) { invocation.attempt } else { 0 },
             };
             let movable = matches!(c.node, StepNode::Placement).then(|| vec![succ.node.clone()]);
-            extra.push(self.outgoing_direct(
-                out_key(run, &c.name, &format!("invoke-from-{name}"), "step"),
-                succ.node.clone(),
-                Message::Invoke(share),
-                c.max_wait_ms,
-                movable,
-                &mut direct,
-            )?);
+            let what = if workflow.in_transaction(&c.name) {
+                format!("invoke-from-{name}@{}", invocation.attempt)
+            } else {
+                format!("invoke-from-{name}")
+            };
+            let k = out_key(run, &c.name, &what, "step");
+            if in_txn && !workflow.in_transaction(&c.name) {
+                // Runs once the transaction committed.
+                on_commit.push(self.outgoing(k, succ.node.clone(), Message::Invoke(share), c.max_wait_ms, movable)?);
+            } else {
+                extra.push(self.outgoing_direct(
+                    k,
+                    succ.node.clone(),
+                    Message::Invoke(share),
+                    c.max_wait_ms,
+                    movable,
+                    &mut direct,
+                )?);
+            }
         }
+        let (what, event) = if in_txn {
+            let event = RunEvent::Prepared {
+                step: name.clone(),
+                attempt: invocation.attempt,
+                node: self.here().to_string(),
+                result,
+                invocation: workflow.transaction_entry(name).then(|| Box::new(invocation.clone())),
+            };
+            (format!("report-prepared-{}", invocation.attempt), event)
+        } else {
+            ("report-done".to_string(), RunEvent::StepDone { step: name.clone(), result })
+        };
         extra.push(self.outgoing_direct(
-            out_key(run, name, "report-done", &invocation.origin),
+            out_key(run, name, &what, &invocation.origin),
             invocation.origin.clone(),
-            Message::Report(run.clone(), RunEvent::StepDone { step: name.clone(), result }),
+            Message::Report(run.clone(), event),
             Some(self.inner.config.retention_ms),
             None,
             &mut direct,
@@ -1212,7 +1375,15 @@ impl DurableRuns {
         // Not if the step committed already, nor if its run has ended
         // (failed by its deadline meanwhile): then nothing of it takes effect.
         let guards = [done, key(format!("ended/{run}"))];
-        blocking(move || tier.commit_staged(&staged, extra, &guards)).await?;
+        if in_txn {
+            // The run's own hand-off states are private to the run: they
+            // are written now, so that the successors can read them.
+            extra.extend(staged.take_scope(RUN_SCOPE)?);
+            let part = name.to_string();
+            blocking(move || tier.prepare_staged(&txn, &part, &staged, extra, on_commit, Vec::new(), &guards)).await?;
+        } else {
+            blocking(move || tier.commit_staged(&staged, extra, &guards)).await?;
+        }
         // Committed, not yet handed on: the delivery loop sends it later.
         fail::fail_point!("step-after-commit", |_| Ok(()));
         self.send_now(direct);
@@ -1223,23 +1394,171 @@ impl DurableRuns {
     /// it is complete or failed.
     fn report(&self, run: &RunId, event: RunEvent) -> Result<()> {
         self.update_record(run, |record, loaded| {
+            let mut writes = Vec::new();
             match &event {
                 RunEvent::StepDone { step, result } => {
                     if record.steps.iter().any(|(s, _)| s == step) {
-                        return false;
+                        return Ok(None);
                     }
                     record.steps.push((step.clone(), result.clone()));
-                    if loaded.workflow.steps.iter().all(|s| record.steps.iter().any(|(d, _)| *d == s.name)) {
-                        record.status = RunStatus::Succeeded;
-                    }
+                    self.check_done(record, loaded);
                 }
                 RunEvent::Failed(failure) => {
                     record.status = RunStatus::Failed;
                     record.failure = Some(failure.clone());
                 }
+                RunEvent::Prepared { step, attempt, node, result, invocation } => {
+                    let Some(txn) = record.txn.as_mut() else { return Ok(None) };
+                    if let Some(i) = invocation
+                        && !txn.entries.iter().any(|(_, e)| e.step == i.step)
+                    {
+                        txn.entries.push((node.clone(), (**i).clone()));
+                    }
+                    if *attempt < txn.attempt || (*attempt == txn.attempt && txn.committed) {
+                        // Decided already: tell the late participant again.
+                        let commit = *attempt == txn.attempt;
+                        writes.push(self.decision(run, *attempt, commit, node)?);
+                        if !commit
+                            && !txn.committed
+                            && loaded.workflow.transaction_entry(step)
+                            && !txn.prepared.iter().any(|(s, _, _)| s == step)
+                            && let Some(i) = invocation
+                        {
+                            // It missed the retry: it starts the current attempt now.
+                            writes.push(self.retry_invocation(i, txn.attempt, txn.aborts, node)?);
+                        }
+                        return Ok(Some(writes));
+                    }
+                    if *attempt > txn.attempt || txn.prepared.iter().any(|(s, _, _)| s == step) {
+                        return Ok(None);
+                    }
+                    txn.prepared.push((step.clone(), node.clone(), result.clone()));
+                    if txn.started_ms.is_none() {
+                        let started = now_ms();
+                        txn.started_ms = Some(started);
+                        let timeout = loaded.workflow.transaction.as_ref().map_or(10_000, |t| t.timeout_ms);
+                        writes.push(self.txn_deadline(run, started + timeout, txn.attempt)?);
+                    }
+                    let all = loaded
+                        .workflow
+                        .transaction
+                        .as_ref()
+                        .is_some_and(|t| t.steps.iter().all(|s| txn.prepared.iter().any(|(p, _, _)| p == s)));
+                    if all {
+                        // The decision: commit, durable with this record.
+                        txn.committed = true;
+                        let mut nodes: Vec<&String> = txn.prepared.iter().map(|(_, n, _)| n).collect();
+                        nodes.sort();
+                        nodes.dedup();
+                        for n in nodes {
+                            writes.push(self.decision(run, txn.attempt, true, n)?);
+                        }
+                        writes.push(Write::Delete { key: key(format!("txn-deadline/{run}")) });
+                        let prepared: Vec<(StepName, StepResult)> =
+                            txn.prepared.iter().map(|(s, _, r)| (s.clone(), r.clone())).collect();
+                        record.steps.extend(prepared);
+                        self.check_done(record, loaded);
+                    }
+                }
+                RunEvent::Aborted { step, attempt, failure, retryable, invocation } => {
+                    let Some(txn) = record.txn.as_mut() else { return Ok(None) };
+                    if let Some(i) = invocation
+                        && !txn.entries.iter().any(|(_, e)| e.step == i.step)
+                    {
+                        txn.entries.push((failure.node.clone(), (**i).clone()));
+                    }
+                    if *attempt != txn.attempt || txn.committed {
+                        return Ok(Some(writes));
+                    }
+                    tracing::debug!(%run, %step, attempt, "a transaction step could not prepare");
+                    writes.extend(self.abort_attempt(record, loaded, failure.clone(), *retryable)?);
+                }
             }
-            true
+            Ok(Some(writes))
         })
+    }
+
+    /// Mark the run succeeded when every step is done.
+    fn check_done(&self, record: &mut RunRecord, loaded: &Loaded) {
+        if loaded.workflow.steps.iter().all(|s| record.steps.iter().any(|(d, _)| *d == s.name)) {
+            record.status = RunStatus::Succeeded;
+        }
+    }
+
+    /// The coordinator's decision on `attempt` for `node`, to deliver.
+    fn decision(&self, run: &RunId, attempt: u32, commit: bool, node: &str) -> Result<Write> {
+        self.outgoing(
+            out_key(run, "txn", &format!("decide-{attempt}"), node),
+            node.to_string(),
+            Message::Decide { run: run.clone(), attempt, commit },
+            Some(self.inner.config.retention_ms),
+            None,
+        )
+    }
+
+    /// The transaction's deadline index entry: when attempt `attempt`
+    /// aborts if it has not committed.
+    fn txn_deadline(&self, run: &RunId, at_ms: u64, attempt: u32) -> Result<Write> {
+        let mut value = at_ms.to_le_bytes().to_vec();
+        value.extend(attempt.to_le_bytes());
+        Ok(put_record(format!("txn-deadline/{run}"), value, Some(at_ms + self.inner.config.retention_ms)))
+    }
+
+    /// Send `invocation` (where the transaction starts) again, for attempt
+    /// `attempt`, after a jittered backoff that grows with `aborts`.
+    fn retry_invocation(&self, invocation: &Invocation, attempt: u32, aborts: u32, node: &str) -> Result<Write> {
+        let mut again = invocation.clone();
+        again.attempt = attempt;
+        let k = out_key(&invocation.run, &invocation.step, &format!("invoke-retry@{attempt}"), "step");
+        let write = self.outgoing(k, node.to_string(), Message::Invoke(again), None, None)?;
+        let Write::Put { key, value, expires_at_ms } = write else { return Ok(write) };
+        let mut o: Outgoing = decode(&value, "outgoing message")?;
+        let cap = self.inner.config.min_backoff.saturating_mul(1 << aborts.min(6)).min(self.inner.config.max_backoff);
+        o.next_ms += (cap.as_millis() as f64 * rand::random::<f64>()) as u64;
+        Ok(Write::Put { key, value: encode(&o)?, expires_at_ms })
+    }
+
+    /// Abort the current attempt of the run's transaction: tell every node
+    /// that prepared, then retry (when `retryable` and retries remain) or
+    /// fail the run.
+    fn abort_attempt(
+        &self,
+        record: &mut RunRecord,
+        loaded: &Loaded,
+        failure: Failure,
+        retryable: bool,
+    ) -> Result<Vec<Write>> {
+        let run = record.run.clone();
+        let Some(txn) = record.txn.as_mut() else { return Ok(Vec::new()) };
+        let mut writes = Vec::new();
+        let mut nodes: Vec<&String> = txn.prepared.iter().map(|(_, n, _)| n).collect();
+        nodes.sort();
+        nodes.dedup();
+        for n in nodes {
+            writes.push(self.decision(&run, txn.attempt, false, n)?);
+        }
+        writes.push(Write::Delete { key: key(format!("txn-deadline/{run}")) });
+        let retries = loaded.workflow.transaction.as_ref().map_or(0, |t| t.retries);
+        if retryable && txn.aborts < retries {
+            txn.aborts += 1;
+            txn.attempt += 1;
+            txn.prepared.clear();
+            txn.started_ms = None;
+            for (node, invocation) in &txn.entries {
+                writes.push(self.retry_invocation(invocation, txn.attempt, txn.aborts, node)?);
+            }
+        } else {
+            record.status = RunStatus::Failed;
+            let mut failure = failure;
+            failure.message = format!(
+                "the transaction aborted (attempt {} of {}): {}",
+                txn.attempt + 1,
+                retries + 1,
+                failure.message
+            );
+            record.failure = Some(failure);
+        }
+        Ok(writes)
     }
 
     /// Change the record of a running run with `change` (which says whether
@@ -1247,7 +1566,11 @@ impl DurableRuns {
     /// with any other change of the record since it was read (reports
     /// arrive concurrently); when the run has ended, send every node a
     /// `forget` in the same transaction.
-    fn update_record(&self, run: &RunId, mut change: impl FnMut(&mut RunRecord, &Loaded) -> bool) -> Result<()> {
+    fn update_record(
+        &self,
+        run: &RunId,
+        mut change: impl FnMut(&mut RunRecord, &Loaded) -> Result<Option<Vec<Write>>>,
+    ) -> Result<()> {
         let tier = self.tier();
         for _ in 0..MAX_CONFLICTS {
             let (view, staged) = tier.staged();
@@ -1257,11 +1580,10 @@ impl DurableRuns {
                 return Ok(());
             }
             let loaded = self.loaded(&record.workflow)?;
-            if !change(&mut record, &loaded) {
-                return Ok(());
-            }
+            let Some(mut writes) = change(&mut record, &loaded)? else { return Ok(()) };
             let ended = record.status != RunStatus::Running;
-            match tier.commit_staged(&staged, self.record_writes(record)?, &[]).map(|_| ()) {
+            writes.extend(self.record_writes(record)?);
+            match tier.commit_staged(&staged, writes, &[]).map(|_| ()) {
                 Err(e) if e.kind() == ErrorKind::Conflict => continue,
                 Ok(()) if ended => {
                     let _ = self.inner.running_runs.fetch_update(
@@ -1285,11 +1607,13 @@ impl DurableRuns {
         if record.status != RunStatus::Running {
             let now = now_ms();
             record.finished_ms = Some(now);
+            let committed = record.txn.as_ref().filter(|t| t.committed).map(|t| t.attempt);
+            writes.push(Write::Delete { key: key(format!("txn-deadline/{}", record.run)) });
             for node in self.topology()?.nodes {
                 writes.push(self.outgoing(
                     out_key(&record.run, "run", "forget", &node.id),
                     node.id.clone(),
-                    Message::Forget(record.run.clone()),
+                    Message::Forget(record.run.clone(), committed),
                     Some(retention),
                     None,
                 )?);
@@ -1340,7 +1664,46 @@ impl DurableRuns {
                         kind: ErrorKind::Timeout.as_str().to_string(),
                         message: format!("the run's deadline passed with steps {} not done", pending.join(", ")),
                     });
-                    true
+                    Ok(Some(Vec::new()))
+                })?;
+                ended += 1;
+            }
+            // Transaction attempts not prepared in time abort (and retry).
+            for k in runs.keys("txn-deadline/", 1000)? {
+                let Some(bytes) = runs.tier().get(WORKFLOW_SCOPE, &k)? else { continue };
+                let (Some(at), Some(attempt)) = (
+                    bytes.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes),
+                    bytes.get(8..12).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes),
+                ) else {
+                    continue;
+                };
+                let Some(run) = k.strip_prefix("txn-deadline/").and_then(|r| RunId::new(r).ok()) else { continue };
+                if at > now {
+                    continue;
+                }
+                runs.update_record(&run, |record, loaded| {
+                    let Some(txn) = record.txn.as_ref().filter(|t| t.attempt == attempt && !t.committed) else {
+                        return Ok(Some(vec![Write::Delete { key: key(format!("txn-deadline/{run}")) }]));
+                    };
+                    let timeout = loaded.workflow.transaction.as_ref().map_or(0, |t| t.timeout_ms);
+                    let missing: Vec<String> = loaded
+                        .workflow
+                        .transaction
+                        .iter()
+                        .flat_map(|t| t.steps.iter())
+                        .filter(|s| !txn.prepared.iter().any(|(p, _, _)| p == *s))
+                        .map(|s| format!("`{s}`"))
+                        .collect();
+                    let failure = Failure {
+                        step: missing.first().cloned().unwrap_or_default(),
+                        node: String::new(),
+                        kind: ErrorKind::Timeout.as_str().to_string(),
+                        message: format!(
+                            "steps {} did not prepare within the transaction's timeout ({timeout} ms)",
+                            missing.join(", ")
+                        ),
+                    };
+                    runs.abort_attempt(record, loaded, failure, true).map(Some)
                 })?;
                 ended += 1;
             }
@@ -1355,8 +1718,18 @@ impl DurableRuns {
     }
 
     /// Delete everything of `run` on this host and leave a tombstone.
-    fn forget(&self, run: &RunId) -> Result<()> {
+    fn forget(&self, run: &RunId, committed: Option<u32>) -> Result<()> {
         fail::fail_point!("run-forget", |_| Err(Error::Unavailable("fail point run-forget".into())));
+        // Parts of the run's transaction still prepared here: the committed
+        // attempt's apply, every other attempt's are dropped.
+        let prefix = format!("{run}.");
+        for txn in self.tier().prepared_transactions(&prefix)? {
+            if txn.strip_prefix(&prefix).is_none_or(|a| a.parse::<u32>().is_err()) {
+                continue; // another run's
+            }
+            let commit = committed.is_some_and(|a| txn == txn_id(run, a));
+            self.tier().resolve(&txn, commit, Vec::new())?;
+        }
         let executor = &self.inner.executor;
         executor.capabilities().forget(run);
         executor.continuum().peers().drop_run(run);
@@ -1448,6 +1821,11 @@ impl DurableRuns {
             "steps": steps,
             "outputs": outputs,
             "failure": record.failure,
+            "transaction": record.txn.as_ref().map(|t| json!({
+                "attempt": t.attempt,
+                "aborts": t.aborts,
+                "committed": t.committed,
+            })),
         })
     }
 }

@@ -7,6 +7,8 @@ use std::path::Path;
 
 pub use databelt_test_support::*;
 
+pub mod runs;
+
 /// The chain scenario: cloud — s1 — s2 — s3 (40 Mbit/s links, ± 1 ms jitter;
 /// cloud–s1 60 ms, the others 10 ms), every node on a free loopback port.
 pub fn chain_topology() -> databelt_placement::Topology {
@@ -58,7 +60,7 @@ pub fn live_runs(cluster: &databelt_testbed::Cluster) -> Vec<(String, Vec<databe
 
 /// What a durable run may leave behind, over every node: run-log keys but
 /// the workflow definitions, run records and tombstones (which expire by
-/// retention), and hand-off states.
+/// retention), hand-off states, prepared transactions and held locks.
 pub fn leftovers(cluster: &databelt_testbed::Cluster) -> Vec<String> {
     let scope = databelt_net::workflow::durable::WORKFLOW_SCOPE;
     let mut left = Vec::new();
@@ -70,6 +72,12 @@ pub fn leftovers(cluster: &databelt_testbed::Cluster) -> Vec<String> {
                 .map(|k| format!("{}:{k}", n.id)),
         );
         left.extend(n.executor.live_runs().unwrap().into_iter().map(|r| format!("{}:state of {r}", n.id)));
+        let prepared = n.host.state().prepared_transactions("").unwrap();
+        left.extend(prepared.into_iter().map(|t| format!("{}:prepared transaction {t}", n.id)));
+        let held = n.host.state().held_locks().unwrap();
+        if held > 0 {
+            left.push(format!("{}:{held} keys locked", n.id));
+        }
     }
     left
 }

@@ -34,6 +34,7 @@ pub fn guests_dir() -> PathBuf {
                 .arg(&target)
                 .args(["-p", "kv-probe", "-p", "hello-counter", "-p", "bench-min", "-p", "stage", "-p", "merge", "-p", "fan"])
                 .args(["-p", "wildfire-preprocess", "-p", "wildfire-detect", "-p", "wildfire-alarm"])
+                .args(["-p", "travel-hotel", "-p", "travel-flight", "-p", "travel-confirm"])
                 .output()
                 .map_err(|e| format!("cannot run cargo: {e}"))?;
             if !out.status.success() {
@@ -131,6 +132,33 @@ pub fn write_wildfire(dir: &Path, extra: &str) -> PathBuf {
         );
     }
     let path = dir.join("wildfire.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The travel-booking workflow (hotel → flight → confirm, one transaction)
+/// with the hotel on `nodes[0]`, the flight on `nodes[1]` and the
+/// confirmation on `nodes[2]`, written to `dir/travel.toml` with the built
+/// components; `transaction` is added to the `[transaction]` table (e.g.
+/// `retries = 20`); with `None` the steps are plain (no transaction), for
+/// comparison.
+pub fn write_travel(dir: &Path, nodes: [&str; 3], transaction: Option<&str>) -> PathBuf {
+    let mut text = String::from("name = \"travel\"\n");
+    for ((name, component, after), node) in
+        [("hotel", "travel_hotel", ""), ("flight", "travel_flight", "hotel"), ("confirm", "travel_confirm", "flight")]
+            .into_iter()
+            .zip(nodes)
+    {
+        let after = if after.is_empty() { String::new() } else { format!("after = [\"{after}\"]\n") };
+        text += &format!(
+            "[[step]]\nname = \"{name}\"\ncomponent = \"{}\"\nnode = \"{node}\"\ntmax_ms = 1000\n{after}\n",
+            guest(component).display()
+        );
+    }
+    if let Some(extra) = transaction {
+        text += &format!("[transaction]\nsteps = [\"hotel\", \"flight\", \"confirm\"]\n{extra}\n");
+    }
+    let path = dir.join("travel.toml");
     std::fs::write(&path, text).unwrap();
     path
 }
