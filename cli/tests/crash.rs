@@ -118,7 +118,55 @@ fn leftovers(data: &Path) -> Vec<String> {
         .filter(|k| !(k.starts_with("def/") || k.starts_with("run/") || k.starts_with("ended/")))
         .collect();
     left.extend(tier.list_keys("databelt.runs", "", None, Some(1000)).unwrap().keys);
+    left.extend(tier.prepared_transactions("").unwrap().into_iter().map(|t| format!("prepared transaction {t}")));
     left
+}
+
+/// The state tier on a stopped node's disk.
+fn disk_tier(data: &Path) -> StateTier {
+    let store = RedbStore::open(&data.join("databelt-state.redb")).unwrap();
+    StateTier::new(std::sync::Arc::new(store), StateLimits::default())
+}
+
+/// Wait for every run of `started` (run, origin address) to end; their
+/// records.
+async fn records(http: &reqwest::Client, started: &[(String, String)]) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (run, origin) in started {
+        let until = Instant::now() + Duration::from_secs(180);
+        let record = loop {
+            let r = http.get(format!("http://{origin}/runs/{run}?wait_ms=5000")).send().await;
+            if let Ok(r) = r
+                && r.status() == 200
+            {
+                let v: Value = r.json().await.unwrap();
+                if v["status"] != "running" {
+                    break v;
+                }
+            }
+            assert!(Instant::now() < until, "run {run} did not end");
+        };
+        out.push(record);
+    }
+    out
+}
+
+/// Wait until no node holds hand-off state of any run.
+async fn until_no_live_runs(http: &reqwest::Client, nodes: &[NodeProc]) {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut live = Vec::new();
+        for n in nodes {
+            let v: Value =
+                http.get(format!("http://{}/workflow/v1/runs", n.addr)).send().await.unwrap().json().await.unwrap();
+            live.extend(v.as_array().unwrap().iter().map(|r| format!("{}:{r}", n.id)));
+        }
+        if live.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < until, "hand-off state left behind: {live:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The placement service and one `databelt serve` process per node (redb
@@ -166,6 +214,63 @@ async fn continuum(dir: &Path, http: &reqwest::Client) -> (Vec<NodeProc>, Placem
     (nodes, placement, url)
 }
 
+/// A small xorshift generator, seeded from the process id.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Random node kills: at most one node down at a time (SIGKILL), for
+/// 100–600 ms, every 150–450 ms; call [`Chaos::tick`] often.
+struct Chaos {
+    rng: Rng,
+    next: Instant,
+    down: Option<(usize, Instant)>,
+    kills: usize,
+}
+
+impl Chaos {
+    fn new() -> Chaos {
+        Chaos {
+            rng: Rng(0x9e3779b97f4a7c15u64 ^ std::process::id() as u64),
+            next: Instant::now() + Duration::from_millis(200),
+            down: None,
+            kills: 0,
+        }
+    }
+
+    /// Restart the node that is down when its time is up; kill another
+    /// when it is time.
+    fn tick(&mut self, nodes: &mut [NodeProc], placement: &str) {
+        if let Some((i, back)) = self.down
+            && Instant::now() >= back
+        {
+            nodes[i].start(placement);
+            self.down = None;
+        }
+        if self.down.is_none() && Instant::now() >= self.next {
+            let i = (self.rng.next() % nodes.len() as u64) as usize;
+            nodes[i].kill();
+            self.kills += 1;
+            self.down = Some((i, Instant::now() + Duration::from_millis(100 + self.rng.next() % 500)));
+            self.next = Instant::now() + Duration::from_millis(150 + self.rng.next() % 300);
+        }
+    }
+
+    /// Bring the node that is down back.
+    fn end(&mut self, nodes: &mut [NodeProc], placement: &str) {
+        if let Some((i, _)) = self.down.take() {
+            nodes[i].start(placement);
+        }
+    }
+}
+
 /// `databelt deploy` of the workflow file at `path` through node `addr`.
 fn deploy(addr: &str, path: &Path) {
     let out = bin().arg("deploy").arg(path).args(["--node", addr, "--insecure-dev-no-auth"]).output().unwrap();
@@ -184,36 +289,14 @@ async fn runs_finish_exactly_once_while_nodes_and_clients_are_killed() {
 
     let input = json!({"seed": 42, "tiles": 16, "side": 64});
     let mut started: Vec<(String, String)> = Vec::new(); // (run, origin address)
-    let mut kills = 0;
     let mut client_kills = 0;
-    let mut rng_state = 0x9e3779b97f4a7c15u64 ^ std::process::id() as u64;
-    let mut rng = move || {
-        rng_state ^= rng_state << 13;
-        rng_state ^= rng_state >> 7;
-        rng_state ^= rng_state << 17;
-        rng_state
-    };
-    let mut next_chaos = Instant::now() + Duration::from_millis(200);
-    let mut down: Option<(usize, Instant)> = None;
+    let mut chaos = Chaos::new();
     while started.len() < runs {
-        // Chaos: at most one node down at a time, for 100–600 ms, every
-        // 150–450 ms.
-        if let Some((i, back)) = down
-            && Instant::now() >= back
-        {
-            nodes[i].start(&placement);
-            down = None;
-        }
-        if down.is_none() && Instant::now() >= next_chaos {
-            let i = (rng() % NODES.len() as u64) as usize;
-            nodes[i].kill();
-            kills += 1;
-            down = Some((i, Instant::now() + Duration::from_millis(100 + rng() % 500)));
-            next_chaos = Instant::now() + Duration::from_millis(150 + rng() % 300);
-        }
+        chaos.tick(&mut nodes, &placement);
+        let (rng, down) = (&mut chaos.rng, chaos.down);
         // Start a run on a node that is up; every fourth through a CLI
         // client that is killed as soon as the run has started.
-        let i = (rng() % NODES.len() as u64) as usize;
+        let i = (rng.next() % NODES.len() as u64) as usize;
         if down.is_some_and(|(d, _)| d == i) || !up(&http, &nodes[i].addr).await {
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
@@ -243,31 +326,17 @@ async fn runs_finish_exactly_once_while_nodes_and_clients_are_killed() {
             let v: Value = r.json().await.unwrap();
             started.push((v["run_id"].as_str().unwrap().to_string(), nodes[i].addr.clone()));
         }
-        tokio::time::sleep(Duration::from_millis(60 + rng() % 120)).await;
+        tokio::time::sleep(Duration::from_millis(60 + rng.next() % 120)).await;
     }
-    if let Some((i, _)) = down {
-        nodes[i].start(&placement);
-    }
+    chaos.end(&mut nodes, &placement);
+    let kills = chaos.kills;
     for n in &nodes {
         wait_up(&http, &n.addr).await;
     }
 
     // Every run ends, succeeded, with the right alarm.
     let mut seen_before = Vec::new();
-    for (run, origin) in &started {
-        let until = Instant::now() + Duration::from_secs(120);
-        let record = loop {
-            let r = http.get(format!("http://{origin}/runs/{run}?wait_ms=5000")).send().await;
-            if let Ok(r) = r
-                && r.status() == 200
-            {
-                let v: Value = r.json().await.unwrap();
-                if v["status"] != "running" {
-                    break v;
-                }
-            }
-            assert!(Instant::now() < until, "run {run} did not end");
-        };
+    for record in records(&http, &started).await {
         assert_eq!(record["status"], "succeeded", "{record}");
         let alarm = &record["outputs"]["alarm"];
         assert_eq!(alarm["fire"], true, "{record}");
@@ -283,20 +352,7 @@ async fn runs_finish_exactly_once_while_nodes_and_clients_are_killed() {
     assert_eq!(seen_before, (0..runs as i64).collect::<Vec<_>>(), "each run's alarm counted exactly once");
 
     // Nothing left behind: wait for the forgets, then look at every disk.
-    let until = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut live = Vec::new();
-        for n in &nodes {
-            let v: Value =
-                http.get(format!("http://{}/workflow/v1/runs", n.addr)).send().await.unwrap().json().await.unwrap();
-            live.extend(v.as_array().unwrap().iter().map(|r| format!("{}:{r}", n.id)));
-        }
-        if live.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < until, "hand-off state left behind: {live:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_no_live_runs(&http, &nodes).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     for n in &mut nodes {
         n.kill();
@@ -306,8 +362,7 @@ async fn runs_finish_exactly_once_while_nodes_and_clients_are_killed() {
         left.extend(leftovers(&n.data).into_iter().map(|k| format!("{}:{k}", n.id)));
     }
     // The alarm counter on the cloud's disk: one per run.
-    let store = RedbStore::open(&nodes[0].data.join("databelt-state.redb")).unwrap();
-    let tier = StateTier::new(std::sync::Arc::new(store), StateLimits::default());
+    let tier = disk_tier(&nodes[0].data);
     let count = tier.increment("wildfire", "alarms/42", 0).unwrap();
     eprintln!(
         "crash harness: {runs} runs, {kills} node kills (SIGKILL + restart), {client_kills} clients killed; \
@@ -316,6 +371,85 @@ async fn runs_finish_exactly_once_while_nodes_and_clients_are_killed() {
     );
     assert_eq!(count, runs as i64, "the last step's counter equals the number of runs");
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// Travel bookings (examples/travel: hotel on s1, flight on s2,
+/// confirmation on s3, one transaction) started concurrently on random
+/// nodes while random nodes are killed and restarted: every booking ends,
+/// none is half-done, nothing is overbooked, the committed bookings are
+/// serializable ([`common::travel::check`]), and no prepared part or lock
+/// is left on any disk. `DATABELT_CRASH_BOOKINGS` sets the number (default
+/// 100).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookings_never_overbook_while_nodes_are_killed() {
+    let bookings: u64 = std::env::var("DATABELT_CRASH_BOOKINGS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let capacity = 25;
+    let dir = tempfile::tempdir().unwrap();
+    databelt_net::tls::install_default_provider();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let (mut nodes, _placement, placement) = continuum(dir.path(), &http).await;
+    let txn = "retries = 60\ntimeout_ms = 3000";
+    deploy(&nodes[0].addr, &common::write_travel(dir.path(), ["s1", "s2", "s3"], Some(txn)));
+
+    let mut chaos = Chaos::new();
+    let mut started: Vec<(String, String)> = Vec::new();
+    while (started.len() as u64) < bookings {
+        chaos.tick(&mut nodes, &placement);
+        let i = (chaos.rng.next() % NODES.len() as u64) as usize;
+        if chaos.down.is_some_and(|(d, _)| d == i) {
+            continue;
+        }
+        let id = started.len() as u64;
+        let input = common::travel::booking(id, capacity, id % 7 == 6);
+        let r = http.post(format!("http://{}/workflows/travel/runs", nodes[i].addr)).json(&input).send().await;
+        if let Ok(r) = r
+            && r.status() == 202
+        {
+            let v: Value = r.json().await.unwrap();
+            started.push((v["run_id"].as_str().unwrap().to_string(), nodes[i].addr.clone()));
+        }
+        tokio::time::sleep(Duration::from_millis(5 + chaos.rng.next() % 20)).await;
+    }
+    // Keep killing while the bookings run, for a while.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        chaos.tick(&mut nodes, &placement);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    chaos.end(&mut nodes, &placement);
+    for n in &nodes {
+        wait_up(&http, &n.addr).await;
+    }
+    let outcomes: std::collections::HashMap<u64, Value> =
+        records(&http, &started).await.into_iter().enumerate().map(|(i, r)| (i as u64, r)).collect();
+    until_no_live_runs(&http, &nodes).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for n in &mut nodes {
+        n.kill();
+    }
+    let mut left = Vec::new();
+    for n in &nodes {
+        left.extend(leftovers(&n.data).into_iter().map(|k| format!("{}:{k}", n.id)));
+    }
+    let tiers: Vec<(&str, StateTier)> = nodes.iter().map(|n| (n.id, disk_tier(&n.data))).collect();
+    for (id, tier) in &tiers {
+        assert_eq!(tier.held_locks().unwrap(), 0, "{id} still holds locks");
+    }
+    let state = |node: &str, scope: &str, key: &str| {
+        tiers.iter().find(|(id, _)| *id == node).unwrap().1.get(scope, key).unwrap()
+    };
+    let checked = common::travel::check(bookings, capacity, &outcomes, &state);
+    eprintln!(
+        "travel crash harness: {bookings} bookings, {} node kills (SIGKILL + restart); {} confirmed, {} failed, \
+         {} aborted attempts retried; left behind: {}",
+        chaos.kills,
+        checked.confirmed,
+        checked.failed,
+        checked.retried,
+        left.len()
+    );
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(checked.confirmed > 0, "some bookings go through despite the kills");
 }
 
 /// A frozen node (SIGSTOP) never hangs a run: while it is frozen, the run

@@ -8,6 +8,8 @@
 /// The kv-probe guest's input and output (`databelt-probe-protocol`).
 pub use databelt_probe_protocol as probe;
 
+pub mod travel;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
