@@ -18,6 +18,9 @@ pub fn booking(id: u64, capacity: u32, decline: bool) -> Value {
     json!({"id": id, "hotel": hotel, "flight": "lh100", "capacity": capacity, "decline": decline})
 }
 
+/// Reads the state a node holds: `(node, scope, key)` to the value.
+pub type ReadState<'a> = &'a dyn Fn(&str, &str, &str) -> Option<Vec<u8>>;
+
 /// What [`check`] found.
 #[derive(Debug)]
 pub struct Checked {
@@ -47,7 +50,7 @@ pub fn check(
     n: u64,
     capacity: u32,
     outcomes: &HashMap<u64, Value>,
-    state: &dyn Fn(&str, &str, &str) -> Option<Vec<u8>>,
+    state: ReadState<'_>,
 ) -> Checked {
     let counter = |node: &str, scope: &str, key: &str| {
         state(node, scope, key).map_or(0, |b| i64::from_le_bytes(b.try_into().expect("an 8-byte counter")))
