@@ -46,12 +46,7 @@ pub struct Checked {
 ///   counters at the value before its own unit and wrote its unit (a
 ///   counter's value is its version here), checked with
 ///   [`serial_order`].
-pub fn check(
-    n: u64,
-    capacity: u32,
-    outcomes: &HashMap<u64, Value>,
-    state: ReadState<'_>,
-) -> Checked {
+pub fn check(n: u64, capacity: u32, outcomes: &HashMap<u64, Value>, state: ReadState<'_>) -> Checked {
     let counter = |node: &str, scope: &str, key: &str| {
         state(node, scope, key).map_or(0, |b| i64::from_le_bytes(b.try_into().expect("an 8-byte counter")))
     };
