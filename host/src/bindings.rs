@@ -300,6 +300,10 @@ impl From<Error> for types::Error {
             WitErrorCase::PreconditionFailed => types::Error::PreconditionFailed,
             WitErrorCase::Timeout => types::Error::Timeout,
             WitErrorCase::Unavailable => types::Error::Unavailable(unavailable_text(e)),
+            WitErrorCase::Conflict => types::Error::Conflict(match e {
+                Error::Conflict(s) => s,
+                other => other.to_string(),
+            }),
             WitErrorCase::Other => types::Error::Other(e.to_string()),
         }
     }
@@ -331,6 +335,7 @@ pub fn wit_error_message(e: &types::Error) -> String {
         types::Error::PreconditionFailed => "precondition-failed".into(),
         types::Error::Timeout => "timeout".into(),
         types::Error::Unavailable(s) => format!("unavailable: {s}"),
+        types::Error::Conflict(s) => format!("conflict: {s}"),
         types::Error::Other(s) => format!("other: {s}"),
     }
 }

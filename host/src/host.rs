@@ -750,6 +750,11 @@ impl Host {
                     run_written: ctx.take_run_written(),
                 })
             }
+            // A conflict the function passed on is retried like the
+            // runtime's own; every other error is the function's answer.
+            Err(bindings::generated::databelt::state::types::Error::Conflict(s)) => {
+                Err(Error::Conflict(format!("the function returned it: {s}")))
+            }
             Err(e) => Err(Error::Function(bindings::wit_error_message(&e))),
         }
     }

@@ -517,3 +517,27 @@ fn deployments_survive_a_restart_and_an_undeploy_is_kept_too() {
     let e = call_as(&host, "probe", &set("k", b"v")).unwrap_err();
     assert!(e.to_string().contains("access-denied"), "{e}");
 }
+
+#[test]
+fn a_write_to_a_key_a_prepared_transaction_holds_is_a_typed_conflict_that_changes_nothing() {
+    let host = probe_host();
+    call(&host, &set("held", b"before")).unwrap();
+    // A transaction prepared on this host writes `t/held`.
+    let tier = host.state();
+    let (staged_tier, staged) = tier.staged();
+    staged_tier.set("t", "held", b"txn".to_vec(), databelt_host::state::SetOptions::default()).unwrap();
+    tier.prepare_staged("run-1.0", "step", &staged, Vec::new(), Vec::new(), Vec::new(), &[]).unwrap();
+
+    // The function's write fails with the WIT `conflict` case, which it
+    // passed on; the host reports a retryable conflict.
+    let e = call(&host, &set("held", b"mine")).unwrap_err();
+    assert_eq!(e.kind(), databelt_host::ErrorKind::Conflict, "{e}");
+    assert!(e.to_string().contains("t/held") && e.to_string().contains("run-1.0"), "{e}");
+    // Reads see the committed value meanwhile.
+    assert_eq!(call(&host, &get("held")).unwrap(), Reply::Value(Some(b"before".to_vec())));
+    // Decided: the transaction's write applies and the key is free again.
+    tier.resolve("run-1.0", true, Vec::new()).unwrap();
+    assert_eq!(call(&host, &get("held")).unwrap(), Reply::Value(Some(b"txn".to_vec())));
+    call(&host, &set("held", b"mine")).unwrap();
+    assert_eq!(call(&host, &get("held")).unwrap(), Reply::Value(Some(b"mine".to_vec())));
+}

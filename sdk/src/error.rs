@@ -2,7 +2,7 @@
 
 use crate::wit::databelt::state::types::Error as WitError;
 
-/// Why a state or workflow call failed. The first seven cases mirror the WIT
+/// Why a state or workflow call failed. The first eight cases mirror the WIT
 /// `error` variant; `Encode` and `Decode` are the SDK's own (serde/postcard).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
@@ -24,6 +24,11 @@ pub enum Error {
     /// The state tier cannot be reached now; retrying may work.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// A transaction holds the key (prepared, not yet decided); nothing was
+    /// written. Return it from the function (`?`) in a durable run and the
+    /// runtime runs the step again.
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// Anything else.
     #[error("{0}")]
     Other(String),
@@ -47,6 +52,7 @@ impl From<WitError> for Error {
             WitError::PreconditionFailed => Error::PreconditionFailed,
             WitError::Timeout => Error::Timeout,
             WitError::Unavailable(s) => Error::Unavailable(s),
+            WitError::Conflict(s) => Error::Conflict(s),
             WitError::Other(s) => Error::Other(s),
         }
     }
@@ -61,6 +67,7 @@ impl From<Error> for WitError {
             Error::PreconditionFailed => WitError::PreconditionFailed,
             Error::Timeout => WitError::Timeout,
             Error::Unavailable(s) => WitError::Unavailable(s),
+            Error::Conflict(s) => WitError::Conflict(s),
             Error::Other(s) => WitError::Other(s),
             e @ (Error::Encode(_) | Error::Decode(_)) => WitError::Other(e.to_string()),
         }

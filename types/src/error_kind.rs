@@ -30,6 +30,8 @@ pub enum WitErrorCase {
     Timeout,
     /// `unavailable(string)`
     Unavailable,
+    /// `conflict(string)`
+    Conflict,
     /// `other(string)`
     Other,
 }
@@ -128,7 +130,7 @@ kinds! {
     Unauthenticated => "unauthenticated", 401, AccessDenied;
     /// A step's transaction read state that another commit changed before
     /// it could commit; running the step again may succeed.
-    Conflict => "conflict", 409, Unavailable;
+    Conflict => "conflict", 409, Conflict;
 }
 
 impl fmt::Display for ErrorKind {
