@@ -122,6 +122,17 @@ fn leftovers(data: &Path) -> Vec<String> {
     left
 }
 
+/// Once no node holds hand-off state, stop every node and list what each
+/// left on its disk ([`leftovers`], prefixed with the node).
+async fn stop_and_look(http: &reqwest::Client, nodes: &mut [NodeProc]) -> Vec<String> {
+    until_no_live_runs(http, nodes).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for n in nodes.iter_mut() {
+        n.kill();
+    }
+    nodes.iter().flat_map(|n| leftovers(&n.data).into_iter().map(|k| format!("{}:{k}", n.id))).collect()
+}
+
 /// The state tier on a stopped node's disk.
 fn disk_tier(data: &Path) -> StateTier {
     let store = RedbStore::open(&data.join("databelt-state.redb")).unwrap();
@@ -352,15 +363,7 @@ async fn runs_finish_exactly_once_while_nodes_and_clients_are_killed() {
     assert_eq!(seen_before, (0..runs as i64).collect::<Vec<_>>(), "each run's alarm counted exactly once");
 
     // Nothing left behind: wait for the forgets, then look at every disk.
-    until_no_live_runs(&http, &nodes).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    for n in &mut nodes {
-        n.kill();
-    }
-    let mut left = Vec::new();
-    for n in &nodes {
-        left.extend(leftovers(&n.data).into_iter().map(|k| format!("{}:{k}", n.id)));
-    }
+    let left = stop_and_look(&http, &mut nodes).await;
     // The alarm counter on the cloud's disk: one per run.
     let tier = disk_tier(&nodes[0].data);
     let count = tier.increment("wildfire", "alarms/42", 0).unwrap();
@@ -422,15 +425,7 @@ async fn bookings_never_overbook_while_nodes_are_killed() {
     }
     let outcomes: std::collections::HashMap<u64, Value> =
         records(&http, &started).await.into_iter().enumerate().map(|(i, r)| (i as u64, r)).collect();
-    until_no_live_runs(&http, &nodes).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    for n in &mut nodes {
-        n.kill();
-    }
-    let mut left = Vec::new();
-    for n in &nodes {
-        left.extend(leftovers(&n.data).into_iter().map(|k| format!("{}:{k}", n.id)));
-    }
+    let left = stop_and_look(&http, &mut nodes).await;
     let tiers: Vec<(&str, StateTier)> = nodes.iter().map(|n| (n.id, disk_tier(&n.data))).collect();
     for (id, tier) in &tiers {
         assert_eq!(tier.held_locks().unwrap(), 0, "{id} still holds locks");

@@ -41,6 +41,29 @@ pub enum CasOutcome {
     Stale(Option<Entry>),
 }
 
+/// The check of a staged transaction at its commit (or prepare): `current`
+/// holds the entries of the keys of `reads`, then of `absent`. Fails with
+/// `conflict` when an entry read has another version now, with
+/// `precondition-failed` when one of `absent` is live.
+pub(super) fn validate(
+    reads: &[(ScopedKey, Option<u64>)],
+    absent: &[ScopedKey],
+    current: &[Option<Entry>],
+    now: u64,
+) -> Result<()> {
+    for ((key, seen), entry) in reads.iter().zip(current) {
+        if *seen != entry.as_ref().map(|e| e.version) {
+            return Err(Error::Conflict(format!("`{}/{}` changed after the step read it", key.scope, key.key)));
+        }
+    }
+    for (key, entry) in absent.iter().zip(current.get(reads.len()..).unwrap_or_default()) {
+        if entry.as_ref().is_some_and(|e| e.is_live(now)) {
+            return Err(Error::PreconditionFailed(format!("`{}/{}` exists", key.scope, key.key)));
+        }
+    }
+    Ok(())
+}
+
 /// A plain state call: refused when it would write (or read-modify-write)
 /// a key a prepared transaction holds.
 const PLAIN: Option<Access<'static>> = Some(Access::Plain { validate_reads: false });
@@ -502,16 +525,7 @@ impl StateTier {
         let mut all = Some(all);
         let access = Some(Access::Plain { validate_reads: true });
         self.transact(access, &read, &written, &mut |current| {
-            for ((key, seen), now_entry) in reads.iter().zip(current) {
-                if *seen != now_entry.as_ref().map(|e| e.version) {
-                    return Err(Error::Conflict(format!("`{}/{}` changed after the step read it", key.scope, key.key)));
-                }
-            }
-            for (key, entry) in absent.iter().zip(&current[reads.len()..]) {
-                if entry.as_ref().is_some_and(|e| e.is_live(now)) {
-                    return Err(Error::PreconditionFailed(format!("`{}/{}` exists", key.scope, key.key)));
-                }
-            }
+            validate(&reads, absent, current, now)?;
             all.take().ok_or_else(|| Error::Other("transaction retried".into()))
         })
     }

@@ -149,16 +149,7 @@ impl StateTier {
         let locks = self.locks.clone();
         let mut acquired = false;
         let result = self.transact(None, &read, &written, &mut |current| {
-            for ((key, seen), entry) in reads.iter().zip(current) {
-                if *seen != entry.as_ref().map(|e| e.version) {
-                    return Err(Error::Conflict(format!("`{}/{}` changed after the step read it", key.scope, key.key)));
-                }
-            }
-            for (key, entry) in guards.iter().zip(&current[reads.len()..]) {
-                if entry.as_ref().is_some_and(|e| e.is_live(now_ms)) {
-                    return Err(Error::PreconditionFailed(format!("`{}/{}` exists", key.scope, key.key)));
-                }
-            }
+            super::tier::validate(&reads, &guards, current, now_ms)?;
             let mut table = locks.lock().map_err(poisoned)?;
             let table = table.get_or_insert_with(LockTable::default);
             table.check(Access::Txn(txn), &read_keys, &written_keys)?;
