@@ -95,6 +95,18 @@ pub struct HostConfig {
     /// Durable-run steps that run at once on this host; more wait, durable
     /// in their inbox, for a turn. Default 64.
     pub max_running_steps: u32,
+    /// Scopes kept as a full copy on several nodes (see
+    /// docs/replication.md): scope name → its replicas, which must include
+    /// this node. Default none.
+    pub replicated: std::collections::BTreeMap<String, ReplicatedScope>,
+}
+
+/// One replicated scope of [`HostConfig::replicated`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicatedScope {
+    /// The node ids of its replicas, this node among them.
+    pub nodes: Vec<String>,
 }
 
 impl Default for HostConfig {
@@ -122,6 +134,7 @@ impl Default for HostConfig {
             purge_batch: 1_000,
             max_durable_runs: 10_000,
             max_running_steps: 64,
+            replicated: Default::default(),
         }
     }
 }
@@ -186,6 +199,22 @@ impl HostConfig {
         let bad = |msg: String| Err(Error::Config(msg));
         if let Err(e) = NodeId::new(self.node_id.as_str()) {
             return bad(format!("node_id: {e}"));
+        }
+        for (scope, r) in &self.replicated {
+            match ScopeName::new(scope.as_str()) {
+                Err(e) => return bad(format!("replicated.{scope}: {e}")),
+                Ok(s) if s.is_reserved() => return bad(format!("replicated.{scope}: scopes of the host cannot be replicated")),
+                Ok(_) => {}
+            }
+            if let Some(bad_node) = r.nodes.iter().find(|n| NodeId::new(n.as_str()).is_err()) {
+                return bad(format!("replicated.{scope}.nodes: `{bad_node}` is not a node id"));
+            }
+            if !r.nodes.contains(&self.node_id) {
+                return bad(format!(
+                    "replicated.{scope}.nodes lists {:?} but not this node (`{}`): list a scope only on its replicas",
+                    r.nodes, self.node_id
+                ));
+            }
         }
         if self.epoch_tick_ms == 0 {
             return bad("epoch_tick_ms must be at least 1".into());

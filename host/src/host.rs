@@ -282,7 +282,11 @@ impl HostBuilder {
                 BackendConfig::Redb { path } => Arc::new(RedbStore::open(path)?),
             },
         };
-        let tier = StateTier::new(store, config.limits.clone()).with_allowed_scopes(config.allowed_scopes.clone());
+        let mut tier = StateTier::new(store, config.limits.clone()).with_allowed_scopes(config.allowed_scopes.clone());
+        if !config.replicated.is_empty() {
+            let scopes = config.replicated.iter().map(|(s, r)| (s.clone(), r.nodes.clone())).collect();
+            tier = tier.with_replication(crate::state::replica::Replication::new(config.node_id.clone(), scopes));
+        }
         let engine = new_engine(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(runtime)?;

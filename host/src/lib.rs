@@ -25,7 +25,7 @@ pub mod state;
 pub use bindings::{
     DatabeltCtx, DatabeltCtxView, DatabeltView, HandOff, HasDatabelt, Invocation, RunScope, StateOps, add_to_linker,
 };
-pub use config::{BackendConfig, HostConfig, StateLimits};
+pub use config::{BackendConfig, HostConfig, ReplicatedScope, StateLimits};
 /// The shared vocabulary: typed names and error kinds (`databelt-types`).
 pub use databelt_types as types;
 pub use error::{Cause, Error, ErrorKind, Result};

@@ -4,11 +4,13 @@
 
 mod encoding;
 pub mod history;
+pub mod lattice;
 mod limits;
 pub mod locks;
 mod memory;
 pub mod quota;
 mod redb_store;
+pub mod replica;
 mod sandbox;
 mod staged;
 mod tier;

@@ -87,6 +87,11 @@ pub struct StateTier {
     /// Keys held by prepared transaction parts; `None` until rebuilt from
     /// the prepared records (on first use).
     pub(super) locks: Arc<Mutex<Option<LockTable>>>,
+    /// The replicated scopes, if any (see [`super::replica`]).
+    pub(super) replication: Option<Arc<super::replica::Replication>>,
+    /// Whether this tier's transactions log writes to replicated scopes
+    /// (a step's staged tier does not: its commit on the base tier does).
+    pub(super) logs_replication: bool,
 }
 
 impl std::fmt::Debug for StateTier {
@@ -105,6 +110,8 @@ impl StateTier {
             clock: Arc::new(system_clock_ms),
             usage: Arc::new(Mutex::new(HashMap::new())),
             locks: Arc::new(Mutex::new(None)),
+            replication: None,
+            logs_replication: false,
         }
     }
 
@@ -150,7 +157,7 @@ impl StateTier {
         self.check_key(key)
     }
 
-    fn check_key(&self, key: &str) -> Result<()> {
+    pub(super) fn check_key(&self, key: &str) -> Result<()> {
         if key.is_empty() {
             return Err(Error::Other("keys must not be empty".into()));
         }
@@ -160,14 +167,14 @@ impl StateTier {
         Ok(())
     }
 
-    fn check_value(&self, value: &[u8]) -> Result<()> {
+    pub(super) fn check_value(&self, value: &[u8]) -> Result<()> {
         if value.len() > self.limits.max_value_bytes {
             return Err(Error::over_limit("value size in bytes", value.len(), self.limits.max_value_bytes));
         }
         Ok(())
     }
 
-    fn check_batch(&self, n: usize) -> Result<()> {
+    pub(super) fn check_batch(&self, n: usize) -> Result<()> {
         if n > self.limits.max_batch_keys {
             return Err(Error::over_limit("keys in one batch", n, self.limits.max_batch_keys));
         }
@@ -189,6 +196,9 @@ impl StateTier {
 
     /// The live entry under `key`, with its version.
     pub fn get_entry(&self, scope: &str, key: &str) -> Result<Option<Entry>> {
+        if self.is_replicated(scope) {
+            return self.replicated_entry(scope, key);
+        }
         self.check_key(key)?;
         let now = self.now();
         Ok(self.live(self.store.get(scope, key)?, now))
@@ -257,6 +267,27 @@ impl StateTier {
     }
 
     fn transact_unchecked(
+        &self,
+        read: &[ScopedKey],
+        written: &[ScopedKey],
+        decide: &mut super::Decide<'_>,
+    ) -> Result<Vec<u64>> {
+        let logged = self.logged_scopes(written);
+        if logged.is_empty() {
+            return self.transact_under_quotas(read, written, decide);
+        }
+        // Writes to replicated scopes are logged in the same transaction.
+        let mut with_vv = read.to_vec();
+        with_vv.extend(Self::log_keys(&logged));
+        self.transact_under_quotas(&with_vv, written, &mut |current| {
+            let (mine, vvs) = current.split_at(read.len().min(current.len()));
+            let mut writes = decide(mine)?;
+            self.append_log(&logged, vvs, &mut writes)?;
+            Ok(writes)
+        })
+    }
+
+    fn transact_under_quotas(
         &self,
         read: &[ScopedKey],
         written: &[ScopedKey],
@@ -337,6 +368,9 @@ impl StateTier {
 
     /// Store `value` under `key`; returns the new version.
     pub fn set(&self, scope: &str, key: &str, value: Vec<u8>, opts: SetOptions) -> Result<u64> {
+        if self.is_replicated(scope) {
+            return self.replicated_set(scope, vec![(key.to_string(), value)], opts).map(|_| 0);
+        }
         self.check_key(key)?;
         self.check_value(&value)?;
         let now = self.now();
@@ -357,6 +391,9 @@ impl StateTier {
 
     /// Remove `key`.
     pub fn delete(&self, scope: &str, key: &str) -> Result<()> {
+        if self.is_replicated(scope) {
+            return self.replicated_delete(scope, vec![key.to_string()]);
+        }
         self.check_key(key)?;
         let at = ScopedKey::new(scope, key);
         self.transact(PLAIN, &[], std::slice::from_ref(&at), &mut |_| Ok(vec![Write::Delete { key: at.clone() }]))?;
@@ -365,6 +402,9 @@ impl StateTier {
 
     /// One page of the live keys starting with `prefix`, after `cursor`.
     pub fn list_keys(&self, scope: &str, prefix: &str, cursor: Option<&str>, limit: Option<u32>) -> Result<KeyPage> {
+        if self.is_replicated(scope) {
+            return self.replicated_keys(scope, prefix, cursor, limit);
+        }
         if prefix.len() > self.limits.max_key_bytes {
             return Err(Error::over_limit("prefix size in bytes", prefix.len(), self.limits.max_key_bytes));
         }
@@ -385,6 +425,9 @@ impl StateTier {
 
     /// The live values of `keys`, in order, from one snapshot.
     pub fn get_many(&self, scope: &str, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
+        if self.is_replicated(scope) {
+            return keys.iter().map(|k| self.get(scope, k)).collect();
+        }
         self.check_batch(keys.len())?;
         for k in keys {
             self.check_key(k)?;
@@ -395,6 +438,9 @@ impl StateTier {
 
     /// Store every entry atomically.
     pub fn set_many(&self, scope: &str, entries: Vec<(String, Vec<u8>)>, opts: SetOptions) -> Result<()> {
+        if self.is_replicated(scope) {
+            return self.replicated_set(scope, entries, opts);
+        }
         self.check_batch(entries.len())?;
         for (k, v) in &entries {
             self.check_key(k)?;
@@ -420,6 +466,9 @@ impl StateTier {
 
     /// Remove every key atomically.
     pub fn delete_many(&self, scope: &str, keys: Vec<String>) -> Result<()> {
+        if self.is_replicated(scope) {
+            return self.replicated_delete(scope, keys);
+        }
         self.check_batch(keys.len())?;
         for k in &keys {
             self.check_key(k)?;
@@ -433,6 +482,9 @@ impl StateTier {
 
     /// Add `delta` to the counter under `key`; returns the new value.
     pub fn increment(&self, scope: &str, key: &str, delta: i64) -> Result<i64> {
+        if self.is_replicated(scope) {
+            return self.replicated_add(scope, key, delta);
+        }
         self.check_key(key)?;
         let now = self.now();
         let mut result = 0;
@@ -459,6 +511,11 @@ impl StateTier {
         expected: Option<&[u8]>,
         value: Vec<u8>,
     ) -> Result<CasOutcome> {
+        if self.is_replicated(scope) {
+            return Err(Error::PreconditionFailed(format!(
+                "scope `{scope}` is replicated: its replicas merge concurrent writes instead of comparing versions, so compare-and-swap is not offered there"
+            )));
+        }
         self.check_key(key)?;
         self.check_value(&value)?;
         let now = self.now();
@@ -504,6 +561,8 @@ impl StateTier {
             usage: Arc::new(Mutex::new(HashMap::new())),
             // Staged writes touch nothing: locks are checked at the commit.
             locks: Arc::new(Mutex::new(Some(LockTable::default()))),
+            replication: self.replication.clone(),
+            logs_replication: false,
         };
         (tier, staged)
     }

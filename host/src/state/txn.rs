@@ -134,6 +134,12 @@ impl StateTier {
         let StagedWrites { reads, writes } = staged.writes()?;
         let read_keys: Vec<ScopedKey> = reads.iter().map(|(k, _)| k.clone()).collect();
         let written_keys: Vec<ScopedKey> = writes.iter().map(|w| w.key().clone()).collect();
+        if let Some(k) = written_keys.iter().find(|k| self.is_replicated(&k.scope)) {
+            return Err(Error::PreconditionFailed(format!(
+                "scope `{}` is replicated: its replicas merge writes without coordination, so a transaction cannot hold its keys",
+                k.scope
+            )));
+        }
         let at = record_key(txn, part);
         let mut guards = absent.to_vec();
         guards.push(at.clone());
