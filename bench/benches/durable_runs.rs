@@ -50,6 +50,7 @@ fn main() {
             advertise: None,
             emulate: None,
             insecure_development: false,
+            replication: Default::default(),
         };
         let cluster = Cluster::start(topology(), options).await.unwrap();
         let path = common::write_wildfire(dir.path(), "");

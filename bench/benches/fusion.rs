@@ -116,6 +116,7 @@ fn main() {
             advertise: Some(advertise),
             emulate: None,
             insecure_development: false,
+            replication: Default::default(),
         };
         let topology = databelt_placement::Topology::from_toml(toml).expect("topology");
         let cluster = Cluster::start(topology, options).await.expect("cluster");

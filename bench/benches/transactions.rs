@@ -111,6 +111,7 @@ fn main() {
             advertise: None,
             emulate: Some(Duration::from_millis(50)),
             insecure_development: false,
+            replication: Default::default(),
         };
         let cluster = Cluster::start(topology(), options).await.unwrap();
         let http = cluster.credentials.client_builder().unwrap().build().unwrap();

@@ -231,6 +231,7 @@ pub async fn run(options: PaperOptions) -> Result<Vec<Case>> {
             advertise: None,
             emulate: Some(Duration::from_millis(50)),
             insecure_development: false,
+            replication: Default::default(),
         },
     )
     .await?;

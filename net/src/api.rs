@@ -109,6 +109,9 @@ pub async fn serve_node(
     // Durable runs ride on the step executor; their delivery loop lives as
     // long as the server.
     let mut _deliveries = None;
+    if let Some(steps) = &steps {
+        router = router.merge(crate::replication::router(steps.host().state().clone(), steps.continuum().clone()));
+    }
     if let Some(steps) = steps {
         let runs = crate::workflow::durable::DurableRuns::new(steps.clone(), Default::default())
             .map_err(std::io::Error::other)?;

@@ -266,7 +266,7 @@ pub fn need(method: &Method, path: &str) -> Need {
         }
         ("POST", ["workflow", "v1", "deliver"]) => Need::Node,
         ("POST", ["workflows", _, "runs"]) => Need::Invoke(None),
-        ("GET", ["runs"]) | ("GET", ["runs", _]) => read(),
+        ("GET", ["runs"]) | ("GET", ["runs", _]) | ("GET", ["replicas", _, _]) => read(),
         ("GET", ["v1", "topology"]) | ("GET", ["v1", "slos", _]) => Need::NodeOr(Box::new(read())),
         ("POST", ["v1", "hints", _]) => Need::NodeOr(Box::new(Need::Invoke(None))),
         _ => admin,

@@ -477,6 +477,12 @@ impl Continuum {
         }
     }
 
+    /// The address this node reaches `node` at (its route, or the
+    /// topology's address).
+    pub fn peer_address(&self, node: &str) -> Result<String> {
+        self.address_of(node)
+    }
+
     fn address_of(&self, node: &str) -> Result<String> {
         let (topology, _) = self.topology()?;
         self.address(&topology, node)

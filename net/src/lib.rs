@@ -10,6 +10,8 @@
 //!   hosts' client of it, over the pure decisions of `databelt-placement`.
 //! - [`continuum`]: the continuous data path: SLO-aware propagation of a
 //!   step's output state and the tiered read path.
+//! - [`replication`]: replicated scopes across nodes: the replicator that
+//!   ships each replica's log, and session-guarded client reads and writes.
 //! - [`workflow`]: the step protocol (one step on one host), the step
 //!   executor and the workflow runner.
 //! - [`http`]: what every API shares: the error body, status and kind
@@ -26,6 +28,7 @@ pub mod continuum;
 pub mod http;
 pub mod peer;
 pub mod placement;
+pub mod replication;
 pub mod server;
 pub mod tls;
 pub mod workflow;

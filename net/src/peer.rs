@@ -488,6 +488,33 @@ impl PeerClient {
         self.post_postcard(peer, run_id, place, "batch-put", req).await.map(|_| ())
     }
 
+    /// POST `body` to `/peer/v1/{route}` on `peer` within `timeout`; the
+    /// answer's body (an error answer becomes the error it reports).
+    pub async fn post_raw(&self, peer: &str, route: &str, body: Vec<u8>, timeout: Duration) -> Result<Bytes> {
+        let r = self
+            .http
+            .post(format!("{}://{peer}/peer/v1/{route}", self.scheme))
+            .header(header::CONTENT_TYPE, "application/postcard")
+            .timeout(timeout)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| unreachable(peer, e))?;
+        check(peer, r).await?.bytes().await.map_err(|e| unreachable(peer, e))
+    }
+
+    /// GET `/peer/v1/{route}` on `peer` within `timeout`; the answer's body.
+    pub async fn get_raw(&self, peer: &str, route: &str, timeout: Duration) -> Result<Bytes> {
+        let r = self
+            .http
+            .get(format!("{}://{peer}/peer/v1/{route}", self.scheme))
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| unreachable(peer, e))?;
+        check(peer, r).await?.bytes().await.map_err(|e| unreachable(peer, e))
+    }
+
     /// POST `body` as postcard to `/peer/v1/{route}` and check the answer.
     async fn post_postcard<B: Serialize>(
         &self,

@@ -50,6 +50,8 @@ pub struct ClusterOptions {
     /// the cluster mints an ephemeral CA, a certificate for every node and
     /// the placement service, and an admin token ([`Cluster::credentials`]).
     pub insecure_development: bool,
+    /// How the nodes ship their replicated scopes (`host.replicated`).
+    pub replication: databelt_net::replication::ReplicatorConfig,
 }
 
 /// Maps a node id and its listening address to the address the topology
@@ -74,6 +76,7 @@ impl Default for ClusterOptions {
             advertise: None,
             emulate: None,
             insecure_development: false,
+            replication: Default::default(),
         }
     }
 }
@@ -90,12 +93,15 @@ pub struct ClusterNode {
     pub executor: StepExecutor,
     /// What its servers enforce and its clients present.
     pub security: MemberSecurity,
+    /// What ships its replicated scopes (`None` when it replicates none).
+    pub replicator: Option<databelt_net::replication::Replicator>,
     stop: Option<oneshot::Sender<()>>,
 }
 
 impl ClusterNode {
-    /// Stop this node's server (its state stays in its store).
+    /// Stop this node's server and replicator (its state stays in its store).
     pub fn stop(&mut self) {
+        self.replicator = None;
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
@@ -230,6 +236,11 @@ impl Cluster {
             if let Some(e) = &cluster.emulator {
                 continuum = continuum.with_routes(e.routes_from(&node.id));
             }
+            let replicator = databelt_net::replication::Replicator::start(
+                host.state().clone(),
+                continuum.clone(),
+                options.replication.clone(),
+            );
             let executor = StepExecutor::new(host.clone(), continuum);
             let (tx, rx) = oneshot::channel::<()>();
             let (node_host, node_steps, server) = (host.clone(), executor.clone(), security.server.clone());
@@ -248,6 +259,7 @@ impl Cluster {
                 host,
                 executor,
                 security,
+                replicator,
                 stop: Some(tx),
             });
         }

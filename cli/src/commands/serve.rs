@@ -98,6 +98,10 @@ pub fn run(args: Args) -> Result<()> {
             Some(url) => Some(join_continuum(&host, url, &security, &members, args.peer_read_timeout_ms).await?),
             None => None,
         };
+        // Replicated scopes ship their logs for as long as the server runs.
+        let _replicator = steps.as_ref().and_then(|s| {
+            databelt_net::replication::Replicator::start(host.state().clone(), s.continuum().clone(), Default::default())
+        });
         databelt_net::api::serve_node(host, steps, security.server, listener, ctrl_c()).await.context("server failed")
     })
 }

@@ -41,19 +41,44 @@ pub const REPLICA_SCOPE: &str = "databelt.repl";
 /// A version vector (per origin node: how many of its writes were applied).
 pub type VersionVector = VClock<Actor>;
 
+/// Called after the local replica of a scope changed (a local write, or
+/// entries applied from a peer): what the network layer waits on to ship.
+pub type ChangeListener = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// A host's replicated scopes, and its identity as a replica.
-#[derive(Debug)]
 pub struct Replication {
     node: Actor,
     scopes: BTreeMap<String, Vec<Actor>>,
     last_stamp: Mutex<Stamp>,
+    listeners: Mutex<Vec<ChangeListener>>,
+}
+
+impl std::fmt::Debug for Replication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replication").field("node", &self.node).field("scopes", &self.scopes).finish_non_exhaustive()
+    }
 }
 
 impl Replication {
     /// Node `node` replicates each scope of `scopes` with the nodes listed
     /// for it (the list may name `node` itself; it is left out of the peers).
     pub fn new(node: impl Into<Actor>, scopes: BTreeMap<String, Vec<Actor>>) -> Replication {
-        Replication { node: node.into(), scopes, last_stamp: Mutex::new(0) }
+        Replication { node: node.into(), scopes, last_stamp: Mutex::new(0), listeners: Mutex::new(Vec::new()) }
+    }
+
+    /// Call `listener` with the scope's name whenever a replicated scope
+    /// changes here.
+    pub fn on_change(&self, listener: ChangeListener) {
+        if let Ok(mut l) = self.listeners.lock() {
+            l.push(listener);
+        }
+    }
+
+    pub(super) fn changed(&self, scope: &str) {
+        let listeners = self.listeners.lock().map(|l| l.clone()).unwrap_or_default();
+        for l in listeners {
+            l(scope);
+        }
     }
 
     /// This replica's node id.
@@ -520,6 +545,9 @@ impl StateTier {
             outcome = (order.len(), vv);
             Ok(writes)
         })?;
+        if outcome.0 > 0 {
+            repl.changed(scope);
+        }
         Ok(outcome)
     }
 
@@ -600,6 +628,7 @@ impl StateTier {
             after = mine;
             Ok(writes)
         })?;
+        repl.changed(scope);
         Ok(after)
     }
 }

@@ -279,12 +279,18 @@ impl StateTier {
         // Writes to replicated scopes are logged in the same transaction.
         let mut with_vv = read.to_vec();
         with_vv.extend(Self::log_keys(&logged));
-        self.transact_under_quotas(&with_vv, written, &mut |current| {
+        let versions = self.transact_under_quotas(&with_vv, written, &mut |current| {
             let (mine, vvs) = current.split_at(read.len().min(current.len()));
             let mut writes = decide(mine)?;
             self.append_log(&logged, vvs, &mut writes)?;
             Ok(writes)
-        })
+        })?;
+        if let Some(repl) = &self.replication {
+            for scope in &logged {
+                repl.changed(scope);
+            }
+        }
+        Ok(versions)
     }
 
     fn transact_under_quotas(

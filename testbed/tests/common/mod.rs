@@ -37,6 +37,7 @@ pub async fn chain_cluster() -> (databelt_testbed::Cluster, tempfile::TempDir) {
         advertise: None,
         emulate: None,
         insecure_development: false,
+        replication: Default::default(),
     };
     (databelt_testbed::Cluster::start(chain_topology(), options).await.unwrap(), dir)
 }

@@ -70,6 +70,7 @@ pub async fn cluster_with(
         advertise: None,
         emulate: None,
         insecure_development: false,
+        replication: Default::default(),
     };
     Cluster::start(topology, options).await.unwrap()
 }
