@@ -203,7 +203,9 @@ impl HostConfig {
         for (scope, r) in &self.replicated {
             match ScopeName::new(scope.as_str()) {
                 Err(e) => return bad(format!("replicated.{scope}: {e}")),
-                Ok(s) if s.is_reserved() => return bad(format!("replicated.{scope}: scopes of the host cannot be replicated")),
+                Ok(s) if s.is_reserved() => {
+                    return bad(format!("replicated.{scope}: scopes of the host cannot be replicated"));
+                }
                 Ok(_) => {}
             }
             if let Some(bad_node) = r.nodes.iter().find(|n| NodeId::new(n.as_str()).is_err()) {

@@ -131,6 +131,11 @@ pub struct ReplicatorConfig {
     pub keep_log: u64,
     /// Keys per snapshot page. Default 256.
     pub snapshot_page: usize,
+    /// How long a peer must have lacked another origin's entries, while
+    /// reachable from here, before this replica relays them (the origin
+    /// ships its own at once; relaying only what it could not deliver keeps
+    /// catch-up from sending every entry once per replica). Default 1 s.
+    pub relay_after: Duration,
 }
 
 impl Default for ReplicatorConfig {
@@ -142,11 +147,12 @@ impl Default for ReplicatorConfig {
             backoff: (Duration::from_millis(50), Duration::from_secs(2)),
             keep_log: 100_000,
             snapshot_page: 256,
+            relay_after: Duration::from_secs(1),
         }
     }
 }
 
-/// What a replicator has shipped, since it started.
+/// What a replicator has shipped to one peer, since it started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReplicationStats {
     /// Pushes answered by a peer.
@@ -176,7 +182,7 @@ struct Counters {
 /// timeouts, and trims the log once every replica has an entry. Dropping it
 /// stops the tasks.
 pub struct Replicator {
-    counters: Arc<Counters>,
+    counters: Arc<HashMap<String, Counters>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -192,7 +198,7 @@ struct Shipper {
     tier: StateTier,
     continuum: Continuum,
     config: ReplicatorConfig,
-    counters: Arc<Counters>,
+    counters: Arc<HashMap<String, Counters>>,
     /// Last vector each peer reported, per scope: for trimming.
     known: std::sync::Mutex<HashMap<(String, String), VersionVector>>,
 }
@@ -210,7 +216,9 @@ impl Replicator {
         replication.on_change(Arc::new(move |_scope: &str| {
             tx.send_modify(|n| *n = n.wrapping_add(1));
         }));
-        let counters = Arc::new(Counters::default());
+        let counters: Arc<HashMap<String, Counters>> = Arc::new(
+            scopes.iter().flat_map(|(_, peers)| peers.iter().map(|p| (p.clone(), Counters::default()))).collect(),
+        );
         let shipper = Arc::new(Shipper {
             tier,
             continuum,
@@ -229,35 +237,58 @@ impl Replicator {
         Some(Replicator { counters, tasks })
     }
 
-    /// What it has shipped so far.
-    pub fn stats(&self) -> ReplicationStats {
-        let c = &self.counters;
-        ReplicationStats {
-            pushes: c.pushes.load(Ordering::Relaxed),
-            entries: c.entries.load(Ordering::Relaxed),
-            body_bytes: c.body_bytes.load(Ordering::Relaxed),
-            snapshots: c.snapshots.load(Ordering::Relaxed),
-            failures: c.failures.load(Ordering::Relaxed),
-        }
+    /// What it has shipped so far, per peer (over every scope).
+    pub fn stats(&self) -> std::collections::BTreeMap<String, ReplicationStats> {
+        self.counters
+            .iter()
+            .map(|(peer, c)| {
+                let stats = ReplicationStats {
+                    pushes: c.pushes.load(Ordering::Relaxed),
+                    entries: c.entries.load(Ordering::Relaxed),
+                    body_bytes: c.body_bytes.load(Ordering::Relaxed),
+                    snapshots: c.snapshots.load(Ordering::Relaxed),
+                    failures: c.failures.load(Ordering::Relaxed),
+                };
+                (peer.clone(), stats)
+            })
+            .collect()
     }
 }
 
 impl Shipper {
+    fn counters(&self, peer: &str) -> Option<&Counters> {
+        self.counters.get(peer)
+    }
+
+    fn count(&self, peer: &str, f: impl FnOnce(&Counters)) {
+        if let Some(c) = self.counters(peer) {
+            f(c);
+        }
+    }
+
     async fn follow(self: Arc<Self>, scope: String, peer: String, mut changes: watch::Receiver<u64>) {
         let mut known: Option<VersionVector> = None;
+        // Since when the peer has lacked entries of each other origin.
+        let mut lag: HashMap<String, tokio::time::Instant> = HashMap::new();
         let (min, max) = self.config.backoff;
         let mut backoff = min;
         loop {
             changes.mark_unchanged();
-            match self.round(&scope, &peer, &mut known).await {
+            match self.round(&scope, &peer, &mut known, &mut lag).await {
                 Ok(true) => backoff = min,
                 Ok(false) => {
                     backoff = min;
                     let _ = tokio::time::timeout(self.config.idle_check, changes.changed()).await;
                 }
                 Err(e) => {
-                    self.counters.failures.fetch_add(1, Ordering::Relaxed);
+                    self.count(&peer, |c| {
+                        c.failures.fetch_add(1, Ordering::Relaxed);
+                    });
                     tracing::debug!(%scope, %peer, error = %e, "replication push failed; backing off");
+                    // Ask the peer afresh once it answers again, and give
+                    // the origins their chance first.
+                    known = None;
+                    lag.clear();
                     // Jitter in [backoff/2, backoff].
                     let nanos = backoff.as_nanos() as u64;
                     let jitter = nanos / 2 + rand::random::<u64>() % (nanos / 2 + 1);
@@ -269,34 +300,52 @@ impl Shipper {
     }
 
     /// One exchange with `peer`; `Ok(true)` when there may be more to send.
-    async fn round(&self, scope: &str, peer: &str, known: &mut Option<VersionVector>) -> Result<bool> {
+    async fn round(
+        &self,
+        scope: &str,
+        peer: &str,
+        known: &mut Option<VersionVector>,
+        lag: &mut HashMap<String, tokio::time::Instant>,
+    ) -> Result<bool> {
         let addr = self.continuum.peer_address(peer)?;
         let theirs = match known.clone() {
             Some(v) => v,
             None => {
-                let ack = self.push(&addr, scope, &Push::default()).await?;
+                let ack = self.push(&addr, scope, peer, &Push::default()).await?;
                 self.learn(scope, peer, known, ack.vv.clone());
                 ack.vv
             }
         };
         let (tier, s, t, budget) = (self.tier.clone(), scope.to_string(), theirs.clone(), self.config.batch_bytes);
         match blocking(move || tier.replica_missing(&s, &t, budget)).await? {
-            Missing::Entries(entries) if entries.is_empty() => {
-                self.trim(scope).await;
-                Ok(false)
-            }
-            Missing::Entries(entries) => {
+            Missing::Entries(mut entries) => {
+                let me = self.continuum.node_id();
+                let now = tokio::time::Instant::now();
+                lag.retain(|origin, _| entries.iter().any(|e| e.origin == *origin));
+                entries.retain(|e| {
+                    e.origin == me
+                        || now.duration_since(*lag.entry(e.origin.clone()).or_insert(now)) >= self.config.relay_after
+                });
+                if entries.is_empty() {
+                    self.trim(scope).await;
+                    return Ok(false);
+                }
                 let n = entries.len() as u64;
-                let ack = self.push(&addr, scope, &Push { entries }).await?;
-                self.counters.entries.fetch_add(n, Ordering::Relaxed);
+                let ack = self.push(&addr, scope, peer, &Push { entries }).await?;
+                self.count(peer, |c| {
+                    c.entries.fetch_add(n, Ordering::Relaxed);
+                });
                 let progressed = ack.applied > 0;
                 self.learn(scope, peer, known, ack.vv);
                 Ok(progressed)
             }
             Missing::Snapshot => {
-                self.snapshot(&addr, scope).await.inspect_err(|_| *known = None)?;
-                self.counters.snapshots.fetch_add(1, Ordering::Relaxed);
+                let sent = self.snapshot(&addr, scope, peer).await;
                 *known = None;
+                sent?;
+                self.count(peer, |c| {
+                    c.snapshots.fetch_add(1, Ordering::Relaxed);
+                });
                 Ok(true)
             }
         }
@@ -331,7 +380,7 @@ impl Shipper {
         }
     }
 
-    async fn snapshot(&self, addr: &str, scope: &str) -> Result<()> {
+    async fn snapshot(&self, addr: &str, scope: &str, peer: &str) -> Result<()> {
         let (tier, s) = (self.tier.clone(), scope.to_string());
         // The vector first: the values read after it include at least its writes.
         let vv = blocking(move || tier.replica_vv(&s)).await?;
@@ -341,7 +390,7 @@ impl Shipper {
             let (entries, next) = blocking(move || tier.replica_snapshot(&s, c.as_deref(), n)).await?;
             let last = next.is_none();
             let page = SnapshotPush { entries, vv: last.then(|| vv.clone()) };
-            self.post(addr, &format!("replicate/{}/snapshot", encode_segment(scope)), &page).await?;
+            self.post(addr, peer, &format!("replicate/{}/snapshot", encode_segment(scope)), &page).await?;
             if last {
                 return Ok(());
             }
@@ -349,15 +398,20 @@ impl Shipper {
         }
     }
 
-    async fn push(&self, addr: &str, scope: &str, push: &Push) -> Result<Ack> {
-        let ack = self.post(addr, &format!("replicate/{}", encode_segment(scope)), push).await?;
-        self.counters.pushes.fetch_add(1, Ordering::Relaxed);
+    async fn push(&self, addr: &str, scope: &str, peer: &str, push: &Push) -> Result<Ack> {
+        let ack = self.post(addr, peer, &format!("replicate/{}", encode_segment(scope)), push).await?;
+        self.count(peer, |c| {
+            c.pushes.fetch_add(1, Ordering::Relaxed);
+        });
         Ok(ack)
     }
 
-    async fn post<B: Serialize>(&self, addr: &str, route: &str, body: &B) -> Result<Ack> {
+    async fn post<B: Serialize>(&self, addr: &str, peer: &str, route: &str, body: &B) -> Result<Ack> {
         let body = postcard::to_stdvec(body).map_err(|e| Error::Runtime(format!("replication push: {e}")))?;
-        self.counters.body_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+        let n = body.len() as u64;
+        self.count(peer, |c| {
+            c.body_bytes.fetch_add(n, Ordering::Relaxed);
+        });
         let answer = self.continuum.peers().post_raw(addr, route, body, self.config.request_timeout).await?;
         decode_postcard(&answer, "replication ack")
     }
@@ -474,9 +528,9 @@ fn postcard_answer<T: Serialize>(value: &T) -> std::result::Result<Response, Api
 fn session_of(headers: &HeaderMap) -> Result<(SessionToken, Duration)> {
     let token = match headers.get(SESSION_HEADER) {
         None => SessionToken::default(),
-        Some(v) => SessionToken::decode(
-            v.to_str().map_err(|_| Error::BadInput(format!("`{SESSION_HEADER}` is not text")))?,
-        )?,
+        Some(v) => {
+            SessionToken::decode(v.to_str().map_err(|_| Error::BadInput(format!("`{SESSION_HEADER}` is not text")))?)?
+        }
     };
     let wait = match headers.get(WAIT_HEADER) {
         None => Duration::from_millis(1000),
@@ -490,7 +544,11 @@ fn session_of(headers: &HeaderMap) -> Result<(SessionToken, Duration)> {
     Ok((token, wait.min(MAX_SESSION_WAIT)))
 }
 
-fn with_session(mut response: Response, token: &SessionToken, served_by: &str) -> std::result::Result<Response, ApiError> {
+fn with_session(
+    mut response: Response,
+    token: &SessionToken,
+    served_by: &str,
+) -> std::result::Result<Response, ApiError> {
     let text = token.encode()?;
     let h = response.headers_mut();
     h.insert(SESSION_HEADER, HeaderValue::from_str(&text).map_err(|e| Error::Runtime(e.to_string()))?);
@@ -556,7 +614,13 @@ fn value_response(value: Option<Vec<u8>>) -> Response {
     }
 }
 
-async fn client_write(r: Routes, headers: HeaderMap, scope: String, key: String, value: Option<Vec<u8>>) -> std::result::Result<Response, ApiError> {
+async fn client_write(
+    r: Routes,
+    headers: HeaderMap,
+    scope: String,
+    key: String,
+    value: Option<Vec<u8>>,
+) -> std::result::Result<Response, ApiError> {
     check_client_scope(&r, &scope)?;
     let (mut token, wait) = session_of(&headers)?;
     let me = r.continuum.node_id().to_string();

@@ -154,6 +154,8 @@ struct Shared {
     backward: Arc<Wire>,
     /// The wires crossed each way, when the link stands for a route.
     path: Mutex<Option<(Vec<Hop>, Vec<Hop>)>>,
+    /// Bytes delivered each way (forward: toward the upstream).
+    carried: [std::sync::atomic::AtomicU64; 2],
 }
 
 /// A running emulated link; dropping it stops accepting connections.
@@ -183,6 +185,7 @@ impl Link {
             forward: Arc::new(Wire { free: Mutex::new(now) }),
             backward: Arc::new(Wire { free: Mutex::new(now) }),
             path: Mutex::new(None),
+            carried: Default::default(),
         });
         let s = shared.clone();
         let accept = tokio::spawn(async move {
@@ -201,6 +204,12 @@ impl Link {
             }
         });
         Ok(Link { addr, shared, accept })
+    }
+
+    /// Bytes the link has delivered so far: toward the upstream (requests)
+    /// and back (answers), every connection and byte of framing included.
+    pub fn bytes_carried(&self) -> (u64, u64) {
+        (self.shared.carried[0].load(Ordering::Relaxed), self.shared.carried[1].load(Ordering::Relaxed))
     }
 
     /// The address to connect to instead of the upstream.
@@ -318,6 +327,11 @@ async fn direction(
         if !alive() || to.write_all(&buf).await.is_err() {
             break;
         }
+        let i = match way {
+            Way::Forward => 0,
+            Way::Backward => 1,
+        };
+        shared.carried[i].fetch_add(buf.len() as u64, Ordering::Relaxed);
     }
     reader.abort();
     let _ = to.shutdown().await;

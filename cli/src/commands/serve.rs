@@ -100,7 +100,11 @@ pub fn run(args: Args) -> Result<()> {
         };
         // Replicated scopes ship their logs for as long as the server runs.
         let _replicator = steps.as_ref().and_then(|s| {
-            databelt_net::replication::Replicator::start(host.state().clone(), s.continuum().clone(), Default::default())
+            databelt_net::replication::Replicator::start(
+                host.state().clone(),
+                s.continuum().clone(),
+                Default::default(),
+            )
         });
         databelt_net::api::serve_node(host, steps, security.server, listener, ctrl_c()).await.context("server failed")
     })

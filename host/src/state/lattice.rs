@@ -239,7 +239,9 @@ pub fn apply(current: Option<Lattice>, node: &str, stamp: Stamp, update: Update)
                 _ => PNCounter::new(),
             };
             let before = Lattice::Counter(c.clone()).counter()?;
-            before.checked_add(delta).ok_or_else(|| Error::Other(format!("counter would overflow: {before} + {delta}")))?;
+            before
+                .checked_add(delta)
+                .ok_or_else(|| Error::Other(format!("counter would overflow: {before} + {delta}")))?;
             let op = if delta >= 0 {
                 c.inc_many(actor, delta.unsigned_abs())
             } else {

@@ -229,7 +229,9 @@ fn log_key(scope: &str, origin: &str, seq: u64) -> ScopedKey {
 fn decode_vv(entry: Option<&Entry>) -> Result<VersionVector> {
     match entry {
         None => Ok(VersionVector::new()),
-        Some(e) => postcard::from_bytes(&e.value).map_err(|e| Error::storage_msg(format!("corrupt version vector: {e}"))),
+        Some(e) => {
+            postcard::from_bytes(&e.value).map_err(|e| Error::storage_msg(format!("corrupt version vector: {e}")))
+        }
     }
 }
 
@@ -343,7 +345,12 @@ impl StateTier {
         Ok(())
     }
 
-    pub(super) fn replicated_set(&self, scope: &str, entries: Vec<(String, Vec<u8>)>, opts: super::SetOptions) -> Result<()> {
+    pub(super) fn replicated_set(
+        &self,
+        scope: &str,
+        entries: Vec<(String, Vec<u8>)>,
+        opts: super::SetOptions,
+    ) -> Result<()> {
         Self::refuse_options(scope, opts)?;
         self.replica_update(scope, entries.into_iter().map(|(k, v)| (k, Update::Put(Some(v)))).collect())?;
         Ok(())
@@ -401,7 +408,8 @@ impl StateTier {
     /// tier logs its writes (staged tiers do not: their commit does).
     pub(super) fn logged_scopes(&self, written: &[ScopedKey]) -> Vec<String> {
         let Some(repl) = self.replication.as_ref().filter(|_| self.logs_replication) else { return Vec::new() };
-        let mut scopes: Vec<String> = written.iter().filter(|k| repl.replicates(&k.scope)).map(|k| k.scope.clone()).collect();
+        let mut scopes: Vec<String> =
+            written.iter().filter(|k| repl.replicates(&k.scope)).map(|k| k.scope.clone()).collect();
         scopes.sort();
         scopes.dedup();
         scopes
@@ -432,8 +440,13 @@ impl StateTier {
                 let deps = vv.clone();
                 let dot = vv.inc(repl.node.clone());
                 vv.apply(dot.clone());
-                let shipped =
-                    Shipped { origin: repl.node.clone(), seq: dot.counter, key: key.key.clone(), deps, value: value.clone() };
+                let shipped = Shipped {
+                    origin: repl.node.clone(),
+                    seq: dot.counter,
+                    key: key.key.clone(),
+                    deps,
+                    value: value.clone(),
+                };
                 log.push(Write::Put {
                     key: log_key(scope, &repl.node, dot.counter),
                     value: encode("a log entry", &shipped)?,
@@ -541,7 +554,11 @@ impl StateTier {
                     writes.push(Write::Put { key: ScopedKey::new(scope, k), value: v.encode()?, expires_at_ms: None });
                 }
             }
-            writes.push(Write::Put { key: vv_key(scope), value: encode("a version vector", &vv)?, expires_at_ms: None });
+            writes.push(Write::Put {
+                key: vv_key(scope),
+                value: encode("a version vector", &vv)?,
+                expires_at_ms: None,
+            });
             outcome = (order.len(), vv);
             Ok(writes)
         })?;
@@ -576,7 +593,9 @@ impl StateTier {
                     break;
                 }
                 let n = doomed.len();
-                self.store.transact(&[], &mut |_| Ok(doomed.iter().map(|key| Write::Delete { key: key.clone() }).collect()))?;
+                self.store.transact(&[], &mut |_| {
+                    Ok(doomed.iter().map(|key| Write::Delete { key: key.clone() }).collect())
+                })?;
                 gone += n;
                 if n < keys.len() {
                     break;
@@ -599,7 +618,12 @@ impl StateTier {
     /// Merge a page of a peer's snapshot; with `vv` (the last page), take in
     /// the peer's vector as well: the values merged include every write it
     /// names.
-    pub fn replica_merge(&self, scope: &str, page: &[(String, Vec<u8>)], vv: Option<&VersionVector>) -> Result<VersionVector> {
+    pub fn replica_merge(
+        &self,
+        scope: &str,
+        page: &[(String, Vec<u8>)],
+        vv: Option<&VersionVector>,
+    ) -> Result<VersionVector> {
         let repl = self.replication_or_err(scope)?;
         let mut incoming = Vec::with_capacity(page.len());
         for (k, v) in page {
@@ -619,11 +643,19 @@ impl StateTier {
                     None => theirs.clone(),
                 };
                 v.merge(theirs.clone());
-                writes.push(Write::Put { key: ScopedKey::new(scope, k.clone()), value: v.encode()?, expires_at_ms: None });
+                writes.push(Write::Put {
+                    key: ScopedKey::new(scope, k.clone()),
+                    value: v.encode()?,
+                    expires_at_ms: None,
+                });
             }
             if let Some(vv) = vv {
                 mine.merge(vv.clone());
-                writes.push(Write::Put { key: vv_key(scope), value: encode("a version vector", &mine)?, expires_at_ms: None });
+                writes.push(Write::Put {
+                    key: vv_key(scope),
+                    value: encode("a version vector", &mine)?,
+                    expires_at_ms: None,
+                });
             }
             after = mine;
             Ok(writes)
@@ -654,7 +686,9 @@ mod tests {
 
     fn state(t: &StateTier) -> Vec<(String, Option<Vec<u8>>)> {
         let keys = t.list_keys("r", "", None, Some(1000)).unwrap().keys;
-        keys.iter().map(|k| (k.clone(), t.replica_value("r", k).unwrap().and_then(|v| v.plain_value().unwrap()))).collect()
+        keys.iter()
+            .map(|k| (k.clone(), t.replica_value("r", k).unwrap().and_then(|v| v.plain_value().unwrap())))
+            .collect()
     }
 
     #[test]
