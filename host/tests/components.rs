@@ -541,3 +541,97 @@ fn a_write_to_a_key_a_prepared_transaction_holds_is_a_typed_conflict_that_change
     call(&host, &set("held", b"mine")).unwrap();
     assert_eq!(call(&host, &get("held")).unwrap(), Reply::Value(Some(b"mine".to_vec())));
 }
+
+/// A host whose scope `shared` is replicated with node `b`.
+fn replica_host(node: &str) -> Host {
+    let (mut config, _d) = temp_config();
+    config.backend = databelt_host::BackendConfig::Memory;
+    config.node_id = s(node);
+    config.replicated = [(s("shared"), databelt_host::ReplicatedScope { nodes: vec![s("a"), s("b")] })].into();
+    let host = Host::new(config).unwrap();
+    host.deploy_file("probe", &guest("kv_probe")).unwrap();
+    host
+}
+
+/// Ship everything `from` has logged to `to` (what the replicator does).
+fn ship(from: &Host, to: &Host) {
+    use databelt_host::state::replica::{Missing, VersionVector};
+    let Missing::Entries(e) = from.state().replica_missing("shared", &VersionVector::new(), usize::MAX).unwrap() else {
+        panic!("snapshot")
+    };
+    to.state().replica_apply("shared", &e).unwrap();
+}
+
+#[test]
+fn lattice_calls_through_a_component_merge_concurrent_writes_of_two_replicas() {
+    let (a, b) = (replica_host("a"), replica_host("b"));
+    let sh = || s("shared");
+    let add = |delta| Op::CounterAdd { scope: sh(), key: s("hits"), delta };
+    assert_eq!(call(&a, &add(5)).unwrap(), Reply::Count(5));
+    assert_eq!(call(&b, &add(-2)).unwrap(), Reply::Count(-2));
+    let members = |m: &[&str]| m.iter().map(|x| s(x)).collect::<Vec<_>>();
+    call(&a, &Op::SetAdd { scope: sh(), key: s("tags"), members: members(&["fire", "smoke"]) }).unwrap();
+    call(&b, &Op::SetAdd { scope: sh(), key: s("tags"), members: members(&["flood"]) }).unwrap();
+    call(&a, &Op::Set { scope: sh(), key: s("note"), value: b"from a".to_vec(), ttl_ms: None, if_not_exists: false })
+        .unwrap();
+    call(&b, &Op::Set { scope: sh(), key: s("note"), value: b"from b".to_vec(), ttl_ms: None, if_not_exists: false })
+        .unwrap();
+    ship(&a, &b);
+    ship(&b, &a);
+    for h in [&a, &b] {
+        assert_eq!(call(h, &Op::CounterGet { scope: sh(), key: s("hits") }).unwrap(), Reply::Count(3));
+        // A plain read of a replicated counter is the 8-byte s64 of `increment`.
+        assert_eq!(
+            call(h, &Op::Get { scope: sh(), key: s("hits") }).unwrap(),
+            Reply::Value(Some(3i64.to_le_bytes().to_vec()))
+        );
+        assert_eq!(
+            call(h, &Op::SetMembers { scope: sh(), key: s("tags") }).unwrap(),
+            Reply::Members(members(&["fire", "flood", "smoke"]))
+        );
+        assert_eq!(
+            call(h, &Op::SetContains { scope: sh(), key: s("tags"), member: s("flood") }).unwrap(),
+            Reply::Bool(true)
+        );
+        let Reply::Siblings(sib) = call(h, &Op::Siblings { scope: sh(), key: s("note") }).unwrap() else { panic!() };
+        assert_eq!(sib.len(), 2, "both concurrent writes are kept");
+        // The plain read is the greatest stamp's, the same on both replicas.
+        assert_eq!(call(h, &Op::Get { scope: sh(), key: s("note") }).unwrap(), Reply::Value(sib[0].0.clone()));
+    }
+    // A write that saw both siblings replaces them.
+    call(&a, &Op::Set { scope: sh(), key: s("note"), value: b"merged".to_vec(), ttl_ms: None, if_not_exists: false })
+        .unwrap();
+    ship(&a, &b);
+    let Reply::Siblings(sib) = call(&b, &Op::Siblings { scope: sh(), key: s("note") }).unwrap() else { panic!() };
+    assert_eq!(sib.iter().map(|x| x.0.clone()).collect::<Vec<_>>(), vec![Some(b"merged".to_vec())]);
+}
+
+#[test]
+fn lattice_calls_that_cannot_hold_fail_and_change_nothing() {
+    let a = replica_host("a");
+    let sh = || s("shared");
+    let before = a.state().replica_vv("shared").unwrap();
+    // Not a replicated scope.
+    let e = call(&a, &Op::CounterAdd { scope: s("t"), key: s("k"), delta: 1 }).unwrap_err();
+    assert!(e.to_string().contains("precondition-failed"), "{e}");
+    assert_eq!(call(&a, &Op::Get { scope: s("t"), key: s("k") }).unwrap(), Reply::Value(None));
+    // A counter is not a set; CAS and TTL cannot hold across replicas.
+    call(&a, &Op::CounterAdd { scope: sh(), key: s("n"), delta: 1 }).unwrap();
+    let logged = a.state().replica_vv("shared").unwrap();
+    for op in [
+        Op::SetAdd { scope: sh(), key: s("n"), members: vec![s("x")] },
+        Op::Cas { scope: sh(), key: s("n"), expected: None, value: vec![1] },
+        Op::Set { scope: sh(), key: s("t"), value: vec![1], ttl_ms: Some(10), if_not_exists: false },
+        Op::SetAdd { scope: sh(), key: s("m"), members: vec![s("")] },
+    ] {
+        let e = call(&a, &op).unwrap_err();
+        assert!(
+            e.to_string().contains("precondition-failed") || e.to_string().contains("quota-exceeded"),
+            "{op:?}: {e}"
+        );
+    }
+    assert_eq!(a.state().replica_vv("shared").unwrap(), logged, "nothing more was logged");
+    assert_ne!(before, logged);
+    assert_eq!(call(&a, &Op::CounterGet { scope: sh(), key: s("n") }).unwrap(), Reply::Count(1));
+    assert_eq!(call(&a, &Op::Get { scope: sh(), key: s("t") }).unwrap(), Reply::Value(None));
+}

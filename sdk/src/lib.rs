@@ -54,7 +54,7 @@ mod scope;
 
 pub use databelt_macros::{data, function};
 pub use error::{Error, Result};
-pub use scope::{Cas, KeyPage, Scope, SetOptions, Version, Versioned};
+pub use scope::{Cas, KeyPage, Scope, SetOptions, Sibling, Version, Versioned};
 /// serde (de)serialisers for byte buffers, for
 /// `#[serde(with = "databelt::serde_bytes")]` on `Vec<u8>` fields (see the
 /// crate documentation).

@@ -4,7 +4,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::wit::databelt::state::store;
+use crate::wit::databelt::state::{lattice, store};
 
 /// Options of a write.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -83,6 +83,19 @@ fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     postcard::from_bytes(bytes).map_err(|e| Error::Decode(e.to_string()))
+}
+
+/// One of the concurrent values of a key in a replicated scope (see
+/// [`Scope::siblings`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sibling {
+    /// The raw bytes; `None` for a delete.
+    pub value: Option<Vec<u8>>,
+    /// Its hybrid-logical-clock stamp (ms since the Unix epoch << 16, plus
+    /// a logical counter); a plain read returns the greatest.
+    pub stamp: u64,
+    /// The node that wrote it.
+    pub node: String,
 }
 
 /// A named group of keys on the host (a bucket), shared by every function
@@ -224,5 +237,51 @@ impl Scope {
                 Cas::Stale(Some(Versioned { value: decode(&e.value)?, version: Version(e.version) }))
             }
         })
+    }
+
+    /// Add `delta` to the counter under `key` of a *replicated* scope (a PN
+    /// counter: additions on every replica are summed, none is lost);
+    /// returns the local replica's value after it.
+    pub fn counter_add(&self, key: &str, delta: i64) -> Result<i64> {
+        Ok(lattice::counter_add(&self.inner, key, delta)?)
+    }
+
+    /// The local replica's value of the counter under `key` of a replicated
+    /// scope (absent: 0).
+    pub fn counter_get(&self, key: &str) -> Result<i64> {
+        Ok(lattice::counter_get(&self.inner, key)?)
+    }
+
+    /// Add `members` to the set under `key` of a replicated scope (an
+    /// OR-set: an add wins over a concurrent remove).
+    pub fn set_add(&self, key: &str, members: &[&str]) -> Result<()> {
+        let members: Vec<String> = members.iter().map(|m| m.to_string()).collect();
+        Ok(lattice::set_add(&self.inner, key, &members)?)
+    }
+
+    /// Remove `members` from the set under `key` of a replicated scope.
+    pub fn set_remove(&self, key: &str, members: &[&str]) -> Result<()> {
+        let members: Vec<String> = members.iter().map(|m| m.to_string()).collect();
+        Ok(lattice::set_remove(&self.inner, key, &members)?)
+    }
+
+    /// Whether the set under `key` of a replicated scope holds `member`.
+    pub fn set_contains(&self, key: &str, member: &str) -> Result<bool> {
+        Ok(lattice::set_contains(&self.inner, key, member)?)
+    }
+
+    /// The members of the set under `key` of a replicated scope, ascending.
+    pub fn set_members(&self, key: &str) -> Result<Vec<String>> {
+        Ok(lattice::set_members(&self.inner, key)?)
+    }
+
+    /// Every concurrent value (sibling) of `key` in a replicated scope,
+    /// greatest stamp first: [`Scope::get`] returns the first; writing with
+    /// [`Scope::set`] replaces all of them.
+    pub fn siblings(&self, key: &str) -> Result<Vec<Sibling>> {
+        Ok(lattice::siblings(&self.inner, key)?
+            .into_iter()
+            .map(|s| Sibling { value: s.value, stamp: s.stamp, node: s.node })
+            .collect())
     }
 }

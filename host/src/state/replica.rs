@@ -269,7 +269,7 @@ impl StateTier {
         self.replication
             .as_deref()
             .filter(|r| r.replicates(scope))
-            .ok_or_else(|| Error::NoSuchScope(format!("scope `{scope}` is not replicated on this host")))
+            .ok_or_else(|| Error::PreconditionFailed(format!("scope `{scope}` is not replicated on this host")))
     }
 
     /// The key's lattice value in the local replica.

@@ -103,6 +103,23 @@ fn probe(ctx: &Context, input: Op) -> Result<Reply, Error> {
             }
             Reply::Nanos(start.elapsed().as_nanos() as u64)
         }
+        Op::CounterAdd { scope, key, delta } => Reply::Count(open(&scope)?.counter_add(&key, delta)?),
+        Op::CounterGet { scope, key } => Reply::Count(open(&scope)?.counter_get(&key)?),
+        Op::SetAdd { scope, key, members } => {
+            let members: Vec<&str> = members.iter().map(String::as_str).collect();
+            open(&scope)?.set_add(&key, &members)?;
+            Reply::Done
+        }
+        Op::SetRemove { scope, key, members } => {
+            let members: Vec<&str> = members.iter().map(String::as_str).collect();
+            open(&scope)?.set_remove(&key, &members)?;
+            Reply::Done
+        }
+        Op::SetContains { scope, key, member } => Reply::Bool(open(&scope)?.set_contains(&key, &member)?),
+        Op::SetMembers { scope, key } => Reply::Members(open(&scope)?.set_members(&key)?),
+        Op::Siblings { scope, key } => {
+            Reply::Siblings(open(&scope)?.siblings(&key)?.into_iter().map(|s| (s.value, s.stamp, s.node)).collect())
+        }
     })
 }
 

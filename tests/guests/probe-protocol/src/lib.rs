@@ -91,6 +91,45 @@ pub enum Op {
         key: String,
         n: u32,
     },
+    /// `lattice.counter-add`.
+    CounterAdd {
+        scope: String,
+        key: String,
+        delta: i64,
+    },
+    /// `lattice.counter-get`.
+    CounterGet {
+        scope: String,
+        key: String,
+    },
+    /// `lattice.set-add`.
+    SetAdd {
+        scope: String,
+        key: String,
+        members: Vec<String>,
+    },
+    /// `lattice.set-remove`.
+    SetRemove {
+        scope: String,
+        key: String,
+        members: Vec<String>,
+    },
+    /// `lattice.set-contains`.
+    SetContains {
+        scope: String,
+        key: String,
+        member: String,
+    },
+    /// `lattice.set-members`.
+    SetMembers {
+        scope: String,
+        key: String,
+    },
+    /// `lattice.siblings`.
+    Siblings {
+        scope: String,
+        key: String,
+    },
 }
 
 /// What an operation returned.
@@ -101,11 +140,22 @@ pub enum Reply {
     Value(Option<Vec<u8>>),
     Values(Vec<Option<Vec<u8>>>),
     Bool(bool),
-    Keys { keys: Vec<String>, cursor: Option<String> },
+    Keys {
+        keys: Vec<String>,
+        cursor: Option<String>,
+    },
     Count(i64),
     Version(Option<Vec<u8>>),
     Swapped(Vec<u8>),
     Stale(Option<(Vec<u8>, Vec<u8>)>),
-    Context { run_id: String, function: String, step: u32, node_id: String },
+    Context {
+        run_id: String,
+        function: String,
+        step: u32,
+        node_id: String,
+    },
     Nanos(u64),
+    Members(Vec<String>),
+    /// Siblings: value, stamp, node.
+    Siblings(Vec<(Option<Vec<u8>>, u64, String)>),
 }
