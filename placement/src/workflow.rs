@@ -114,6 +114,13 @@ pub struct Workflow {
     /// transaction (see docs/transactions.md).
     #[serde(default)]
     pub transaction: Option<Transaction>,
+    /// Durable runs: repeatable reads of replicated scopes (default off).
+    /// Every step of a run sees the version of a replicated key that an
+    /// earlier step of the run read (or wrote), even if the key changed
+    /// since or the step runs on another replica: the run carries those
+    /// values with it (see docs/replication.md for the cost).
+    #[serde(default)]
+    pub repeatable_read: bool,
 }
 
 /// Steps of a workflow that commit as one transaction.

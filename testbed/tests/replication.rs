@@ -17,7 +17,7 @@ const SCOPE: &str = "shared";
 
 /// Three replicas; links `(a, b, windows)` as `[start, end)` ms of `period`.
 fn topology(period: u64, links: &[(&str, &str, u32, &[(u64, u64)])]) -> databelt_placement::Topology {
-    let mut toml = format!("period_ms = {period}\n");
+    let mut toml = if period > 0 { format!("period_ms = {period}\n") } else { String::new() };
     for id in ["a", "b", "c"] {
         toml += &format!("[[node]]\nid = \"{id}\"\nkind = \"satellite\"\naddress = \"127.0.0.1:0\"\n");
     }
@@ -270,4 +270,63 @@ async fn roaming_clients_always_read_their_writes_and_never_go_back_in_time() {
         ms(percentile(&stale, 0.99)),
     );
     assert!(stale.len() >= CLIENTS * OPS * 8 / 10 - 20, "about 90% of the operations are reads");
+}
+
+/// Cloudburst's repeatable read: a run of three steps on three replicas
+/// reads one key while a writer keeps changing it on every replica. With
+/// `repeatable_read`, every step of a run sees the version the first step
+/// read; without, later steps see newer versions (the anomaly), which the
+/// test observes too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn repeatable_read_keeps_one_version_per_run_and_without_it_the_anomaly_shows() {
+    use common::runs::{deploy, start};
+    let t = topology(0, &[("a", "b", 5, &[]), ("b", "c", 5, &[])]);
+    let (cluster, dir) = cluster(t).await;
+    let steps: &[(&str, &str, &str, f64, &[&str])] = &[
+        ("r1", "reader", "a", 1000.0, &[]),
+        ("r2", "reader", "b", 1000.0, &["r1"]),
+        ("r3", "reader", "c", 1000.0, &["r2"]),
+    ];
+    let on = common::write_workflow(dir.path(), "pinned", "repeatable_read = true", steps);
+    let off = common::write_workflow(dir.path(), "unpinned", "", steps);
+    deploy(&cluster, "a", &on).await;
+    deploy(&cluster, "a", &off).await;
+    // The writer: a new version every 2 ms, on a rotating replica.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let tiers: Vec<_> = cluster.nodes.iter().map(|n| n.host.state().clone()).collect();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                tiers[(i % 3) as usize].set(SCOPE, "hot", format!("v{i}").into_bytes(), Default::default()).unwrap();
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let input = serde_json::json!({"scope": SCOPE, "key": "hot", "seen": []});
+    let versions = |record: &serde_json::Value| -> Vec<String> {
+        assert_eq!(record["status"], "succeeded", "{record}");
+        let seen = record["outputs"]["r3"]["seen"].as_array().unwrap();
+        seen.iter().map(|s| s.as_str().unwrap().split('=').nth(1).unwrap().to_string()).collect()
+    };
+    let (mut pinned_runs, mut anomalies) = (0, 0);
+    for _ in 0..5 {
+        let (_, record) = start(&cluster, "a", "pinned", &input, "?wait_ms=20000").await;
+        let v = versions(&record);
+        assert_eq!(v.len(), 3);
+        assert!(v.iter().all(|x| *x == v[0]), "repeatable read: every step saw {}, got {v:?}", v[0]);
+        pinned_runs += 1;
+        let (_, record) = start(&cluster, "a", "unpinned", &input, "?wait_ms=20000").await;
+        let v = versions(&record);
+        if v.iter().any(|x| *x != v[0]) {
+            anomalies += 1;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+    println!("repeatable read: {pinned_runs} runs saw one version each; without it, {anomalies} of 5 runs saw several");
+    assert!(anomalies > 0, "without repeatable read, steps of a run should see newer versions");
 }

@@ -218,6 +218,16 @@ fn vv_key(scope: &str) -> ScopedKey {
     ScopedKey::new(REPLICA_SCOPE, format!("vv/{scope}"))
 }
 
+/// A key's local-write marker: rewritten (a new store version) by every
+/// commit of this node that writes the key, and by nothing else. A step's
+/// reads of a replicated key are validated at its commit through the
+/// marker, not through the key: a write another step of this node made
+/// meanwhile is a conflict (the step runs again), while updates applied
+/// from other replicas are merged into the step's write (a join) instead.
+fn marker_key(scope: &str, key: &str) -> ScopedKey {
+    ScopedKey::new(REPLICA_SCOPE, format!("local/{scope}/{key}"))
+}
+
 fn log_prefix(scope: &str, origin: &str) -> String {
     format!("log/{scope}/{origin}/")
 }
@@ -242,6 +252,12 @@ fn encode<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>> {
 fn decode_shipped(bytes: &[u8]) -> Result<Shipped> {
     postcard::from_bytes(bytes).map_err(|e| Error::storage_msg(format!("corrupt replication log entry: {e}")))
 }
+
+/// The replicated values a workflow run has read or written (encoded
+/// lattices; `None`: absent when read), by key. A tier with pins (see
+/// [`StateTier::with_pins`]) serves a pinned key from here, and pins what it
+/// reads or writes: every step of the run then sees one version of each key.
+pub type Pins = BTreeMap<ScopedKey, Option<Vec<u8>>>;
 
 /// Entries of one page of a scope's snapshot, and where the next starts.
 pub type SnapshotPage = (Vec<(String, Vec<u8>)>, Option<String>);
@@ -272,11 +288,76 @@ impl StateTier {
             .ok_or_else(|| Error::PreconditionFailed(format!("scope `{scope}` is not replicated on this host")))
     }
 
-    /// The key's lattice value in the local replica.
+    /// In a step's staged tier, read the key's marker so that the commit
+    /// validates it (see [`marker_key`]).
+    fn note_read(&self, scope: &str, key: &str) -> Result<()> {
+        if !self.logs_replication {
+            let m = marker_key(scope, key);
+            self.store.get(&m.scope, &m.key)?;
+        }
+        Ok(())
+    }
+
+    /// The key a marker key marks (`None`: not a marker).
+    pub(super) fn marked(key: &ScopedKey) -> Option<ScopedKey> {
+        if key.scope != REPLICA_SCOPE {
+            return None;
+        }
+        let (scope, k) = key.key.strip_prefix("local/")?.split_once('/')?;
+        Some(ScopedKey::new(scope, k))
+    }
+
+    /// Whether a staged read of `key` is validated through its marker
+    /// instead (a key of a replicated scope).
+    pub(super) fn validated_by_marker(&self, key: &ScopedKey) -> bool {
+        self.is_replicated(&key.scope)
+    }
+
+    /// The value a step commits to a replicated key: its staged lattice
+    /// joined with what the key holds now (updates applied from other
+    /// replicas since the step read it).
+    pub(super) fn join_with_current(current: Option<&Entry>, staged: Vec<u8>) -> Result<Vec<u8>> {
+        let Some(cur) = current else { return Ok(staged) };
+        let mut joined = Lattice::decode(&cur.value)?;
+        joined.merge(Lattice::decode(&staged)?);
+        joined.encode()
+    }
+
+    /// Serve replicated keys from (and record them in) `pins`: a workflow
+    /// step's tier under repeatable read.
+    pub fn with_pins(mut self, pins: Arc<Mutex<Pins>>) -> Self {
+        self.pins = Some(pins);
+        self
+    }
+
+    fn pinned(&self, scope: &str, key: &str) -> Result<Option<Option<Vec<u8>>>> {
+        let Some(pins) = &self.pins else { return Ok(None) };
+        let pins = pins.lock().map_err(|_| Error::Runtime("pins lock poisoned".into()))?;
+        Ok(pins.get(&ScopedKey::new(scope, key)).cloned())
+    }
+
+    fn pin(&self, scope: &str, key: &str, value: Option<Vec<u8>>) -> Result<()> {
+        if let Some(pins) = &self.pins {
+            let mut pins = pins.lock().map_err(|_| Error::Runtime("pins lock poisoned".into()))?;
+            pins.insert(ScopedKey::new(scope, key), value);
+        }
+        Ok(())
+    }
+
+    /// The key's lattice value in the local replica (or as pinned).
     pub fn replica_value(&self, scope: &str, key: &str) -> Result<Option<Lattice>> {
         self.replication_or_err(scope)?;
         self.check_scope_and_key(scope, key)?;
-        self.store.get(scope, key)?.map(|e| Lattice::decode(&e.value)).transpose()
+        let bytes = match self.pinned(scope, key)? {
+            Some(pinned) => pinned,
+            None => {
+                self.note_read(scope, key)?;
+                let read = self.store.get(scope, key)?.map(|e| e.value);
+                self.pin(scope, key, read.clone())?;
+                read
+            }
+        };
+        bytes.map(|b| Lattice::decode(&b)).transpose()
     }
 
     /// Apply `updates` (to keys of `scope`) atomically to the local
@@ -293,6 +374,9 @@ impl StateTier {
             }
         }
         let keys: Vec<ScopedKey> = updates.iter().map(|(k, _)| ScopedKey::new(scope, k.clone())).collect();
+        for (k, _) in &updates {
+            self.note_read(scope, k)?;
+        }
         let stamp = repl.stamp(self.now())?;
         let node = repl.node.clone();
         let mut result = Vec::new();
@@ -323,6 +407,9 @@ impl StateTier {
             }
             Ok(writes)
         })?;
+        for ((k, _), v) in updates.iter().zip(&result) {
+            self.pin(scope, k, v.as_ref().map(Lattice::encode).transpose()?)?;
+        }
         Ok(result)
     }
 
@@ -331,6 +418,12 @@ impl StateTier {
     /// is the local copy's.
     pub(super) fn replicated_entry(&self, scope: &str, key: &str) -> Result<Option<Entry>> {
         self.check_scope_and_key(scope, key)?;
+        if self.pins.is_some() {
+            // A pinned version has no version of this store.
+            let value = self.replica_value(scope, key)?.map(|v| v.plain_value()).transpose()?.flatten();
+            return Ok(value.map(|value| Entry { value, version: 0, expires_at_ms: None }));
+        }
+        self.note_read(scope, key)?;
         let Some(e) = self.store.get(scope, key)? else { return Ok(None) };
         let value = Lattice::decode(&e.value)?.plain_value()?;
         Ok(value.map(|value| Entry { value, version: e.version, expires_at_ms: None }))
@@ -452,6 +545,9 @@ impl StateTier {
                     value: encode("a log entry", &shipped)?,
                     expires_at_ms: None,
                 });
+                // A fresh version of the key's marker: steps of this node
+                // that read the key before conflict at their commit.
+                log.push(Write::Put { key: marker_key(scope, &key.key), value: Vec::new(), expires_at_ms: None });
             }
             log.push(Write::Put { key: vv_key(scope), value: encode("a version vector", &vv)?, expires_at_ms: None });
         }
@@ -741,6 +837,50 @@ mod tests {
         assert_eq!(a.get("r", "s").unwrap(), None);
         assert_eq!(a.list_keys("r", "", None, None).unwrap().keys, vec!["n".to_string()]);
         assert_eq!(a.replica_vv("r").unwrap().get(&"a".to_string()), 3);
+    }
+
+    #[test]
+    fn a_pinned_tier_reads_one_version_of_a_key_whatever_changes_after() {
+        let a = replica("a");
+        a.replica_update("r", vec![("k".into(), Update::Put(Some(b"v1".to_vec())))]).unwrap();
+        let pins = Arc::new(Mutex::new(Pins::new()));
+        let (step, _) = a.staged();
+        let step = step.with_pins(pins.clone());
+        assert_eq!(step.get("r", "k").unwrap(), Some(b"v1".to_vec()));
+        assert_eq!(step.get("r", "absent").unwrap(), None);
+        // Another writer changes both keys; the run keeps its versions.
+        a.replica_update("r", vec![("k".into(), Update::Put(Some(b"v2".to_vec())))]).unwrap();
+        a.replica_update("r", vec![("absent".into(), Update::Add(1))]).unwrap();
+        let (next, _) = a.staged();
+        let next = next.with_pins(pins.clone());
+        assert_eq!(next.get("r", "k").unwrap(), Some(b"v1".to_vec()));
+        assert_eq!(next.get("r", "absent").unwrap(), None);
+        // Without pins, the new versions.
+        assert_eq!(a.get("r", "k").unwrap(), Some(b"v2".to_vec()));
+        // The run's own write is what it reads next.
+        next.increment("r", "n", 3).unwrap();
+        let (last, _) = a.staged();
+        assert_eq!(last.with_pins(pins).get("r", "n").unwrap(), Some(3i64.to_le_bytes().to_vec()));
+    }
+
+    #[test]
+    fn a_step_merges_what_other_replicas_wrote_meanwhile_but_conflicts_with_a_local_writer() {
+        let (a, b) = (replica("a"), replica("b"));
+        a.replica_update("r", vec![("n".into(), Update::Add(1))]).unwrap();
+        // A step on a reads and adds; meanwhile b's addition arrives.
+        let (step, staged) = a.staged();
+        assert_eq!(step.increment("r", "n", 10).unwrap(), 11);
+        b.replica_update("r", vec![("n".into(), Update::Add(100))]).unwrap();
+        a.replica_apply("r", &everything(&b)).unwrap();
+        a.commit_staged(&staged, Vec::new(), &[]).unwrap();
+        assert_eq!(a.replica_value("r", "n").unwrap().unwrap().counter().unwrap(), 111, "nothing lost");
+        // Another step of a commits first: the late one conflicts, changing nothing.
+        let (slow, staged) = a.staged();
+        slow.increment("r", "n", 5).unwrap();
+        a.increment("r", "n", 1000).unwrap();
+        let e = a.commit_staged(&staged, Vec::new(), &[]).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Conflict, "{e}");
+        assert_eq!(a.replica_value("r", "n").unwrap().unwrap().counter().unwrap(), 1111);
     }
 
     #[test]

@@ -92,6 +92,9 @@ pub struct StateTier {
     /// Whether this tier's transactions log writes to replicated scopes
     /// (a step's staged tier does not: its commit on the base tier does).
     pub(super) logs_replication: bool,
+    /// Replicated values a workflow run has read or written, served again
+    /// to its later steps (repeatable read; see [`super::replica::Pins`]).
+    pub(super) pins: Option<Arc<Mutex<super::replica::Pins>>>,
 }
 
 impl std::fmt::Debug for StateTier {
@@ -112,6 +115,7 @@ impl StateTier {
             locks: Arc::new(Mutex::new(None)),
             replication: None,
             logs_replication: false,
+            pins: None,
         }
     }
 
@@ -569,6 +573,7 @@ impl StateTier {
             locks: Arc::new(Mutex::new(Some(LockTable::default()))),
             replication: self.replication.clone(),
             logs_replication: false,
+            pins: None,
         };
         (tier, staged)
     }
@@ -580,9 +585,20 @@ impl StateTier {
     /// the step has already committed). Returns the versions given to the
     /// `Put` writes: the staged ones (in key order), then `extra`'s.
     pub fn commit_staged(&self, staged: &StagedStore, extra: Vec<Write>, absent: &[ScopedKey]) -> Result<Vec<u64>> {
-        let StagedWrites { reads, writes } = staged.writes()?;
+        let StagedWrites { mut reads, writes } = staged.writes()?;
+        // Replicated keys are validated through their markers; their
+        // staged values are joined with what arrived from other replicas.
+        // Only markers of keys the step writes count: a replicated scope
+        // promises causal reads, not serializable ones.
+        let joined: Vec<ScopedKey> =
+            writes.iter().map(|w| w.key().clone()).filter(|k| self.validated_by_marker(k)).collect();
+        reads.retain(|(k, _)| {
+            !self.validated_by_marker(k) && Self::marked(k).is_none_or(|target| joined.contains(&target))
+        });
         let mut read: Vec<ScopedKey> = reads.iter().map(|(k, _)| k.clone()).collect();
         read.extend(absent.iter().cloned());
+        let checked = read.len();
+        read.extend(joined.iter().cloned());
         let mut all = writes;
         all.extend(extra);
         let written: Vec<ScopedKey> = all.iter().map(|w| w.key().clone()).collect();
@@ -591,7 +607,17 @@ impl StateTier {
         let access = Some(Access::Plain { validate_reads: true });
         self.transact(access, &read, &written, &mut |current| {
             validate(&reads, absent, current, now)?;
-            all.take().ok_or_else(|| Error::Other("transaction retried".into()))
+            let mut writes = all.take().ok_or_else(|| Error::Other("transaction retried".into()))?;
+            for (key, cur) in joined.iter().zip(current.get(checked..).unwrap_or_default()) {
+                for w in writes.iter_mut() {
+                    if let Write::Put { key: k, value, .. } = w
+                        && k == key
+                    {
+                        *value = Self::join_with_current(cur.as_ref(), std::mem::take(value))?;
+                    }
+                }
+            }
+            Ok(writes)
         })
     }
 

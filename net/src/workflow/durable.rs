@@ -187,6 +187,91 @@ pub struct Invocation {
     /// For a step of the workflow's transaction: the attempt of the
     /// transaction it belongs to (0 for the first; always 0 elsewhere).
     pub attempt: u32,
+    /// What the run has seen of replicated scopes.
+    pub session: RunSession,
+}
+
+/// What a run carries through its steps for replicated scopes: its session
+/// (a step runs only on a replica that has applied everything earlier
+/// steps read or wrote: read-your-writes, monotonic reads,
+/// writes-follow-reads), and under repeatable read the values its steps
+/// read or wrote (served again to every later step).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSession {
+    /// Per replicated scope, the versions earlier steps saw.
+    pub session: databelt_host::state::replica::Session,
+    /// Pinned values (repeatable read): key and encoded lattice.
+    pub pins: Vec<(ScopedKey, Option<Vec<u8>>)>,
+    /// The run's writes to replicated scopes (key and encoded lattice): a
+    /// later step runs only where the local value includes them.
+    pub written: Vec<(ScopedKey, Vec<u8>)>,
+}
+
+impl RunSession {
+    /// Join the session of another predecessor (a step that waits for
+    /// several): versions merge; of two pins of one key, the first stays.
+    pub fn merge(&mut self, other: &RunSession) {
+        self.session.merge(&other.session);
+        for (k, v) in &other.pins {
+            if !self.pins.iter().any(|(p, _)| p == k) {
+                self.pins.push((k.clone(), v.clone()));
+            }
+        }
+        for w in &other.written {
+            if !self.written.contains(w) {
+                self.written.push(w.clone());
+            }
+        }
+    }
+
+    /// What this replica (`tier`) still lacks of the session, if anything.
+    fn gap(&self, tier: &StateTier) -> Result<Option<String>> {
+        use databelt_host::state::lattice::Lattice;
+        for (scope, need) in &self.session.scopes {
+            if tier.is_replicated(scope) && !databelt_host::state::replica::covers(&tier.replica_vv(scope)?, need) {
+                return Ok(Some(format!("what the run read or wrote of `{scope}`")));
+            }
+        }
+        for (k, v) in &self.written {
+            if !tier.is_replicated(&k.scope) {
+                continue;
+            }
+            let Some(local) = tier.replica_value(&k.scope, &k.key)? else {
+                return Ok(Some(format!("the run's write of `{}/{}`", k.scope, k.key)));
+            };
+            let mut joined = local.clone();
+            joined.merge(Lattice::decode(v)?);
+            if joined != local {
+                return Ok(Some(format!("the run's write of `{}/{}`", k.scope, k.key)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Longest a step waits for its replica to cover the run's session; then
+/// its attempt fails with `unavailable` and is retried like any other.
+const SESSION_WAIT: Duration = Duration::from_secs(5);
+
+/// Wait until `tier` covers `session` (bounded by [`SESSION_WAIT`]).
+async fn cover_session(tier: &StateTier, session: &RunSession) -> Result<()> {
+    if session.session.scopes.is_empty() && session.written.is_empty() {
+        return Ok(());
+    }
+    let deadline = tokio::time::Instant::now() + SESSION_WAIT;
+    loop {
+        let (t, s) = (tier.clone(), session.clone());
+        match blocking(move || s.gap(&t)).await? {
+            None => return Ok(()),
+            Some(what) if tokio::time::Instant::now() >= deadline => {
+                return Err(Error::Unavailable(format!(
+                    "this replica has not applied {what} after {} ms",
+                    SESSION_WAIT.as_millis()
+                )));
+            }
+            Some(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
 }
 
 /// What a step reports to its run's origin.
@@ -699,6 +784,7 @@ impl DurableRuns {
                 handed: Vec::new(),
                 run_states: Vec::new(),
                 attempt: 0,
+                session: RunSession::default(),
             };
             writes.push(self.outgoing_invocation(s, invocation, &mut direct).await?);
         }
@@ -1062,6 +1148,7 @@ impl DurableRuns {
                 if merged.input.is_none() {
                     merged.input = incoming.input.clone();
                 }
+                merged.session.merge(&incoming.session);
                 let complete = after.iter().all(|p| merged.handed.iter().any(|(q, _, _)| q == p));
                 let options = SetOptions { ttl_ms: Some(ttl), if_not_exists: false };
                 view.set(WORKFLOW_SCOPE, &inbox, encode(&merged)?, options)?;
@@ -1271,7 +1358,19 @@ impl DurableRuns {
             deadline_ms: step.deadline_ms,
         };
         let tier = executor.host().state().clone();
+        // Replicated scopes: this replica must have applied what earlier
+        // steps of the run read and wrote.
+        cover_session(&tier, &invocation.session).await?;
         let (staged_tier, staged) = tier.staged();
+        let pins = loaded.workflow.repeatable_read.then(|| {
+            std::sync::Arc::new(std::sync::Mutex::new(
+                invocation.session.pins.iter().cloned().collect::<databelt_host::state::replica::Pins>(),
+            ))
+        });
+        let staged_tier = match &pins {
+            Some(p) => staged_tier.with_pins(p.clone()),
+            None => staged_tier,
+        };
         let workflow = &loaded.workflow;
         let in_txn = workflow.in_transaction(name);
         let txn = txn_id(run, invocation.attempt);
@@ -1284,6 +1383,7 @@ impl DurableRuns {
             }
         }
         let result = executor.execute_staged(request, staged_tier).await?;
+        let session = self.session_after(&tier, &invocation.session, &staged, pins.as_deref())?;
         // The commit: done record, inbox entry gone, successors, report.
         // A transaction step prepares instead: the same, except that its
         // writes and its successors outside the transaction wait for the
@@ -1322,6 +1422,7 @@ impl DurableRuns {
                 handed: vec![(name.clone(), h.locator.clone(), fallback)],
                 run_states: run_states.clone(),
                 attempt: if workflow.in_transaction(&c.name) { invocation.attempt } else { 0 },
+                session: session.clone(),
             };
             let movable = matches!(c.node, StepNode::Placement).then(|| vec![succ.node.clone()]);
             let what = if workflow.in_transaction(&c.name) {
@@ -1388,6 +1489,36 @@ impl DurableRuns {
         fail::fail_point!("step-after-commit", |_| Ok(()));
         self.send_now(direct);
         Ok(())
+    }
+
+    /// The run's session after a step: what this replica has applied of
+    /// each replicated scope, the step's replicated writes, and (repeatable
+    /// read) its pins.
+    fn session_after(
+        &self,
+        tier: &StateTier,
+        before: &RunSession,
+        staged: &databelt_host::state::StagedStore,
+        pins: Option<&std::sync::Mutex<databelt_host::state::replica::Pins>>,
+    ) -> Result<RunSession> {
+        let mut session = before.clone();
+        let Some(repl) = tier.replication() else { return Ok(session) };
+        for scope in repl.scopes() {
+            session.session.observe(scope, &tier.replica_vv(scope)?);
+        }
+        for w in staged.writes()?.writes {
+            if let Write::Put { key, value, .. } = w
+                && tier.is_replicated(&key.scope)
+            {
+                session.written.retain(|(k, _)| *k != key);
+                session.written.push((key, value));
+            }
+        }
+        if let Some(pins) = pins {
+            let pins = pins.lock().map_err(|_| Error::Runtime("pins lock poisoned".into()))?;
+            session.pins = pins.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        }
+        Ok(session)
     }
 
     /// Apply a step's report to the run record (origin); end the run when
