@@ -106,6 +106,7 @@ async fn every_step_counts_once_however_often_it_is_delivered() {
         handed: Vec::new(),
         run_states: Vec::new(),
         attempt: 0,
+        session: Default::default(),
     };
     for _ in 0..3 {
         let r = node_client
