@@ -212,6 +212,8 @@ impl Cluster {
         for (node, listener) in topology.nodes.iter().zip(listeners) {
             let mut config = options.host.clone();
             config.node_id = node.id.clone();
+            // One configuration for every node: each replicates the scopes that list it.
+            config.replicated.retain(|_, r| r.nodes.contains(&node.id));
             if let BackendConfig::Redb { .. } = config.backend {
                 let dir = options.data_dir.join(&node.id);
                 std::fs::create_dir_all(&dir)
