@@ -33,7 +33,10 @@ fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn topology(nodes: &[&str], links: &[(&str, &str, u32, Option<(u64, u64)>)], period: u64) -> Topology {
+/// A link: its ends, one-way latency (ms) and an optional window `[start, end)` ms.
+type LinkSpec<'a> = (&'a str, &'a str, u32, Option<(u64, u64)>);
+
+fn topology(nodes: &[&str], links: &[LinkSpec<'_>], period: u64) -> Topology {
     let mut toml = if period > 0 { format!("period_ms = {period}\n") } else { String::new() };
     for id in nodes {
         let kind = if *id == "cloud" { "cloud" } else { "satellite" };
@@ -148,8 +151,8 @@ async fn convergence(samples: usize) {
     // from inside its apply (no polling to compete with the replicators).
     type Probe = std::sync::Arc<std::sync::Mutex<(String, Vec<Option<Instant>>)>>;
     let probe: Probe = std::sync::Arc::new(std::sync::Mutex::new((String::new(), vec![None; 3])));
-    for h in 1..=3 {
-        let tier = c.node(nodes[h]).unwrap().host.state().clone();
+    for (h, node) in nodes.iter().enumerate().skip(1) {
+        let tier = c.node(node).unwrap().host.state().clone();
         let (p, t) = (probe.clone(), tier.clone());
         tier.replication().unwrap().on_change(std::sync::Arc::new(move |_scope: &str| {
             let mut p = p.lock().unwrap();

@@ -312,6 +312,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn replicated_scopes_must_name_this_node_and_cannot_be_host_scopes() {
+        let base = "node_id = \"sat1\"\n[backend]\nkind = \"memory\"\n";
+        let ok = HostConfig::from_toml(&format!("{base}[replicated.fire-map]\nnodes = [\"sat1\", \"edge\"]\n")).unwrap();
+        ok.validate().unwrap();
+        assert_eq!(ok.replicated["fire-map"].nodes, vec!["sat1".to_string(), "edge".to_string()]);
+        for (bad, says) in [
+            ("[replicated.fire-map]\nnodes = [\"edge\"]\n", "but not this node"),
+            ("[replicated.\"databelt.runs\"]\nnodes = [\"sat1\"]\n", "cannot be replicated"),
+            ("[replicated.fire-map]\nnodes = [\"sat1\", \"a/b\"]\n", "not a node id"),
+        ] {
+            let e = HostConfig::from_toml(&format!("{base}{bad}")).and_then(|c| c.validate()).unwrap_err();
+            assert!(e.to_string().contains(says), "{bad}: {e}");
+        }
+        let e = HostConfig::from_toml(&format!("{base}[replicated.x]\nnodes = []\nextra = 1\n")).unwrap_err();
+        assert!(e.to_string().contains("extra"), "{e}");
+    }
+
+    #[test]
     fn defaults_are_valid() {
         HostConfig::default().validate().unwrap();
     }

@@ -16,7 +16,10 @@ use databelt_testbed::{Cluster, ClusterOptions};
 const SCOPE: &str = "shared";
 
 /// Three replicas; links `(a, b, windows)` as `[start, end)` ms of `period`.
-fn topology(period: u64, links: &[(&str, &str, u32, &[(u64, u64)])]) -> databelt_placement::Topology {
+/// A link: its ends, one-way latency (ms) and its windows.
+type Link<'a> = (&'a str, &'a str, u32, &'a [(u64, u64)]);
+
+fn topology(period: u64, links: &[Link<'_>]) -> databelt_placement::Topology {
     let mut toml = if period > 0 { format!("period_ms = {period}\n") } else { String::new() };
     for id in ["a", "b", "c"] {
         toml += &format!("[[node]]\nid = \"{id}\"\nkind = \"satellite\"\naddress = \"127.0.0.1:0\"\n");

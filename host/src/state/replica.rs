@@ -571,7 +571,7 @@ impl StateTier {
                     .filter(|e: &&Shipped| e.origin == origin)
                     .map(|e| e.seq)
                     .max()
-                    .unwrap_or(peer.get(&dot.actor));
+                    .unwrap_or(peer.get(dot.actor));
                 if from >= dot.counter {
                     continue;
                 }
