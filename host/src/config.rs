@@ -314,7 +314,8 @@ mod tests {
     #[test]
     fn replicated_scopes_must_name_this_node_and_cannot_be_host_scopes() {
         let base = "node_id = \"sat1\"\n[backend]\nkind = \"memory\"\n";
-        let ok = HostConfig::from_toml(&format!("{base}[replicated.fire-map]\nnodes = [\"sat1\", \"edge\"]\n")).unwrap();
+        let ok =
+            HostConfig::from_toml(&format!("{base}[replicated.fire-map]\nnodes = [\"sat1\", \"edge\"]\n")).unwrap();
         ok.validate().unwrap();
         assert_eq!(ok.replicated["fire-map"].nodes, vec!["sat1".to_string(), "edge".to_string()]);
         for (bad, says) in [

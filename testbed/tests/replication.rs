@@ -333,3 +333,46 @@ async fn repeatable_read_keeps_one_version_per_run_and_without_it_the_anomaly_sh
     println!("repeatable read: {pinned_runs} runs saw one version each; without it, {anomalies} of 5 runs saw several");
     assert!(anomalies > 0, "without repeatable read, steps of a run should see newer versions");
 }
+
+/// Only the scope's replicas may push to it; a malformed push and an
+/// unauthenticated client are refused, and nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_replicas_may_push_and_bad_pushes_change_nothing() {
+    let t = topology(0, &[("a", "b", 5, &[]), ("b", "c", 5, &[])]);
+    let (mut host, dir) = common::temp_config();
+    host.backend = databelt_host::BackendConfig::Memory;
+    // Replicated on a and b only; c is a member of the continuum, not a replica.
+    host.replicated = [(SCOPE.to_string(), ReplicatedScope { nodes: vec!["a".into(), "b".into()] })].into();
+    let options = ClusterOptions {
+        placement_listen: "127.0.0.1:0".parse().unwrap(),
+        host,
+        data_dir: dir.path().to_path_buf(),
+        peer_timeout: Duration::from_secs(10),
+        ..ClusterOptions::default()
+    };
+    let cluster = Cluster::start(t, options).await.unwrap();
+    assert!(cluster.node("c").unwrap().replicator.is_none());
+    let a = cluster.node("a").unwrap();
+    a.host.state().set(SCOPE, "k", b"v".to_vec(), Default::default()).unwrap();
+    let before = a.host.state().replica_vv(SCOPE).unwrap();
+    let a_addr = cluster.node("c").unwrap().executor.continuum().peer_address("a").unwrap();
+    let c_peers = cluster.node("c").unwrap().executor.continuum().peers().clone();
+    let push = postcard::to_stdvec(&databelt_net::replication::Push::default()).unwrap();
+    let e = c_peers.post_raw(&a_addr, &format!("replicate/{SCOPE}"), push, Duration::from_secs(5)).await.unwrap_err();
+    assert_eq!(e.kind(), databelt_host::ErrorKind::AccessDenied, "{e}");
+    // b is a replica, but a garbage body is refused.
+    let b_peers = cluster.node("b").unwrap().executor.continuum().peers().clone();
+    let e = b_peers
+        .post_raw(&a_addr, &format!("replicate/{SCOPE}"), vec![0xff; 40], Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), databelt_host::ErrorKind::BadInput, "{e}");
+    assert_eq!(a.host.state().replica_vv(SCOPE).unwrap(), before, "nothing changed");
+    // A client without a token may not read or write.
+    let tokenless = databelt_net::auth::Credentials { token: None, ..cluster.credentials.clone() };
+    let bare = tokenless.client_builder().unwrap().build().unwrap();
+    let url = format!("{}/replicas/{SCOPE}/k", cluster.credentials.base_url(&a.address));
+    assert_eq!(bare.get(&url).send().await.unwrap().status(), 401);
+    assert_eq!(bare.put(&url).body("x").send().await.unwrap().status(), 401);
+    assert_eq!(a.host.state().get(SCOPE, "k").unwrap(), Some(b"v".to_vec()));
+}
