@@ -1492,8 +1492,8 @@ impl DurableRuns {
     }
 
     /// The run's session after a step: what this replica has applied of
-    /// each replicated scope, the step's replicated writes, and (repeatable
-    /// read) its pins.
+    /// each replicated scope the step read or wrote, the step's replicated
+    /// writes, and (repeatable read) its pins.
     fn session_after(
         &self,
         tier: &StateTier,
@@ -1502,11 +1502,28 @@ impl DurableRuns {
         pins: Option<&std::sync::Mutex<databelt_host::state::replica::Pins>>,
     ) -> Result<RunSession> {
         let mut session = before.clone();
-        let Some(repl) = tier.replication() else { return Ok(session) };
-        for scope in repl.scopes() {
+        if tier.replication().is_none() {
+            return Ok(session);
+        }
+        // Only the scopes the step read or wrote: a busy scope the run never
+        // touches must not hold up its later steps.
+        let done = staged.writes()?;
+        let mut touched: std::collections::BTreeSet<String> = done
+            .reads
+            .iter()
+            .map(|(k, _)| &k.scope)
+            .chain(done.writes.iter().map(|w| &w.key().scope))
+            .filter(|s| tier.is_replicated(s))
+            .cloned()
+            .collect();
+        if let Some(pins) = pins {
+            let pins = pins.lock().map_err(|_| Error::Runtime("pins lock poisoned".into()))?;
+            touched.extend(pins.keys().map(|k| k.scope.clone()));
+        }
+        for scope in &touched {
             session.session.observe(scope, &tier.replica_vv(scope)?);
         }
-        for w in staged.writes()?.writes {
+        for w in done.writes {
             if let Write::Put { key, value, .. } = w
                 && tier.is_replicated(&key.scope)
             {
