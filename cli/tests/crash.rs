@@ -10,6 +10,10 @@
 //! - nothing is left behind on any node (inbox, done records, outgoing
 //!   messages, hand-off states) once the runs have ended.
 //!
+//! A third harness writes to a replicated scope through the session routes
+//! while nodes are killed and one is frozen (SIGSTOP): every acknowledged
+//! write reaches every replica once the nodes are back.
+//!
 //! The short version runs in the test suite (`DATABELT_CRASH_RUNS`, default
 //! 16 runs); `DATABELT_CRASH_RUNS=200 cargo test -p databelt-cli --test crash
 //! -- --nocapture` is the long one, whose counts go in the notes.
@@ -43,11 +47,15 @@ struct NodeProc {
     data: PathBuf,
     log: PathBuf,
     child: Option<Child>,
+    /// Flags every start of the node gets.
+    extra: Vec<String>,
 }
 
 impl NodeProc {
     fn start(&mut self, placement: &str) {
-        self.start_with(placement, &[]);
+        let extra = self.extra.clone();
+        let flags: Vec<&str> = extra.iter().map(String::as_str).collect();
+        self.start_with(placement, &flags);
     }
 
     fn start_with(&mut self, placement: &str, flags: &[&str]) {
@@ -192,6 +200,7 @@ async fn continuum(dir: &Path, http: &reqwest::Client) -> (Vec<NodeProc>, Placem
             data: dir.join(id),
             log: dir.join(format!("{id}.log")),
             child: None,
+            extra: Vec::new(),
         })
         .collect();
     let mut scenario = String::new();
@@ -523,4 +532,99 @@ async fn a_frozen_node_costs_a_run_its_max_wait_never_forever() {
     let record = start(nodes[0].addr.clone()).await;
     thaw.await.unwrap();
     assert_eq!(record["status"], "succeeded", "{record}");
+}
+
+/// Writes to a scope replicated on all four nodes, each through a random
+/// node's client route, while random nodes are killed (SIGKILL) and
+/// restarted and one is frozen (SIGSTOP) for a second: once every node is
+/// back, every write that was acknowledged is on every replica, with its
+/// value (an acknowledgement means it was in the writer's durable log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_lose_no_acknowledged_write_while_nodes_are_killed_and_frozen() {
+    let writes: usize = std::env::var("DATABELT_CRASH_REPLICA_WRITES").ok().and_then(|v| v.parse().ok()).unwrap_or(120);
+    let dir = tempfile::tempdir().unwrap();
+    let http = databelt_net::auth::Credentials::development()
+        .client_builder()
+        .unwrap()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let (mut nodes, _placement, url) = continuum(dir.path(), &http).await;
+    let config = dir.path().join("replicated.toml");
+    std::fs::write(&config, "[replicated.shared]\nnodes = [\"cloud\", \"s1\", \"s2\", \"s3\"]\n").unwrap();
+    for n in nodes.iter_mut() {
+        n.kill();
+        n.extra = vec!["--config".into(), config.display().to_string()];
+        n.start(&url);
+    }
+    for n in &nodes {
+        wait_up(&http, &n.addr).await;
+    }
+    let mut chaos = Chaos::new();
+    let mut rng = Rng(0x5eed ^ std::process::id() as u64);
+    let mut acked: Vec<(String, String)> = Vec::new();
+    let (mut refused, mut frozen) = (0usize, None::<(usize, Instant)>);
+    for i in 0..writes {
+        chaos.tick(&mut nodes, &url);
+        if i == writes / 3 {
+            // Freeze a node that is up for a second (its peers time out).
+            let j = (0..nodes.len()).find(|j| nodes[*j].child.is_some()).unwrap();
+            let pid = nodes[j].child.as_ref().unwrap().id();
+            assert!(Command::new("kill").args(["-STOP", &pid.to_string()]).status().unwrap().success());
+            frozen = Some((j, Instant::now()));
+        }
+        if let Some((j, since)) = frozen
+            && since.elapsed() > Duration::from_secs(1)
+        {
+            if let Some(c) = nodes[j].child.as_ref() {
+                let _ = Command::new("kill").args(["-CONT", &c.id().to_string()]).status();
+            }
+            frozen = None;
+        }
+        let n = &nodes[(rng.next() % nodes.len() as u64) as usize];
+        let (key, value) = (format!("w{i}"), format!("value-{i}"));
+        match http.put(format!("http://{}/replicas/shared/{key}", n.addr)).body(value.clone()).send().await {
+            Ok(r) if r.status() == 204 => acked.push((key, value)),
+            _ => refused += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if let Some((j, _)) = frozen
+        && let Some(c) = nodes[j].child.as_ref()
+    {
+        let _ = Command::new("kill").args(["-CONT", &c.id().to_string()]).status();
+    }
+    chaos.end(&mut nodes, &url);
+    for n in &nodes {
+        wait_up(&http, &n.addr).await;
+    }
+    let until = Instant::now() + Duration::from_secs(90);
+    let mut missing: Vec<String> = Vec::new();
+    for n in &nodes {
+        for (key, value) in &acked {
+            loop {
+                let got = http.get(format!("http://{}/replicas/shared/{key}", n.addr)).send().await;
+                if let Ok(r) = got
+                    && r.status() == 200
+                {
+                    assert_eq!(r.text().await.unwrap(), *value, "{}:{key}", n.id);
+                    break;
+                }
+                if Instant::now() > until {
+                    missing.push(format!("{}:{key}", n.id));
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    println!(
+        "replicated writes under chaos: {} acknowledged, {refused} refused (node down), {} kills, 1 freeze; \
+         missing on some replica after the nodes came back: {}",
+        acked.len(),
+        chaos.kills,
+        missing.len()
+    );
+    assert!(missing.is_empty(), "acknowledged writes missing: {missing:?}");
+    assert!(acked.len() > writes / 2, "most writes reach a live node");
 }

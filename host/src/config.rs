@@ -140,6 +140,22 @@ impl Default for HostConfig {
 }
 
 impl HostConfig {
+    /// Check what only holds once the node id is final (a layered file may
+    /// be read before a `--node-id` flag): every replicated scope names
+    /// this node among its replicas.
+    pub fn validate_for_node(&self) -> Result<()> {
+        self.validate()?;
+        for (scope, r) in &self.replicated {
+            if !r.nodes.contains(&self.node_id) {
+                return Err(Error::Config(format!(
+                    "replicated.{scope}.nodes lists {:?} but not this node (`{}`): list a scope only on its replicas",
+                    r.nodes, self.node_id
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// A configuration whose state, cache and files all live below `dir`.
     pub fn in_dir(dir: impl Into<PathBuf>) -> Self {
         let dir = dir.into();
@@ -210,12 +226,6 @@ impl HostConfig {
             }
             if let Some(bad_node) = r.nodes.iter().find(|n| NodeId::new(n.as_str()).is_err()) {
                 return bad(format!("replicated.{scope}.nodes: `{bad_node}` is not a node id"));
-            }
-            if !r.nodes.contains(&self.node_id) {
-                return bad(format!(
-                    "replicated.{scope}.nodes lists {:?} but not this node (`{}`): list a scope only on its replicas",
-                    r.nodes, self.node_id
-                ));
             }
         }
         if self.epoch_tick_ms == 0 {
@@ -323,7 +333,7 @@ mod tests {
             ("[replicated.\"databelt.runs\"]\nnodes = [\"sat1\"]\n", "cannot be replicated"),
             ("[replicated.fire-map]\nnodes = [\"sat1\", \"a/b\"]\n", "not a node id"),
         ] {
-            let e = HostConfig::from_toml(&format!("{base}{bad}")).and_then(|c| c.validate()).unwrap_err();
+            let e = HostConfig::from_toml(&format!("{base}{bad}")).and_then(|c| c.validate_for_node()).unwrap_err();
             assert!(e.to_string().contains(says), "{bad}: {e}");
         }
         let e = HostConfig::from_toml(&format!("{base}[replicated.x]\nnodes = []\nextra = 1\n")).unwrap_err();

@@ -274,7 +274,7 @@ impl HostBuilder {
     /// and the background purge of expired entries.
     pub fn build(self) -> Result<Host> {
         let config = self.config;
-        config.validate()?;
+        config.validate_for_node()?;
         let store: Arc<dyn StateStore> = match self.store {
             Some(s) => s,
             None => match &config.backend {
