@@ -8,3 +8,10 @@ if [ "${1:-}" = "--with-cargo-component" ]; then
     cargo install --locked cargo-component --version '^0.21' >/dev/null
   fi
 fi
+# The Redis backend's tests start their own redis-server on loopback ports.
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "setup: installing redis-server (Debian package)"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+fi

@@ -22,6 +22,9 @@ pub enum BackendConfig {
         /// Path of the database file.
         path: PathBuf,
     },
+    /// State in a Redis server (a cloud node's managed store), e.g.
+    /// `[backend] kind = "redis"`, `url = "redis://127.0.0.1:6379/0"`.
+    Redis(crate::state::RedisConfig),
 }
 
 /// Everything a [`crate::Host`] can be configured with.
@@ -338,6 +341,14 @@ mod tests {
         }
         let e = HostConfig::from_toml(&format!("{base}[replicated.x]\nnodes = []\nextra = 1\n")).unwrap_err();
         assert!(e.to_string().contains("extra"), "{e}");
+    }
+
+    #[test]
+    fn a_redis_backend_is_configured_by_url_with_documented_defaults() {
+        let c = HostConfig::from_toml("[backend]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\n").unwrap();
+        assert_eq!(c.backend, BackendConfig::Redis(crate::state::RedisConfig::new("redis://127.0.0.1:6379/0")));
+        let e = HostConfig::from_toml("[backend]\nkind = \"redis\"\nurl = \"x\"\nport = 1\n").unwrap_err();
+        assert!(e.to_string().contains("port"), "{e}");
     }
 
     #[test]

@@ -280,6 +280,7 @@ impl HostBuilder {
             None => match &config.backend {
                 BackendConfig::Memory => Arc::new(MemoryStore::new()),
                 BackendConfig::Redb { path } => Arc::new(RedbStore::open(path)?),
+                BackendConfig::Redis(r) => Arc::new(crate::state::RedisStore::open(r.clone())?),
             },
         };
         let mut tier = StateTier::new(store, config.limits.clone()).with_allowed_scopes(config.allowed_scopes.clone());

@@ -10,6 +10,7 @@ pub mod locks;
 mod memory;
 pub mod quota;
 mod redb_store;
+mod redis_store;
 pub mod replica;
 mod sandbox;
 mod staged;
@@ -20,6 +21,7 @@ pub use encoding::{decode_counter, decode_version, encode_counter, encode_versio
 pub use limits::StateLimits;
 pub use memory::MemoryStore;
 pub use redb_store::RedbStore;
+pub use redis_store::{RedisConfig, RedisStore};
 pub use sandbox::{Sandbox, Sandboxes};
 pub use staged::{StagedStore, StagedWrites};
 pub use tier::{CasOutcome, KeyPage, SetOptions, StateTier};

@@ -643,16 +643,24 @@ mod tests {
     use proptest::prelude::*;
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    fn tiers() -> Vec<(StateTier, Option<tempfile::TempDir>)> {
+    /// What keeps a backend alive while a test uses it (its directory, its server).
+    type Keep = Box<dyn std::any::Any>;
+
+    /// The backend conformance suite: every test over `tiers()` runs on the
+    /// memory, redb and Redis backends alike.
+    fn tiers() -> Vec<(StateTier, Keep)> {
         let dir = tempfile::tempdir().unwrap();
         let redb = RedbStore::open(&dir.path().join("s.redb")).unwrap();
+        let server = crate::state::redis_store::TestServer::start();
+        let redis = crate::state::RedisStore::open(crate::state::RedisConfig::new(server.url.clone())).unwrap();
         vec![
-            (StateTier::new(Arc::new(MemoryStore::new()), StateLimits::default()), None),
-            (StateTier::new(Arc::new(redb), StateLimits::default()), Some(dir)),
+            (StateTier::new(Arc::new(MemoryStore::new()), StateLimits::default()), Box::new(())),
+            (StateTier::new(Arc::new(redb), StateLimits::default()), Box::new(dir)),
+            (StateTier::new(Arc::new(redis), StateLimits::default()), Box::new(server)),
         ]
     }
 
-    fn quota_tiers(quota: crate::state::quota::ScopeQuota) -> Vec<(StateTier, Option<tempfile::TempDir>)> {
+    fn quota_tiers(quota: crate::state::quota::ScopeQuota) -> Vec<(StateTier, Keep)> {
         let limits = StateLimits { scope_quotas: [("q".to_string(), quota)].into(), ..StateLimits::default() };
         tiers().into_iter().map(|(t, d)| (StateTier { limits: limits.clone(), ..t }, d)).collect()
     }
