@@ -345,3 +345,115 @@ fn serve_deploys_with_scopes_and_its_own_admin_token() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains(r#""scopes":"orders:rw,stock:ro""#), "{answer}");
 }
+
+#[test]
+fn run_executes_a_wasi_command_and_exits_with_its_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |bucket: &str| {
+        databelt()
+            .arg("run")
+            .arg(guest("kv-main"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--", bucket])
+            .output()
+            .unwrap()
+    };
+    let out = run("cli");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("keyvalue_main: ok"));
+    // The state is durable: the second run's first increment reads 11, and the command fails.
+    let out = run("cli");
+    assert!(!out.status.success());
+    let out = databelt().arg("run").arg(guest("hello_counter")).args(["--memory", "--", "x"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("wasi:cli/command"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// One HTTP/1.1 request to 127.0.0.1:`port`; the whole answer.
+fn http(port: u16, method: &str, path: &str, token: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    dechunk(&text)
+}
+
+/// The answer with a chunked body joined back into one body.
+fn dechunk(answer: &str) -> String {
+    let Some((head, mut rest)) = answer.split_once("\r\n\r\n") else { return answer.to_string() };
+    if !head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        return answer.to_string();
+    }
+    let mut body = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        body.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    format!("{head}\r\n\r\n{body}")
+}
+
+#[test]
+fn serve_serves_a_wasi_http_app_next_to_functions_on_the_same_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = databelt()
+        .args(["serve", "--memory", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.path())
+        .arg("--deploy")
+        .arg(format!("web={}", guest("kv_http").display()))
+        .arg("--deploy")
+        .arg(format!("probe={}", guest("kv_probe").display()))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut token = None;
+    for _ in 0..200 {
+        if let (Ok(_), Ok(t)) =
+            (std::net::TcpStream::connect(("127.0.0.1", port)), std::fs::read_to_string(dir.path().join("admin.token")))
+        {
+            token = Some(t.trim().to_string());
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let token = token.expect("serve started");
+    let first = http(port, "GET", "/http/web/hits", &token, "");
+    let second = http(port, "GET", "/http/web/hits", &token, "");
+    let put = http(port, "PUT", "/http/web/kv/note", &token, "from-http");
+    let missing = http(port, "GET", "/http/web/kv/none", &token, "");
+    let apps = http(port, "GET", "/apps", &token, "");
+    // A Databelt function reads what the app wrote (scope `web`).
+    let probe = http(port, "POST", "/functions/probe/invoke", &token, r#"{"Get":{"scope":"web","key":"note"}}"#);
+    let anonymous = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"GET /http/web/hits HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(first.starts_with("HTTP/1.1 200") && first.ends_with("\r\n\r\n1"), "{first}");
+    assert!(second.ends_with("\r\n\r\n2"), "{second}");
+    assert!(put.starts_with("HTTP/1.1 204"), "{put}");
+    assert!(missing.starts_with("HTTP/1.1 404") && missing.ends_with("no such key"), "{missing}");
+    assert!(apps.contains(r#"[{"name":"web"}]"#), "{apps}");
+    assert!(anonymous.starts_with("HTTP/1.1 401"), "{anonymous}");
+    let bytes: Vec<String> = b"from-http".iter().map(|b| b.to_string()).collect();
+    assert!(probe.contains(&format!("[{}]", bytes.join(","))), "{probe}");
+}

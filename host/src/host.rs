@@ -100,14 +100,23 @@ pub struct InvokeOutcome {
     pub run_written: Vec<String>,
 }
 
-/// Store data of one invocation.
-struct InvocationState {
+/// Store data of one invocation (of a function, a command or an app).
+pub(crate) struct InvocationState {
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
     databelt: DatabeltCtx,
+    keyvalue: crate::keyvalue::KeyValueCtx,
+    pub(crate) http: wasmtime_wasi_http::WasiHttpCtx,
+    pub(crate) hooks: crate::apps::NoOutgoing,
     limiter: MemoryLimiter,
     /// This invocation's deadline, ms.
     deadline_ms: u64,
+}
+
+impl crate::keyvalue::KeyValueView for InvocationState {
+    fn keyvalue(&mut self) -> crate::keyvalue::KeyValueCtxView<'_> {
+        crate::keyvalue::KeyValueCtxView { ctx: &mut self.keyvalue, table: &mut self.table }
+    }
 }
 
 impl WasiView for InvocationState {
@@ -234,6 +243,9 @@ impl Drop for EpochTicker {
 struct HostInner {
     engine: Engine,
     linker: Linker<InvocationState>,
+    /// The linker of `wasi:http/proxy` apps (async WASI and wasi:http).
+    http_linker: Linker<InvocationState>,
+    apps: RwLock<HashMap<String, Arc<crate::apps::App>>>,
     tier: StateTier,
     sandboxes: Sandboxes,
     config: HostConfig,
@@ -292,6 +304,12 @@ impl HostBuilder {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(runtime)?;
         bindings::add_to_linker(&mut linker).map_err(runtime)?;
+        crate::keyvalue::add_to_linker(&mut linker).map_err(runtime)?;
+        let mut http_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut http_linker).map_err(runtime)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut http_linker).map_err(runtime)?;
+        bindings::add_to_linker(&mut http_linker).map_err(runtime)?;
+        crate::keyvalue::add_to_linker(&mut http_linker).map_err(runtime)?;
         let ticker = EpochTicker::start(engine.clone(), Duration::from_millis(config.epoch_tick_ms))?;
         let slots = crate::slots::Slots::new(
             config.max_concurrent_instances,
@@ -310,6 +328,8 @@ impl HostBuilder {
             inner: Arc::new(HostInner {
                 engine,
                 linker,
+                http_linker,
+                apps: RwLock::new(HashMap::new()),
                 sandboxes,
                 tier,
                 config,
@@ -357,7 +377,7 @@ fn new_engine(config: &HostConfig) -> Result<Engine> {
 }
 
 /// Reject what is not a component before handing it to the compiler.
-fn check_component_bytes(bytes: &[u8]) -> Result<()> {
+pub(crate) fn check_component_bytes(bytes: &[u8]) -> Result<()> {
     if bytes.len() < 8 || &bytes[0..4] != b"\0asm" {
         return Err(Error::InvalidComponent("the file is not a WebAssembly binary (no `\\0asm` header)".into()));
     }
@@ -369,7 +389,7 @@ fn check_component_bytes(bytes: &[u8]) -> Result<()> {
 }
 
 /// One line describing a wasmtime error (its causes joined).
-fn one_line(e: &wasmtime::Error) -> String {
+pub(crate) fn one_line(e: &wasmtime::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in e.chain() {
         let s = cause.to_string();
@@ -411,6 +431,32 @@ impl Host {
     /// The engine, for embedders that compile their own components.
     pub fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+
+    pub(crate) fn linker(&self) -> &Linker<InvocationState> {
+        &self.inner.linker
+    }
+
+    pub(crate) fn http_linker(&self) -> &Linker<InvocationState> {
+        &self.inner.http_linker
+    }
+
+    pub(crate) fn apps(&self) -> &RwLock<HashMap<String, Arc<crate::apps::App>>> {
+        &self.inner.apps
+    }
+
+    pub(crate) fn slots(&self) -> &crate::slots::Slots {
+        &self.inner.slots
+    }
+
+    /// Instance slots held now, and invocations waiting for one.
+    pub fn slot_usage(&self) -> (u32, u32) {
+        self.inner.slots.usage()
+    }
+
+    /// The instance slots of this host (`max_concurrent_instances`).
+    pub fn slot_capacity(&self) -> u32 {
+        self.inner.config.max_concurrent_instances
     }
 
     /// Deploy the component at `path` under `name`.
@@ -461,7 +507,18 @@ impl Host {
         let mut deployed = 0;
         for entry in entries.flatten() {
             let path = entry.path();
-            let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".wasm")) else {
+            let Some(file) = path.file_name().and_then(|n| n.to_str()) else { continue };
+            if let Some(name) = file.strip_suffix(&format!(".{}", crate::apps::APP_SUFFIX)) {
+                match std::fs::read(&path).map_err(|e| Error::InvalidComponent(e.to_string())) {
+                    Ok(bytes) => match self.load_app(name, &bytes) {
+                        Ok(()) => deployed += 1,
+                        Err(e) => tracing::warn!(app = name, error = %e, "a kept app could not be loaded; skipped"),
+                    },
+                    Err(e) => tracing::warn!(app = name, error = %e, "a kept app could not be read; skipped"),
+                }
+                continue;
+            }
+            let Some(name) = file.strip_suffix(".wasm") else {
                 continue;
             };
             let loaded = std::fs::read(&path).map_err(|e| Error::InvalidComponent(e.to_string())).and_then(|bytes| {
@@ -579,6 +636,10 @@ impl Host {
         map.get(name).cloned().ok_or_else(|| Error::UnknownFunction(name.to_string()))
     }
 
+    pub(crate) fn fresh_run_id(&self) -> RunId {
+        self.new_run_id()
+    }
+
     fn new_run_id(&self) -> RunId {
         let n = self.inner.run_counter.fetch_add(1, Ordering::Relaxed);
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
@@ -594,15 +655,33 @@ impl Host {
         grants: Option<Arc<ScopeGrants>>,
         deadline_ms: u64,
     ) -> Result<(Store<InvocationState>, Function)> {
+        let mut store = self.new_store(invocation, tier, run_scope, grants, deadline_ms, &[]);
+        let instance = pre.instantiate(&mut store).map_err(|e| self.classify(&store, e))?;
+        Ok((store, instance))
+    }
+
+    /// A Store for one invocation: WASI (with `args`), Databelt and
+    /// wasi:keyvalue contexts over `tier`, the memory limit and the deadline.
+    pub(crate) fn new_store(
+        &self,
+        invocation: Invocation,
+        tier: StateTier,
+        run_scope: Option<RunScope>,
+        grants: Option<Arc<ScopeGrants>>,
+        deadline_ms: u64,
+        args: &[String],
+    ) -> Store<InvocationState> {
         let inner = &self.inner;
         let mut wasi = WasiCtxBuilder::new();
         if inner.config.inherit_stdio {
             wasi.inherit_stdout().inherit_stderr();
         }
+        wasi.args(args);
         let host = Arc::downgrade(&self.inner);
         let check: bindings::SuccessorCheck = Arc::new(move |name: &str| {
             host.upgrade().is_some_and(|h| h.functions.read().is_ok_and(|m| m.contains_key(name)))
         });
+        let keyvalue = crate::keyvalue::KeyValueCtx::new(tier.clone()).with_grants(grants.clone());
         let state = InvocationState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
@@ -612,6 +691,9 @@ impl Host {
                 }
                 None => DatabeltCtx::new(tier, invocation).with_successor_check(check).with_grants(grants),
             },
+            keyvalue,
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            hooks: crate::apps::NoOutgoing,
             limiter: MemoryLimiter { max_memory: inner.config.max_memory_bytes as usize, refused: false },
             deadline_ms,
         };
@@ -620,12 +702,11 @@ impl Host {
         let ticks = deadline_ms.div_ceil(inner.config.epoch_tick_ms).max(1);
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
-        let instance = pre.instantiate(&mut store).map_err(|e| self.classify(&store, e))?;
-        Ok((store, instance))
+        store
     }
 
     /// Turn a wasmtime failure into the error that explains it.
-    fn classify(&self, store: &Store<InvocationState>, e: wasmtime::Error) -> Error {
+    pub(crate) fn classify(&self, store: &Store<InvocationState>, e: wasmtime::Error) -> Error {
         if store.data().limiter.refused {
             return Error::MemoryLimitExceeded(self.inner.config.max_memory_bytes);
         }
@@ -775,7 +856,7 @@ struct Called {
 
 /// Write `bytes` to `path` whole or not at all (a temporary file renamed
 /// over it after an fsync).
-fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     let tmp = path.with_extension("partial");
     let mut f = std::fs::File::create(&tmp)?;

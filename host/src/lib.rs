@@ -12,12 +12,14 @@
 //! State lives behind the [`state::StateStore`] trait: [`state::RedbStore`]
 //! (durable, the default) or [`state::MemoryStore`].
 
+pub mod apps;
 pub mod bindings;
 pub mod budget;
 pub mod config;
 mod error;
 pub mod grants;
 mod host;
+pub mod keyvalue;
 pub mod schema;
 mod slots;
 pub mod state;

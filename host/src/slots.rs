@@ -2,13 +2,19 @@
 //! (the pooling allocator has that many); the next ones wait in a bounded
 //! queue for at most a set time instead of failing at once.
 
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 
-/// The gate in front of the pooling allocator.
+/// The gate in front of the pooling allocator. Cheap to clone; clones
+/// share the slots.
+#[derive(Clone)]
 pub(crate) struct Slots {
+    inner: Arc<Gate>,
+}
+
+struct Gate {
     state: Mutex<Counts>,
     freed: Condvar,
     capacity: u32,
@@ -24,66 +30,83 @@ struct Counts {
 
 /// A held slot; dropping it lets the next waiter in. Drop it only after the
 /// Store that used it.
-pub(crate) struct Slot<'a> {
-    slots: &'a Slots,
+pub(crate) struct Slot {
+    gate: Arc<Gate>,
 }
 
 impl Slots {
     /// `capacity` slots, at most `max_waiting` callers queued, each for at
     /// most `max_wait`.
     pub(crate) fn new(capacity: u32, max_waiting: u32, max_wait: Duration) -> Slots {
-        Slots { state: Mutex::new(Counts::default()), freed: Condvar::new(), capacity, max_waiting, max_wait }
+        let gate =
+            Gate { state: Mutex::new(Counts::default()), freed: Condvar::new(), capacity, max_waiting, max_wait };
+        Slots { inner: Arc::new(gate) }
+    }
+
+    /// [`Slots::acquire`] from async code: the wait happens on a blocking
+    /// thread.
+    pub(crate) async fn acquire_async(&self) -> Result<Slot> {
+        let slots = self.clone();
+        tokio::task::spawn_blocking(move || slots.acquire())
+            .await
+            .map_err(|e| Error::Runtime(format!("waiting for an instance slot failed: {e}")))?
     }
 
     /// Take a slot, waiting in the queue when all are busy. `unavailable`
     /// when the queue is full or the wait runs out.
-    pub(crate) fn acquire(&self) -> Result<Slot<'_>> {
+    pub(crate) fn acquire(&self) -> Result<Slot> {
         fn poisoned<T>(_: T) -> Error {
             Error::Runtime("instance slot lock poisoned".into())
         }
-        let mut counts = self.state.lock().map_err(poisoned)?;
-        if counts.in_use < self.capacity {
+        let gate = &self.inner;
+        let mut counts = gate.state.lock().map_err(poisoned)?;
+        if counts.in_use < gate.capacity {
             counts.in_use += 1;
-            return Ok(Slot { slots: self });
+            return Ok(Slot { gate: self.inner.clone() });
         }
-        if counts.waiting >= self.max_waiting {
+        if counts.waiting >= gate.max_waiting {
             return Err(Error::Unavailable(format!(
                 "all {} instance slots are busy and {} invocations already wait for one",
-                self.capacity, counts.waiting
+                gate.capacity, counts.waiting
             )));
         }
         counts.waiting += 1;
-        let deadline = Instant::now() + self.max_wait;
-        while counts.in_use >= self.capacity {
+        let deadline = Instant::now() + gate.max_wait;
+        while counts.in_use >= gate.capacity {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 counts.waiting -= 1;
                 return Err(Error::Unavailable(format!(
                     "all {} instance slots stayed busy for {} ms",
-                    self.capacity,
-                    self.max_wait.as_millis()
+                    gate.capacity,
+                    gate.max_wait.as_millis()
                 )));
             }
-            counts = self.freed.wait_timeout(counts, left).map_err(poisoned)?.0;
+            counts = gate.freed.wait_timeout(counts, left).map_err(poisoned)?.0;
         }
         counts.waiting -= 1;
         counts.in_use += 1;
-        Ok(Slot { slots: self })
+        Ok(Slot { gate: self.inner.clone() })
+    }
+
+    /// Slots held now, and invocations waiting for one.
+    pub(crate) fn usage(&self) -> (u32, u32) {
+        self.inner.state.lock().map(|c| (c.in_use, c.waiting)).unwrap_or((0, 0))
     }
 
     /// Slots held now.
     #[cfg(test)]
     fn in_use(&self) -> u32 {
-        self.state.lock().map(|c| c.in_use).unwrap_or(0)
+        self.usage().0
     }
 }
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
-        if let Ok(mut counts) = self.slots.state.lock() {
+        if let Ok(mut counts) = self.gate.state.lock() {
             counts.in_use = counts.in_use.saturating_sub(1);
         }
-        self.slots.freed.notify_one();
+        self.gate.freed.notify_one();
     }
 }
 

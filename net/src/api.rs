@@ -7,6 +7,10 @@
 //! | `PUT /functions/{name}[?scopes=a:rw,b:ro]` | component bytes | 201 + JSON description; with `scopes`, the function may open only those scopes (read-write or read-only) |
 //! | `DELETE /functions/{name}` | | 204, or 404 |
 //! | `POST /functions/{name}/invoke` | JSON (`content-type: application/json`) or postcard (any other type) | JSON `{run_id, function, output, steps}`, or the postcard output with `x-databelt-run-id` |
+//! | `GET /apps` | | JSON list of deployed `wasi:http/proxy` apps |
+//! | `PUT /apps/{name}` | component bytes | 201 + `{name}` |
+//! | `DELETE /apps/{name}` | | 204, or 404 |
+//! | any method, `/http/{name}` and `/http/{name}/{path…}` | anything | the app's own answer; the app sees the path after `/http/{name}` |
 //!
 //! `?run_id=` on invoke sets the run id. Errors are JSON
 //! `{"error": kind, "message": text}` with a 4xx/5xx status.
@@ -18,7 +22,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{any, get, post, put};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -76,6 +80,8 @@ pub fn router_with(host: Host, capabilities: std::sync::Arc<crate::workflow::cap
         .route("/functions", get(list))
         .route("/functions/{name}", put(deploy).delete(undeploy).get(describe))
         .route("/functions/{name}/invoke", post(invoke))
+        .route("/apps", get(list_apps))
+        .route("/apps/{name}", put(deploy_app).delete(undeploy_app))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(host.clone())
         .layer(axum::middleware::from_fn_with_state(
@@ -89,6 +95,62 @@ pub fn router_with(host: Host, capabilities: std::sync::Arc<crate::workflow::cap
             capabilities,
         ))
         .layer(axum::middleware::map_response(crate::http::json_errors))
+        // Apps answer for themselves: their errors are not rewritten.
+        .merge(apps_router(host))
+}
+
+/// `/http/{name}/…`: requests served by `wasi:http/proxy` apps.
+fn apps_router(host: Host) -> Router {
+    Router::new()
+        .route("/http/{name}", any(serve_app))
+        .route("/http/{name}/", any(serve_app))
+        .route("/http/{name}/{*path}", any(serve_app))
+        .with_state(host.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            BodyLimit { budget: host.body_budget().clone(), max_body: MAX_BODY_BYTES },
+            limit_body,
+        ))
+}
+
+async fn list_apps(State(host): State<Host>) -> axum::Json<Vec<databelt_host::apps::AppInfo>> {
+    axum::Json(host.apps_list())
+}
+
+async fn deploy_app(State(host): State<Host>, Path(name): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+    let info = blocking(move || host.deploy_app(&name, &body)).await?;
+    Ok((StatusCode::CREATED, axum::Json(info)).into_response())
+}
+
+async fn undeploy_app(State(host): State<Host>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+    if host.undeploy_app(&name)? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::from(Error::UnknownFunction(format!("app `{name}`"))))
+    }
+}
+
+/// Hand a request to app `name`, its path stripped of `/http/{name}`.
+async fn serve_app(
+    State(host): State<Host>,
+    Path(params): Path<std::collections::HashMap<String, String>>,
+    req: axum::extract::Request,
+) -> Response {
+    let Some(name) = params.get("name").cloned() else {
+        return ApiError::from(Error::BadInput("no app name in the path".into())).into_response();
+    };
+    let (mut parts, body) = req.into_parts();
+    let rest = params.get("path").map(String::as_str).unwrap_or("");
+    let query = parts.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let authority = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost").to_string();
+    match format!("http://{authority}/{rest}{query}").parse() {
+        Ok(uri) => parts.uri = uri,
+        Err(e) => return ApiError::from(Error::BadInput(format!("request path: {e}"))).into_response(),
+    }
+    let req = axum::http::Request::from_parts(parts, body);
+    match host.handle_http(&name, req).await {
+        Ok(resp) => resp.map(axum::body::Body::new),
+        Err(e) => crate::http::json_errors(ApiError::from(e).into_response()).await,
+    }
 }
 
 /// Serve one node of a continuum on `listener` until `shutdown` resolves:
@@ -166,6 +228,11 @@ struct InvokeQuery {
     run_id: Option<String>,
 }
 
+/// Whether a body starts like a JSON object, array or string.
+fn looks_like_json(body: &[u8]) -> bool {
+    body.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| matches!(b, b'{' | b'[' | b'"'))
+}
+
 fn is_json(headers: &HeaderMap) -> bool {
     headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"))
 }
@@ -187,7 +254,12 @@ async fn invoke(
         } else {
             body.to_vec()
         };
-        let outcome = host.invoke(&name, &input, options)?;
+        let outcome = host.invoke(&name, &input, options).map_err(|e| match e {
+            Error::BadInput(m) if !json && looks_like_json(&body) => Error::BadInput(format!(
+                "{m} (the request has no `content-type: application/json`, so its body was decoded as postcard; it looks like JSON: send that header)"
+            )),
+            other => other,
+        })?;
         let output = if json {
             // JSON text straight from the postcard bytes: no `Value` tree,
             // which took tens of times a byte array's size.

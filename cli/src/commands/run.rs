@@ -1,8 +1,11 @@
-//! `databelt run`: run a component once on an input and print its output.
+//! `databelt run`: run a component once. A Databelt function runs on an
+//! input and its output is printed; a `wasi:cli/command` runs with the
+//! arguments after `--` and `databelt` exits with its exit code.
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
+use databelt_host::apps::ComponentKind;
 use databelt_host::schema::{json_to_postcard, postcard_to_json};
 use databelt_host::{Host, HostConfig, InvokeOptions};
 use databelt_types::{NodeId, RunId};
@@ -30,6 +33,9 @@ pub struct Args {
     node_id: Option<NodeId>,
     #[command(flatten)]
     host: HostArgs,
+    /// Arguments of a `wasi:cli/command` component (after `--`).
+    #[arg(last = true)]
+    args: Vec<String>,
 }
 
 /// Run the command.
@@ -39,9 +45,26 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(id) = args.node_id {
         config.node_id = id.into_string();
     }
-    let host = Host::new(config)?;
+    let host = Host::new(config.clone())?;
     let name = function_name(&args.component);
-    let info = host.deploy_file(&name, &args.component)?;
+    let bytes = std::fs::read(&args.component).with_context(|| format!("cannot read {}", args.component.display()))?;
+    if host.component_kind(&bytes)? == ComponentKind::Command {
+        // A command writes to the terminal like any program.
+        drop(host);
+        config.inherit_stdio = true;
+        let host = Host::new(config)?;
+        let mut argv = vec![name.to_string()];
+        argv.extend(args.args);
+        let code = host.run_command(&bytes, &argv)?;
+        drop(host);
+        std::process::exit(code);
+    }
+    if !args.args.is_empty() {
+        bail!(
+            "arguments after `--` are for wasi:cli/command components; `{name}` is not one (give a function its input with --input)"
+        );
+    }
+    let info = host.deploy(&name, &bytes)?;
     let bytes = json_to_postcard(&info.input_schema, &input)?;
     let outcome = host.invoke(&name, &bytes, InvokeOptions { run_id: args.run_id, ..InvokeOptions::default() })?;
     if args.verbose {

@@ -27,7 +27,10 @@ pub struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
-    /// Deploy a component at start: `name=path/to/component.wasm` (repeatable).
+    /// Deploy a component at start: `name=path/to/component.wasm`
+    /// (repeatable). A Databelt function is invoked at
+    /// `/functions/{name}/invoke`; a `wasi:http/proxy` component is served at
+    /// `/http/{name}/…`.
     #[arg(long, value_name = "NAME=PATH")]
     deploy: Vec<String>,
     /// The scopes a `--deploy`ed function may open: `NAME=scope:rw,other:ro`
@@ -82,6 +85,10 @@ pub fn run(args: Args) -> Result<()> {
             .transpose()
             .with_context(|| format!("--scopes for `{name}`"))?;
         let bytes = std::fs::read(path).with_context(|| format!("cannot read {path}"))?;
+        if host.component_kind(&bytes)? == databelt_host::apps::ComponentKind::HttpProxy {
+            host.deploy_app(name, &bytes).with_context(|| format!("deploying app `{name}`"))?;
+            continue;
+        }
         host.deploy_with_scopes(name, &bytes, grants).with_context(|| format!("deploying `{name}`"))?;
     }
     let data_dir = args.host.data_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));

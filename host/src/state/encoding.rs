@@ -17,6 +17,28 @@ pub fn decode_counter(bytes: &[u8]) -> Result<i64> {
     Ok(i64::from_le_bytes(arr))
 }
 
+/// Encode a counter as `wasi:keyvalue` keeps it: decimal ASCII, `-` for
+/// negatives, no leading `+`, zeros or spaces (what Redis `INCRBY` writes).
+pub fn encode_decimal_counter(value: i64) -> Vec<u8> {
+    value.to_string().into_bytes()
+}
+
+/// Decode a decimal ASCII counter (what Redis `INCRBY` accepts: an optional
+/// `-`, then 1 to 19 digits, within s64 range). Anything else is a
+/// precondition failure that names what was found.
+pub fn decode_decimal_counter(bytes: &[u8]) -> Result<i64> {
+    let digits = bytes.strip_prefix(b"-").unwrap_or(bytes);
+    let well_formed = !digits.is_empty() && digits.len() <= 19 && digits.iter().all(u8::is_ascii_digit);
+    let parsed = if well_formed { std::str::from_utf8(bytes).ok().and_then(|t| t.parse::<i64>().ok()) } else { None };
+    parsed.ok_or_else(|| {
+        let shown: String = String::from_utf8_lossy(&bytes[..bytes.len().min(24)]).escape_debug().collect();
+        Error::PreconditionFailed(format!(
+            "value ({} bytes, \"{shown}\") is not a decimal ASCII s64 counter (wasi:keyvalue counters are decimal text; databelt:state counters are 8-byte little-endian)",
+            bytes.len()
+        ))
+    })
+}
+
 /// Encode a version as the opaque token handed to guests.
 pub fn encode_version(version: u64) -> Vec<u8> {
     version.to_le_bytes().to_vec()
@@ -68,6 +90,26 @@ mod tests {
     }
 
     #[test]
+    fn decimal_counters_follow_redis_incrby() {
+        assert_eq!(encode_decimal_counter(-42), b"-42");
+        assert_eq!(decode_decimal_counter(b"5").unwrap(), 5);
+        assert_eq!(decode_decimal_counter(b"-9223372036854775808").unwrap(), i64::MIN);
+        for bad in [
+            &b""[..],
+            b"-",
+            b"+5",
+            b" 5",
+            b"5 ",
+            b"1.0",
+            b"9223372036854775808",
+            b"12345678901234567890",
+            &[1, 0, 0, 0, 0, 0, 0, 0],
+        ] {
+            assert!(matches!(decode_decimal_counter(bad), Err(Error::PreconditionFailed(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn truncated_record_is_an_error() {
         assert!(decode_record(&[0; 15]).is_err());
         assert!(decode_record(&[0; 16]).is_ok());
@@ -77,6 +119,11 @@ mod tests {
         #[test]
         fn counter_round_trips(v in any::<i64>()) {
             prop_assert_eq!(decode_counter(&encode_counter(v)).unwrap(), v);
+        }
+
+        #[test]
+        fn decimal_counter_round_trips(v in any::<i64>()) {
+            prop_assert_eq!(decode_decimal_counter(&encode_decimal_counter(v)).unwrap(), v);
         }
 
         #[test]

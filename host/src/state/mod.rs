@@ -17,7 +17,9 @@ mod staged;
 mod tier;
 mod txn;
 
-pub use encoding::{decode_counter, decode_version, encode_counter, encode_version};
+pub use encoding::{
+    decode_counter, decode_decimal_counter, decode_version, encode_counter, encode_decimal_counter, encode_version,
+};
 pub use limits::StateLimits;
 pub use memory::MemoryStore;
 pub use redb_store::RedbStore;

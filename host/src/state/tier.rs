@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::encoding::{decode_counter, decode_version, encode_counter};
+use super::encoding::{decode_counter, decode_decimal_counter, decode_version, encode_counter, encode_decimal_counter};
 use databelt_types::ScopeName;
 
 use super::locks::{Access, LockTable};
@@ -69,6 +69,31 @@ pub(super) fn validate(
 const PLAIN: Option<Access<'static>> = Some(Access::Plain { validate_reads: false });
 
 type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// How a counter's value is stored.
+#[derive(Clone, Copy)]
+enum CounterEncoding {
+    /// `databelt:state`: 8 bytes, s64 little-endian.
+    LittleEndian,
+    /// `wasi:keyvalue`: decimal ASCII text.
+    Decimal,
+}
+
+impl CounterEncoding {
+    fn decode(self, bytes: &[u8]) -> Result<i64> {
+        match self {
+            CounterEncoding::LittleEndian => decode_counter(bytes),
+            CounterEncoding::Decimal => decode_decimal_counter(bytes),
+        }
+    }
+
+    fn encode(self, value: i64) -> Vec<u8> {
+        match self {
+            CounterEncoding::LittleEndian => encode_counter(value).to_vec(),
+            CounterEncoding::Decimal => encode_decimal_counter(value),
+        }
+    }
+}
 
 fn system_clock_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -495,6 +520,24 @@ impl StateTier {
         if self.is_replicated(scope) {
             return self.replicated_add(scope, key, delta);
         }
+        self.add_to_counter(scope, key, delta, CounterEncoding::LittleEndian)
+    }
+
+    /// Add `delta` to the decimal ASCII counter under `key` (the
+    /// `wasi:keyvalue` encoding, as Redis `INCRBY`); returns the new value.
+    /// A value that is not decimal text fails with `precondition-failed`,
+    /// changing nothing. Replicated scopes keep their counters as lattices
+    /// (`databelt:state/lattice`) and refuse this.
+    pub fn increment_decimal(&self, scope: &str, key: &str, delta: i64) -> Result<i64> {
+        if self.is_replicated(scope) {
+            return Err(Error::PreconditionFailed(format!(
+                "scope `{scope}` is replicated: its counters are lattice counters (databelt:state/lattice counter-add), not decimal text"
+            )));
+        }
+        self.add_to_counter(scope, key, delta, CounterEncoding::Decimal)
+    }
+
+    fn add_to_counter(&self, scope: &str, key: &str, delta: i64, encoding: CounterEncoding) -> Result<i64> {
         self.check_key(key)?;
         let now = self.now();
         let mut result = 0;
@@ -502,13 +545,13 @@ impl StateTier {
         self.transact(PLAIN, std::slice::from_ref(&at), &[], &mut |current| {
             let live = current.first().cloned().flatten().filter(|e| e.is_live(now));
             let (old, expires_at_ms) = match &live {
-                Some(e) => (decode_counter(&e.value)?, e.expires_at_ms),
+                Some(e) => (encoding.decode(&e.value)?, e.expires_at_ms),
                 None => (0, None),
             };
             result = old
                 .checked_add(delta)
                 .ok_or_else(|| Error::Other(format!("counter `{key}` would overflow: {old} + {delta}")))?;
-            Ok(vec![Write::Put { key: at.clone(), value: encode_counter(result).to_vec(), expires_at_ms }])
+            Ok(vec![Write::Put { key: at.clone(), value: encoding.encode(result), expires_at_ms }])
         })?;
         Ok(result)
     }
@@ -841,6 +884,25 @@ mod tests {
             t.set("s", "max", i64::MAX.to_le_bytes().to_vec(), SetOptions::default()).unwrap();
             assert!(matches!(t.increment("s", "max", 1), Err(Error::Other(_))));
             assert_eq!(t.get("s", "max").unwrap(), Some(i64::MAX.to_le_bytes().to_vec()));
+        }
+    }
+
+    #[test]
+    fn decimal_increment_keeps_text_counters_and_changes_nothing_on_foreign_values() {
+        for (t, _d) in tiers() {
+            t.set("s", "preset", b"5".to_vec(), SetOptions::default()).unwrap();
+            assert_eq!(t.increment_decimal("s", "preset", 1).unwrap(), 6);
+            assert_eq!(t.increment_decimal("s", "fresh", -3).unwrap(), -3);
+            assert_eq!(t.get("s", "fresh").unwrap(), Some(b"-3".to_vec()));
+            // Each encoding refuses the other's counter and leaves it as it was.
+            t.increment("s", "le", 7).unwrap();
+            assert!(matches!(t.increment_decimal("s", "le", 1), Err(Error::PreconditionFailed(_))));
+            assert_eq!(t.get("s", "le").unwrap(), Some(7i64.to_le_bytes().to_vec()));
+            assert!(matches!(t.increment("s", "preset", 1), Err(Error::PreconditionFailed(_))));
+            assert_eq!(t.get("s", "preset").unwrap(), Some(b"6".to_vec()));
+            t.set("s", "max", i64::MAX.to_string().into_bytes(), SetOptions::default()).unwrap();
+            assert!(matches!(t.increment_decimal("s", "max", 1), Err(Error::Other(_))));
+            assert_eq!(t.get("s", "max").unwrap(), Some(i64::MAX.to_string().into_bytes()));
         }
     }
 

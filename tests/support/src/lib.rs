@@ -22,7 +22,8 @@ pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
 }
 
-/// Build every guest component (kv-probe, hello-counter, bench-min, stage, merge, fan, reader, the examples) for
+/// Build every guest component (kv-probe, hello-counter, bench-min, stage, merge, fan, reader, the
+/// wasi:keyvalue commands kv-main and kv-draft2, the HTTP app kv-http, the examples) for
 /// wasm32-wasip2, once, and return the directory holding the .wasm files.
 pub fn guests_dir() -> PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
@@ -35,6 +36,7 @@ pub fn guests_dir() -> PathBuf {
                 .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
                 .arg(&target)
                 .args(["-p", "kv-probe", "-p", "hello-counter", "-p", "bench-min", "-p", "stage", "-p", "merge", "-p", "fan", "-p", "reader"])
+                .args(["-p", "kv-main", "-p", "kv-draft2", "-p", "kv-http"])
                 .args(["-p", "wildfire-preprocess", "-p", "wildfire-detect", "-p", "wildfire-alarm"])
                 .args(["-p", "travel-hotel", "-p", "travel-flight", "-p", "travel-confirm"])
                 .output()
