@@ -388,8 +388,16 @@ impl DatabeltCtxView<'_> {
         }
     }
 
-    /// Count one operation on `target` that moved `bytes` value bytes.
-    fn count(&mut self, target: &Target, bytes: usize, started: Instant) {
+    /// Count one operation `op` on `target` that moved `bytes` value bytes
+    /// (in the invocation's report and in the process's metrics).
+    fn count(&mut self, op: &'static str, target: &Target, bytes: usize, started: Instant) {
+        let tier = if target.in_memory { "sandbox" } else { "store" };
+        // Inside the invocation's span: run id, function, step and node.
+        tracing::trace!(op, scope = %target.scope, tier, bytes, micros = started.elapsed().as_micros() as u64, "state call");
+        metrics::counter!("databelt_state_operations_total", "interface" => "databelt", "tier" => tier, "op" => op)
+            .increment(1);
+        metrics::counter!("databelt_state_bytes_total", "interface" => "databelt", "tier" => tier)
+            .increment(bytes as u64);
         let ops = &mut self.ctx.ops;
         if target.in_memory {
             ops.sandbox_ops += 1;
@@ -453,14 +461,14 @@ impl store::HostScope for DatabeltCtxView<'_> {
     fn get(&mut self, self_: Resource<ScopeHandle>, key: String) -> WitResult<Option<Vec<u8>>> {
         let (t, started) = (self.target(&self_)?, Instant::now());
         let r = t.tier.get(&t.scope, &t.key(&key));
-        self.count(&t, r.as_ref().map_or(0, |v| v.as_ref().map_or(0, Vec::len)), started);
+        self.count("get", &t, r.as_ref().map_or(0, |v| v.as_ref().map_or(0, Vec::len)), started);
         wit(r)
     }
 
     fn get_entry(&mut self, self_: Resource<ScopeHandle>, key: String) -> WitResult<Option<store::Entry>> {
         let (t, started) = (self.target(&self_)?, Instant::now());
         let r = t.tier.get_entry(&t.scope, &t.key(&key));
-        self.count(&t, r.as_ref().map_or(0, |e| e.as_ref().map_or(0, |e| e.value.len())), started);
+        self.count("get-entry", &t, r.as_ref().map_or(0, |e| e.as_ref().map_or(0, |e| e.value.len())), started);
         wit(r.map(|e| e.map(to_wit_entry)))
     }
 
@@ -477,7 +485,7 @@ impl store::HostScope for DatabeltCtxView<'_> {
         let (t, started) = (self.target(&self_)?, Instant::now());
         let n = value.len();
         let r = t.tier.set(&t.scope, &t.key(&key), value, options.into()).map(|_| ());
-        self.count(&t, n, started);
+        self.count("set", &t, n, started);
         if r.is_ok() {
             self.wrote(&t, &key);
         }
@@ -490,7 +498,7 @@ impl store::HostScope for DatabeltCtxView<'_> {
         }
         let (t, started) = (self.target(&self_)?, Instant::now());
         let r = t.tier.delete(&t.scope, &t.key(&key));
-        self.count(&t, 0, started);
+        self.count("delete", &t, 0, started);
         if r.is_ok() {
             self.unwrote(&t, &key);
         }
@@ -500,7 +508,7 @@ impl store::HostScope for DatabeltCtxView<'_> {
     fn exists(&mut self, self_: Resource<ScopeHandle>, key: String) -> WitResult<bool> {
         let (t, started) = (self.target(&self_)?, Instant::now());
         let r = t.tier.exists(&t.scope, &t.key(&key));
-        self.count(&t, 0, started);
+        self.count("exists", &t, 0, started);
         wit(r)
     }
 
@@ -514,7 +522,7 @@ impl store::HostScope for DatabeltCtxView<'_> {
         let (t, started) = (self.target(&self_)?, Instant::now());
         let cursor = cursor.map(|c| t.key(&c));
         let r = t.tier.list_keys(&t.scope, &t.key(&prefix), cursor.as_deref(), limit);
-        self.count(&t, 0, started);
+        self.count("list-keys", &t, 0, started);
         wit(r.map(|p| store::KeyPage {
             keys: p.keys.into_iter().map(|k| t.strip(k)).collect(),
             cursor: p.cursor.map(|c| t.strip(c)),
@@ -525,7 +533,7 @@ impl store::HostScope for DatabeltCtxView<'_> {
         let (t, started) = (self.target(&self_)?, Instant::now());
         let r = t.tier.get_many(&t.scope, &t.keys(keys));
         let n = r.as_ref().map_or(0, |vs| vs.iter().flatten().map(Vec::len).sum());
-        self.count(&t, n, started);
+        self.count("get-many", &t, n, started);
         wit(r)
     }
 
@@ -543,7 +551,7 @@ impl store::HostScope for DatabeltCtxView<'_> {
         let keys: Vec<String> = entries.iter().map(|(k, _)| k.clone()).collect();
         let mapped = entries.into_iter().map(|(k, v)| (t.key(&k), v)).collect();
         let r = t.tier.set_many(&t.scope, mapped, options.into());
-        self.count(&t, n, started);
+        self.count("set-many", &t, n, started);
         if r.is_ok() {
             keys.iter().for_each(|k| self.wrote(&t, k));
         }
@@ -556,7 +564,7 @@ impl store::HostScope for DatabeltCtxView<'_> {
         }
         let (t, started) = (self.target(&self_)?, Instant::now());
         let r = t.tier.delete_many(&t.scope, t.keys(keys.clone()));
-        self.count(&t, 0, started);
+        self.count("delete-many", &t, 0, started);
         if r.is_ok() {
             keys.iter().for_each(|k| self.unwrote(&t, k));
         }
@@ -569,7 +577,7 @@ impl store::HostScope for DatabeltCtxView<'_> {
         }
         let (t, started) = (self.target(&self_)?, Instant::now());
         let r = t.tier.increment(&t.scope, &t.key(&key), delta);
-        self.count(&t, 8, started);
+        self.count("increment", &t, 8, started);
         if r.is_ok() {
             self.wrote(&t, &key);
         }
@@ -589,7 +597,7 @@ impl store::HostScope for DatabeltCtxView<'_> {
         let (t, started) = (self.target(&self_)?, Instant::now());
         let n = value.len();
         let r = t.tier.compare_and_swap(&t.scope, &t.key(&key), expected.as_deref(), value);
-        self.count(&t, n, started);
+        self.count("compare-and-swap", &t, n, started);
         if matches!(r, Ok(CasOutcome::Swapped(_))) {
             self.wrote(&t, &key);
         }
@@ -627,7 +635,7 @@ impl DatabeltCtxView<'_> {
         };
         let started = Instant::now();
         let r = t.tier.replica_update(&t.scope, vec![(key, update)]).map(|mut v| v.pop().flatten());
-        self.count(&t, 0, started);
+        self.count("lattice-update", &t, 0, started);
         wit(r)
     }
 
@@ -638,7 +646,7 @@ impl DatabeltCtxView<'_> {
         };
         let started = Instant::now();
         let r = t.tier.replica_value(&t.scope, key);
-        self.count(&t, 0, started);
+        self.count("lattice-read", &t, 0, started);
         wit(r)
     }
 }

@@ -793,9 +793,30 @@ impl Host {
         state: Option<&StateTier>,
         deadline_ms: u64,
     ) -> Result<Called> {
-        let slot = self.inner.slots.acquire()?;
-        let called = self.call_in_slot(loaded, invocation, input, run_scope, state, deadline_ms);
-        drop(slot);
+        let started = Instant::now();
+        let function = invocation.function.clone();
+        let _span = tracing::debug_span!(
+            "invoke",
+            run_id = %invocation.run_id,
+            function = %invocation.function,
+            step = invocation.step,
+            node = %invocation.node_id
+        )
+        .entered();
+        let called = self.inner.slots.acquire().and_then(|slot| {
+            let called = self.call_in_slot(loaded, invocation, input, run_scope, state, deadline_ms);
+            drop(slot);
+            called
+        });
+        let outcome = match &called {
+            Ok(_) => "ok",
+            Err(e) => e.kind().as_str(),
+        };
+        let node = self.inner.config.node_id.clone();
+        metrics::counter!("databelt_invocations_total", "node" => node.clone(), "function" => function.clone(), "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("databelt_invocation_duration_seconds", "node" => node, "function" => function, "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
         called
     }
 

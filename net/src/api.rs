@@ -80,6 +80,7 @@ pub fn router_with(host: Host, capabilities: std::sync::Arc<crate::workflow::cap
         .route("/functions", get(list))
         .route("/functions/{name}", put(deploy).delete(undeploy).get(describe))
         .route("/functions/{name}/invoke", post(invoke))
+        .route("/metrics", get(host_metrics))
         .route("/apps", get(list_apps))
         .route("/apps/{name}", put(deploy_app).delete(undeploy_app))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -163,7 +164,10 @@ pub async fn serve_node(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // The recorder is in place before the first invocation records.
+    crate::metrics::handle();
     let limits = crate::server::ConnectionLimits::of(host.config());
+    let host_node = host.config().node_id.clone();
     let mut router = match &steps {
         Some(steps) => router_with(host, steps.capabilities()),
         None => router(host),
@@ -180,7 +184,26 @@ pub async fn serve_node(
         _deliveries = Some(runs.start());
         router = router.merge(steps.router()).merge(runs.router());
     }
+    let router = tracked(router, "host", &host_node);
     crate::server::serve(listener, router, limits, security, shutdown).await
+}
+
+/// `router` with [`crate::metrics::track`] on every route: a span and the
+/// request metrics, labelled with `server` and `node`.
+pub fn tracked(router: Router, server: &'static str, node: &str) -> Router {
+    let node: std::sync::Arc<str> = node.into();
+    router.layer(axum::middleware::from_fn(move |req, next| crate::metrics::track(server, node.clone(), req, next)))
+}
+
+/// `GET /metrics`: the process's metrics, with this host's slot gauges.
+async fn host_metrics(State(host): State<Host>) -> Response {
+    crate::metrics::render(|| {
+        let node = host.config().node_id.clone();
+        let (in_use, queued) = host.slot_usage();
+        metrics::gauge!("databelt_instance_slots_in_use", "node" => node.clone()).set(f64::from(in_use));
+        metrics::gauge!("databelt_invocations_queued", "node" => node.clone()).set(f64::from(queued));
+        metrics::gauge!("databelt_instance_slots", "node" => node).set(f64::from(host.slot_capacity()));
+    })
 }
 
 /// Serve the API (and the peer routes) on `listener`, secured by
@@ -191,8 +214,10 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    crate::metrics::handle();
     let limits = crate::server::ConnectionLimits::of(host.config());
-    crate::server::serve(listener, router(host), limits, security, shutdown).await
+    let node = host.config().node_id.clone();
+    crate::server::serve(listener, tracked(router(host), "host", &node), limits, security, shutdown).await
 }
 
 async fn list(State(host): State<Host>) -> axum::Json<Vec<FunctionView>> {

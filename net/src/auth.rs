@@ -10,6 +10,10 @@
 //! | `GET /functions`, `GET /functions/{name}` | `read` |
 //! | `PUT`/`DELETE /functions/{name}` | `admin` |
 //! | `POST /functions/{name}/invoke` | `invoke` (all, or that function) |
+//! | `GET /apps` | `read` |
+//! | `PUT`/`DELETE /apps/{name}` | `admin` |
+//! | any method, `/http/{name}/...` | `invoke` (all, or that app) |
+//! | `GET /metrics` | a node, or `read` |
 //! | `/peer/v1/...` | a node of the topology |
 //! | `POST /workflow/v1/step`, `DELETE /workflow/v1/runs/{id}` | a node, or `invoke` |
 //! | `GET /workflow/v1/runs` | `admin` |
@@ -256,7 +260,9 @@ pub fn need(method: &Method, path: &str) -> Need {
     let admin = Need::Permission(Permission::Admin);
     match (method.as_str(), segments.as_slice()) {
         ("GET", ["healthz"]) => Need::Nothing,
-        ("GET", ["functions"]) | ("GET", ["functions", _]) => read(),
+        ("GET", ["functions"]) | ("GET", ["functions", _]) | ("GET", ["apps"]) => read(),
+        (_, ["http", name, ..]) => Need::Invoke(Some(percent_decode(name).unwrap_or_else(|| (*name).to_string()))),
+        ("GET", ["metrics"]) => Need::NodeOr(Box::new(read())),
         ("POST", ["functions", name, "invoke"]) => {
             Need::Invoke(Some(percent_decode(name).unwrap_or_else(|| (*name).to_string())))
         }

@@ -17,6 +17,7 @@
 //! - [`http`]: what every API shares: the error body, status and kind
 //!   decoding, body limits, blocking work.
 //! - [`server`]: the accept loop of every server, with connection limits.
+//! - [`metrics`]: Prometheus metrics (`GET /metrics`) and request tracing.
 //! - [`tls`]: mutual TLS between the members of a continuum (CA, member
 //!   certificates that name their node, verifiers).
 //! - [`auth`]: who may call what — node certificates, bearer tokens with
@@ -26,6 +27,7 @@ pub mod api;
 pub mod auth;
 pub mod continuum;
 pub mod http;
+pub mod metrics;
 pub mod peer;
 pub mod placement;
 pub mod replication;

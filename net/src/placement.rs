@@ -113,6 +113,7 @@ impl PlacementService {
             .route("/v1/slos/{workflow}", get(get_slos).put(put_slos))
             .route("/v1/hints/storage", post(storage_hint))
             .route("/v1/hints/function", post(function_hint))
+            .route("/metrics", get(service_metrics))
             .with_state(self.clone())
             .layer(axum::middleware::map_response(crate::http::json_errors))
     }
@@ -127,9 +128,9 @@ impl PlacementService {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
         let limits = crate::server::ConnectionLimits::default();
-        crate::server::serve(listener, self.router(), limits, security, shutdown)
-            .await
-            .map_err(|e| Error::Io(e.to_string()))
+        crate::metrics::handle();
+        let router = crate::api::tracked(self.router(), "placement", "placement");
+        crate::server::serve(listener, router, limits, security, shutdown).await.map_err(|e| Error::Io(e.to_string()))
     }
 
     /// Start serving on `addr` in the background of the current tokio
@@ -156,6 +157,15 @@ impl PlacementService {
 
 async fn topology(State(s): State<PlacementService>) -> axum::Json<TopologyView> {
     axum::Json(TopologyView { t_ms: s.now_ms(), topology: s.state.topology.clone() })
+}
+
+/// `GET /metrics`: the process's metrics, with the topology's gauges.
+async fn service_metrics(State(s): State<PlacementService>) -> Response {
+    crate::metrics::render(|| {
+        let slos = s.state.slos.read().map(|m| m.len()).unwrap_or(0);
+        metrics::gauge!("databelt_placement_workflows_with_slos").set(slos as f64);
+        metrics::gauge!("databelt_placement_uptime_seconds").set(s.state.started.elapsed().as_secs_f64());
+    })
 }
 
 async fn get_slos(State(s): State<PlacementService>, Path(workflow): Path<String>) -> Response {

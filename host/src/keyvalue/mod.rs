@@ -135,6 +135,12 @@ pub fn add_to_linker<T: KeyValueView + 'static>(linker: &mut Linker<T>) -> wasmt
     draft2::add_to_linker(linker)
 }
 
+/// Count one `wasi:keyvalue` operation in the process's metrics.
+fn count(op: &'static str) {
+    metrics::counter!("databelt_state_operations_total", "interface" => "wasi-keyvalue", "tier" => "store", "op" => op)
+        .increment(1);
+}
+
 /// A key with its value, as `get-many` answers.
 pub(crate) type KeyValue = (String, Vec<u8>);
 
@@ -197,25 +203,30 @@ impl KeyValueCtxView<'_> {
     }
 
     pub(crate) fn get(&self, b: &Bucket, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        count("get");
         self.ctx.tier.get(&b.scope, key)
     }
 
     pub(crate) fn set(&self, b: &Bucket, key: &str, value: Vec<u8>) -> Result<(), Error> {
+        count("set");
         Self::writable(b)?;
         self.ctx.tier.set(&b.scope, key, value, Default::default()).map(|_| ())
     }
 
     pub(crate) fn delete(&self, b: &Bucket, key: &str) -> Result<(), Error> {
+        count("delete");
         Self::writable(b)?;
         self.ctx.tier.delete(&b.scope, key)
     }
 
     pub(crate) fn exists(&self, b: &Bucket, key: &str) -> Result<bool, Error> {
+        count("exists");
         self.ctx.tier.exists(&b.scope, key)
     }
 
     /// One page (the host's default page size) after `cursor`, a key.
     pub(crate) fn list(&self, b: &Bucket, cursor: Option<&str>) -> Result<KeyPage, Error> {
+        count("list-keys");
         self.ctx.tier.list_keys(&b.scope, "", cursor, None)
     }
 
@@ -246,26 +257,31 @@ impl KeyValueCtxView<'_> {
     }
 
     pub(crate) fn increment(&self, b: &Bucket, key: &str, delta: i64) -> Result<i64, Error> {
+        count("increment");
         Self::writable(b)?;
         self.ctx.tier.increment_decimal(&b.scope, key, delta)
     }
 
     pub(crate) fn get_many(&self, b: &Bucket, keys: Vec<String>) -> Result<Vec<Option<KeyValue>>, Error> {
+        count("get-many");
         let values = self.ctx.tier.get_many(&b.scope, &keys)?;
         Ok(keys.into_iter().zip(values).map(|(k, v)| v.map(|v| (k, v))).collect())
     }
 
     pub(crate) fn set_many(&self, b: &Bucket, entries: Vec<(String, Vec<u8>)>) -> Result<(), Error> {
+        count("set-many");
         Self::writable(b)?;
         self.ctx.tier.set_many(&b.scope, entries, Default::default())
     }
 
     pub(crate) fn delete_many(&self, b: &Bucket, keys: Vec<String>) -> Result<(), Error> {
+        count("delete-many");
         Self::writable(b)?;
         self.ctx.tier.delete_many(&b.scope, keys)
     }
 
     pub(crate) fn cas_read(&self, b: &Bucket, key: String) -> Result<CasHandle, Error> {
+        count("cas-new");
         Self::writable(b)?;
         let read = self.ctx.tier.get_entry(&b.scope, &key)?;
         Ok(CasHandle { bucket: b.clone(), key, read })
@@ -274,6 +290,7 @@ impl KeyValueCtxView<'_> {
     /// Swap `cas` to `value`: `Ok(None)` when written, `Ok(Some(current))`
     /// when the key changed since `cas` read it (nothing written).
     pub(crate) fn cas_swap(&self, cas: &CasHandle, value: Vec<u8>) -> Result<Option<CasHandle>, Error> {
+        count("swap");
         use crate::state::{CasOutcome, encode_version};
         let expected = cas.read.as_ref().map(|e| encode_version(e.version));
         match self.ctx.tier.compare_and_swap(&cas.bucket.scope, &cas.key, expected.as_deref(), value)? {

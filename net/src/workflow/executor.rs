@@ -106,6 +106,9 @@ impl StepExecutor {
         let started = Instant::now();
         let input = std::mem::replace(&mut request.input, StepInput::Inline(Vec::new()));
         let (input, inputs) = step.read_inputs(input, &request.sole_reader, &request.fallbacks).await?;
+        for read in &inputs {
+            crate::metrics::input_read(&step.here, Some(read.tier));
+        }
         let prefetched = step.prefetch(&info.reads, &request.run_states).await?;
         let read_micros = micros(started);
         let invoked = Instant::now();
@@ -607,6 +610,7 @@ fn hand_off_report(
     here: &str,
 ) -> HandOffReport {
     let (elected, stay_reason) = decision_fields(&p.decision, here);
+    crate::metrics::hand_off(here, p.bytes_moved, p.duration.as_secs_f64(), p.slo_violated, p.push_failed.is_some());
     HandOffReport {
         successors: successors.iter().map(|s| s.step.clone()).collect(),
         consumer_node: consumer.to_string(),
