@@ -108,6 +108,9 @@ pub(crate) struct InvocationState {
     keyvalue: crate::keyvalue::KeyValueCtx,
     pub(crate) http: wasmtime_wasi_http::WasiHttpCtx,
     pub(crate) hooks: crate::apps::NoOutgoing,
+    /// The guest's stderr, kept (bounded) when it is not inherited, to
+    /// explain a trap with the guest's own panic message.
+    stderr: Option<wasmtime_wasi::p2::pipe::MemoryOutputPipe>,
     limiter: MemoryLimiter,
     /// This invocation's deadline, ms.
     deadline_ms: u64,
@@ -673,8 +676,13 @@ impl Host {
     ) -> Store<InvocationState> {
         let inner = &self.inner;
         let mut wasi = WasiCtxBuilder::new();
+        let mut stderr = None;
         if inner.config.inherit_stdio {
             wasi.inherit_stdout().inherit_stderr();
+        } else {
+            let pipe = wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(MAX_KEPT_STDERR);
+            wasi.stderr(pipe.clone());
+            stderr = Some(pipe);
         }
         wasi.args(args);
         let host = Arc::downgrade(&self.inner);
@@ -694,6 +702,7 @@ impl Host {
             keyvalue,
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
             hooks: crate::apps::NoOutgoing,
+            stderr,
             limiter: MemoryLimiter { max_memory: inner.config.max_memory_bytes as usize, refused: false },
             deadline_ms,
         };
@@ -710,9 +719,18 @@ impl Host {
         if store.data().limiter.refused {
             return Error::MemoryLimitExceeded(self.inner.config.max_memory_bytes);
         }
+        let panic = store.data().stderr.as_ref().and_then(|p| panic_message(&String::from_utf8_lossy(&p.contents())));
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => Error::DeadlineExceeded(store.data().deadline_ms),
-            Some(_) => Error::Trap(one_line(&e)),
+            Some(Trap::StackOverflow) => Error::Trap("stack overflow: the function recursed too deeply".into()),
+            Some(Trap::MemoryOutOfBounds) if shadow_stack_overflow(&one_line(&e)) => Error::Trap(
+                "stack overflow: the function recursed too deeply (its stack ran off the start of its linear memory)"
+                    .into(),
+            ),
+            Some(_) => match panic {
+                Some(p) => Error::Trap(format!("the function panicked: {p}")),
+                None => Error::Trap(one_line(&e)),
+            },
             None => Error::Runtime(one_line(&e)),
         }
     }
@@ -867,12 +885,67 @@ impl Host {
     }
 }
 
+/// Bytes of a guest's stderr kept to explain a trap.
+const MAX_KEPT_STDERR: usize = 16 * 1024;
+
+/// The panic message a Rust guest printed to stderr before it trapped:
+/// `message (at file:line:col)`; `None` when it printed none.
+fn panic_message(stderr: &str) -> Option<String> {
+    let start = stderr.rfind("panicked at ")?;
+    let after = &stderr[start + "panicked at ".len()..];
+    let (location, rest) = after.split_once('\n').unwrap_or((after, ""));
+    let location = location.trim_end_matches(':');
+    let message: Vec<&str> =
+        rest.lines().take_while(|l| !l.starts_with("note: ") && !l.starts_with("stack backtrace:")).collect();
+    let message = message.join(" ");
+    let message = message.trim();
+    let mut text: String =
+        if message.is_empty() { "(no message)".into() } else { message.chars().take(2000).collect() };
+    text.push_str(&format!(" (at {location})"));
+    Some(text)
+}
+
+/// Whether an out-of-bounds access is a shadow-stack overflow: a Rust (or
+/// C) guest keeps its stack at the bottom of linear memory, growing down,
+/// so an overflow wraps the stack pointer below 0 and faults at an address
+/// just under, or over, 4 GiB.
+fn shadow_stack_overflow(message: &str) -> bool {
+    let Some((_, after)) = message.split_once("wasm address 0x") else { return false };
+    let hex: String = after.chars().take_while(char::is_ascii_hexdigit).collect();
+    u64::from_str_radix(&hex, 16).is_ok_and(|a| a >= 0xFFFF_0000)
+}
+
 /// What one call of a function left behind.
 struct Called {
     output: Vec<u8>,
     hand_off: Option<HandOff>,
     ops: StateOps,
     run_written: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::panic_message;
+
+    #[test]
+    fn a_rust_panic_is_read_back_from_stderr() {
+        let stderr = "some log line\nthread '<unnamed>' panicked at src/lib.rs:12:9:\nindex out of bounds: the len is 3 but the index is 7\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
+        assert_eq!(
+            panic_message(stderr).unwrap(),
+            "index out of bounds: the len is 3 but the index is 7 (at src/lib.rs:12:9)"
+        );
+        assert_eq!(panic_message("thread 'main' panicked at a.rs:1:1:\n").unwrap(), "(no message) (at a.rs:1:1)");
+        assert_eq!(panic_message("nothing here"), None);
+    }
+
+    #[test]
+    fn a_wrapped_stack_pointer_is_a_stack_overflow() {
+        use super::shadow_stack_overflow;
+        assert!(shadow_stack_overflow("memory fault at wasm address 0x100000078 in linear memory of size 0x110000"));
+        assert!(shadow_stack_overflow("memory fault at wasm address 0xfffffff0 in linear memory"));
+        assert!(!shadow_stack_overflow("memory fault at wasm address 0x2000000 in linear memory of size 0x110000"));
+        assert!(!shadow_stack_overflow("out of bounds"));
+    }
 }
 
 /// Write `bytes` to `path` whole or not at all (a temporary file renamed

@@ -174,6 +174,18 @@ fn trapping_guest_reports_a_trap() {
     let e = call(&host, &Op::Trap).unwrap_err();
     assert!(matches!(e, Error::Trap(_)), "{e}");
     assert!(!e.to_string().contains('\n'), "one line: {e}");
+    // The guest's own panic message and where it panicked, not `unreachable`.
+    assert!(e.to_string().contains("the function panicked: deliberate trap (at "), "{e}");
+    assert!(e.to_string().contains("src/lib.rs:"), "{e}");
+    assert_still_serving(&host);
+}
+
+#[test]
+fn a_stack_overflow_is_called_so() {
+    let host = probe_host();
+    let e = call(&host, &Op::Recurse).unwrap_err();
+    assert!(matches!(e, Error::Trap(_)), "{e}");
+    assert!(e.to_string().contains("stack overflow"), "{e}");
     assert_still_serving(&host);
 }
 

@@ -174,7 +174,8 @@ mod tests {
     fn every_host_error_answers_with_its_kind_and_status() {
         let cases = [
             (Error::PreconditionFailed("x".into()), 412, "precondition-failed"),
-            (Error::MemoryLimitExceeded(1), 500, "memory-limit-exceeded"),
+            (Error::MemoryLimitExceeded(1), 422, "memory-limit-exceeded"),
+            (Error::Trap("panicked".into()), 422, "trap"),
             (Error::UnknownFunction("f".into()), 404, "unknown-function"),
             (Error::QuotaExceeded("big".into()), 413, "quota-exceeded"),
             (

@@ -102,15 +102,15 @@ kinds! {
     /// The request or input is malformed or does not fit its type.
     BadInput => "bad-input", 400, Other;
     /// The guest trapped.
-    Trap => "trap", 500, Other;
+    Trap => "trap", 422, Other;
     /// The guest ran past its deadline.
     DeadlineExceeded => "deadline-exceeded", 504, Timeout;
     /// The guest tried to grow its memory past its limit.
-    MemoryLimitExceeded => "memory-limit-exceeded", 500, Other;
+    MemoryLimitExceeded => "memory-limit-exceeded", 422, Other;
     /// The guest's handler returned an error.
     FunctionError => "function-error", 422, Other;
     /// Too many workflow steps were chained by hand-offs.
-    TooManySteps => "too-many-steps", 500, Other;
+    TooManySteps => "too-many-steps", 422, Other;
     /// A workflow run failed.
     Workflow => "workflow", 502, Other;
     /// A configuration value or file is not acceptable.

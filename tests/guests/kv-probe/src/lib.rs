@@ -120,7 +120,15 @@ fn probe(ctx: &Context, input: Op) -> Result<Reply, Error> {
         Op::Siblings { scope, key } => {
             Reply::Siblings(open(&scope)?.siblings(&key)?.into_iter().map(|s| (s.value, s.stamp, s.node)).collect())
         }
+        Op::Recurse => Reply::Count(recurse(std::hint::black_box(1))),
     })
+}
+
+/// Recurses until the stack runs out.
+#[allow(unconditional_recursion)]
+fn recurse(n: i64) -> i64 {
+    let local = std::hint::black_box([n; 32]);
+    recurse(local[3] + 1) + local[7]
 }
 
 fn version_bytes(v: &Version) -> Vec<u8> {

@@ -130,6 +130,8 @@ pub enum Op {
         scope: String,
         key: String,
     },
+    /// Recurse without bound: a stack overflow.
+    Recurse,
 }
 
 /// What an operation returned.
