@@ -923,6 +923,17 @@ struct Called {
     run_written: Vec<String>,
 }
 
+/// Write `bytes` to `path` whole or not at all (a temporary file renamed
+/// over it after an fsync).
+pub(crate) fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let tmp = path.with_extension("partial");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::panic_message;
@@ -946,15 +957,4 @@ mod tests {
         assert!(!shadow_stack_overflow("memory fault at wasm address 0x2000000 in linear memory of size 0x110000"));
         assert!(!shadow_stack_overflow("out of bounds"));
     }
-}
-
-/// Write `bytes` to `path` whole or not at all (a temporary file renamed
-/// over it after an fsync).
-pub(crate) fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let tmp = path.with_extension("partial");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
