@@ -181,6 +181,17 @@ fn trapping_guest_reports_a_trap() {
 }
 
 #[test]
+fn sdk_counter_helpers_meet_increment_and_a_typed_read_of_a_counter_fails_clearly() {
+    let host = probe_host();
+    let reply = call(&host, &Op::CounterHelpers { scope: s("t"), key: s("c") }).unwrap();
+    let Reply::Counters { incremented, read, typed } = reply else { panic!("{reply:?}") };
+    assert_eq!((incremented, read), (7, 7));
+    let err = typed.unwrap_err();
+    assert!(err.contains("is it a counter") && err.contains("Scope::counter"), "{err}");
+    assert_eq!(host.state().get("t", "c").unwrap(), Some(7i64.to_le_bytes().to_vec()));
+}
+
+#[test]
 fn a_stack_overflow_is_called_so() {
     let host = probe_host();
     let e = call(&host, &Op::Recurse).unwrap_err();

@@ -81,8 +81,24 @@ fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     postcard::to_allocvec(value).map_err(|e| Error::Encode(e.to_string()))
 }
 
+/// Decode a whole value: bytes left over mean the value is not a `T` (for
+/// instance an 8-byte counter read as an integer), never a silent misread.
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    postcard::from_bytes(bytes).map_err(|e| Error::Decode(e.to_string()))
+    let (value, rest) = postcard::take_from_bytes(bytes).map_err(|e| Error::Decode(e.to_string()))?;
+    if !rest.is_empty() {
+        let hint = if bytes.len() == 8 {
+            " (8 bytes: is it a counter written by `increment`? read it with `Scope::counter`)"
+        } else {
+            ""
+        };
+        return Err(Error::Decode(format!(
+            "the value is {} bytes but a `{}` took only {}{hint}",
+            bytes.len(),
+            std::any::type_name::<T>(),
+            bytes.len() - rest.len()
+        )));
+    }
+    Ok(value)
 }
 
 /// One of the concurrent values of a key in a replicated scope (see
@@ -207,9 +223,47 @@ impl Scope {
     }
 
     /// Add `delta` to the counter under `key` (8-byte little-endian s64;
-    /// absent = 0) and return the new value.
+    /// absent = 0) and return the new value, atomically.
+    ///
+    /// Counters have their own encoding, not postcard: read one with
+    /// [`Scope::counter`] and write one with [`Scope::set_counter`] (a typed
+    /// `get::<i64>` of a counter fails with a decode error that says so, and
+    /// `increment` of a value written by a typed `set` fails with
+    /// `precondition-failed`). `wasi:keyvalue` counters are decimal text
+    /// instead; see docs/wasi-keyvalue.md.
+    ///
+    /// ```no_run
+    /// # fn f(scope: &databelt::Scope) -> databelt::Result<()> {
+    /// scope.set_counter("visits", 5)?;
+    /// assert_eq!(scope.increment("visits", 2)?, 7);
+    /// assert_eq!(scope.counter("visits")?, 7);
+    /// # Ok(()) }
+    /// ```
     pub fn increment(&self, key: &str, delta: i64) -> Result<i64> {
         Ok(self.inner.increment(key, delta)?)
+    }
+
+    /// The counter under `key` (absent: 0). Fails with a decode error when
+    /// the value is not an 8-byte counter.
+    pub fn counter(&self, key: &str) -> Result<i64> {
+        match self.inner.get(key)? {
+            None => Ok(0),
+            Some(bytes) => {
+                let arr: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
+                    Error::Decode(format!(
+                        "`{key}` holds {} bytes, not an 8-byte counter (was it written with `set`?)",
+                        bytes.len()
+                    ))
+                })?;
+                Ok(i64::from_le_bytes(arr))
+            }
+        }
+    }
+
+    /// Store `value` as the counter under `key`, in the encoding
+    /// [`Scope::increment`] uses.
+    pub fn set_counter(&self, key: &str, value: i64) -> Result<()> {
+        self.set_bytes(key, &value.to_le_bytes(), SetOptions::default())
     }
 
     /// The value and its version, for [`Scope::compare_and_swap`].

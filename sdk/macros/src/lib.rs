@@ -152,6 +152,72 @@ fn result_ok_type(ty: &Type) -> Option<&Type> {
     }
 }
 
+/// serde attributes that change a type's names or shape. The schema the
+/// host maps JSON through is derived from the Rust definition, so each of
+/// these would make JSON input and output, and `describe`, disagree with
+/// what serde does: refused at compile time instead of silently ignored.
+const RESHAPING: &[&str] = &[
+    "rename",
+    "rename_all",
+    "rename_all_fields",
+    "alias",
+    "tag",
+    "content",
+    "untagged",
+    "flatten",
+    "skip",
+    "skip_serializing",
+    "skip_deserializing",
+    "skip_serializing_if",
+    "transparent",
+    "from",
+    "try_from",
+    "into",
+    "remote",
+    "other",
+    "default",
+];
+
+fn refuse_reshaping_serde(item: &syn::DeriveInput) -> syn::Result<()> {
+    let mut attrs: Vec<&syn::Attribute> = item.attrs.iter().collect();
+    match &item.data {
+        syn::Data::Struct(s) => attrs.extend(s.fields.iter().flat_map(|f| &f.attrs)),
+        syn::Data::Enum(e) => {
+            for v in &e.variants {
+                attrs.extend(&v.attrs);
+                attrs.extend(v.fields.iter().flat_map(|f| &f.attrs));
+            }
+        }
+        syn::Data::Union(u) => {
+            return Err(syn::Error::new(u.union_token.span(), "#[databelt::data] cannot be a union"));
+        }
+    }
+    for attr in attrs.into_iter().filter(|a| a.path().is_ident("serde")) {
+        let mut found = None;
+        // Only the names matter; values are skipped.
+        let _ = attr.parse_nested_meta(|meta| {
+            if found.is_none() && RESHAPING.iter().any(|r| meta.path.is_ident(r)) {
+                found = meta.path.get_ident().map(|i| (i.to_string(), meta.path.span()));
+            }
+            if meta.input.peek(syn::Token![=]) {
+                let _: syn::Expr = meta.value()?.parse()?;
+            } else if meta.input.peek(syn::token::Paren) {
+                meta.parse_nested_meta(|_| Ok(()))?;
+            }
+            Ok(())
+        });
+        if let Some((name, span)) = found {
+            return Err(syn::Error::new(
+                span,
+                format!(
+                    "#[databelt::data] does not support `#[serde({name} ...)]`: hosts map JSON through a schema derived from the Rust names and shape, so this attribute would be ignored there; name the Rust items as the JSON should be (e.g. `#[allow(non_camel_case_types)] enum Action {{ add, remove }}`) or convert in the function"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Derive everything a function's input, output or state type needs: serde's
 /// `Serialize` and `Deserialize`, and a postcard schema (used by hosts to map
 /// JSON to the type). Works on structs and enums; no other dependency needed.
@@ -162,6 +228,9 @@ pub fn data(attr: TokenStream, item: TokenStream) -> TokenStream {
         return syn::Error::new(attr.span(), "#[databelt::data] takes no arguments").to_compile_error().into();
     }
     let item = parse_macro_input!(item as syn::DeriveInput);
+    if let Err(e) = refuse_reshaping_serde(&item) {
+        return e.to_compile_error().into();
+    }
     quote! {
         #[derive(
             ::databelt::__private::serde::Serialize,

@@ -121,6 +121,14 @@ fn probe(ctx: &Context, input: Op) -> Result<Reply, Error> {
             Reply::Siblings(open(&scope)?.siblings(&key)?.into_iter().map(|s| (s.value, s.stamp, s.node)).collect())
         }
         Op::Recurse => Reply::Count(recurse(std::hint::black_box(1))),
+        Op::CounterHelpers { scope, key } => {
+            let s = open(&scope)?;
+            s.set_counter(&key, 5)?;
+            let incremented = s.increment(&key, 2)?;
+            let read = s.counter(&key)?;
+            let typed = s.get::<i64>(&key).map(|v| v.unwrap_or_default()).map_err(|e| e.to_string());
+            Reply::Counters { incremented, read, typed }
+        }
     })
 }
 

@@ -132,6 +132,12 @@ pub enum Op {
     },
     /// Recurse without bound: a stack overflow.
     Recurse,
+    /// The SDK's counter helpers: `set_counter(5)`, `increment(2)`,
+    /// `counter`, then a typed `get::<i64>` of the counter.
+    CounterHelpers {
+        scope: String,
+        key: String,
+    },
 }
 
 /// What an operation returned.
@@ -160,4 +166,11 @@ pub enum Reply {
     Members(Vec<String>),
     /// Siblings: value, stamp, node.
     Siblings(Vec<(Option<Vec<u8>>, u64, String)>),
+    /// What the counter helpers returned: `increment`, `counter`, and the
+    /// typed read (`Ok` value or the error's text).
+    Counters {
+        incremented: i64,
+        read: i64,
+        typed: Result<i64, String>,
+    },
 }
