@@ -240,9 +240,10 @@ pub fn postcard_to_json(schema: &OwnedNamedType, bytes: &[u8]) -> Result<Value> 
 /// sequences arrays, `Option` is `null` or the value, unit enum variants are
 /// strings, other variants `{"Variant": value}`.
 pub fn json_to_postcard(schema: &OwnedNamedType, value: &Value) -> Result<Vec<u8>> {
-    check_convertible(schema)?;
-    postcard_dyn::to_stdvec_dyn(schema, value)
-        .map_err(|e| Error::BadInput(format!("JSON {value} does not fit the input type `{schema}` ({e:?})")))
+    // One conversion for JSON values and JSON text, so both name the path
+    // and what was expected when the JSON does not fit.
+    let text = serde_json::to_vec(value).map_err(|e| Error::BadInput(format!("JSON {value}: {e}")))?;
+    json_text_to_postcard(schema, &text)
 }
 
 #[cfg(test)]
@@ -496,5 +497,22 @@ mod tests {
         ok.push(7);
         let e = check_postcard(&schema(), &ok).unwrap_err();
         assert!(e.to_string().contains("trailing"), "{e}");
+    }
+
+    #[test]
+    fn a_mismatch_names_its_path_and_what_was_expected() {
+        let everything: OwnedNamedType = Everything::SCHEMA.into();
+        let bad = serde_json::json!({
+            "flag": true, "small": 1, "wide": 2, "bytes": [], "name": "n",
+            "shapes": ["Dot", {"Rect": {"w": "wide", "h": null}}],
+            "table": {}, "single": [1.0], "unit": null, "maybe": null
+        });
+        let e = json_to_postcard(&everything, &bad).unwrap_err().to_string();
+        assert!(e.contains("at .shapes[1].Rect.w: "), "{e}");
+        assert!(e.contains("does not fit `u32`"), "{e}");
+        let e = json_to_postcard(&Figure::SCHEMA.into(), &serde_json::json!("dot")).unwrap_err().to_string();
+        assert!(e.contains(r#""dot" is no variant"#) && e.contains(r#""Dot", "Circle""#), "{e}");
+        let e = json_to_postcard(&schema(), &serde_json::json!({"nom": 1})).unwrap_err().to_string();
+        assert!(e.contains("has no field `nom` (its fields: name, count)"), "{e}");
     }
 }

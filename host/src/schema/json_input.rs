@@ -98,6 +98,22 @@ impl<'de> Visitor<'de> for OptionVisitor<'_, '_> {
     }
 }
 
+/// An error inside `segment` (`.field`, `[3]`, `.Variant`) of the value:
+/// the path grows outward as the error rises, `at .order.items[2]: …`.
+fn within<E: de::Error>(segment: &str, e: impl fmt::Display) -> E {
+    let text = e.to_string();
+    match text.strip_prefix("at ").and_then(|rest| rest.split_once(": ")) {
+        Some((path, why)) => E::custom(format!("at {segment}{path}: {why}")),
+        None => E::custom(format!("at {segment}: {text}")),
+    }
+}
+
+/// The variants of an enum, for a message.
+fn variant_names(variants: &[postcard_schema::schema::owned::OwnedNamedVariant]) -> String {
+    let names: Vec<String> = variants.iter().map(|v| format!("{:?}", v.name)).collect();
+    names.join(", ")
+}
+
 struct ValueVisitor<'s, 'o> {
     schema: &'s OwnedNamedType,
     out: &'o mut Vec<u8>,
@@ -181,7 +197,13 @@ impl<'de> Visitor<'de> for ValueVisitor<'_, '_> {
                     .iter()
                     .enumerate()
                     .find(|(_, v)| v.name == s && matches!(v.ty, V::UnitVariant))
-                    .ok_or_else(|| self.mismatch::<E>(&format!("variant {s:?}")))?;
+                    .ok_or_else(|| {
+                    E::custom(format!(
+                        "{s:?} is no variant of `{}` (its variants: {}; names are matched exactly)",
+                        self.schema,
+                        variant_names(variants)
+                    ))
+                })?;
                 varint(self.out, i as u128);
                 Ok(())
             }
@@ -192,9 +214,16 @@ impl<'de> Visitor<'de> for ValueVisitor<'_, '_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let schema = self.schema;
         match &schema.ty {
-            T::Seq(item) => counted(self.out, seq, |body, seq| {
-                seq.next_element_seed(Encode { schema: item, out: body }).map(|e| e.is_some())
-            }),
+            T::Seq(item) => {
+                let mut index = 0usize;
+                counted(self.out, seq, |body, seq| {
+                    let got = seq
+                        .next_element_seed(Encode { schema: item, out: body })
+                        .map_err(|e| within(&format!("[{index}]"), e))?;
+                    index += 1;
+                    Ok(got.is_some())
+                })
+            }
             T::ByteArray => counted(self.out, seq, |body, seq| match seq.next_element::<u8>()? {
                 Some(b) => {
                     body.push(b);
@@ -203,8 +232,11 @@ impl<'de> Visitor<'de> for ValueVisitor<'_, '_> {
                 None => Ok(false),
             }),
             T::Tuple(items) | T::TupleStruct(items) if items.len() != 1 => {
-                for item in items {
-                    if seq.next_element_seed(Encode { schema: item, out: self.out })?.is_none() {
+                for (index, item) in items.iter().enumerate() {
+                    let got = seq
+                        .next_element_seed(Encode { schema: item, out: self.out })
+                        .map_err(|e| within(&format!("[{index}]"), e))?;
+                    if got.is_none() {
                         return Err(de::Error::custom(format!("too few items for `{schema}`")));
                     }
                 }
@@ -226,7 +258,8 @@ impl<'de> Visitor<'de> for ValueVisitor<'_, '_> {
                 let mut encoded: HashMap<String, Vec<u8>> = HashMap::new();
                 while let Some(k) = map.next_key::<String>()? {
                     let mut v = Vec::new();
-                    map.next_value_seed(Encode { schema: val, out: &mut v })?;
+                    map.next_value_seed(Encode { schema: val, out: &mut v })
+                        .map_err(|e| within(&format!("[{k:?}]"), e))?;
                     if encoded.insert(k.clone(), v).is_none() {
                         order.push(k);
                     }
@@ -245,10 +278,15 @@ impl<'de> Visitor<'de> for ValueVisitor<'_, '_> {
                 let mut encoded: HashMap<String, Vec<u8>> = HashMap::new();
                 while let Some(k) = map.next_key::<String>()? {
                     let Some(field) = fields.iter().find(|f| f.name == k) else {
-                        return Err(de::Error::custom(format!("`{schema}` has no field `{k}`")));
+                        let names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
+                        return Err(de::Error::custom(format!(
+                            "`{schema}` has no field `{k}` (its fields: {})",
+                            names.join(", ")
+                        )));
                     };
                     let mut v = Vec::new();
-                    map.next_value_seed(Encode { schema: &field.ty, out: &mut v })?;
+                    map.next_value_seed(Encode { schema: &field.ty, out: &mut v })
+                        .map_err(|e| within(&format!(".{k}"), e))?;
                     encoded.insert(k, v);
                 }
                 for f in fields {
@@ -263,11 +301,12 @@ impl<'de> Visitor<'de> for ValueVisitor<'_, '_> {
                 let Some(name) = map.next_key::<String>()? else {
                     return Err(de::Error::custom(format!("an empty object is no variant of `{schema}`")));
                 };
-                let (i, v) = variants
-                    .iter()
-                    .enumerate()
-                    .find(|(_, v)| v.name == name)
-                    .ok_or_else(|| de::Error::custom(format!("`{schema}` has no variant `{name}`")))?;
+                let (i, v) = variants.iter().enumerate().find(|(_, v)| v.name == name).ok_or_else(|| {
+                    de::Error::custom(format!(
+                        "`{schema}` has no variant `{name}` (its variants: {}; names are matched exactly)",
+                        variant_names(variants)
+                    ))
+                })?;
                 varint(self.out, i as u128);
                 let inner = match &v.ty {
                     V::UnitVariant => return Err(de::Error::custom(format!("variant `{name}` takes no value"))),
@@ -275,7 +314,8 @@ impl<'de> Visitor<'de> for ValueVisitor<'_, '_> {
                     V::TupleVariant(items) => OwnedNamedType { name: name.clone(), ty: T::Tuple(items.clone()) },
                     V::StructVariant(fields) => OwnedNamedType { name: name.clone(), ty: T::Struct(fields.clone()) },
                 };
-                map.next_value_seed(Encode { schema: &inner, out: self.out })?;
+                map.next_value_seed(Encode { schema: &inner, out: self.out })
+                    .map_err(|e| within(&format!(".{name}"), e))?;
                 if map.next_key::<IgnoredAny>()?.is_some() {
                     return Err(de::Error::custom(format!("a variant of `{schema}` is an object with one key")));
                 }
