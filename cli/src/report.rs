@@ -122,6 +122,32 @@ pub fn print(report: &RunReport, runner: &Runner) -> Result<()> {
     Ok(())
 }
 
+/// The run report as JSON, each step's output decoded through its output
+/// schema (`outputs: [{"step": …, "output": <JSON>}]`) instead of the raw
+/// postcard bytes. An output that has no JSON form keeps its bytes, under
+/// `bytes`, with the reason.
+pub fn json(report: &RunReport, runner: &Runner) -> Result<serde_json::Value> {
+    let mut value = serde_json::to_value(report)?;
+    let outputs: Vec<serde_json::Value> = report
+        .outputs
+        .iter()
+        .map(|(step, bytes)| {
+            let decoded = runner
+                .output_schema(step)
+                .ok_or_else(|| anyhow!("no step `{step}`"))
+                .and_then(|schema| Ok(postcard_to_json(schema, bytes)?));
+            match decoded {
+                Ok(output) => serde_json::json!({"step": step, "output": output}),
+                Err(e) => serde_json::json!({"step": step, "bytes": bytes, "error": e.to_string()}),
+            }
+        })
+        .collect();
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("outputs".into(), serde_json::Value::Array(outputs));
+    }
+    Ok(value)
+}
+
 /// Cut every list longer than 16 items to its first 8 and a note of how
 /// many were left out; true when something was cut.
 fn abbreviate(value: &mut serde_json::Value) -> bool {

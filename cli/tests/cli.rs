@@ -263,6 +263,10 @@ fn up_starts_a_continuum_and_invoke_runs_a_workflow_across_it() {
         assert_eq!((&r["reads"]["locator"], &r["reads"]["local"]), (&json!(1), &json!(1)));
         assert_eq!(r["steps"][1]["result"]["inputs"][0]["node"], "cloud");
         assert!(r["cleanup"]["unreachable"].as_array().unwrap().is_empty());
+        // Outputs are decoded JSON, as the table view shows them, not postcard bytes.
+        let out = &r["outputs"][0];
+        assert!(out["step"].is_string(), "{out}");
+        assert!(out["output"]["trail"].is_array(), "{out}");
     }
 
     let bad = invoke(&["--policy", "fastest"]);

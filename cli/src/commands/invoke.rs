@@ -121,7 +121,7 @@ pub fn run(args: Args) -> Result<()> {
         for _ in 0..args.runs {
             let run = runner.run(bytes.clone(), &options).await?;
             if args.json {
-                println!("{}", serde_json::to_string(&run)?);
+                println!("{}", serde_json::to_string(&report::json(&run, &runner)?)?);
             } else {
                 report::print(&run, &runner)?;
             }
