@@ -42,6 +42,10 @@ enum Command {
     /// The durable runs started on a node: list, show, wait.
     #[command(subcommand)]
     Runs(commands::runs::Command),
+    /// Look at and fix function state, in a data directory or on a running
+    /// host: `state ls|get|put|rm --scope …`.
+    #[command(subcommand)]
+    State(commands::state::Command),
     /// Elect the storage node for one state transfer and explain the answer.
     Elect(commands::elect::Args),
     /// The continuum's certificate authority and member certificates.
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
         Command::Deploy(a) => commands::deploy::run(a),
         Command::Invoke(a) => commands::invoke::run(a),
         Command::Runs(c) => commands::runs::run(c),
+        Command::State(c) => commands::state::run(c),
         Command::Elect(a) => commands::elect::run(a),
         Command::Certs(c) => commands::certs::run(c),
         Command::Bench(c) => commands::bench::run(c),

@@ -115,6 +115,10 @@ pub struct ClientArgs {
     /// same flag).
     #[arg(long)]
     pub insecure_dev_no_auth: bool,
+    /// Plain HTTP with the token: for a standalone `databelt serve` (one
+    /// that joined no continuum serves without TLS, on loopback by default).
+    #[arg(long)]
+    pub no_tls: bool,
 }
 
 impl ClientArgs {
@@ -123,16 +127,25 @@ impl ClientArgs {
         if self.insecure_dev_no_auth {
             return Ok(Credentials::development());
         }
+        if self.no_tls {
+            return Ok(Credentials { tls: None, token: Some(self.token()?), node: None });
+        }
         let ca_path = self.ca.clone().unwrap_or_else(|| Path::new(UP_DATA_DIR).join("tls/ca.pem"));
         let ca = std::fs::read_to_string(&ca_path).with_context(|| {
             format!("cannot read the CA certificate {} (pass --ca, or --insecure-dev-no-auth)", ca_path.display())
         })?;
-        let token = match (&self.token_file, std::env::var("DATABELT_TOKEN")) {
+        let token = self.token()?;
+        Ok(Credentials { tls: Some(client_config(&ca, None, Members::default())?), token: Some(token), node: None })
+    }
+
+    /// The bearer token: `--token-file`, `$DATABELT_TOKEN`, or the admin
+    /// token `databelt up` wrote.
+    fn token(&self) -> Result<String> {
+        Ok(match (&self.token_file, std::env::var("DATABELT_TOKEN")) {
             (Some(path), _) => read_token(path)?,
             (None, Ok(t)) if !t.trim().is_empty() => t.trim().to_string(),
             (None, _) => read_token(&Path::new(UP_DATA_DIR).join(ADMIN_TOKEN_FILE))?,
-        };
-        Ok(Credentials { tls: Some(client_config(&ca, None, Members::default())?), token: Some(token), node: None })
+        })
     }
 }
 

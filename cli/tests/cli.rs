@@ -461,3 +461,73 @@ fn serve_serves_a_wasi_http_app_next_to_functions_on_the_same_state() {
     let bytes: Vec<String> = b"from-http".iter().map(|b| b.to_string()).collect();
     assert!(probe.contains(&format!("[{}]", bytes.join(","))), "{probe}");
 }
+
+#[test]
+fn state_commands_look_at_and_fix_state_in_a_data_dir_and_on_a_running_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = |args: &[&str]| {
+        let out = databelt().arg("state").args(args).arg("--data-dir").arg(dir.path()).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    assert!(state(&["put", "doc", "--scope", "s", "--text", r#"{"a":1}"#]).0);
+    assert!(state(&["put", "hits", "--scope", "s", "--counter", "-4"]).0);
+    assert!(state(&["put", "raw", "--scope", "s", "--hex", "00ff"]).0);
+    let (ok, out, err) = state(&["ls", "--scope", "s"]);
+    assert!(ok, "{err}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap(), json!(["doc", "hits", "raw"]));
+    let (_, out, _) = state(&["get", "doc", "--scope", "s"]);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["json"], json!({"a": 1}));
+    let (_, out, _) = state(&["get", "hits", "--scope", "s"]);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["counter"], json!(-4));
+    let (_, out, _) = state(&["get", "raw", "--scope", "s"]);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["hex"], json!("00ff"));
+    assert!(state(&["rm", "raw", "--scope", "s"]).0);
+    let (ok, _, err) = state(&["get", "raw", "--scope", "s"]);
+    assert!(!ok && err.contains("no key `raw`"), "{err}");
+    let (ok, _, err) = state(&["put", "x", "--scope", "databelt.txn", "--text", "x"]);
+    assert!(!ok && err.contains("host's own"), "{err}");
+
+    // The same on a running host, with its admin token.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = databelt()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let token = dir.path().join("admin.token");
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && token.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // A standalone `serve` is plain HTTP with a token (`--no-tls`).
+    let remote = |args: &[&str]| {
+        let out = databelt()
+            .arg("state")
+            .args(args)
+            .args(["--node", &format!("127.0.0.1:{port}"), "--no-tls", "--token-file"])
+            .arg(&token)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let listed = remote(&["ls", "--scope", "s"]);
+    let put = remote(&["put", "a/b c", "--scope", "s", "--decimal", "12"]);
+    let got = remote(&["get", "a/b c", "--scope", "s"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(listed.0, "{}", listed.2);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&listed.1).unwrap(), json!(["doc", "hits"]));
+    assert!(put.0, "{}", put.2);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&got.1).unwrap()["json"], json!(12), "{}", got.2);
+}

@@ -7,6 +7,10 @@
 //! | `PUT /functions/{name}[?scopes=a:rw,b:ro]` | component bytes | 201 + JSON description; with `scopes`, the function may open only those scopes (read-write or read-only) |
 //! | `DELETE /functions/{name}` | | 204, or 404 |
 //! | `POST /functions/{name}/invoke` | JSON (`content-type: application/json`) or postcard (any other type) | JSON `{run_id, function, output, steps}`, or the postcard output with `x-databelt-run-id` |
+//! | `GET /state/{scope}?prefix=&cursor=&limit=` | | JSON `{keys, cursor}`: one page of the scope's keys |
+//! | `GET /state/{scope}/{key}` | | JSON `{key, found, version, expires_at_ms, hex}` |
+//! | `PUT /state/{scope}/{key}` | the value's bytes | 204 |
+//! | `DELETE /state/{scope}/{key}` | | 204 |
 //! | `GET /apps` | | JSON list of deployed `wasi:http/proxy` apps |
 //! | `PUT /apps/{name}` | component bytes | 201 + `{name}` |
 //! | `DELETE /apps/{name}` | | 204, or 404 |
@@ -81,6 +85,8 @@ pub fn router_with(host: Host, capabilities: std::sync::Arc<crate::workflow::cap
         .route("/functions/{name}", put(deploy).delete(undeploy).get(describe))
         .route("/functions/{name}/invoke", post(invoke))
         .route("/metrics", get(host_metrics))
+        .route("/state/{scope}", get(state_list))
+        .route("/state/{scope}/{*key}", get(state_get).put(state_put).delete(state_delete))
         .route("/apps", get(list_apps))
         .route("/apps/{name}", put(deploy_app).delete(undeploy_app))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -111,6 +117,68 @@ fn apps_router(host: Host) -> Router {
             BodyLimit { budget: host.body_budget().clone(), max_body: MAX_BODY_BYTES },
             limit_body,
         ))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    prefix: Option<String>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+/// Refuse the host's own scopes: operators look at and fix function state.
+fn operator_scope(scope: &str) -> Result<(), ApiError> {
+    if databelt_types::ScopeName::is_reserved_name(scope) {
+        return Err(ApiError::from(Error::AccessDenied(format!(
+            "scope `{scope}` is the host's own; it is not changed through the state API"
+        ))));
+    }
+    Ok(())
+}
+
+async fn state_list(
+    State(host): State<Host>,
+    Path(scope): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    operator_scope(&scope)?;
+    let page = blocking(move || {
+        host.state().list_keys(&scope, q.prefix.as_deref().unwrap_or(""), q.cursor.as_deref(), q.limit)
+    })
+    .await?;
+    Ok(axum::Json(json!({"keys": page.keys, "cursor": page.cursor})).into_response())
+}
+
+async fn state_get(State(host): State<Host>, Path((scope, key)): Path<(String, String)>) -> Result<Response, ApiError> {
+    operator_scope(&scope)?;
+    let shown = key.clone();
+    let entry = blocking(move || host.state().get_entry(&scope, &key)).await?;
+    let body = match entry {
+        Some(e) => {
+            json!({"key": shown, "found": true, "version": e.version, "expires_at_ms": e.expires_at_ms, "hex": hex::encode(&e.value)})
+        }
+        None => json!({"key": shown, "found": false}),
+    };
+    Ok(axum::Json(body).into_response())
+}
+
+async fn state_put(
+    State(host): State<Host>,
+    Path((scope, key)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    operator_scope(&scope)?;
+    blocking(move || host.state().set(&scope, &key, body.to_vec(), Default::default())).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn state_delete(
+    State(host): State<Host>,
+    Path((scope, key)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    operator_scope(&scope)?;
+    blocking(move || host.state().delete(&scope, &key)).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn list_apps(State(host): State<Host>) -> axum::Json<Vec<databelt_host::apps::AppInfo>> {

@@ -14,6 +14,7 @@
 //! | `PUT`/`DELETE /apps/{name}` | `admin` |
 //! | any method, `/http/{name}/...` | `invoke` (all, or that app) |
 //! | `GET /metrics` | a node, or `read` |
+//! | `/state/...` (look at and fix function state) | `admin` |
 //! | `/peer/v1/...` | a node of the topology |
 //! | `POST /workflow/v1/step`, `DELETE /workflow/v1/runs/{id}` | a node, or `invoke` |
 //! | `GET /workflow/v1/runs` | `admin` |

@@ -10,4 +10,5 @@ pub mod placement;
 pub mod run;
 pub mod runs;
 pub mod serve;
+pub mod state;
 pub mod up;
