@@ -51,6 +51,7 @@ fn main() {
             emulate: None,
             insecure_development: false,
             replication: Default::default(),
+            cloud_backend: None,
         };
         let cluster = Cluster::start(topology(), options).await.unwrap();
         let path = common::write_wildfire(dir.path(), "");

@@ -117,6 +117,7 @@ fn main() {
             emulate: None,
             insecure_development: false,
             replication: Default::default(),
+            cloud_backend: None,
         };
         let topology = databelt_placement::Topology::from_toml(toml).expect("topology");
         let cluster = Cluster::start(topology, options).await.expect("cluster");

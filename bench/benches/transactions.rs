@@ -112,6 +112,7 @@ fn main() {
             emulate: Some(Duration::from_millis(50)),
             insecure_development: false,
             replication: Default::default(),
+            cloud_backend: None,
         };
         let cluster = Cluster::start(topology(), options).await.unwrap();
         let http = cluster.credentials.client_builder().unwrap().build().unwrap();

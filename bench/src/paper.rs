@@ -70,6 +70,9 @@ pub struct PaperOptions {
     pub time_scale: u64,
     /// Quick mode (two sizes, two concurrency levels, two runs).
     pub quick: bool,
+    /// Keep the cloud node's state in this Redis server (the global tier);
+    /// `None`: in memory like the other nodes.
+    pub cloud_redis: Option<String>,
 }
 
 /// One measured case.
@@ -232,6 +235,10 @@ pub async fn run(options: PaperOptions) -> Result<Vec<Case>> {
             emulate: Some(Duration::from_millis(50)),
             insecure_development: false,
             replication: Default::default(),
+            cloud_backend: options
+                .cloud_redis
+                .as_ref()
+                .map(|url| BackendConfig::Redis(databelt_host::state::RedisConfig::new(url.clone()))),
         },
     )
     .await?;

@@ -14,8 +14,8 @@ pub struct HostArgs {
     /// flags below override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Directory for the state database (when the backend is redb) and the
-    /// compiled-code cache.
+    /// Directory for the state database (when the backend is redb), kept
+    /// deployments and the compiled-code cache. Default: `./databelt-data`.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Keep state in memory only (lost on exit).

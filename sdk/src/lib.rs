@@ -49,6 +49,12 @@ extern crate self as databelt;
 #[doc = include_str!("../../docs/quickstart.md")]
 pub struct Quickstart;
 
+/// The Rust API guide (`docs/rust-api.md`), compiled as doc tests so its
+/// examples stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/rust-api.md")]
+pub struct RustApi;
+
 mod error;
 mod scope;
 

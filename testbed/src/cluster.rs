@@ -52,6 +52,10 @@ pub struct ClusterOptions {
     pub insecure_development: bool,
     /// How the nodes ship their replicated scopes (`host.replicated`).
     pub replication: databelt_net::replication::ReplicatorConfig,
+    /// The backend of the nodes of kind `cloud`, instead of `host.backend`:
+    /// Redis as the global tier. Each cloud node gets its own key prefix
+    /// (`{prefix}{node}:`) on the server.
+    pub cloud_backend: Option<BackendConfig>,
 }
 
 /// Maps a node id and its listening address to the address the topology
@@ -77,6 +81,7 @@ impl Default for ClusterOptions {
             emulate: None,
             insecure_development: false,
             replication: Default::default(),
+            cloud_backend: None,
         }
     }
 }
@@ -214,6 +219,18 @@ impl Cluster {
             config.node_id = node.id.clone();
             // One configuration for every node: each replicates the scopes that list it.
             config.replicated.retain(|_, r| r.nodes.contains(&node.id));
+            if node.kind == databelt_placement::NodeKind::Cloud
+                && let Some(backend) = &options.cloud_backend
+            {
+                config.backend = match backend {
+                    BackendConfig::Redis(r) => {
+                        let mut r = r.clone();
+                        r.prefix = format!("{}{}:", r.prefix, node.id);
+                        BackendConfig::Redis(r)
+                    }
+                    other => other.clone(),
+                };
+            }
             if let BackendConfig::Redb { .. } = config.backend {
                 let dir = options.data_dir.join(&node.id);
                 std::fs::create_dir_all(&dir)

@@ -354,6 +354,7 @@ async fn wildfire_example_runs_on_the_paper_testbed() {
         emulate: None,
         insecure_development: false,
         replication: Default::default(),
+        cloud_backend: None,
     };
     let cluster = Cluster::start(Topology::from_toml(&free).unwrap(), options).await.unwrap();
     let runner = runner(&cluster, &root.join("examples/wildfire/wildfire.toml")).await;
@@ -405,6 +406,7 @@ async fn emulated_links_move_state_at_the_scenarios_speed() {
         emulate: Some(Duration::from_millis(50)),
         insecure_development: false,
         replication: Default::default(),
+        cloud_backend: None,
     };
     let cluster = Cluster::start(common::chain_topology(), options).await.unwrap();
     assert!(cluster.emulator.is_some());
@@ -449,6 +451,7 @@ async fn fifty_concurrent_runs_on_sixteen_slots_all_succeed() {
         emulate: None,
         insecure_development: false,
         replication: Default::default(),
+        cloud_backend: None,
     };
     let cluster = Cluster::start(common::chain_topology(), options).await.unwrap();
     let path = workflow(

@@ -35,6 +35,10 @@ pub struct PaperArgs {
     /// Run the scenario's schedule this many times faster.
     #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     time_scale: u64,
+    /// Keep the cloud node's state in Redis (the global tier), e.g.
+    /// `redis://127.0.0.1:6379/`, instead of in memory.
+    #[arg(long, value_name = "URL")]
+    cloud_redis: Option<String>,
 }
 
 /// Run the command.
@@ -51,6 +55,7 @@ fn bench_paper(args: PaperArgs) -> Result<()> {
         out: args.out.clone(),
         time_scale: args.time_scale,
         quick: args.quick,
+        cloud_redis: args.cloud_redis,
     };
     let started = std::time::Instant::now();
     let cases = runtime()?.block_on(paper::run(options))?;

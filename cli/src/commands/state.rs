@@ -92,12 +92,16 @@ pub fn render(key: &str, version: Option<u64>, bytes: &[u8]) -> Value {
     if let Some(v) = version {
         out["version"] = json!(v);
     }
-    match std::str::from_utf8(bytes) {
-        Ok(text) => match serde_json::from_str::<Value>(text) {
+    // Text is UTF-8 without control characters (but line breaks and tabs).
+    let text = std::str::from_utf8(bytes)
+        .ok()
+        .filter(|t| !t.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')));
+    match text {
+        Some(text) => match serde_json::from_str::<Value>(text) {
             Ok(v) if !text.trim().is_empty() => out["json"] = v,
             _ => out["text"] = json!(text),
         },
-        Err(_) => out["hex"] = json!(hex_encode(bytes)),
+        None => out["hex"] = json!(hex_encode(bytes)),
     }
     if let Ok(arr) = <[u8; 8]>::try_from(bytes) {
         out["counter"] = json!(i64::from_le_bytes(arr));

@@ -46,6 +46,12 @@ pub struct Args {
     /// `databelt invoke` finds them.
     #[arg(long)]
     insecure_dev_no_auth: bool,
+    /// Keep the state of the nodes of kind `cloud` in Redis (the global
+    /// tier), e.g. `redis://127.0.0.1:6379/`; each cloud node gets its own
+    /// key prefix. The other nodes keep the backend of the host
+    /// configuration.
+    #[arg(long, value_name = "URL")]
+    cloud_redis: Option<String>,
 }
 
 /// The host configuration a node of `up` starts from, before the config
@@ -66,6 +72,10 @@ pub fn run(mut args: Args) -> Result<()> {
         data_dir: data_dir.clone(),
         emulate: args.emulate.then_some(Duration::from_millis(50)),
         insecure_development: args.insecure_dev_no_auth,
+        cloud_backend: args
+            .cloud_redis
+            .as_ref()
+            .map(|url| databelt_host::BackendConfig::Redis(databelt_host::state::RedisConfig::new(url.clone()))),
         ..ClusterOptions::default()
     };
     runtime()?.block_on(async move {

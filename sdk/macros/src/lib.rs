@@ -111,6 +111,13 @@ fn expand_function(func: &ItemFn, reads: &[syn::LitStr]) -> syn::Result<proc_mac
     Ok(quote! {
         #func
 
+        /// A component exports one Databelt function: a second
+        /// `#[databelt::function]` in this module collides here, with this
+        /// name, instead of at link time.
+        #[doc(hidden)]
+        #[allow(non_camel_case_types, dead_code)]
+        struct only_one_databelt_function_per_component;
+
         #[doc(hidden)]
         #[allow(non_camel_case_types)]
         struct #export;

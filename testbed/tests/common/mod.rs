@@ -26,6 +26,13 @@ pub fn chain_topology() -> databelt_placement::Topology {
 
 /// The chain scenario ([`chain_topology`]) as a cluster on plain loopback.
 pub async fn chain_cluster() -> (databelt_testbed::Cluster, tempfile::TempDir) {
+    chain_cluster_with(None).await
+}
+
+/// [`chain_cluster`], the cloud node on `cloud_backend` when given.
+pub async fn chain_cluster_with(
+    cloud_backend: Option<databelt_host::BackendConfig>,
+) -> (databelt_testbed::Cluster, tempfile::TempDir) {
     let (mut host, dir) = temp_config();
     host.backend = databelt_host::BackendConfig::Memory;
     host.max_concurrent_instances = 8;
@@ -38,6 +45,7 @@ pub async fn chain_cluster() -> (databelt_testbed::Cluster, tempfile::TempDir) {
         emulate: None,
         insecure_development: false,
         replication: Default::default(),
+        cloud_backend,
     };
     (databelt_testbed::Cluster::start(chain_topology(), options).await.unwrap(), dir)
 }

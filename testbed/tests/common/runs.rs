@@ -71,6 +71,7 @@ pub async fn cluster_with(
         emulate: None,
         insecure_development: false,
         replication: Default::default(),
+        cloud_backend: None,
     };
     Cluster::start(topology, options).await.unwrap()
 }
