@@ -242,8 +242,14 @@ pub fn postcard_to_json(schema: &OwnedNamedType, bytes: &[u8]) -> Result<Value> 
 pub fn json_to_postcard(schema: &OwnedNamedType, value: &Value) -> Result<Vec<u8>> {
     // One conversion for JSON values and JSON text, so both name the path
     // and what was expected when the JSON does not fit.
+    check_convertible(schema)?;
     let text = serde_json::to_vec(value).map_err(|e| Error::BadInput(format!("JSON {value}: {e}")))?;
-    json_text_to_postcard(schema, &text)
+    match json_text_to_postcard(schema, &text) {
+        Ok(bytes) => Ok(bytes),
+        // The value path accepts a few shapes the text path does not (what
+        // postcard-dyn itself writes for odd schemas); its errors say less.
+        Err(e) => postcard_dyn::to_stdvec_dyn(schema, value).map_err(|_| e),
+    }
 }
 
 #[cfg(test)]

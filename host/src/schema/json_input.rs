@@ -309,7 +309,17 @@ impl<'de> Visitor<'de> for ValueVisitor<'_, '_> {
                 })?;
                 varint(self.out, i as u128);
                 let inner = match &v.ty {
-                    V::UnitVariant => return Err(de::Error::custom(format!("variant `{name}` takes no value"))),
+                    // `{"Variant": null}`, which serde also reads as a unit variant.
+                    V::UnitVariant => {
+                        map.next_value::<()>()
+                            .map_err(|_| de::Error::custom(format!("variant `{name}` takes no value")))?;
+                        if map.next_key::<IgnoredAny>()?.is_some() {
+                            return Err(de::Error::custom(format!(
+                                "a variant of `{schema}` is an object with one key"
+                            )));
+                        }
+                        return Ok(());
+                    }
                     V::NewtypeVariant(inner) => (**inner).clone(),
                     V::TupleVariant(items) => OwnedNamedType { name: name.clone(), ty: T::Tuple(items.clone()) },
                     V::StructVariant(fields) => OwnedNamedType { name: name.clone(), ty: T::Struct(fields.clone()) },
