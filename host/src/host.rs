@@ -106,7 +106,9 @@ pub(crate) struct InvocationState {
     pub(crate) table: ResourceTable,
     databelt: DatabeltCtx,
     keyvalue: crate::keyvalue::KeyValueCtx,
+    #[cfg(feature = "http-apps")]
     pub(crate) http: wasmtime_wasi_http::WasiHttpCtx,
+    #[cfg(feature = "http-apps")]
     pub(crate) hooks: crate::apps::NoOutgoing,
     /// The guest's stderr, kept (bounded) when it is not inherited, to
     /// explain a trap with the guest's own panic message.
@@ -247,7 +249,9 @@ struct HostInner {
     engine: Engine,
     linker: Linker<InvocationState>,
     /// The linker of `wasi:http/proxy` apps (async WASI and wasi:http).
+    #[cfg(feature = "http-apps")]
     http_linker: Linker<InvocationState>,
+    #[cfg(feature = "http-apps")]
     apps: RwLock<HashMap<String, Arc<crate::apps::App>>>,
     tier: StateTier,
     sandboxes: Sandboxes,
@@ -308,11 +312,15 @@ impl HostBuilder {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(runtime)?;
         bindings::add_to_linker(&mut linker).map_err(runtime)?;
         crate::keyvalue::add_to_linker(&mut linker).map_err(runtime)?;
-        let mut http_linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut http_linker).map_err(runtime)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut http_linker).map_err(runtime)?;
-        bindings::add_to_linker(&mut http_linker).map_err(runtime)?;
-        crate::keyvalue::add_to_linker(&mut http_linker).map_err(runtime)?;
+        #[cfg(feature = "http-apps")]
+        let http_linker = {
+            let mut http_linker = Linker::new(&engine);
+            wasmtime_wasi::p2::add_to_linker_async(&mut http_linker).map_err(runtime)?;
+            wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut http_linker).map_err(runtime)?;
+            bindings::add_to_linker(&mut http_linker).map_err(runtime)?;
+            crate::keyvalue::add_to_linker(&mut http_linker).map_err(runtime)?;
+            http_linker
+        };
         let ticker = EpochTicker::start(engine.clone(), Duration::from_millis(config.epoch_tick_ms))?;
         let slots = crate::slots::Slots::new(
             config.max_concurrent_instances,
@@ -331,7 +339,9 @@ impl HostBuilder {
             inner: Arc::new(HostInner {
                 engine,
                 linker,
+                #[cfg(feature = "http-apps")]
                 http_linker,
+                #[cfg(feature = "http-apps")]
                 apps: RwLock::new(HashMap::new()),
                 sandboxes,
                 tier,
@@ -440,10 +450,12 @@ impl Host {
         &self.inner.linker
     }
 
+    #[cfg(feature = "http-apps")]
     pub(crate) fn http_linker(&self) -> &Linker<InvocationState> {
         &self.inner.http_linker
     }
 
+    #[cfg(feature = "http-apps")]
     pub(crate) fn apps(&self) -> &RwLock<HashMap<String, Arc<crate::apps::App>>> {
         &self.inner.apps
     }
@@ -511,6 +523,7 @@ impl Host {
         for entry in entries.flatten() {
             let path = entry.path();
             let Some(file) = path.file_name().and_then(|n| n.to_str()) else { continue };
+            #[cfg(feature = "http-apps")]
             if let Some(name) = file.strip_suffix(&format!(".{}", crate::apps::APP_SUFFIX)) {
                 match std::fs::read(&path).map_err(|e| Error::InvalidComponent(e.to_string())) {
                     Ok(bytes) => match self.load_app(name, &bytes) {
@@ -700,7 +713,9 @@ impl Host {
                 None => DatabeltCtx::new(tier, invocation).with_successor_check(check).with_grants(grants),
             },
             keyvalue,
+            #[cfg(feature = "http-apps")]
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            #[cfg(feature = "http-apps")]
             hooks: crate::apps::NoOutgoing,
             stderr,
             limiter: MemoryLimiter { max_memory: inner.config.max_memory_bytes as usize, refused: false },

@@ -45,6 +45,7 @@ impl Slots {
 
     /// [`Slots::acquire`] from async code: the wait happens on a blocking
     /// thread.
+    #[cfg(feature = "http-apps")]
     pub(crate) async fn acquire_async(&self) -> Result<Slot> {
         let slots = self.clone();
         tokio::task::spawn_blocking(move || slots.acquire())

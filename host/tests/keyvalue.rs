@@ -70,6 +70,7 @@ fn buckets_obey_the_hosts_scope_allowlist_and_reserved_names() {
     assert!(matches!(err, Error::Trap(_)), "{err}");
 }
 
+#[cfg(feature = "http-apps")]
 #[test]
 fn databelt_functions_and_http_apps_are_not_commands() {
     let host = memory_host();
@@ -82,6 +83,7 @@ fn databelt_functions_and_http_apps_are_not_commands() {
     assert!(host.apps_list().is_empty());
 }
 
+#[cfg(feature = "http-apps")]
 mod http_app {
     use super::*;
     use http_body_util::{BodyExt, Full};
