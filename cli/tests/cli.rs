@@ -312,40 +312,46 @@ fn serve_refuses_to_join_a_continuum_without_its_own_certificate() {
 /// `serve --deploy NAME=PATH --scopes NAME=...` deploys with a scope
 /// allowlist, which the API then shows; the admin token created on first
 /// start opens the API.
-#[test]
-fn serve_deploys_with_scopes_and_its_own_admin_token() {
-    use std::io::{Read, Write};
-    let dir = tempfile::tempdir().unwrap();
+/// A standalone `databelt serve` on a free loopback port with `args`
+/// (data in `dir`), once it answers and has written its admin token:
+/// the process, its port and the token.
+fn serve(dir: &std::path::Path, args: &[String]) -> (std::process::Child, u16, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = databelt()
-        .args(["serve", "--memory", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(dir.path())
-        .arg("--deploy")
-        .arg(format!("probe={}", guest("kv_probe").display()))
-        .args(["--scopes", "probe=orders:rw,stock:ro"])
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir)
+        .args(args)
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut answer = None;
     for _ in 0..200 {
-        if let (Ok(mut s), Ok(token)) =
-            (std::net::TcpStream::connect(("127.0.0.1", port)), std::fs::read_to_string(dir.path().join("admin.token")))
+        if let (Ok(_), Ok(token)) =
+            (std::net::TcpStream::connect(("127.0.0.1", port)), std::fs::read_to_string(dir.join("admin.token")))
+            && !token.trim().is_empty()
         {
-            let request = format!(
-                "GET /functions/probe HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
-                token.trim()
-            );
-            s.write_all(request.as_bytes()).unwrap();
-            let mut text = String::new();
-            s.read_to_string(&mut text).unwrap();
-            answer = Some(text);
-            break;
+            return (child, port, token.trim().to_string());
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let _ = child.kill();
     let _ = child.wait();
-    let answer = answer.expect("serve answered");
+    panic!("databelt serve did not start");
+}
+
+#[test]
+fn serve_deploys_with_scopes_and_its_own_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let deploy = vec![
+        "--memory".to_string(),
+        "--deploy".into(),
+        format!("probe={}", guest("kv_probe").display()),
+        "--scopes".into(),
+        "probe=orders:rw,stock:ro".into(),
+    ];
+    let (mut child, port, token) = serve(dir.path(), &deploy);
+    let answer = http(port, "GET", "/functions/probe", &token, "");
+    let _ = child.kill();
+    let _ = child.wait();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains(r#""scopes":"orders:rw,stock:ro""#), "{answer}");
 }
@@ -413,28 +419,14 @@ fn dechunk(answer: &str) -> String {
 #[test]
 fn serve_serves_a_wasi_http_app_next_to_functions_on_the_same_state() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = databelt()
-        .args(["serve", "--memory", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(dir.path())
-        .arg("--deploy")
-        .arg(format!("web={}", guest("kv_http").display()))
-        .arg("--deploy")
-        .arg(format!("probe={}", guest("kv_probe").display()))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut token = None;
-    for _ in 0..200 {
-        if let (Ok(_), Ok(t)) =
-            (std::net::TcpStream::connect(("127.0.0.1", port)), std::fs::read_to_string(dir.path().join("admin.token")))
-        {
-            token = Some(t.trim().to_string());
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let token = token.expect("serve started");
+    let deploy = vec![
+        "--memory".to_string(),
+        "--deploy".into(),
+        format!("web={}", guest("kv_http").display()),
+        "--deploy".into(),
+        format!("probe={}", guest("kv_probe").display()),
+    ];
+    let (mut child, port, token) = serve(dir.path(), &deploy);
     let first = http(port, "GET", "/http/web/hits", &token, "");
     let second = http(port, "GET", "/http/web/hits", &token, "");
     let put = http(port, "PUT", "/http/web/kv/note", &token, "from-http");
@@ -492,20 +484,8 @@ fn state_commands_look_at_and_fix_state_in_a_data_dir_and_on_a_running_host() {
     assert!(!ok && err.contains("host's own"), "{err}");
 
     // The same on a running host, with its admin token.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = databelt()
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(dir.path())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut child, port, _) = serve(dir.path(), &[]);
     let token = dir.path().join("admin.token");
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && token.exists() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
     // A standalone `serve` is plain HTTP with a token (`--no-tls`).
     let remote = |args: &[&str]| {
         let out = databelt()

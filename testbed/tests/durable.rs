@@ -30,16 +30,7 @@ fn slow_workflow(dir: &Path, deadline_ms: u64) -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployed_workflow_runs_by_name_without_its_client_and_leaves_nothing_behind() {
     let (cluster, dir) = common::chain_cluster().await;
-    let path = common::write_workflow(
-        dir.path(),
-        "chain",
-        "",
-        &[
-            ("a", "stage", "s1", 1000.0, &[]),
-            ("b", "stage", "s3", 1000.0, &["a"]),
-            ("c", "stage", "cloud", 1000.0, &["b"]),
-        ],
-    );
+    let path = common::chain_workflow(dir.path());
     let deployed = deploy(&cluster, "s2", &path).await;
     assert_eq!(deployed["nodes"].as_array().unwrap().len(), 4, "{deployed}");
     // Started on a node that runs no step; the client does not wait.

@@ -34,16 +34,7 @@ fn sum(samples: &HashMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_a_workflow_run_and_carry_no_run_ids() {
     let (cluster, dir) = common::chain_cluster().await;
-    let path = common::write_workflow(
-        dir.path(),
-        "chain",
-        "",
-        &[
-            ("a", "stage", "s1", 1000.0, &[]),
-            ("b", "stage", "s3", 1000.0, &["a"]),
-            ("c", "stage", "cloud", 1000.0, &["b"]),
-        ],
-    );
+    let path = common::chain_workflow(dir.path());
     let runner = common::runner(&cluster, &path).await;
     let input = json!({"trail": [], "data": vec![1u8; 10], "resize": 20_000});
     let input = schema::json_to_postcard(runner.input_schema().unwrap(), &input).unwrap();

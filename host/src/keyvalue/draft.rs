@@ -42,35 +42,10 @@ fn kv<T>(r: Result<T, Error>) -> KvResult<T> {
     }))
 }
 
-impl store::Host for KeyValueCtxView<'_> {
-    fn open(&mut self, identifier: String) -> KvResult<Resource<Bucket>> {
-        match self.open_bucket(&identifier) {
-            Ok(b) => Ok(Ok(self.table.push(b)?)),
-            Err(e) => kv(Err(e)),
-        }
-    }
-}
+shared_interfaces!();
 
 impl store::HostBucket for KeyValueCtxView<'_> {
-    fn get(&mut self, b: Resource<Bucket>, key: String) -> KvResult<Option<Vec<u8>>> {
-        let b = self.table.get(&b)?.clone();
-        kv(KeyValueCtxView::get(self, &b, &key))
-    }
-
-    fn set(&mut self, b: Resource<Bucket>, key: String, value: Vec<u8>) -> KvResult<()> {
-        let b = self.table.get(&b)?.clone();
-        kv(KeyValueCtxView::set(self, &b, &key, value))
-    }
-
-    fn delete(&mut self, b: Resource<Bucket>, key: String) -> KvResult<()> {
-        let b = self.table.get(&b)?.clone();
-        kv(KeyValueCtxView::delete(self, &b, &key))
-    }
-
-    fn exists(&mut self, b: Resource<Bucket>, key: String) -> KvResult<bool> {
-        let b = self.table.get(&b)?.clone();
-        kv(KeyValueCtxView::exists(self, &b, &key))
-    }
+    shared_bucket_methods!();
 
     fn list_keys(&mut self, b: Resource<Bucket>, cursor: Option<u64>) -> KvResult<store::KeyResponse> {
         let b = self.table.get(&b)?.clone();
@@ -82,12 +57,6 @@ impl store::HostBucket for KeyValueCtxView<'_> {
         })();
         kv(r)
     }
-
-    fn drop(&mut self, b: Resource<Bucket>) -> wasmtime::Result<()> {
-        self.table.delete(b)?;
-        self.closed_bucket();
-        Ok(())
-    }
 }
 
 impl atomics::Host for KeyValueCtxView<'_> {
@@ -98,22 +67,5 @@ impl atomics::Host for KeyValueCtxView<'_> {
             .and_then(|delta| KeyValueCtxView::increment(self, &b, &key, delta))
             .and_then(|v| u64::try_from(v).map_err(|_| Error::Other(format!("counter `{key}` is negative ({v})"))));
         kv(r)
-    }
-}
-
-impl batch::Host for KeyValueCtxView<'_> {
-    fn get_many(&mut self, b: Resource<Bucket>, keys: Vec<String>) -> KvResult<Vec<Option<KeyValue>>> {
-        let b = self.table.get(&b)?.clone();
-        kv(KeyValueCtxView::get_many(self, &b, keys))
-    }
-
-    fn set_many(&mut self, b: Resource<Bucket>, key_values: Vec<(String, Vec<u8>)>) -> KvResult<()> {
-        let b = self.table.get(&b)?.clone();
-        kv(KeyValueCtxView::set_many(self, &b, key_values))
-    }
-
-    fn delete_many(&mut self, b: Resource<Bucket>, keys: Vec<String>) -> KvResult<()> {
-        let b = self.table.get(&b)?.clone();
-        kv(KeyValueCtxView::delete_many(self, &b, keys))
     }
 }

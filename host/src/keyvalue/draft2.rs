@@ -46,45 +46,14 @@ fn kv<T>(r: Result<T, Error>) -> KvResult<T> {
     Ok(r.map_err(error))
 }
 
-impl store::Host for KeyValueCtxView<'_> {
-    fn open(&mut self, identifier: String) -> KvResult<Resource<Bucket>> {
-        match self.open_bucket(&identifier) {
-            Ok(b) => Ok(Ok(self.table.push(b)?)),
-            Err(e) => kv(Err(e)),
-        }
-    }
-}
+shared_interfaces!();
 
 impl store::HostBucket for KeyValueCtxView<'_> {
-    fn get(&mut self, b: Resource<Bucket>, key: String) -> KvResult<Option<Vec<u8>>> {
-        let b = self.table.get(&b)?.clone();
-        kv(KeyValueCtxView::get(self, &b, &key))
-    }
-
-    fn set(&mut self, b: Resource<Bucket>, key: String, value: Vec<u8>) -> KvResult<()> {
-        let b = self.table.get(&b)?.clone();
-        kv(KeyValueCtxView::set(self, &b, &key, value))
-    }
-
-    fn delete(&mut self, b: Resource<Bucket>, key: String) -> KvResult<()> {
-        let b = self.table.get(&b)?.clone();
-        kv(KeyValueCtxView::delete(self, &b, &key))
-    }
-
-    fn exists(&mut self, b: Resource<Bucket>, key: String) -> KvResult<bool> {
-        let b = self.table.get(&b)?.clone();
-        kv(KeyValueCtxView::exists(self, &b, &key))
-    }
+    shared_bucket_methods!();
 
     fn list_keys(&mut self, b: Resource<Bucket>, cursor: Option<String>) -> KvResult<store::KeyResponse> {
         let b = self.table.get(&b)?.clone();
         kv(self.list(&b, cursor.as_deref()).map(|p| store::KeyResponse { keys: p.keys, cursor: p.cursor }))
-    }
-
-    fn drop(&mut self, b: Resource<Bucket>) -> wasmtime::Result<()> {
-        self.table.delete(b)?;
-        self.closed_bucket();
-        Ok(())
     }
 }
 
@@ -120,22 +89,5 @@ impl atomics::HostCas for KeyValueCtxView<'_> {
     fn drop(&mut self, cas: Resource<CasHandle>) -> wasmtime::Result<()> {
         self.table.delete(cas)?;
         Ok(())
-    }
-}
-
-impl batch::Host for KeyValueCtxView<'_> {
-    fn get_many(&mut self, b: Resource<Bucket>, keys: Vec<String>) -> KvResult<Vec<Option<KeyValue>>> {
-        let b = self.table.get(&b)?.clone();
-        kv(KeyValueCtxView::get_many(self, &b, keys))
-    }
-
-    fn set_many(&mut self, b: Resource<Bucket>, key_values: Vec<(String, Vec<u8>)>) -> KvResult<()> {
-        let b = self.table.get(&b)?.clone();
-        kv(KeyValueCtxView::set_many(self, &b, key_values))
-    }
-
-    fn delete_many(&mut self, b: Resource<Bucket>, keys: Vec<String>) -> KvResult<()> {
-        let b = self.table.get(&b)?.clone();
-        kv(KeyValueCtxView::delete_many(self, &b, keys))
     }
 }

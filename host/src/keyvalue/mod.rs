@@ -35,6 +35,71 @@
 //! }
 //! ```
 
+/// What both drafts serve word for word: `store.open`, the plain bucket
+/// methods and `batch`. Their generated types differ, so each draft expands
+/// these in its own module (where `store`, `batch`, `kv` and `KvResult` name
+/// that draft's).
+macro_rules! shared_interfaces {
+    () => {
+        impl store::Host for KeyValueCtxView<'_> {
+            fn open(&mut self, identifier: String) -> KvResult<Resource<Bucket>> {
+                match self.open_bucket(&identifier) {
+                    Ok(b) => Ok(Ok(self.table.push(b)?)),
+                    Err(e) => kv(Err(e)),
+                }
+            }
+        }
+
+        impl batch::Host for KeyValueCtxView<'_> {
+            fn get_many(&mut self, b: Resource<Bucket>, keys: Vec<String>) -> KvResult<Vec<Option<KeyValue>>> {
+                let b = self.table.get(&b)?.clone();
+                kv(KeyValueCtxView::get_many(self, &b, keys))
+            }
+
+            fn set_many(&mut self, b: Resource<Bucket>, key_values: Vec<(String, Vec<u8>)>) -> KvResult<()> {
+                let b = self.table.get(&b)?.clone();
+                kv(KeyValueCtxView::set_many(self, &b, key_values))
+            }
+
+            fn delete_many(&mut self, b: Resource<Bucket>, keys: Vec<String>) -> KvResult<()> {
+                let b = self.table.get(&b)?.clone();
+                kv(KeyValueCtxView::delete_many(self, &b, keys))
+            }
+        }
+    };
+}
+
+/// The bucket methods both drafts share (inside each `HostBucket` impl).
+macro_rules! shared_bucket_methods {
+    () => {
+        fn get(&mut self, b: Resource<Bucket>, key: String) -> KvResult<Option<Vec<u8>>> {
+            let b = self.table.get(&b)?.clone();
+            kv(KeyValueCtxView::get(self, &b, &key))
+        }
+
+        fn set(&mut self, b: Resource<Bucket>, key: String, value: Vec<u8>) -> KvResult<()> {
+            let b = self.table.get(&b)?.clone();
+            kv(KeyValueCtxView::set(self, &b, &key, value))
+        }
+
+        fn delete(&mut self, b: Resource<Bucket>, key: String) -> KvResult<()> {
+            let b = self.table.get(&b)?.clone();
+            kv(KeyValueCtxView::delete(self, &b, &key))
+        }
+
+        fn exists(&mut self, b: Resource<Bucket>, key: String) -> KvResult<bool> {
+            let b = self.table.get(&b)?.clone();
+            kv(KeyValueCtxView::exists(self, &b, &key))
+        }
+
+        fn drop(&mut self, b: Resource<Bucket>) -> wasmtime::Result<()> {
+            self.table.delete(b)?;
+            self.closed_bucket();
+            Ok(())
+        }
+    };
+}
+
 pub mod draft;
 pub mod draft2;
 

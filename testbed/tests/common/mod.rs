@@ -50,6 +50,21 @@ pub async fn chain_cluster_with(
     (databelt_testbed::Cluster::start(chain_topology(), options).await.unwrap(), dir)
 }
 
+/// The chain workflow `chain` in `dir`: stage steps a on s1, b on s3 (after
+/// a), c on the cloud (after b), each with a 1 s Tmax.
+pub fn chain_workflow(dir: &Path) -> std::path::PathBuf {
+    write_workflow(
+        dir,
+        "chain",
+        "",
+        &[
+            ("a", "stage", "s1", 1000.0, &[]),
+            ("b", "stage", "s3", 1000.0, &["a"]),
+            ("c", "stage", "cloud", 1000.0, &["b"]),
+        ],
+    )
+}
+
 /// A runner of the workflow at `path` on `cluster`, sharing the tests'
 /// compiled-code cache.
 pub async fn runner(cluster: &databelt_testbed::Cluster, path: &Path) -> databelt_net::workflow::Runner {
