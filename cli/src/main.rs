@@ -8,6 +8,7 @@ mod input;
 mod node;
 mod report;
 mod security;
+mod telemetry;
 
 use std::process::ExitCode;
 
@@ -17,6 +18,12 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "databelt", version, about, propagate_version = true)]
 struct Cli {
+    /// Export `tracing` spans (HTTP requests, invocations, state calls) to
+    /// this OpenTelemetry collector over OTLP/HTTP, e.g.
+    /// `http://127.0.0.1:4318`. Also switched on by the standard
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` variable.
+    #[arg(long, global = true, value_name = "URL")]
+    otlp_endpoint: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -58,10 +65,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+    let _telemetry = match telemetry::init(cli.otlp_endpoint.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
         Command::Run(a) => commands::run::run(a),
         Command::Serve(a) => commands::serve::run(a),

@@ -511,3 +511,87 @@ fn state_commands_look_at_and_fix_state_in_a_data_dir_and_on_a_running_host() {
     assert!(put.0, "{}", put.2);
     assert_eq!(serde_json::from_str::<serde_json::Value>(&got.1).unwrap()["json"], json!(12), "{}", got.2);
 }
+
+/// A stand-in OpenTelemetry collector on loopback: answers every OTLP/HTTP
+/// post with 200 and hands over (path, content type, body).
+fn otlp_collector() -> (u16, std::sync::mpsc::Receiver<(String, String, Vec<u8>)>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            reader.read_line(&mut request_line).unwrap();
+            let (mut length, mut content_type) = (0usize, String::new());
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let line = line.trim_end();
+                if line.is_empty() {
+                    break;
+                }
+                let (name, value) = line.split_once(':').unwrap();
+                match name.to_ascii_lowercase().as_str() {
+                    "content-length" => length = value.trim().parse().unwrap(),
+                    "content-type" => content_type = value.trim().to_string(),
+                    _ => {}
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").unwrap();
+            let path = request_line.split_whitespace().nth(1).unwrap_or_default().to_string();
+            if tx.send((path, content_type, body)).is_err() {
+                return;
+            }
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn serve_exports_request_and_invocation_spans_over_otlp() {
+    let (collector, posts) = otlp_collector();
+    let dir = tempfile::tempdir().unwrap();
+    let args = vec![
+        "--memory".to_string(),
+        "--node-id".into(),
+        "sat7".into(),
+        "--deploy".into(),
+        format!("probe={}", guest("kv_probe").display()),
+        "--otlp-endpoint".into(),
+        format!("http://127.0.0.1:{collector}"),
+    ];
+    let (mut child, port, token) = serve(dir.path(), &args);
+    let put = http(
+        port,
+        "POST",
+        "/functions/probe/invoke",
+        &token,
+        r#"{"Set":{"scope":"s","key":"k","value":[1],"ttl_ms":null,"if_not_exists":false}}"#,
+    );
+    // SIGINT: serve stops gracefully and the exporter flushes on the way out.
+    let interrupted = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let exited = child.wait().unwrap();
+    assert!(put.starts_with("HTTP/1.1 200"), "{put}");
+    assert!(interrupted.success() && exited.success(), "{exited:?}");
+    let mut exported = Vec::new();
+    while let Ok((path, content_type, body)) = posts.recv_timeout(std::time::Duration::from_secs(10)) {
+        assert_eq!(path, "/v1/traces");
+        assert_eq!(content_type, "application/x-protobuf");
+        exported.extend(body);
+        let has = |needle: &str| exported.windows(needle.len()).any(|w| w == needle.as_bytes());
+        if has("invoke") && has("state call") {
+            break;
+        }
+    }
+    let has = |needle: &str| exported.windows(needle.len()).any(|w| w == needle.as_bytes());
+    // The request's span, the invocation's span with its attributes, the
+    // state call as an event, and the service's name.
+    for needle in ["http", "/functions/probe/invoke", "invoke", "run_id", "probe", "sat7", "state call", "databelt"] {
+        assert!(has(needle), "no {needle:?} in the exported spans");
+    }
+}
