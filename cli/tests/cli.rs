@@ -83,7 +83,21 @@ fn describe_and_help() {
     let out = databelt().arg("describe").arg(guest("hello_counter")).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("function: hello") && text.contains("name"), "{text}");
+    assert!(text.contains("function: hello") && text.contains("struct Visit { name: String }"), "{text}");
+    // Nested types are written out in full: the enum with its variants, and
+    // the structs its variants carry, each with its fields.
+    let out = databelt().arg("describe").arg(guest("wildfire_alarm")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "input:    Frame",
+        "enum Frame { Tiles(Tiles), Report(Report) }",
+        "struct Report { seed: u64, burning_tiles: Vec<u32>, hotspots: u32, max_heat: u8 }",
+        "struct Hotspot { tile: u32, pixel: u32, heat: u8 }",
+        "output:   Alarm",
+    ] {
+        assert!(text.contains(line), "no {line:?} in\n{text}");
+    }
     for sub in [&["--help"][..], &["run", "--help"], &["serve", "--help"], &["describe", "--help"]] {
         let out = databelt().args(sub).output().unwrap();
         assert!(out.status.success());

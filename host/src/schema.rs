@@ -182,6 +182,9 @@ fn check_convertible(schema: &OwnedNamedType) -> Result<()> {
 
 mod json_input;
 mod json_text;
+mod type_listing;
+
+pub use type_listing::list_type;
 
 /// JSON text of type `schema` as postcard, written while the JSON is parsed:
 /// the same bytes as [`json_to_postcard`] of the parsed value, without a

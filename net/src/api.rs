@@ -48,9 +48,10 @@ pub struct FunctionView {
     pub name: String,
     /// The Rust function's name.
     pub source_name: String,
-    /// Input type, as Rust-like pseudocode.
+    /// Input type as a Rust-like expression, then one line per struct or
+    /// enum it reaches ([`databelt_host::schema::list_type`]).
     pub input: String,
-    /// Output type, as Rust-like pseudocode.
+    /// Output type, written out as `input` is.
     pub output: String,
     /// The scopes it may open (`name:rw,other:ro`), when deployed with an
     /// allowlist.
@@ -63,8 +64,8 @@ impl From<&FunctionInfo> for FunctionView {
         FunctionView {
             name: f.name.clone(),
             source_name: f.source_name.clone(),
-            input: f.input_schema.to_pseudocode(),
-            output: f.output_schema.to_pseudocode(),
+            input: databelt_host::schema::list_type(&f.input_schema),
+            output: databelt_host::schema::list_type(&f.output_schema),
             scopes: f.scopes.as_ref().map(ToString::to_string),
         }
     }
