@@ -66,6 +66,25 @@ pub use scope::{Cas, KeyPage, Scope, SetOptions, Sibling, Version, Versioned};
 /// crate documentation).
 pub use serde_bytes;
 
+/// What a function's input and output must be: serialisable with serde and
+/// described by a postcard schema (which hosts use to map JSON to the type
+/// and to print it). `#[databelt::data]` gives a struct or enum all of it;
+/// primitives, `String`, `Vec`, `Option`, tuples, arrays and maps of data
+/// types have it already. Implemented for every type that has the three
+/// parts, so it never needs implementing by hand.
+///
+/// A function whose input or output type lacks it fails to compile with
+/// "`T` is not a Databelt data type" at the type in the signature.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a Databelt data type",
+    label = "a function's input and output must be Databelt data",
+    note = "add `#[databelt::data]` above the definition of `{Self}` (it derives serde's Serialize and Deserialize and a postcard Schema)",
+    note = "primitives, String, Vec, Option, tuples, arrays and maps of data types are data already"
+)]
+pub trait Data: serde::Serialize + serde::de::DeserializeOwned + postcard_schema::Schema {}
+
+impl<T: serde::Serialize + serde::de::DeserializeOwned + postcard_schema::Schema> Data for T {}
+
 /// The generated bindings of the `databelt:state/function` world. Most code
 /// uses the typed API ([`Scope`], [`Context`]) instead.
 #[allow(missing_docs, clippy::all)]
@@ -170,8 +189,8 @@ pub mod __private {
     /// Decode the input, run `f`, encode the output.
     pub fn run<I, O, E, F>(input: Vec<u8>, f: F) -> Result<Vec<u8>, WitError>
     where
-        I: serde::de::DeserializeOwned,
-        O: serde::Serialize,
+        I: crate::Data,
+        O: crate::Data,
         E: core::fmt::Display + 'static,
         F: FnOnce(&crate::Context, I) -> Result<O, E>,
     {
@@ -183,7 +202,7 @@ pub mod __private {
 
     /// The function's self-description; `reads` are the run-scope keys it
     /// declared.
-    pub fn describe<I: Schema, O: Schema>(name: &str, reads: &[&str]) -> FunctionInfo {
+    pub fn describe<I: crate::Data, O: crate::Data>(name: &str, reads: &[&str]) -> FunctionInfo {
         let schema = |s: &'static postcard_schema::schema::NamedType| {
             let owned = postcard_schema::schema::owned::OwnedNamedType::from(s);
             postcard::to_allocvec(&owned).unwrap_or_default()
