@@ -42,6 +42,26 @@ pub struct Resources {
     pub temperature_c: f64,
     /// Temperature above which the node takes no more work, in °C (0: none).
     pub max_temperature_c: f64,
+    /// Battery capacity in watt-hours (0: no battery model; `battery_pct`
+    /// alone then says whether the node has charge).
+    pub battery_wh: f64,
+    /// What the solar panels deliver while the node is sunlit, W.
+    pub solar_w: f64,
+    /// What the node draws when idle, W.
+    pub idle_w: f64,
+    /// When the node is in the Earth's shadow (no solar power), repeating
+    /// with the scenario's `period_ms` like link windows; empty: always
+    /// sunlit.
+    pub eclipse: Vec<Window>,
+    /// Steady-state temperature rise per watt of load, °C/W (0: no heating
+    /// model; `temperature_c` stays as given).
+    pub heat_c_per_w: f64,
+    /// Thermal time constant, s: how fast the temperature approaches its
+    /// steady state (0 with a heating model: 600 s).
+    pub thermal_tau_s: f64,
+    /// Temperature of the node with no load at all, °C (its radiator's
+    /// equilibrium).
+    pub ambient_c: f64,
 }
 
 /// One node of the continuum.
@@ -173,6 +193,11 @@ impl Topology {
                 ("memory_mb", r.memory_mb),
                 ("power_w", r.power_w),
                 ("max_temperature_c", r.max_temperature_c),
+                ("battery_wh", r.battery_wh),
+                ("solar_w", r.solar_w),
+                ("idle_w", r.idle_w),
+                ("heat_c_per_w", r.heat_c_per_w),
+                ("thermal_tau_s", r.thermal_tau_s),
             ] {
                 if !v.is_finite() || v < 0.0 {
                     return bad(format!("node `{}`: resources.{name} must be a non-negative number, got {v}", n.id));
@@ -180,6 +205,20 @@ impl Topology {
             }
             if !(0.0..=100.0).contains(&r.battery_pct) {
                 return bad(format!("node `{}`: resources.battery_pct must be 0-100, got {}", n.id, r.battery_pct));
+            }
+            if !r.temperature_c.is_finite() || !r.ambient_c.is_finite() {
+                return bad(format!("node `{}`: resources.temperature_c and ambient_c must be numbers", n.id));
+            }
+            if !r.eclipse.is_empty() {
+                let Some(period) = self.period_ms else {
+                    return bad(format!("node `{}`: has eclipse windows but the topology sets no period_ms", n.id));
+                };
+                if let Some(w) = r.eclipse.iter().find(|w| w.start_ms >= w.end_ms || w.end_ms > period) {
+                    return bad(format!(
+                        "node `{}`: eclipse window {}..{} ms is empty, reversed or past the period ({period} ms)",
+                        n.id, w.start_ms, w.end_ms
+                    ));
+                }
             }
         }
         if self.period_ms == Some(0) {

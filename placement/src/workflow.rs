@@ -20,6 +20,12 @@
 //! after = ["preprocess"]          # predecessors; several = fan-in
 //! max_wait_ms = 30000             # durable runs: wait this long for the node
 //! deadline_ms = 2000              # the function's own deadline (≤ the host's)
+//! needs = { cpu = 1, memory_mb = 256, power_w = 5, duration_ms = 800 }  # for placement
+//! scheduler = { policy = "first-fit" }  # this step's own scheduler settings
+//!
+//! [scheduler]                     # every placed step's scheduler settings
+//! weights = { latency = 1, heat = 1, battery = 0.5, bandwidth = 0.25 }
+//! vicinity_ms = 40
 //!
 //! [transaction]                   # durable runs: these steps commit all or nothing
 //! steps = ["preprocess", "detect"]
@@ -36,6 +42,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use databelt_types::StepName;
 
+use crate::hints::FunctionRequest;
+use crate::scheduler::SchedulerConfig;
 use crate::topology::{Topology, toml_error};
 
 /// Where a step runs.
@@ -90,6 +98,27 @@ pub struct Step {
     /// durable run it runs again, up to the host's attempts).
     #[serde(default)]
     pub deadline_ms: Option<u64>,
+    /// What the step needs where it runs; the scheduler weighs it for a
+    /// step with `node = "placement"`.
+    #[serde(default)]
+    pub needs: Needs,
+    /// This step's scheduler settings (unset: the workflow's).
+    #[serde(default)]
+    pub scheduler: Option<SchedulerConfig>,
+}
+
+/// What a step needs on the node that runs it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Needs {
+    /// CPU cores.
+    pub cpu: f64,
+    /// Memory, MiB.
+    pub memory_mb: f64,
+    /// Power drawn while it runs, W.
+    pub power_w: f64,
+    /// Expected running time, ms.
+    pub duration_ms: u64,
 }
 
 /// A workflow: a DAG of steps.
@@ -121,6 +150,10 @@ pub struct Workflow {
     /// values with it (see docs/replication.md for the cost).
     #[serde(default)]
     pub repeatable_read: bool,
+    /// Scheduler settings for every step with `node = "placement"` (a
+    /// step's own `scheduler` replaces them; unset: the defaults).
+    #[serde(default)]
+    pub scheduler: Option<SchedulerConfig>,
 }
 
 /// Steps of a workflow that commit as one transaction.
@@ -178,6 +211,9 @@ impl Workflow {
         if self.steps.is_empty() {
             return bad("has no steps".into());
         }
+        if let Some(Err(Error::BadRequest(m))) = self.scheduler.as_ref().map(SchedulerConfig::validate) {
+            return bad(m);
+        }
         let mut graph = DiGraph::<usize, ()>::new();
         let mut index = HashMap::new();
         for (i, s) in self.steps.iter().enumerate() {
@@ -186,6 +222,13 @@ impl Workflow {
             }
             if s.component.is_empty() {
                 return bad(format!("step `{}`: component is empty", s.name));
+            }
+            let n = &s.needs;
+            if ![n.cpu, n.memory_mb, n.power_w].iter().all(|v| v.is_finite() && *v >= 0.0) {
+                return bad(format!("step `{}`: needs must be non-negative numbers", s.name));
+            }
+            if let Some(Err(Error::BadRequest(m))) = s.scheduler.as_ref().map(SchedulerConfig::validate) {
+                return bad(format!("step `{}`: {m}", s.name));
             }
             if index.insert(s.name.as_str(), graph.add_node(i)).is_some() {
                 return bad(format!("step `{}` is defined twice", s.name));
@@ -239,6 +282,27 @@ impl Workflow {
             }
         }
         Ok(order)
+    }
+
+    /// The scheduler settings for `step`: its own, else the workflow's,
+    /// else the defaults.
+    pub fn scheduler_for(&self, step: &Step) -> SchedulerConfig {
+        step.scheduler.clone().or_else(|| self.scheduler.clone()).unwrap_or_default()
+    }
+
+    /// The function-placement request for `step` when its input is at
+    /// `near`.
+    pub fn placement_request(&self, step: &Step, near: String) -> FunctionRequest {
+        FunctionRequest {
+            near,
+            cpu: step.needs.cpu,
+            memory_mb: step.needs.memory_mb,
+            power_w: step.needs.power_w,
+            duration_ms: step.needs.duration_ms,
+            max_latency_ms: None,
+            scheduler: Some(self.scheduler_for(step)),
+            ..FunctionRequest::default()
+        }
     }
 
     /// Whether `step` belongs to the workflow's transaction.

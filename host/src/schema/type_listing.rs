@@ -105,7 +105,7 @@ fn collect<'a>(t: &'a OwnedNamedType, out: &mut Vec<&'a OwnedNamedType>) {
     let named =
         matches!(t.ty, Ty::UnitStruct | Ty::NewtypeStruct(_) | Ty::TupleStruct(_) | Ty::Struct(_) | Ty::Enum(_));
     if named {
-        if out.iter().any(|seen| *seen == t) {
+        if out.contains(&t) {
             return;
         }
         out.push(t);

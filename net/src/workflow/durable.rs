@@ -54,7 +54,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use databelt_host::state::{ScopedKey, SetOptions, StateTier, Write};
 use databelt_host::{Error, Result};
-use databelt_placement::{FunctionRequest, StepNode, Workflow};
+use databelt_placement::{StepNode, Workflow};
 use databelt_types::{ErrorKind, FunctionName, RunId, StepName};
 use postcard_schema::schema::owned::OwnedNamedType;
 use serde::{Deserialize, Serialize};
@@ -786,7 +786,7 @@ impl DurableRuns {
                 attempt: 0,
                 session: RunSession::default(),
             };
-            writes.push(self.outgoing_invocation(s, invocation, &mut direct).await?);
+            writes.push(self.outgoing_invocation(&loaded.workflow, s, invocation, &mut direct).await?);
         }
         self.apply(writes)?;
         self.send_now(direct);
@@ -842,12 +842,11 @@ impl DurableRuns {
 
     /// The node step `s` runs on in this run, chosen by `here` (its
     /// predecessor's node, or the origin).
-    async fn node_for(&self, s: &databelt_placement::Step) -> String {
+    async fn node_for(&self, workflow: &Workflow, s: &databelt_placement::Step) -> String {
         match &s.node {
             StepNode::Fixed(n) => n.clone(),
             StepNode::Placement => {
-                let request =
-                    FunctionRequest { near: self.here().to_string(), cpu: 0.0, memory_mb: 0.0, kinds: Vec::new() };
+                let request = workflow.placement_request(s, self.here().to_string());
                 match self.inner.executor.continuum().placement().function_hint(&request).await {
                     Ok((p, _)) => p.node,
                     // The service is away: every node has the component; run it here.
@@ -859,11 +858,12 @@ impl DurableRuns {
 
     async fn outgoing_invocation(
         &self,
+        workflow: &Workflow,
         s: &databelt_placement::Step,
         invocation: Invocation,
         direct: &mut Vec<(String, Outgoing)>,
     ) -> Result<Write> {
-        let target = self.node_for(s).await;
+        let target = self.node_for(workflow, s).await;
         let movable = matches!(s.node, StepNode::Placement).then(|| vec![target.clone()]);
         let k = out_key(&invocation.run, &s.name, &format!("invoke-from-{}", self.here()), "step");
         self.outgoing_direct(k, target, Message::Invoke(invocation), s.max_wait_ms, movable, direct)
@@ -934,12 +934,16 @@ impl DurableRuns {
     // ------------------------------------------------------------- delivery
 
     fn topology(&self) -> Result<databelt_placement::Topology> {
+        self.topology_at().map(|(topology, _)| topology)
+    }
+
+    /// The cached topology and the scenario instant it is at.
+    fn topology_at(&self) -> Result<(databelt_placement::Topology, u64)> {
         self.inner
             .executor
             .continuum()
             .placement()
             .cached()
-            .map(|(t, _)| t)
             .ok_or_else(|| Error::Unavailable("no topology: the placement service was never reached".into()))
     }
 
@@ -1012,6 +1016,24 @@ impl DurableRuns {
         Ok(next)
     }
 
+    /// Where a placed step goes when the nodes in `tried` could not take
+    /// it: the scheduler's choice among the others (on the cached
+    /// topology); when every other node fails its filters, the first
+    /// untried node in scenario order, so the run still gets a chance.
+    fn replace_step(&self, inv: &Invocation, tried: &[String]) -> Result<Option<String>> {
+        let (topology, t) = self.topology_at()?;
+        let scheduled = self.loaded(&inv.workflow).ok().and_then(|loaded| {
+            let step = loaded.step(&inv.step).ok()?;
+            let mut request = loaded.workflow.placement_request(step, self.here().to_string());
+            request.exclude = tried.to_vec();
+            databelt_placement::place_function(&topology, t, &request).ok()
+        });
+        Ok(match scheduled {
+            Some(p) => Some(p.node),
+            None => topology.nodes.iter().map(|n| n.id.clone()).find(|n| !tried.contains(n)),
+        })
+    }
+
     /// A delivery failed: back off, move the step, or give up.
     fn after_failure(&self, k: String, mut o: Outgoing, e: Error) -> Result<Duration> {
         let now = now_ms();
@@ -1022,8 +1044,8 @@ impl DurableRuns {
         if permanent || waited >= o.max_wait_ms {
             // A step placed by the service moves to a node not yet tried.
             if !permanent
-                && let (Some(tried), Message::Invoke(_)) = (&mut o.movable, &o.message)
-                && let Some(other) = self.topology()?.nodes.iter().map(|n| n.id.clone()).find(|n| !tried.contains(n))
+                && let (Some(tried), Message::Invoke(inv)) = (&mut o.movable, &o.message)
+                && let Some(other) = self.replace_step(inv, tried)?
             {
                 tracing::warn!(from = %o.target, to = %other, "moving a step to another node");
                 tried.push(other.clone());
@@ -1320,7 +1342,7 @@ impl DurableRuns {
         for c in &successors_steps {
             successors.push(Successor {
                 step: c.name.clone(),
-                node: self.node_for(c).await,
+                node: self.node_for(&loaded.workflow, c).await,
                 tmax_ms: invocation.options.tmax_ms.unwrap_or(c.tmax_ms),
             });
         }

@@ -278,7 +278,10 @@ impl Runner {
                         None => cloud.map(|n| n.id.clone()),
                     }
                     .ok_or_else(|| Error::Config("the topology has no nodes".into()))?;
-                    let request = FunctionRequest { near, cpu: 0.0, memory_mb: 0.0, kinds: Vec::new() };
+                    let request = self.workflow.steps.iter().find(|w| w.name == s.name).map_or_else(
+                        || FunctionRequest { near: near.clone(), ..FunctionRequest::default() },
+                        |step| self.workflow.placement_request(step, near.clone()),
+                    );
                     let (p, _) =
                         self.placement.function_hint(&request).await.map_err(|e| {
                             Error::unreachable(format!("placement service, placing step `{}`", s.name), e)
