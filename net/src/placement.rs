@@ -7,6 +7,11 @@
 //! | `PUT /v1/slos/{workflow}` | `{step: tmax_ms}` | 204 |
 //! | `POST /v1/hints/storage[?t_ms=]` | [`ElectionRequest`] | [`Decision`] |
 //! | `POST /v1/hints/function[?t_ms=]` | [`FunctionRequest`] | [`FunctionPlacement`] |
+//! | `POST /v1/kube/filter[?t_ms=]` | kube-scheduler `ExtenderArgs` | `ExtenderFilterResult` |
+//! | `POST /v1/kube/prioritize[?t_ms=]` | kube-scheduler `ExtenderArgs` | `HostPriorityList` (0–10) |
+//!
+//! The two `kube` routes are a kube-scheduler extender backed by the
+//! Databelt scheduler ([`databelt_placement::kube`], docs/kubernetes.md).
 //!
 //! The clock is scenario time: milliseconds since the service started,
 //! unless a request pins `t_ms`. Errors are the shared error body
@@ -30,7 +35,8 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
 use databelt_placement::{
-    Decision, ElectionRequest, Error, FunctionPlacement, FunctionRequest, Result, Topology, elect, place_function,
+    Decision, ElectionRequest, Error, FunctionPlacement, FunctionRequest, Result, SchedulerConfig, Topology, elect,
+    kube, place_function,
 };
 use databelt_types::{ErrorBody, ErrorKind};
 
@@ -113,6 +119,8 @@ impl PlacementService {
             .route("/v1/slos/{workflow}", get(get_slos).put(put_slos))
             .route("/v1/hints/storage", post(storage_hint))
             .route("/v1/hints/function", post(function_hint))
+            .route("/v1/kube/filter", post(kube_filter))
+            .route("/v1/kube/prioritize", post(kube_prioritize))
             .route("/metrics", get(service_metrics))
             .with_state(self.clone())
             .layer(axum::middleware::map_response(crate::http::json_errors))
@@ -204,6 +212,26 @@ async fn function_hint(
     let request: FunctionRequest = json_body(&body)?;
     let t = at.t_ms.unwrap_or_else(|| s.now_ms());
     Ok(axum::Json(place_function(&s.state.topology, t, &request)?))
+}
+
+async fn kube_filter(
+    State(s): State<PlacementService>,
+    Query(at): Query<At>,
+    body: axum::body::Bytes,
+) -> std::result::Result<axum::Json<kube::ExtenderFilterResult>, ApiError> {
+    let args: kube::ExtenderArgs = json_body(&body)?;
+    let t = at.t_ms.unwrap_or_else(|| s.now_ms());
+    Ok(axum::Json(kube::filter(&s.state.topology, t, &SchedulerConfig::default(), &args)?))
+}
+
+async fn kube_prioritize(
+    State(s): State<PlacementService>,
+    Query(at): Query<At>,
+    body: axum::body::Bytes,
+) -> std::result::Result<axum::Json<Vec<kube::HostPriority>>, ApiError> {
+    let args: kube::ExtenderArgs = json_body(&body)?;
+    let t = at.t_ms.unwrap_or_else(|| s.now_ms());
+    Ok(axum::Json(kube::prioritize(&s.state.topology, t, &SchedulerConfig::default(), &args)?))
 }
 
 /// Where an answer came from.

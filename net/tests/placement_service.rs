@@ -49,7 +49,12 @@ async fn hints_slos_errors_and_local_fallback() {
     }
 
     let f = client
-        .function_hint(&FunctionRequest { near: "sat3".into(), cpu: 2.0, memory_mb: 1024.0, kinds: vec![] })
+        .function_hint(&FunctionRequest {
+            near: "sat3".into(),
+            cpu: 2.0,
+            memory_mb: 1024.0,
+            ..FunctionRequest::default()
+        })
         .await
         .unwrap();
     assert_eq!(f.0.node, "sat3");
@@ -126,14 +131,58 @@ async fn a_hung_service_costs_one_timeout_per_cooldown_not_one_per_hint() {
     for _ in 0..20 {
         let (_, src) = client.storage_hint(&request(1_000, 1000.0)).await.unwrap();
         assert_eq!(src, HintSource::LocalCache);
-        let (_, src) = client
-            .function_hint(&FunctionRequest { near: "sat2".into(), cpu: 0.0, memory_mb: 0.0, kinds: Vec::new() })
-            .await
-            .unwrap();
+        let (_, src) =
+            client.function_hint(&FunctionRequest { near: "sat2".into(), ..FunctionRequest::default() }).await.unwrap();
         assert_eq!(src, HintSource::LocalCache);
     }
     assert!(t.elapsed() < Duration::from_millis(200), "40 hints with the breaker open took {:?}", t.elapsed());
     tokio::time::sleep(Duration::from_millis(900)).await;
     assert!(!client.breaker_open(), "half-open after the cooldown: the next hint asks the service again");
     held.abort();
+}
+
+/// The kube-scheduler extender verbs over HTTP, with the request bodies
+/// kube-scheduler sends (the fixtures of the placement crate's tests).
+#[tokio::test]
+async fn kube_scheduler_extender_verbs_answer_over_http() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../placement/tests/fixtures/kube");
+    let read = |name: &str| std::fs::read_to_string(fixtures.join(name)).unwrap();
+    let service = PlacementService::new(Topology::from_toml(&read("scenario.toml")).unwrap()).unwrap();
+    let (addr, stop) =
+        service.spawn("127.0.0.1:0".parse().unwrap(), databelt_net::auth::ServerSecurity::development()).await.unwrap();
+    let http = {
+        databelt_net::tls::install_default_provider();
+        reqwest::Client::new()
+    };
+    let post = |verb: &'static str, body: String| {
+        http.post(format!("http://{addr}/v1/kube/{verb}?t_ms=0"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+
+    let r = post("filter", read("filter-nodes-v1.29.json")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let names: Vec<&str> =
+        body["nodes"]["items"].as_array().unwrap().iter().map(|n| n["metadata"]["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["leo-node-a", "gs-1", "cloud-worker-0"], "{body}");
+    assert!(body["failedNodes"]["leo-node-b"].as_str().unwrap().contains("temperature"), "{body}");
+
+    let r = post("prioritize", read("filter-nodenames-cache-capable.json")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let scores = body.as_array().unwrap();
+    assert_eq!(scores.len(), 5, "{body}");
+    assert!(scores.iter().all(|h| (0..=10).contains(&h["score"].as_i64().unwrap())), "{body}");
+
+    // Malformed bodies and requests without a pod are 400 with the shared
+    // error body.
+    for bad in ["{not json", "{}", r#"{"pod": {"metadata": {"name": "p"}}}"#] {
+        let r = post("filter", bad.to_string()).await.unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        let e: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(e["error"], "bad-input", "{bad}: {e}");
+    }
+    stop.send(()).unwrap();
 }
