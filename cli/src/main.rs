@@ -58,6 +58,9 @@ enum Command {
     /// The continuum's certificate authority and member certificates.
     #[command(subcommand)]
     Certs(commands::certs::Command),
+    /// Generate scenario files: `scenario walker` builds one from orbits.
+    #[command(subcommand)]
+    Scenario(commands::scenario::Command),
     /// Benchmarks that need a whole continuum.
     #[command(subcommand)]
     Bench(commands::bench::Command),
@@ -84,6 +87,7 @@ fn main() -> ExitCode {
         Command::State(c) => commands::state::run(c),
         Command::Elect(a) => commands::elect::run(a),
         Command::Certs(c) => commands::certs::run(c),
+        Command::Scenario(c) => commands::scenario::run(c),
         Command::Bench(c) => commands::bench::run(c),
     };
     match result {

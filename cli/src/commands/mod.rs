@@ -9,6 +9,7 @@ pub mod invoke;
 pub mod placement;
 pub mod run;
 pub mod runs;
+pub mod scenario;
 pub mod serve;
 pub mod state;
 pub mod up;
