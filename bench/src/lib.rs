@@ -6,7 +6,11 @@
 //! - [`paper`]: the Databelt paper's evaluation on an emulated testbed
 //!   (latency per state size, throughput per concurrency, five policies),
 //!   written as CSV, Markdown and SVG plots (`databelt bench paper`).
+//! - [`scheduling`]: the scheduler evaluation — a simulated day on a
+//!   generated constellation, the Databelt scheduler against first-fit,
+//!   round-robin and random (`databelt bench scheduler`).
 //!
 //! Criterion benchmarks that need a cluster live in `benches/` (`fusion`).
 
 pub mod paper;
+pub mod scheduling;

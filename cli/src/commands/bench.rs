@@ -1,9 +1,10 @@
-//! `databelt bench …`: benchmarks that need a whole continuum.
+//! `databelt bench …`: benchmarks that need a whole continuum, and the
+//! scheduler evaluation.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
-use databelt_bench::paper;
+use databelt_bench::{paper, scheduling};
 
 use crate::input::runtime;
 
@@ -14,6 +15,26 @@ pub enum Command {
     /// state size and throughput per concurrency, for the stateless, random,
     /// databelt and databelt+fusion policies; writes CSV, Markdown and SVG.
     Paper(PaperArgs),
+    /// The scheduler evaluation: a simulated day on a generated Starlink-like
+    /// shell (1,584 satellites, 100 ground stations, a cloud) with a stream
+    /// of workflows, placed by the Databelt scheduler, first-fit,
+    /// round-robin and random; writes a Markdown table and SVG plots.
+    Scheduler(SchedulerArgs),
+}
+
+/// Flags of `databelt bench scheduler`.
+#[derive(clap::Args)]
+pub struct SchedulerArgs {
+    /// A 144-satellite shell, 12 stations, two simulated hours: under a
+    /// minute. Without it: the full shell over a day.
+    #[arg(long)]
+    quick: bool,
+    /// Seed of the workflow stream and the random baseline.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Results folder.
+    #[arg(long, default_value = "results/scheduler")]
+    out: PathBuf,
 }
 
 /// Flags of `databelt bench paper`.
@@ -45,7 +66,22 @@ pub struct PaperArgs {
 pub fn run(command: Command) -> Result<()> {
     match command {
         Command::Paper(args) => bench_paper(args),
+        Command::Scheduler(args) => bench_scheduler(args),
     }
+}
+
+fn bench_scheduler(args: SchedulerArgs) -> Result<()> {
+    let mut options = if args.quick { scheduling::Options::quick() } else { scheduling::Options::full() };
+    options.seed = args.seed;
+    let started = std::time::Instant::now();
+    let (topology, outcomes) = scheduling::run(&options)?;
+    scheduling::write(&args.out, &topology, &options, &outcomes)?;
+    println!("simulated in {:.0} s; results in {}", started.elapsed().as_secs_f64(), args.out.display());
+    println!("{}", scheduling::markdown(&topology, &options, &outcomes));
+    for o in &outcomes {
+        println!("{}: {:.1} s of wall-clock time", o.policy, o.wall_s);
+    }
+    Ok(())
 }
 
 fn bench_paper(args: PaperArgs) -> Result<()> {
