@@ -20,6 +20,7 @@
 //! | `GET /workflow/v1/runs` | `admin` |
 //! | `GET /v1/topology`, `GET /v1/slos/{workflow}` | a node, or `read` |
 //! | `POST /v1/hints/...` | a node, or `invoke` |
+//! | `POST /v1/kube/{filter,prioritize}` (kube-scheduler extender) | a member certificate, or `read` |
 //! | `PUT /v1/slos/{workflow}` | `admin` |
 //! | anything else | `admin` |
 //!
@@ -276,6 +277,9 @@ pub fn need(method: &Method, path: &str) -> Need {
         ("GET", ["runs"]) | ("GET", ["runs", _]) | ("GET", ["replicas", _, _]) => read(),
         ("GET", ["v1", "topology"]) | ("GET", ["v1", "slos", _]) => Need::NodeOr(Box::new(read())),
         ("POST", ["v1", "hints", _]) => Need::NodeOr(Box::new(Need::Invoke(None))),
+        // kube-scheduler sends no token: it presents a member certificate
+        // (docs/kubernetes.md); the verbs only read the scenario.
+        ("POST", ["v1", "kube", "filter" | "prioritize"]) => Need::NodeOr(Box::new(read())),
         _ => admin,
     }
 }
@@ -615,6 +619,11 @@ mod tests {
         assert_eq!(check(&a, &headers(&admin), &none, Method::PUT, "/v1/slos/wf"), None);
         assert_eq!(check(&a, &headers(&reader), &none, Method::PUT, "/v1/slos/wf"), d);
         assert_eq!(check(&a, &no_token, &none, Method::GET, "/no/such/route"), u);
+        assert_eq!(check(&a, &no_token, &none, Method::POST, "/v1/kube/filter"), u, "no anonymous extender calls");
+        assert_eq!(check(&a, &headers(&reader), &none, Method::POST, "/v1/kube/prioritize"), None);
+        let placement = ConnectionIdentity(Some(Identity::Placement));
+        assert_eq!(check(&a, &no_token, &placement, Method::POST, "/v1/kube/filter"), None, "a member certificate");
+        assert_eq!(check(&a, &headers(&reader), &none, Method::POST, "/v1/kube/bind"), d, "no other verbs");
     }
 
     #[test]
