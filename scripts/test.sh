@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --with-cargo-component
+export DATABELT_KUBERNETES_VALIDATE="$PWD/target/kubernetes-validate/bin/kubernetes-validate"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 echo "== cargo fmt --check"
 cargo fmt --all --check

@@ -21,6 +21,7 @@
 //! | `databelt.io/input-node` | Databelt node holding the step's input state |
 //! | `databelt.io/input-bytes` | its size |
 //! | `databelt.io/successor-node` | where the output goes (optional) |
+//! | `databelt.io/output-bytes` | the output's size (default: the input's) |
 //! | `databelt.io/duration-ms` | expected running time |
 //! | `databelt.io/power-w` | power drawn while running |
 //! | `databelt.io/max-latency-ms` | longest latency to input or successor |
@@ -252,6 +253,7 @@ impl Pod {
                 .transpose()
         };
         let bytes = number("databelt.io/input-bytes")?.unwrap_or(0.0) as u64;
+        let output_bytes = number("databelt.io/output-bytes")?.map_or(bytes, |b| b as u64);
         Ok(Demand {
             cpu,
             memory_mb: memory_bytes / (1024.0 * 1024.0),
@@ -263,7 +265,7 @@ impl Pod {
                 .unwrap_or_default(),
             successors: a
                 .get("databelt.io/successor-node")
-                .map(|n| vec![Endpoint { node: n.clone(), bytes }])
+                .map(|n| vec![Endpoint { node: n.clone(), bytes: output_bytes }])
                 .unwrap_or_default(),
             max_latency_ms: number("databelt.io/max-latency-ms")?,
             ..Demand::default()
