@@ -278,6 +278,7 @@ impl Run<'_> {
             inputs: vec![Endpoint { node: input_at.to_string(), bytes }],
             successors: successor.map(|s| vec![Endpoint { node: s.to_string(), bytes }]).unwrap_or_default(),
             max_latency_ms: None,
+            input_tmax_ms: Some(self.options.tmax_ms),
             ..Demand::default()
         }
     }

@@ -38,6 +38,10 @@ pub struct FunctionRequest {
     /// Longest one-way latency to its input or successors, ms.
     #[serde(default)]
     pub max_latency_ms: Option<f64>,
+    /// The step's SLO for moving its input, ms: nodes that meet it are
+    /// preferred whenever there are any.
+    #[serde(default)]
+    pub input_tmax_ms: Option<f64>,
     /// Only consider nodes of these kinds (empty: any).
     #[serde(default)]
     pub kinds: Vec<NodeKind>,
@@ -78,6 +82,7 @@ impl FunctionRequest {
             successors: self.successors.clone(),
             max_latency_ms: self.max_latency_ms,
             min_bandwidth_mbps: 0.0,
+            input_tmax_ms: self.input_tmax_ms,
             kinds: self.kinds.clone(),
             exclude: self.exclude.clone(),
         }

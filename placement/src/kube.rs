@@ -25,6 +25,7 @@
 //! | `databelt.io/duration-ms` | expected running time |
 //! | `databelt.io/power-w` | power drawn while running |
 //! | `databelt.io/max-latency-ms` | longest latency to input or successor |
+//! | `databelt.io/tmax-ms` | SLO for fetching the input: nodes that meet it are preferred |
 //!
 //! A Kubernetes node is the Databelt node named by its `databelt.io/node`
 //! label, else the node of the same name. Nodes the scenario does not have
@@ -268,6 +269,7 @@ impl Pod {
                 .map(|n| vec![Endpoint { node: n.clone(), bytes: output_bytes }])
                 .unwrap_or_default(),
             max_latency_ms: number("databelt.io/max-latency-ms")?,
+            input_tmax_ms: number("databelt.io/tmax-ms")?,
             ..Demand::default()
         })
     }

@@ -300,6 +300,7 @@ impl Workflow {
             power_w: step.needs.power_w,
             duration_ms: step.needs.duration_ms,
             max_latency_ms: None,
+            input_tmax_ms: Some(step.tmax_ms),
             scheduler: Some(self.scheduler_for(step)),
             ..FunctionRequest::default()
         }

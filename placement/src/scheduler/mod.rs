@@ -17,6 +17,8 @@
 //!    against fixed references, so a node's score does not depend on the
 //!    other candidates; heat on the paper's 65–75 °C ramp; battery as the
 //!    lowest charge fraction over the step), weighted and summed.
+//!    When the step has an input-transfer SLO (`input_tmax_ms`) and some
+//!    survivors meet it, only those are ranked.
 //! 4. **Commit**: the top `top` survivors, best first; equal scores are
 //!    ordered by node id, so the same inputs always give the same answer.
 //!
@@ -105,6 +107,11 @@ pub struct Demand {
     pub max_latency_ms: Option<f64>,
     /// Lowest bottleneck bandwidth to any input or successor, Mbit/s.
     pub min_bandwidth_mbps: f64,
+    /// The step's SLO for moving its input (`tmax_ms`): when some nodes
+    /// that pass every filter can fetch every input within it, only those
+    /// are ranked (the others are rejected by `slo`); when none can, all
+    /// survivors are (best effort, as the storage election does).
+    pub input_tmax_ms: Option<f64>,
     /// Only nodes of these kinds (empty: any).
     pub kinds: Vec<NodeKind>,
     /// Nodes not to consider (e.g. tried already and unreachable).
@@ -558,6 +565,23 @@ impl Scheduler {
         if survivors.is_empty() {
             return Err(no_node(demand, count, &rejected));
         }
+        if let Some(tmax) = demand.input_tmax_ms {
+            let fetch = |c: &Candidate<'_>| input_transfer_ms(c, demand);
+            if survivors.iter().any(|c| fetch(c) <= tmax) {
+                let (meet, miss): (Vec<_>, Vec<_>) = survivors.into_iter().partition(|c| fetch(c) <= tmax);
+                for c in miss {
+                    rejected.push(Rejection {
+                        node: c.node.id.clone(),
+                        filter: "slo".into(),
+                        reason: format!(
+                            "fetching the input takes {:.0} ms, over the step's {tmax} ms (other nodes meet it)",
+                            fetch(&c)
+                        ),
+                    });
+                }
+                survivors = meet;
+            }
+        }
         let mut totals = vec![0.0f64; survivors.len()];
         let weight_sum: f64 = self.scores.iter().map(|(_, w)| w).sum();
         for (score, weight) in &self.scores {
@@ -581,6 +605,17 @@ impl Scheduler {
         let chosen = ranked.first().map(|r| r.node.clone()).unwrap_or_default();
         Ok(Schedule { chosen, ranked, rejected, candidates: count })
     }
+}
+
+/// The longest time to fetch one of the inputs (they move in parallel), ms;
+/// infinite without a path.
+pub fn input_transfer_ms(c: &Candidate<'_>, demand: &Demand) -> f64 {
+    demand
+        .inputs
+        .iter()
+        .zip(&c.inputs)
+        .map(|(e, p)| p.map_or(f64::INFINITY, |p| p.transfer_ms(e.bytes)))
+        .fold(0.0, f64::max)
 }
 
 fn worst_latency(c: &Candidate<'_>) -> f64 {

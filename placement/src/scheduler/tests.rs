@@ -183,6 +183,25 @@ fn network_qos_bounds_latency_and_bandwidth() {
 }
 
 #[test]
+fn nodes_that_meet_the_input_slo_are_preferred_when_there_are_any() {
+    let mut t = chain();
+    // s2 holds 1 MB but is busy: s1 and s3 fetch it in 105 ms, ground in
+    // 110 ms, the cloud in much more.
+    t.nodes[2].resources.cpu = 0.5;
+    let d = Demand { input_tmax_ms: Some(107.0), ..demand_at("s2") };
+    let s = decide(&t, SchedulerConfig::default(), &d).unwrap();
+    assert!(s.ranked.iter().all(|r| r.node == "s1" || r.node == "s3"), "{s:?}");
+    let why = s.rejected.iter().find(|r| r.node == "ground").unwrap();
+    assert_eq!(why.filter, "slo");
+    assert!(why.reason.contains("110 ms"), "{why:?}");
+    // Nobody meets 50 ms: best effort among all survivors.
+    let d = Demand { input_tmax_ms: Some(50.0), ..demand_at("s2") };
+    let s = decide(&t, SchedulerConfig::default(), &d).unwrap();
+    assert!(s.rejected.iter().all(|r| r.filter != "slo"), "{s:?}");
+    assert_eq!(s.ranked.len(), 3);
+}
+
+#[test]
 fn vicinity_limits_the_candidates() {
     let t = chain();
     let config = SchedulerConfig { vicinity_ms: Some(5.0), ..SchedulerConfig::default() };
@@ -348,6 +367,7 @@ fn arb_case() -> impl Strategy<Value = Case> {
             proptest::option::of(1.0f64..100.0),
             0.0f64..60.0,
             0u64..50_000_000,
+            proptest::option::of(0.0f64..3000.0),
         );
         let config = (0u8..4, proptest::option::of(0.0f64..60.0), 1usize..5, 0.0f64..3.0, 0.0f64..3.0, 0.0f64..50.0);
         (nodes, links, demand, config, 0u64..60_000)
@@ -398,7 +418,8 @@ fn arb_case() -> impl Strategy<Value = Case> {
                 ..link(&ids[a], &ids[b], latency, bw)
             })
             .collect();
-        let (cpu, memory_mb, power_w, duration_ms, input, successor, max_latency_ms, min_bw, bytes) = demand;
+        let (cpu, memory_mb, power_w, duration_ms, input, successor, max_latency_ms, min_bw, bytes, input_tmax_ms) =
+            demand;
         let demand = Demand {
             cpu,
             memory_mb,
@@ -408,6 +429,7 @@ fn arb_case() -> impl Strategy<Value = Case> {
             successors: successor.map(|s| vec![Endpoint { node: ids[s].clone(), bytes }]).unwrap_or_default(),
             max_latency_ms,
             min_bandwidth_mbps: min_bw,
+            input_tmax_ms,
             ..Demand::default()
         };
         let (policy, vicinity_ms, top, heat, battery, _) = config;
@@ -454,7 +476,17 @@ proptest! {
                 }
                 for x in &s.rejected {
                     let c = candidates.iter().find(|c| c.node.id == x.node).unwrap();
-                    prop_assert!(scheduler.passes(c, &demand).is_err());
+                    if x.filter == "slo" {
+                        // Passed every filter but misses the input SLO that
+                        // the chosen node meets.
+                        let tmax = demand.input_tmax_ms.unwrap();
+                        prop_assert!(scheduler.passes(c, &demand).is_ok());
+                        prop_assert!(input_transfer_ms(c, &demand) > tmax);
+                        let chosen = candidates.iter().find(|c| c.node.id == s.chosen).unwrap();
+                        prop_assert!(input_transfer_ms(chosen, &demand) <= tmax);
+                    } else {
+                        prop_assert!(scheduler.passes(c, &demand).is_err());
+                    }
                 }
                 prop_assert_eq!(s.candidates, candidates.len());
             }
