@@ -142,6 +142,42 @@ fn elect_explains_its_decision() {
 }
 
 #[test]
+fn scenario_walker_writes_a_scenario_the_other_commands_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("walker.toml");
+    let out = databelt()
+        .args(["scenario", "walker", "--planes", "4", "--per-plane", "5", "--phasing", "1", "--ground-stations", "3"])
+        .args(["--cloud", "--sample-ms", "60000", "--out"])
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.contains("24 nodes"), "20 satellites, 3 stations, a cloud: {summary}");
+    let topology = databelt_placement::Topology::from_file(&out_path).unwrap();
+    assert_eq!(topology.nodes.iter().filter(|n| n.id.starts_with("sat-")).count(), 20);
+    // The generated file is an ordinary scenario: elect on it.
+    let elect = databelt()
+        .args(["elect", "--producer", "sat-0-0", "--consumer", "sat-2-3", "--size", "1000", "--tmax-ms", "100"])
+        .arg("--scenario")
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    assert!(elect.status.success(), "{}", String::from_utf8_lossy(&elect.stderr));
+    // Parameters no orbit has: one line naming the field, no file written.
+    let bad_path = dir.path().join("bad.toml");
+    let err =
+        one_line_error(&["scenario", "walker", "--planes", "4", "--phasing", "7", "--out", bad_path.to_str().unwrap()]);
+    assert!(err.contains("phasing"), "{err}");
+    assert!(!bad_path.exists());
+    let spec = dir.path().join("spec.toml");
+    std::fs::write(&spec, "[[shell]]\nname = \"s\"\naltitude_km = 550\n").unwrap();
+    let err =
+        one_line_error(&["scenario", "walker", "--spec", spec.to_str().unwrap(), "--out", bad_path.to_str().unwrap()]);
+    assert!(err.contains("inclination_deg") && err.contains("spec.toml"), "{err}");
+}
+
+#[test]
 fn placement_service_runs_from_the_cli_and_creates_its_admin_token() {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
