@@ -78,18 +78,8 @@ impl Options {
     /// 100 ground stations, a cloud, one simulated day, a workflow every
     /// 10 s of three steps.
     pub fn full() -> Options {
-        let mut spec = ConstellationSpec::single_shell(Shell {
-            name: "sat".into(),
-            altitude_km: 550.0,
-            inclination_deg: 53.0,
-            planes: 72,
-            per_plane: 22,
-            phasing: 17,
-        });
-        spec.ground_stations = constellation::spread_ground_stations(100, 60.0, 25.0);
-        spec.cloud = Some(cloud());
         Options {
-            spec,
+            spec: ConstellationSpec::starlink_like(),
             duration_ms: 24 * 3_600_000,
             interval_ms: 10_000,
             steps: 3,
@@ -117,23 +107,12 @@ impl Options {
             phasing: 5,
         });
         o.spec.ground_stations = constellation::spread_ground_stations(12, 60.0, 15.0);
-        o.spec.cloud = Some(cloud());
+        o.spec.cloud = Some(CloudSite::at("cloud", 50.1, 8.7));
         o.spec.sample_ms = 20_000;
         o.duration_ms = 2 * 3_600_000;
         o.interval_ms = 20_000;
         o.scheduler.vicinity_ms = Some(60.0);
         o
-    }
-}
-
-fn cloud() -> CloudSite {
-    CloudSite {
-        id: "cloud".into(),
-        lat_deg: 50.1,
-        lon_deg: 8.7,
-        bandwidth_mbps: 1000.0,
-        extra_ms: 5.0,
-        resources: Resources { cpu: 1024.0, memory_mb: 4_194_304.0, battery_pct: 100.0, ..Resources::default() },
     }
 }
 

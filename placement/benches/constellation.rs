@@ -14,30 +14,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use databelt_placement::constellation::{self, CloudSite, ConstellationSpec, Shell};
+use databelt_placement::constellation::{self, ConstellationSpec};
 use databelt_placement::scheduler::{Demand, Endpoint, PolicyState, Scheduler, SchedulerConfig, View};
-use databelt_placement::{ElectionRequest, Resources, Topology, elect};
-
-fn spec() -> ConstellationSpec {
-    let mut spec = ConstellationSpec::single_shell(Shell {
-        name: "sat".into(),
-        altitude_km: 550.0,
-        inclination_deg: 53.0,
-        planes: 72,
-        per_plane: 22,
-        phasing: 17,
-    });
-    spec.ground_stations = constellation::spread_ground_stations(100, 60.0, 25.0);
-    spec.cloud = Some(CloudSite {
-        id: "cloud".into(),
-        lat_deg: 50.1,
-        lon_deg: 8.7,
-        bandwidth_mbps: 1000.0,
-        extra_ms: 5.0,
-        resources: Resources { cpu: 256.0, memory_mb: 1_048_576.0, battery_pct: 100.0, ..Resources::default() },
-    });
-    spec
-}
+use databelt_placement::{ElectionRequest, Topology, elect};
 
 fn p50(n: usize, mut f: impl FnMut()) -> Duration {
     let mut s: Vec<Duration> = (0..n)
@@ -53,7 +32,7 @@ fn p50(n: usize, mut f: impl FnMut()) -> Duration {
 
 fn main() {
     let mut criterion = Criterion::default().sample_size(10).configure_from_args();
-    let spec = spec();
+    let spec = ConstellationSpec::starlink_like();
     let started = Instant::now();
     let topology = constellation::generate(&spec).expect("generate");
     let generate_once = started.elapsed();

@@ -131,6 +131,21 @@ pub struct CloudSite {
     pub resources: Resources,
 }
 
+impl CloudSite {
+    /// A cloud site at the given place with the defaults (1 Gbit/s to each
+    /// station, 5 ms added, a large data centre's resources).
+    pub fn at(id: &str, lat_deg: f64, lon_deg: f64) -> CloudSite {
+        CloudSite {
+            id: id.to_string(),
+            lat_deg,
+            lon_deg,
+            bandwidth_mbps: default_cloud_bandwidth(),
+            extra_ms: default_cloud_extra(),
+            resources: cloud_resources(),
+        }
+    }
+}
+
 fn default_cloud_bandwidth() -> f64 {
     1000.0
 }
@@ -227,6 +242,24 @@ impl ConstellationSpec {
             satellite: satellite_resources(),
             ground: station_resources(),
         }
+    }
+
+    /// The Starlink-like shell the benchmarks and the scheduler evaluation
+    /// use: 72 planes × 22 satellites at 550 km and 53° (phasing 17, ids
+    /// `sat-<plane>-<index>`), 100 ground stations spread between ±60°
+    /// latitude, and a cloud (`cloud`, at 50.1°N 8.7°E).
+    pub fn starlink_like() -> ConstellationSpec {
+        let mut spec = ConstellationSpec::single_shell(Shell {
+            name: "sat".into(),
+            altitude_km: 550.0,
+            inclination_deg: 53.0,
+            planes: 72,
+            per_plane: 22,
+            phasing: 17,
+        });
+        spec.ground_stations = spread_ground_stations(100, 60.0, default_mask());
+        spec.cloud = Some(CloudSite::at("cloud", 50.1, 8.7));
+        spec
     }
 
     /// Parse and check a spec written in TOML.
@@ -594,14 +627,7 @@ mod tests {
         spec.sample_ms = 5_000;
         spec.ground_stations =
             vec![GroundStation { id: "gs".into(), lat_deg: 30.0, lon_deg: 10.0, min_elevation_deg: 25.0 }];
-        spec.cloud = Some(CloudSite {
-            id: "cloud".into(),
-            lat_deg: 50.0,
-            lon_deg: 8.0,
-            bandwidth_mbps: 1000.0,
-            extra_ms: 5.0,
-            resources: cloud_resources(),
-        });
+        spec.cloud = Some(CloudSite::at("cloud", 50.0, 8.0));
         let t = generate(&spec).unwrap();
         let gsl: Vec<&Link> = t.links.iter().filter(|l| l.a == "gs" && l.b != "cloud").collect();
         assert!(gsl.len() >= 2, "several satellites pass over in an orbit: {}", gsl.len());

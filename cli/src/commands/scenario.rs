@@ -91,19 +91,7 @@ fn walker(args: WalkerArgs) -> Result<()> {
         args.min_elevation_deg,
     ));
     if args.cloud && spec.cloud.is_none() {
-        spec.cloud = Some(CloudSite {
-            id: "cloud".into(),
-            lat_deg: 50.1,
-            lon_deg: 8.7,
-            bandwidth_mbps: 1000.0,
-            extra_ms: 5.0,
-            resources: databelt_placement::Resources {
-                cpu: 256.0,
-                memory_mb: 1_048_576.0,
-                battery_pct: 100.0,
-                ..Default::default()
-            },
-        });
+        spec.cloud = Some(CloudSite::at("cloud", 50.1, 8.7));
     }
     if let Some(s) = args.sample_ms {
         spec.sample_ms = s;
