@@ -24,6 +24,9 @@
 //! - **re-placements forced by link windows**: steps whose node, chosen
 //!   ahead, could no longer be reached from the input when the input moved
 //!   (a link window closed), so the step was placed again;
+//! - **re-placements forced by node state**: steps whose node, chosen ahead,
+//!   no longer passed the policy's filters when the step started (it had
+//!   filled up, heated or drained since), so the step was placed again;
 //! - **unplaced**: steps no node could take (the workflow stops there).
 //!
 //! The simulation is deterministic for a seed; the same stream of workflows
@@ -135,6 +138,8 @@ pub struct Outcome {
     pub handoff_byte_hops: u128,
     /// Steps placed again because a link window closed.
     pub replacements: u64,
+    /// Steps placed again because their node's state changed.
+    pub replacements_state: u64,
     /// Steps no node could take.
     pub unplaced: u64,
     /// Steps per hour of simulated time and how many met the SLO.
@@ -243,6 +248,19 @@ impl Run<'_> {
         self.updated.insert(id.to_string(), t_ms.max(from));
     }
 
+    /// Whether `node`, chosen ahead, still takes the step under the policy.
+    fn still_accepts(&self, snapshot: &Snapshot, demand: &Demand, node: &str) -> bool {
+        let only = Demand {
+            exclude: self.topology.nodes.iter().filter(|n| n.id != node).map(|n| n.id.clone()).collect(),
+            ..demand.clone()
+        };
+        let view = View { topology: self.topology, snapshot, states: &self.states };
+        match self.scheduler.candidates(&view, &only) {
+            Ok(c) => c.first().is_some_and(|c| self.scheduler.accepts(c, demand).is_ok()),
+            Err(_) => false,
+        }
+    }
+
     fn decide(&mut self, snapshot: &Snapshot, demand: &Demand) -> Option<String> {
         let view = View { topology: self.topology, snapshot, states: &self.states };
         self.scheduler.schedule(&view, demand, &mut self.policy).ok().map(|s| s.chosen)
@@ -344,17 +362,18 @@ fn simulate(topology: &Topology, options: &Options, policy: Policy, workflows: &
         let next_hint = if step + 1 < options.steps { None } else { cloud.as_deref() };
         // The node chosen ahead, if it can still be reached; else place now.
         let ahead = planned.remove(&workflow);
+        let demand = run.demand(&input_at, bytes, duration, next_hint);
         let node = match ahead {
-            Some(n) if Run::transfer(snapshot, &input_at, &n, bytes).is_some() => Some(n),
-            Some(_) => {
+            Some(n) if Run::transfer(snapshot, &input_at, &n, bytes).is_none() => {
                 run.outcome.replacements += 1;
-                let d = run.demand(&input_at, bytes, duration, next_hint);
-                run.decide(snapshot, &d)
+                run.decide(snapshot, &demand)
             }
-            None => {
-                let d = run.demand(&input_at, bytes, duration, next_hint);
-                run.decide(snapshot, &d)
+            Some(n) if !run.still_accepts(snapshot, &demand, &n) => {
+                run.outcome.replacements_state += 1;
+                run.decide(snapshot, &demand)
             }
+            Some(n) => Some(n),
+            None => run.decide(snapshot, &demand),
         };
         let Some(node) = node else {
             run.outcome.unplaced += 1;
@@ -455,12 +474,12 @@ pub fn markdown(topology: &Topology, options: &Options, outcomes: &[Outcome]) ->
         options.tmax_ms,
         options.scheduler.vicinity_ms.map_or("∞".to_string(), |v| v.to_string()),
     );
-    md += "| policy | steps | SLO met | transfer p50 | temperature violations | battery depletions | hand-off GB·hops | re-placements | unplaced |\n";
-    md += "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    md += "| policy | steps | SLO met | transfer p50 | temperature violations | battery depletions | hand-off GB·hops | re-placements (link windows) | re-placements (node state) | unplaced |\n";
+    md += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for o in outcomes {
         let _ = writeln!(
             md,
-            "| {} | {} | {:.1}% | {:.0} ms | {} | {} | {:.1} | {} | {} |",
+            "| {} | {} | {:.1}% | {:.0} ms | {} | {} | {:.1} | {} | {} | {} |",
             o.policy,
             o.steps,
             o.slo_pct(),
@@ -469,6 +488,7 @@ pub fn markdown(topology: &Topology, options: &Options, outcomes: &[Outcome]) ->
             o.battery_depletions,
             o.handoff_byte_hops as f64 / 1e9,
             o.replacements,
+            o.replacements_state,
             o.unplaced
         );
     }
@@ -530,10 +550,11 @@ fn plot_hourly(path: &Path, outcomes: &[Outcome]) -> Result<()> {
 fn plot_faults(path: &Path, outcomes: &[Outcome]) -> Result<()> {
     let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("plot {}: {e}", path.display());
     type Metric = (&'static str, fn(&Outcome) -> u64);
-    let metrics: [Metric; 4] = [
+    let metrics: [Metric; 5] = [
         ("temperature violations", |o| o.temperature_violations),
         ("battery depletions", |o| o.battery_depletions),
-        ("re-placements", |o| o.replacements),
+        ("re-placed (links)", |o| o.replacements),
+        ("re-placed (state)", |o| o.replacements_state),
         ("unplaced", |o| o.unplaced),
     ];
     let y_max = outcomes.iter().flat_map(|o| metrics.iter().map(move |(_, f)| f(o))).max().unwrap_or(1).max(1) as f64;

@@ -42,8 +42,9 @@ impl Filter for ResourcesFit {
     }
 }
 
-/// A live path to every input and successor, none slower than
-/// `max_latency_ms`, none narrower than `min_bandwidth_mbps`.
+/// A live path to every input now and to every successor at the hand-off,
+/// none slower than `max_latency_ms`, none narrower than
+/// `min_bandwidth_mbps`.
 #[derive(Debug, Clone, Copy)]
 pub struct NetworkQos;
 
@@ -54,9 +55,10 @@ impl Filter for NetworkQos {
 
     fn check(&self, c: &Candidate<'_>, d: &Demand, _config: &SchedulerConfig) -> Result<(), String> {
         let endpoints = d.inputs.iter().chain(d.successors.iter());
-        for (endpoint, path) in endpoints.zip(c.all_paths()) {
+        for (i, (endpoint, path)) in endpoints.zip(c.all_paths()).enumerate() {
             let Some(path) = path else {
-                return Err(format!("no path to `{}`", endpoint.node));
+                let when = if i < d.inputs.len() || d.duration_ms == 0 { "now" } else { "at the hand-off" };
+                return Err(format!("no path to `{}` {when}", endpoint.node));
             };
             if let Some(limit) = d.max_latency_ms
                 && path.latency_ms > limit
@@ -78,8 +80,7 @@ impl Filter for NetworkQos {
 }
 
 /// The paths stay up long enough: to each input for its transfer, to each
-/// successor for the inputs' transfer, the step's duration and the
-/// hand-off.
+/// successor (as it is at the hand-off) for the output's transfer.
 #[derive(Debug, Clone, Copy)]
 pub struct LinkAvailability;
 
@@ -89,11 +90,9 @@ impl Filter for LinkAvailability {
     }
 
     fn check(&self, c: &Candidate<'_>, d: &Demand, _config: &SchedulerConfig) -> Result<(), String> {
-        let mut fetch_ms: f64 = 0.0;
         for (endpoint, path) in d.inputs.iter().zip(&c.inputs) {
             let Some(path) = path else { continue };
             let needed = path.transfer_ms(endpoint.bytes);
-            fetch_ms = fetch_ms.max(needed);
             if (path.remaining_ms as f64) < needed {
                 return Err(format!(
                     "path to `{}` goes down in {} ms, the input needs {needed:.0} ms",
@@ -103,10 +102,10 @@ impl Filter for LinkAvailability {
         }
         for (endpoint, path) in d.successors.iter().zip(&c.successors) {
             let Some(path) = path else { continue };
-            let needed = fetch_ms + d.duration_ms as f64 + path.transfer_ms(endpoint.bytes);
+            let needed = path.transfer_ms(endpoint.bytes);
             if (path.remaining_ms as f64) < needed {
                 return Err(format!(
-                    "path to `{}` goes down in {} ms, the step and its hand-off need {needed:.0} ms",
+                    "at the hand-off the path to `{}` goes down in {} ms, the output needs {needed:.0} ms",
                     endpoint.node, path.remaining_ms
                 ));
             }

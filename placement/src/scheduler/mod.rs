@@ -7,10 +7,10 @@
 //!    kinds the step accepts.
 //! 2. **Filters** ([`Filter`]): each candidate must pass every enabled one —
 //!    resources (cpu, memory, and battery with the solar recharge over the
-//!    orbit's sunlit/eclipse periods), network QoS (a path to every input and
-//!    successor, under the latency bound and over the bandwidth floor), link
-//!    availability (those paths stay up for the input transfer, the step's
-//!    expected duration and its hand-off), temperature (the heating model's
+//!    orbit's sunlit/eclipse periods), network QoS (a path to every input
+//!    now and to every successor at the hand-off, under the latency bound and
+//!    over the bandwidth floor), link availability (the input paths stay up
+//!    for the input transfer, the successor paths for the hand-off), temperature (the heating model's
 //!    prediction under the step's load stays under the node's limit) and
 //!    power budget.
 //! 3. **Scores** ([`Score`]): normalised to 0–1 (latency and bandwidth
@@ -282,7 +282,8 @@ pub struct Candidate<'a> {
     pub state: NodeState,
     /// The path to each of the demand's inputs, in order (`None`: no path).
     pub inputs: Vec<Option<PathSummary>>,
-    /// The path to each of its successors, in order.
+    /// The path to each of its successors at the hand-off (the decision's
+    /// instant plus the step's `duration_ms`), in order.
     pub successors: Vec<Option<PathSummary>>,
     /// The decision's instant, ms.
     pub t_ms: u64,
@@ -473,28 +474,56 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Whether `candidate` may take the step under this scheduler's policy:
+    /// every filter for the Databelt policy, the resources filter for the
+    /// baselines. For re-checking a node chosen ahead of time before the
+    /// step starts there.
+    pub fn accepts(&self, candidate: &Candidate<'_>, demand: &Demand) -> std::result::Result<(), Rejection> {
+        match self.config.policy {
+            Policy::Databelt => self.passes(candidate, demand),
+            _ => {
+                let fit = filters::ResourcesFit;
+                fit.check(candidate, demand, &self.config).map_err(|reason| Rejection {
+                    node: candidate.node.id.clone(),
+                    filter: fit.name().into(),
+                    reason,
+                })
+            }
+        }
+    }
+
     /// The candidates of a decision with their paths: the nodes of the
     /// accepted kinds within the vicinity of the first input, in scenario
     /// order. An input or successor the scenario does not have is an error.
+    ///
+    /// Paths to the inputs are those of `view.snapshot` (the input moves
+    /// now); paths to the successors are those of the topology at the
+    /// hand-off, `duration_ms` later (in a moving constellation the route
+    /// the output takes is rarely the one that exists when the step starts).
     pub fn candidates<'a>(&self, view: &View<'a>, demand: &Demand) -> Result<Vec<Candidate<'a>>> {
         let snapshot = view.snapshot;
-        let endpoint_paths = |endpoints: &[Endpoint]| -> Result<Vec<Vec<Option<PathSummary>>>> {
+        let later = (!demand.successors.is_empty() && demand.duration_ms > 0)
+            .then(|| view.topology.snapshot(snapshot.t_ms.saturating_add(demand.duration_ms)));
+        let at_handoff = later.as_ref().unwrap_or(snapshot);
+        let endpoint_paths = |endpoints: &[Endpoint], at: &Snapshot| -> Result<Vec<Vec<Option<PathSummary>>>> {
             endpoints
                 .iter()
                 .map(|e| {
-                    let ix = snapshot.index_of(&e.node).ok_or_else(|| Error::UnknownNode(e.node.clone()))?;
-                    Ok(paths::from_node(snapshot, ix))
+                    let ix = at.index_of(&e.node).ok_or_else(|| Error::UnknownNode(e.node.clone()))?;
+                    Ok(paths::from_node(at, ix))
                 })
                 .collect()
         };
-        let inputs = endpoint_paths(&demand.inputs)?;
-        let successors = endpoint_paths(&demand.successors)?;
+        let inputs = endpoint_paths(&demand.inputs, snapshot)?;
+        let successors = endpoint_paths(&demand.successors, at_handoff)?;
         let mut out = Vec::new();
         for node in &view.topology.nodes {
             if (!demand.kinds.is_empty() && !demand.kinds.contains(&node.kind)) || demand.exclude.contains(&node.id) {
                 continue;
             }
-            let Some(ix) = snapshot.index_of(&node.id) else { continue };
+            let (Some(ix), Some(later_ix)) = (snapshot.index_of(&node.id), at_handoff.index_of(&node.id)) else {
+                continue;
+            };
             let to_inputs: Vec<Option<PathSummary>> =
                 inputs.iter().map(|m| m.get(ix.index()).copied().flatten()).collect();
             if let (Some(limit), Some(first)) = (self.config.vicinity_ms, to_inputs.first())
@@ -506,7 +535,7 @@ impl Scheduler {
                 node,
                 state: view.states.get(&node.id).cloned().unwrap_or_else(|| NodeState::initial(&node.resources)),
                 inputs: to_inputs,
-                successors: successors.iter().map(|m| m.get(ix.index()).copied().flatten()).collect(),
+                successors: successors.iter().map(|m| m.get(later_ix.index()).copied().flatten()).collect(),
                 t_ms: snapshot.t_ms,
                 period_ms: view.topology.period_ms,
             });

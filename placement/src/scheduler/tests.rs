@@ -147,11 +147,11 @@ fn sunlight_recharges_a_battery_that_eclipse_alone_would_drain() {
 }
 
 #[test]
-fn a_link_that_closes_before_the_hand_off_filters_the_node() {
+fn successors_are_judged_by_the_topology_at_the_hand_off() {
     let mut t = chain();
-    // s1–s2 only for the first 2 s of each minute: s1 holds the input but
-    // could not hand its output on to s2 after a 5 s step; s2 can fetch
-    // the input from s1 (105 ms) while the link lasts.
+    // s1–s2 only for the first 2 s of each minute. s1 holds the input; after
+    // a 5 s step it could not hand its output to s2 (no path then), while s2
+    // can fetch the input from s1 now (105 ms) and has its successor local.
     t.links[1].windows = vec![Window { start_ms: 0, end_ms: 2_000 }];
     let d = Demand {
         duration_ms: 5_000,
@@ -161,12 +161,27 @@ fn a_link_that_closes_before_the_hand_off_filters_the_node() {
     };
     let s = decide(&t, SchedulerConfig::default(), &d).unwrap();
     let why = s.rejected.iter().find(|r| r.node == "s1").expect("s1 rejected");
-    assert_eq!(why.filter, "links", "{why:?}");
-    assert!(why.reason.contains("goes down in 2000 ms"), "{why:?}");
+    assert_eq!(why.filter, "network", "{why:?}");
+    assert!(why.reason.contains("at the hand-off"), "{why:?}");
     assert_eq!(s.chosen, "s2");
-    // With a link that stays, s1 keeps it.
-    t.links[1].windows.clear();
-    assert_eq!(decide(&t, SchedulerConfig::default(), &d).unwrap().chosen, "s1");
+    // Another route at the hand-off (s1–s3–s2) is as good as the one now:
+    // s1 keeps the step.
+    t.links.push(link("s1", "s3", 6.0, 80.0));
+    let s = decide(&t, SchedulerConfig::default(), &d).unwrap();
+    assert_eq!(s.chosen, "s1", "{s:?}");
+    // A hand-off path that closes before the output is through is refused:
+    // at 5 s, s1–s3 has 10 ms left, the 10 MB output needs 1 s.
+    t.links.last_mut().unwrap().windows = vec![Window { start_ms: 4_000, end_ms: 5_010 }];
+    let big = Demand { successors: vec![Endpoint { node: "s2".into(), bytes: 10_000_000 }], ..d.clone() };
+    let s = decide(&t, SchedulerConfig::default(), &big).unwrap();
+    let why = s.rejected.iter().find(|r| r.node == "s1").expect("s1 rejected");
+    assert_eq!(why.filter, "links", "{why:?}");
+    // The input path matters now: one that closes during the transfer.
+    t.links[1].windows = vec![Window { start_ms: 0, end_ms: 50 }];
+    let d = Demand { kinds: vec![NodeKind::Satellite], ..demand_at("s1") };
+    let s = decide(&t, SchedulerConfig::default(), &d).unwrap();
+    let why = s.rejected.iter().find(|r| r.node == "s2").expect("s2 rejected");
+    assert_eq!(why.filter, "links", "{why:?}");
 }
 
 #[test]
