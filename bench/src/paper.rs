@@ -302,12 +302,18 @@ pub async fn run(options: PaperOptions) -> Result<Vec<Case>> {
     std::fs::create_dir_all(&options.out).with_context(|| format!("cannot create {}", options.out.display()))?;
     write_csv(&options.out.join("paper.csv"), &cases)?;
     std::fs::write(options.out.join("summary.md"), summary(&cases, &options))?;
-    plot(&options.out.join("latency.svg"), &cases, "latency", "state size (MB)", "end-to-end p50 (ms)", |c| {
-        (f64::from(c.size_mb), c.p50_ms)
-    })?;
-    plot(&options.out.join("throughput.svg"), &cases, "throughput", "concurrent workflows", "workflows / min", |c| {
-        (f64::from(c.concurrency), c.throughput_per_min)
-    })?;
+    let size = |c: &Case| (f64::from(c.size_mb), c.p50_ms);
+    plot(&options.out.join("latency.svg"), &cases, "latency", "state size (MB)", "end-to-end p50 (ms)", size, true)?;
+    let per_concurrency = |c: &Case| (f64::from(c.concurrency), c.throughput_per_min);
+    plot(
+        &options.out.join("throughput.svg"),
+        &cases,
+        "throughput",
+        "concurrent workflows",
+        "workflows / min",
+        per_concurrency,
+        false,
+    )?;
     Ok(cases)
 }
 
@@ -459,6 +465,7 @@ fn plot(
     x_desc: &str,
     y_desc: &str,
     point: impl Fn(&Case) -> (f64, f64),
+    with_bound: bool,
 ) -> Result<()> {
     let chosen: Vec<&Case> = cases.iter().filter(|c| c.experiment == experiment).collect();
     let x_max = chosen.iter().map(|c| point(c).0).fold(1.0f64, f64::max) * 1.05;
@@ -485,7 +492,31 @@ fn plot(
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
         chart.draw_series(points.iter().map(|p| Circle::new(*p, 3, colour.filled()))).map_err(|e| err(&e))?;
     }
-    chart.configure_series_labels().background_style(WHITE).border_style(BLACK).draw().map_err(|e| err(&e))?;
+    // The lower bound of the databelt+fusion runs (compute plus the least
+    // transfer time their placement forces), dashed, beside the policies.
+    if with_bound {
+        let mut points: Vec<(f64, f64)> = chosen
+            .iter()
+            .filter(|c| c.policy == "databelt+fusion" && c.bound_ms > 0.0)
+            .map(|c| (point(c).0, c.bound_ms))
+            .collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let style = BLACK.stroke_width(1);
+        chart
+            .draw_series(DashedLineSeries::new(points, 6, 4, style))
+            .map_err(|e| err(&e))?
+            .label("lower bound (databelt+fusion)")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
+    }
+    // Latency and throughput both rise to the right: the upper left is free
+    // of data.
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE)
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))?;
     Ok(())
 }
