@@ -516,9 +516,10 @@ impl Scheduler {
         };
         let inputs = endpoint_paths(&demand.inputs, snapshot)?;
         let successors = endpoint_paths(&demand.successors, at_handoff)?;
+        let excluded: std::collections::HashSet<&str> = demand.exclude.iter().map(String::as_str).collect();
         let mut out = Vec::new();
         for node in &view.topology.nodes {
-            if (!demand.kinds.is_empty() && !demand.kinds.contains(&node.kind)) || demand.exclude.contains(&node.id) {
+            if (!demand.kinds.is_empty() && !demand.kinds.contains(&node.kind)) || excluded.contains(node.id.as_str()) {
                 continue;
             }
             let (Some(ix), Some(later_ix)) = (snapshot.index_of(&node.id), at_handoff.index_of(&node.id)) else {
