@@ -191,6 +191,21 @@ pub struct DatabeltCtx {
     grants: Option<Arc<ScopeGrants>>,
     ops: StateOps,
     run_written: BTreeSet<String>,
+    /// Operations made so far: (op, in the sandbox, count, value bytes);
+    /// added to the process's metrics once, when the context is dropped
+    /// (a metrics registry lookup per call would cost as much as the call).
+    metric_counts: Vec<(&'static str, bool, u64, u64)>,
+}
+
+impl Drop for DatabeltCtx {
+    fn drop(&mut self) {
+        for &(op, in_memory, n, bytes) in &self.metric_counts {
+            let tier = if in_memory { "sandbox" } else { "store" };
+            metrics::counter!("databelt_state_operations_total", "interface" => "databelt", "tier" => tier, "op" => op)
+                .increment(n);
+            metrics::counter!("databelt_state_bytes_total", "interface" => "databelt", "tier" => tier).increment(bytes);
+        }
+    }
 }
 
 impl DatabeltCtx {
@@ -208,6 +223,7 @@ impl DatabeltCtx {
             grants: None,
             ops: StateOps::default(),
             run_written: BTreeSet::new(),
+            metric_counts: Vec::new(),
         }
     }
 
@@ -394,10 +410,14 @@ impl DatabeltCtxView<'_> {
         let tier = if target.in_memory { "sandbox" } else { "store" };
         // Inside the invocation's span: run id, function, step and node.
         tracing::trace!(op, scope = %target.scope, tier, bytes, micros = started.elapsed().as_micros() as u64, "state call");
-        metrics::counter!("databelt_state_operations_total", "interface" => "databelt", "tier" => tier, "op" => op)
-            .increment(1);
-        metrics::counter!("databelt_state_bytes_total", "interface" => "databelt", "tier" => tier)
-            .increment(bytes as u64);
+        let counts = &mut self.ctx.metric_counts;
+        match counts.iter_mut().find(|(o, m, _, _)| *o == op && *m == target.in_memory) {
+            Some((_, _, n, b)) => {
+                *n += 1;
+                *b += bytes as u64;
+            }
+            None => counts.push((op, target.in_memory, 1, bytes as u64)),
+        }
         let ops = &mut self.ctx.ops;
         if target.in_memory {
             ops.sandbox_ops += 1;

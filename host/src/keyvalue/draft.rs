@@ -51,7 +51,7 @@ impl store::HostBucket for KeyValueCtxView<'_> {
         let b = self.table.get(&b)?.clone();
         let r = (|| {
             let after = cursor.map(|c| self.draft_cursor(&b, c)).transpose()?;
-            let page = self.list(&b, after.as_deref())?;
+            let page = self.ctx.list(&b, after.as_deref())?;
             let cursor = page.cursor.map(|last| self.issue_draft_cursor(&b, last)).transpose()?;
             Ok(store::KeyResponse { keys: page.keys, cursor })
         })();
@@ -61,10 +61,10 @@ impl store::HostBucket for KeyValueCtxView<'_> {
 
 impl atomics::Host for KeyValueCtxView<'_> {
     fn increment(&mut self, b: Resource<Bucket>, key: String, delta: u64) -> KvResult<u64> {
-        let b = self.table.get(&b)?.clone();
+        let b = self.table.get(&b)?;
         let r = i64::try_from(delta)
             .map_err(|_| Error::Other(format!("delta {delta} is past the counter's s64 range")))
-            .and_then(|delta| KeyValueCtxView::increment(self, &b, &key, delta))
+            .and_then(|delta| self.ctx.increment(b, &key, delta))
             .and_then(|v| u64::try_from(v).map_err(|_| Error::Other(format!("counter `{key}` is negative ({v})"))));
         kv(r)
     }

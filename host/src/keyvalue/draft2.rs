@@ -52,15 +52,15 @@ impl store::HostBucket for KeyValueCtxView<'_> {
     shared_bucket_methods!();
 
     fn list_keys(&mut self, b: Resource<Bucket>, cursor: Option<String>) -> KvResult<store::KeyResponse> {
-        let b = self.table.get(&b)?.clone();
-        kv(self.list(&b, cursor.as_deref()).map(|p| store::KeyResponse { keys: p.keys, cursor: p.cursor }))
+        let b = self.table.get(&b)?;
+        kv(self.ctx.list(b, cursor.as_deref()).map(|p| store::KeyResponse { keys: p.keys, cursor: p.cursor }))
     }
 }
 
 impl atomics::Host for KeyValueCtxView<'_> {
     fn increment(&mut self, b: Resource<Bucket>, key: String, delta: i64) -> KvResult<i64> {
-        let b = self.table.get(&b)?.clone();
-        kv(KeyValueCtxView::increment(self, &b, &key, delta))
+        let b = self.table.get(&b)?;
+        kv(self.ctx.increment(b, &key, delta))
     }
 
     fn swap(&mut self, cas: Resource<CasHandle>, value: Vec<u8>) -> wasmtime::Result<Result<(), atomics::CasError>> {

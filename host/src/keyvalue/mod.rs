@@ -52,18 +52,18 @@ macro_rules! shared_interfaces {
 
         impl batch::Host for KeyValueCtxView<'_> {
             fn get_many(&mut self, b: Resource<Bucket>, keys: Vec<String>) -> KvResult<Vec<Option<KeyValue>>> {
-                let b = self.table.get(&b)?.clone();
-                kv(KeyValueCtxView::get_many(self, &b, keys))
+                let b = self.table.get(&b)?;
+                kv(self.ctx.get_many(b, keys))
             }
 
             fn set_many(&mut self, b: Resource<Bucket>, key_values: Vec<(String, Vec<u8>)>) -> KvResult<()> {
-                let b = self.table.get(&b)?.clone();
-                kv(KeyValueCtxView::set_many(self, &b, key_values))
+                let b = self.table.get(&b)?;
+                kv(self.ctx.set_many(b, key_values))
             }
 
             fn delete_many(&mut self, b: Resource<Bucket>, keys: Vec<String>) -> KvResult<()> {
-                let b = self.table.get(&b)?.clone();
-                kv(KeyValueCtxView::delete_many(self, &b, keys))
+                let b = self.table.get(&b)?;
+                kv(self.ctx.delete_many(b, keys))
             }
         }
     };
@@ -73,23 +73,23 @@ macro_rules! shared_interfaces {
 macro_rules! shared_bucket_methods {
     () => {
         fn get(&mut self, b: Resource<Bucket>, key: String) -> KvResult<Option<Vec<u8>>> {
-            let b = self.table.get(&b)?.clone();
-            kv(KeyValueCtxView::get(self, &b, &key))
+            let b = self.table.get(&b)?;
+            kv(self.ctx.get(b, &key))
         }
 
         fn set(&mut self, b: Resource<Bucket>, key: String, value: Vec<u8>) -> KvResult<()> {
-            let b = self.table.get(&b)?.clone();
-            kv(KeyValueCtxView::set(self, &b, &key, value))
+            let b = self.table.get(&b)?;
+            kv(self.ctx.set(b, &key, value))
         }
 
         fn delete(&mut self, b: Resource<Bucket>, key: String) -> KvResult<()> {
-            let b = self.table.get(&b)?.clone();
-            kv(KeyValueCtxView::delete(self, &b, &key))
+            let b = self.table.get(&b)?;
+            kv(self.ctx.delete(b, &key))
         }
 
         fn exists(&mut self, b: Resource<Bucket>, key: String) -> KvResult<bool> {
-            let b = self.table.get(&b)?.clone();
-            kv(KeyValueCtxView::exists(self, &b, &key))
+            let b = self.table.get(&b)?;
+            kv(self.ctx.exists(b, &key))
         }
 
         fn drop(&mut self, b: Resource<Bucket>) -> wasmtime::Result<()> {
@@ -154,12 +154,86 @@ pub struct KeyValueCtx {
     /// `0.2.0-draft` cursors issued so far: (scope, last key of the page);
     /// cursor `n` is entry `n`.
     draft_cursors: Vec<(String, String)>,
+    /// Operations made so far, by [`Op`]; added to the process's metrics
+    /// once, when the context is dropped (a metrics registry lookup per
+    /// call would cost as much as the call itself).
+    counts: [u64; Op::ALL.len()],
+}
+
+impl Drop for KeyValueCtx {
+    fn drop(&mut self) {
+        for (op, n) in Op::ALL.iter().zip(self.counts).filter(|(_, n)| *n > 0) {
+            metrics::counter!(
+                "databelt_state_operations_total",
+                "interface" => "wasi-keyvalue",
+                "tier" => "store",
+                "op" => op.label()
+            )
+            .increment(n);
+        }
+    }
 }
 
 impl KeyValueCtx {
     /// A context over `tier`, every scope the tier allows.
     pub fn new(tier: StateTier) -> KeyValueCtx {
-        KeyValueCtx { tier, grants: None, open: 0, draft_cursors: Vec::new() }
+        KeyValueCtx { tier, grants: None, open: 0, draft_cursors: Vec::new(), counts: [0; Op::ALL.len()] }
+    }
+
+    fn count(&mut self, op: Op) {
+        self.counts[op as usize] += 1;
+    }
+
+    pub(crate) fn get(&mut self, b: &Bucket, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        self.count(Op::Get);
+        self.tier.get(&b.scope, key)
+    }
+
+    pub(crate) fn set(&mut self, b: &Bucket, key: &str, value: Vec<u8>) -> Result<(), Error> {
+        self.count(Op::Set);
+        KeyValueCtxView::writable(b)?;
+        self.tier.set(&b.scope, key, value, Default::default()).map(|_| ())
+    }
+
+    pub(crate) fn delete(&mut self, b: &Bucket, key: &str) -> Result<(), Error> {
+        self.count(Op::Delete);
+        KeyValueCtxView::writable(b)?;
+        self.tier.delete(&b.scope, key)
+    }
+
+    pub(crate) fn exists(&mut self, b: &Bucket, key: &str) -> Result<bool, Error> {
+        self.count(Op::Exists);
+        self.tier.exists(&b.scope, key)
+    }
+
+    /// One page (the host's default page size) after `cursor`, a key.
+    pub(crate) fn list(&mut self, b: &Bucket, cursor: Option<&str>) -> Result<KeyPage, Error> {
+        self.count(Op::ListKeys);
+        self.tier.list_keys(&b.scope, "", cursor, None)
+    }
+
+    pub(crate) fn increment(&mut self, b: &Bucket, key: &str, delta: i64) -> Result<i64, Error> {
+        self.count(Op::Increment);
+        KeyValueCtxView::writable(b)?;
+        self.tier.increment_decimal(&b.scope, key, delta)
+    }
+
+    pub(crate) fn get_many(&mut self, b: &Bucket, keys: Vec<String>) -> Result<Vec<Option<KeyValue>>, Error> {
+        self.count(Op::GetMany);
+        let values = self.tier.get_many(&b.scope, &keys)?;
+        Ok(keys.into_iter().zip(values).map(|(k, v)| v.map(|v| (k, v))).collect())
+    }
+
+    pub(crate) fn set_many(&mut self, b: &Bucket, entries: Vec<(String, Vec<u8>)>) -> Result<(), Error> {
+        self.count(Op::SetMany);
+        KeyValueCtxView::writable(b)?;
+        self.tier.set_many(&b.scope, entries, Default::default())
+    }
+
+    pub(crate) fn delete_many(&mut self, b: &Bucket, keys: Vec<String>) -> Result<(), Error> {
+        self.count(Op::DeleteMany);
+        KeyValueCtxView::writable(b)?;
+        self.tier.delete_many(&b.scope, keys)
     }
 
     /// Limit the buckets the function may open to `grants`, as for
@@ -200,10 +274,53 @@ pub fn add_to_linker<T: KeyValueView + 'static>(linker: &mut Linker<T>) -> wasmt
     draft2::add_to_linker(linker)
 }
 
-/// Count one `wasi:keyvalue` operation in the process's metrics.
-fn count(op: &'static str) {
-    metrics::counter!("databelt_state_operations_total", "interface" => "wasi-keyvalue", "tier" => "store", "op" => op)
-        .increment(1);
+/// The `wasi:keyvalue` operations counted in the process's metrics (label
+/// `op` of `databelt_state_operations_total`).
+#[derive(Clone, Copy)]
+enum Op {
+    Get,
+    Set,
+    Delete,
+    Exists,
+    ListKeys,
+    Increment,
+    GetMany,
+    SetMany,
+    DeleteMany,
+    CasNew,
+    Swap,
+}
+
+impl Op {
+    const ALL: [Op; 11] = [
+        Op::Get,
+        Op::Set,
+        Op::Delete,
+        Op::Exists,
+        Op::ListKeys,
+        Op::Increment,
+        Op::GetMany,
+        Op::SetMany,
+        Op::DeleteMany,
+        Op::CasNew,
+        Op::Swap,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Op::Get => "get",
+            Op::Set => "set",
+            Op::Delete => "delete",
+            Op::Exists => "exists",
+            Op::ListKeys => "list-keys",
+            Op::Increment => "increment",
+            Op::GetMany => "get-many",
+            Op::SetMany => "set-many",
+            Op::DeleteMany => "delete-many",
+            Op::CasNew => "cas-new",
+            Op::Swap => "swap",
+        }
+    }
 }
 
 /// A key with its value, as `get-many` answers.
@@ -267,34 +384,6 @@ impl KeyValueCtxView<'_> {
         Err(Error::AccessDenied(format!("bucket `{}` is read-only for this function", bucket.scope)))
     }
 
-    pub(crate) fn get(&self, b: &Bucket, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        count("get");
-        self.ctx.tier.get(&b.scope, key)
-    }
-
-    pub(crate) fn set(&self, b: &Bucket, key: &str, value: Vec<u8>) -> Result<(), Error> {
-        count("set");
-        Self::writable(b)?;
-        self.ctx.tier.set(&b.scope, key, value, Default::default()).map(|_| ())
-    }
-
-    pub(crate) fn delete(&self, b: &Bucket, key: &str) -> Result<(), Error> {
-        count("delete");
-        Self::writable(b)?;
-        self.ctx.tier.delete(&b.scope, key)
-    }
-
-    pub(crate) fn exists(&self, b: &Bucket, key: &str) -> Result<bool, Error> {
-        count("exists");
-        self.ctx.tier.exists(&b.scope, key)
-    }
-
-    /// One page (the host's default page size) after `cursor`, a key.
-    pub(crate) fn list(&self, b: &Bucket, cursor: Option<&str>) -> Result<KeyPage, Error> {
-        count("list-keys");
-        self.ctx.tier.list_keys(&b.scope, "", cursor, None)
-    }
-
     /// Issue a `0.2.0-draft` cursor for the page that ended at `last` key.
     pub(crate) fn issue_draft_cursor(&mut self, b: &Bucket, last: String) -> Result<u64, Error> {
         if self.ctx.draft_cursors.len() >= MAX_DRAFT_CURSORS {
@@ -321,32 +410,8 @@ impl KeyValueCtxView<'_> {
             })
     }
 
-    pub(crate) fn increment(&self, b: &Bucket, key: &str, delta: i64) -> Result<i64, Error> {
-        count("increment");
-        Self::writable(b)?;
-        self.ctx.tier.increment_decimal(&b.scope, key, delta)
-    }
-
-    pub(crate) fn get_many(&self, b: &Bucket, keys: Vec<String>) -> Result<Vec<Option<KeyValue>>, Error> {
-        count("get-many");
-        let values = self.ctx.tier.get_many(&b.scope, &keys)?;
-        Ok(keys.into_iter().zip(values).map(|(k, v)| v.map(|v| (k, v))).collect())
-    }
-
-    pub(crate) fn set_many(&self, b: &Bucket, entries: Vec<(String, Vec<u8>)>) -> Result<(), Error> {
-        count("set-many");
-        Self::writable(b)?;
-        self.ctx.tier.set_many(&b.scope, entries, Default::default())
-    }
-
-    pub(crate) fn delete_many(&self, b: &Bucket, keys: Vec<String>) -> Result<(), Error> {
-        count("delete-many");
-        Self::writable(b)?;
-        self.ctx.tier.delete_many(&b.scope, keys)
-    }
-
-    pub(crate) fn cas_read(&self, b: &Bucket, key: String) -> Result<CasHandle, Error> {
-        count("cas-new");
+    pub(crate) fn cas_read(&mut self, b: &Bucket, key: String) -> Result<CasHandle, Error> {
+        self.ctx.counts[Op::CasNew as usize] += 1;
         Self::writable(b)?;
         let read = self.ctx.tier.get_entry(&b.scope, &key)?;
         Ok(CasHandle { bucket: b.clone(), key, read })
@@ -354,8 +419,8 @@ impl KeyValueCtxView<'_> {
 
     /// Swap `cas` to `value`: `Ok(None)` when written, `Ok(Some(current))`
     /// when the key changed since `cas` read it (nothing written).
-    pub(crate) fn cas_swap(&self, cas: &CasHandle, value: Vec<u8>) -> Result<Option<CasHandle>, Error> {
-        count("swap");
+    pub(crate) fn cas_swap(&mut self, cas: &CasHandle, value: Vec<u8>) -> Result<Option<CasHandle>, Error> {
+        self.ctx.counts[Op::Swap as usize] += 1;
         use crate::state::{CasOutcome, encode_version};
         let expected = cas.read.as_ref().map(|e| encode_version(e.version));
         match self.ctx.tier.compare_and_swap(&cas.bucket.scope, &cas.key, expected.as_deref(), value)? {

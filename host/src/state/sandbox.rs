@@ -92,6 +92,14 @@ impl Sandbox {
         }
     }
 
+    /// A sandbox of its own for one invocation that is not part of a
+    /// workflow run (its run scope lives and dies with the invocation): not
+    /// registered with any [`Sandboxes`], so nothing else can reach it.
+    pub fn ephemeral(limits: StateLimits) -> Sandbox {
+        let ttl = limits.max_sandbox_idle_ms;
+        Sandbox::new(limits, ttl)
+    }
+
     /// How long it may stay unused before the sweep drops it, ms.
     pub fn idle_ttl_ms(&self) -> u64 {
         self.idle_ttl_ms

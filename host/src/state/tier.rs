@@ -411,10 +411,10 @@ impl StateTier {
         let now = self.now();
         let expires_at_ms = self.expiry(&opts, now);
         let at = ScopedKey::new(scope, key);
-        let read: Vec<ScopedKey> = if opts.if_not_exists { vec![at.clone()] } else { Vec::new() };
+        let written = std::slice::from_ref(&at);
+        let read: &[ScopedKey] = if opts.if_not_exists { written } else { &[] };
         let mut value = Some(value);
-        let written = [at.clone()];
-        let versions = self.transact(PLAIN, &read, &written, &mut |current| {
+        let versions = self.transact(PLAIN, read, written, &mut |current| {
             if opts.if_not_exists && current.first().is_some_and(|e| e.as_ref().is_some_and(|e| e.is_live(now))) {
                 return Err(Error::PreconditionFailed(format!("`{key}` exists (if-not-exists)")));
             }

@@ -35,7 +35,7 @@ pub fn guests_dir() -> PathBuf {
                 .current_dir(&root)
                 .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
                 .arg(&target)
-                .args(["-p", "kv-probe", "-p", "hello-counter", "-p", "bench-min", "-p", "stage", "-p", "merge", "-p", "fan", "-p", "reader"])
+                .args(["-p", "kv-probe", "-p", "hello-counter", "-p", "bench-min", "-p", "bench-getset", "-p", "stage", "-p", "merge", "-p", "fan", "-p", "reader"])
                 .args(["-p", "kv-main", "-p", "kv-draft2", "-p", "kv-http", "-p", "kv-loop"])
                 .args(["-p", "wildfire-preprocess", "-p", "wildfire-detect", "-p", "wildfire-alarm"])
                 .args(["-p", "travel-hotel", "-p", "travel-flight", "-p", "travel-confirm"])
