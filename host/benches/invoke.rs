@@ -9,7 +9,7 @@
 //!   every state operation, and kv-probe with no state call (decomposition:
 //!   component size vs state calls);
 //! - `reference`: plain wasmtime instantiate + call of a minimal component
-//!   built the same way (bench-min: same WASI imports, no Databelt import, no
+//!   (bench-min: an echo with no imports at all — std links none —, one core module, no
 //!   state calls), on an identically configured engine;
 //! - the guest-side cost of one 1 KiB `get`, timed inside the guest.
 //!
