@@ -178,6 +178,43 @@ fn scenario_walker_writes_a_scenario_the_other_commands_read() {
 }
 
 #[test]
+fn scenario_walker_turns_a_tle_file_into_a_scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("tle.toml");
+    let tle = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/tle/example-shell.tle");
+    let out = databelt()
+        .arg("scenario")
+        .arg("walker")
+        .arg("--tle")
+        .arg(&tle)
+        .args(["--ground-stations", "3", "--cloud", "--sample-ms", "60000", "--out"])
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.contains("76 nodes"), "72 satellites, 3 stations, a cloud: {summary}");
+    let topology = databelt_placement::Topology::from_file(&out_path).unwrap();
+    let sats: Vec<_> = topology.nodes.iter().filter(|n| n.id.starts_with("example-shell-8")).collect();
+    assert_eq!(sats.len(), 72);
+    let elect = databelt()
+        .args(["elect", "--producer", "example-shell-80000", "--consumer", "example-shell-80506", "--size", "1000"])
+        .args(["--tmax-ms", "100", "--scenario"])
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    assert!(elect.status.success(), "{}", String::from_utf8_lossy(&elect.stderr));
+    // A broken TLE: one line naming the file's lines, nothing written.
+    let broken = dir.path().join("broken.tle");
+    std::fs::write(&broken, "1 80000U 24001A   24101.50000000  .00000000  00000-0  00000-0 0  9998\n").unwrap();
+    let bad_path = dir.path().join("bad.toml");
+    let err =
+        one_line_error(&["scenario", "walker", "--tle", broken.to_str().unwrap(), "--out", bad_path.to_str().unwrap()]);
+    assert!(err.contains("tle_set `broken`") && err.contains("line 1"), "{err}");
+    assert!(!bad_path.exists());
+}
+
+#[test]
 fn placement_service_runs_from_the_cli_and_creates_its_admin_token() {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

@@ -26,7 +26,11 @@
 //! lon_deg = 8.7
 //! ```
 //!
-//! The model: circular orbits around a spherical Earth (radius 6,371 km,
+//! Satellites may also come from TLEs (`[[tle_set]]`, see [`TleSet`]),
+//! propagated with SGP4; the scenario is then dated (`start_utc`) and the
+//! Earth's rotation and the sun follow the calendar.
+//!
+//! The model of shells: circular orbits around a spherical Earth (radius 6,371 km,
 //! μ = 398,600.4418 km³/s²) that rotates under them; the sun fixed in the
 //! inertial frame along +x with a cylindrical Earth shadow. Over
 //! `duration_ms` the geometry is sampled every `sample_ms`:
@@ -52,7 +56,13 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::path::Path;
+
+use sgp4::chrono::{NaiveDateTime, TimeDelta};
+
 use crate::error::{Error, Result};
+pub use crate::tle::TleSet;
+use crate::tle::{self, Satellite};
 use crate::topology::{Link, Node, NodeKind, Resources, Topology, Window};
 
 /// Mean Earth radius, km.
@@ -186,9 +196,18 @@ fn station_resources() -> Resources {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConstellationSpec {
-    /// The shells.
-    #[serde(rename = "shell")]
+    /// The Walker-delta shells.
+    #[serde(rename = "shell", default)]
     pub shells: Vec<Shell>,
+    /// Satellites given by their TLEs, propagated with SGP4.
+    #[serde(rename = "tle_set", default)]
+    pub tle_sets: Vec<TleSet>,
+    /// The scenario's t = 0 as a UTC instant (RFC 3339). With TLE sets it
+    /// defaults to the newest TLE epoch and places the Earth and the sun
+    /// as on that date; without, the frames start aligned and the sun is
+    /// along +x (see the module docs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_utc: Option<String>,
     /// The ground stations.
     #[serde(rename = "ground_station", default)]
     pub ground_stations: Vec<GroundStation>,
@@ -233,6 +252,8 @@ impl ConstellationSpec {
     pub fn single_shell(shell: Shell) -> ConstellationSpec {
         ConstellationSpec {
             shells: vec![shell],
+            tle_sets: Vec::new(),
+            start_utc: None,
             ground_stations: Vec::new(),
             cloud: None,
             sample_ms: default_sample(),
@@ -270,11 +291,41 @@ impl ConstellationSpec {
         Ok(spec)
     }
 
+    /// Read a spec file and the TLE files it names (relative to it).
+    pub fn from_file(path: &Path) -> Result<ConstellationSpec> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::BadRequest(format!("cannot read {}: {e}", path.display())))?;
+        let mut spec =
+            ConstellationSpec::from_toml(&text).map_err(|e| Error::BadRequest(format!("{}: {e}", path.display())))?;
+        spec.load_files(path.parent().unwrap_or(Path::new(".")))?;
+        Ok(spec)
+    }
+
+    /// Read every TLE set's `file` (relative to `base`) into its `text`.
+    pub fn load_files(&mut self, base: &Path) -> Result<()> {
+        for set in &mut self.tle_sets {
+            if let (Some(file), None) = (&set.file, &set.text) {
+                let path = base.join(file);
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    Error::BadRequest(format!("tle_set `{}`: cannot read {}: {e}", set.name, path.display()))
+                })?;
+                set.text = Some(text);
+            }
+        }
+        Ok(())
+    }
+
     /// Refuse parameters no orbit has.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::BadRequest(format!("constellation: {m}")));
-        if self.shells.is_empty() {
-            return bad("needs at least one [[shell]]".into());
+        if self.shells.is_empty() && self.tle_sets.is_empty() {
+            return bad("needs at least one [[shell]] or [[tle_set]]".into());
+        }
+        for set in &self.tle_sets {
+            set.validate()?;
+        }
+        if let Some(start) = &self.start_utc {
+            tle::parse_instant(start)?;
         }
         for s in &self.shells {
             let name = &s.name;
@@ -324,16 +375,49 @@ impl ConstellationSpec {
         Ok(())
     }
 
-    /// The scenario's period, ms.
+    /// The scenario's period, ms (without a shell or an explicit
+    /// `duration_ms`, 100 minutes; [`generate`] uses the first TLE
+    /// satellite's period instead).
     pub fn duration(&self) -> u64 {
+        self.duration_with(self.shells.first().map_or(100.0 * 60_000.0, Shell::period_ms))
+    }
+
+    fn duration_with(&self, period_ms: f64) -> u64 {
         self.duration_ms.unwrap_or_else(|| {
-            let period = self.shells.first().map_or(1.0, Shell::period_ms).ceil() as u64;
+            let period = period_ms.ceil().max(1.0) as u64;
             period.div_ceil(self.sample_ms.max(1)) * self.sample_ms.max(1)
         })
     }
 
     fn samples(&self) -> u64 {
         self.duration().div_ceil(self.sample_ms.max(1))
+    }
+}
+
+/// Where the Earth and the sun are at each sample: the angle the Earth has
+/// turned through (a surface point at longitude λ is at λ + angle in the
+/// inertial frame) and the unit vector to the sun.
+struct Frames {
+    earth_angle: Vec<f64>,
+    sun: Vec<Vec3>,
+}
+
+impl Frames {
+    /// Walker-only scenarios: frames aligned at t = 0, the sun along +x.
+    fn aligned(times: &[f64]) -> Frames {
+        Frames {
+            earth_angle: times.iter().map(|t| EARTH_ROTATION_RAD_S * t).collect(),
+            sun: vec![[1.0, 0.0, 0.0]; times.len()],
+        }
+    }
+
+    /// As on the calendar from `start` (TEME: GMST and the sun's place).
+    fn dated(start: NaiveDateTime, times: &[f64]) -> Frames {
+        let years: Vec<f64> = times.iter().map(|t| tle::years_since_j2000(&start) + t / (365.25 * 86_400.0)).collect();
+        Frames {
+            earth_angle: years.iter().map(|y| tle::earth_rotation(*y)).collect(),
+            sun: years.iter().map(|y| tle::sun_direction(*y)).collect(),
+        }
     }
 }
 
@@ -361,11 +445,11 @@ fn orbit_position(a: f64, inc: f64, raan: f64, u0: f64, mean_motion: f64, t_s: f
     [a * (co * cu - so * su * ci), a * (so * cu + co * su * ci), a * (su * si)]
 }
 
-/// A point on the surface in the inertial frame at `t_s` (the Earth turned
-/// by its rotation rate since t = 0, when the frames coincide).
-fn surface_position(lat_deg: f64, lon_deg: f64, t_s: f64) -> Vec3 {
+/// A point on the surface in the inertial frame once the Earth has turned
+/// by `earth_angle` radians.
+fn surface_position(lat_deg: f64, lon_deg: f64, earth_angle: f64) -> Vec3 {
     let lat = lat_deg.to_radians();
-    let lon = lon_deg.to_radians() + EARTH_ROTATION_RAD_S * t_s;
+    let lon = lon_deg.to_radians() + earth_angle;
     let (sl, cl) = lat.sin_cos();
     let (so, co) = lon.sin_cos();
     [EARTH_RADIUS_KM * cl * co, EARTH_RADIUS_KM * cl * so, EARTH_RADIUS_KM * sl]
@@ -380,9 +464,22 @@ pub fn great_circle_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
 }
 
 /// Whether a satellite at `r` is in the Earth's cylindrical shadow with the
-/// sun along +x.
-fn in_shadow(r: Vec3) -> bool {
-    r[0] < 0.0 && (r[1] * r[1] + r[2] * r[2]) < EARTH_RADIUS_KM * EARTH_RADIUS_KM
+/// sun along the unit vector `sun`.
+fn in_shadow(r: Vec3, sun: Vec3) -> bool {
+    let along = dot(r, sun);
+    along < 0.0 && dot(r, r) - along * along < EARTH_RADIUS_KM * EARTH_RADIUS_KM
+}
+
+/// Lowest altitude a line of sight between satellites may graze, km.
+const GRAZING_KM: f64 = 80.0;
+
+/// Whether the segment between `a` and `b` stays above the grazing height.
+fn clear_of_earth(a: Vec3, b: Vec3) -> bool {
+    let d = sub(b, a);
+    let len2 = dot(d, d);
+    let t = if len2 == 0.0 { 0.0 } else { (-dot(a, d) / len2).clamp(0.0, 1.0) };
+    let closest = [a[0] + t * d[0], a[1] + t * d[1], a[2] + t * d[2]];
+    norm(closest) >= EARTH_RADIUS_KM + GRAZING_KM
 }
 
 /// Runs of `true` in `flags` (sample k covers `[k·sample, (k+1)·sample)`,
@@ -414,10 +511,38 @@ fn round_ms(v: f64) -> f64 {
 /// Generate the scenario `spec` describes (validated first).
 pub fn generate(spec: &ConstellationSpec) -> Result<Topology> {
     spec.validate()?;
-    let duration = spec.duration();
+    let catalogues = spec
+        .tle_sets
+        .iter()
+        .map(|set| Ok((set, set.satellites()?)))
+        .collect::<Result<Vec<(&TleSet, Vec<Satellite>)>>>()?;
+    let tle_count: usize = catalogues.iter().map(|(_, s)| s.len()).sum();
+    if tle_count > MAX_TLE_SATELLITES {
+        return Err(Error::BadRequest(format!(
+            "constellation: {tle_count} TLE satellites, at most {MAX_TLE_SATELLITES}"
+        )));
+    }
+    let duration = match (spec.shells.first(), catalogues.first().and_then(|(_, s)| s.first())) {
+        (None, Some(sat)) => spec.duration_with(sat.period_ms()),
+        _ => spec.duration(),
+    };
     let sample = spec.sample_ms;
-    let samples = spec.samples() as usize;
-    let times: Vec<f64> = (0..samples).map(|k| (k as u64 * sample) as f64 / 1000.0).collect();
+    let samples = duration.div_ceil(sample) as usize;
+    if samples > 1_000_000 {
+        return Err(Error::BadRequest(
+            "constellation: more than 1,000,000 samples: raise sample_ms or shorten duration_ms".into(),
+        ));
+    }
+    let offsets: Vec<u64> = (0..samples as u64).map(|k| k * sample).collect();
+    let times: Vec<f64> = offsets.iter().map(|ms| *ms as f64 / 1000.0).collect();
+    let start = match &spec.start_utc {
+        Some(text) => Some(tle::parse_instant(text)?),
+        None => catalogues.iter().flat_map(|(_, sats)| sats.iter().map(|s| s.epoch)).max(),
+    };
+    let frames = match start {
+        Some(start) => Frames::dated(start, &times),
+        None => Frames::aligned(&times),
+    };
 
     let mut nodes = Vec::new();
     let mut links = Vec::new();
@@ -437,15 +562,7 @@ pub fn generate(spec: &ConstellationSpec) -> Result<Topology> {
                     * std::f64::consts::PI
                     * (f64::from(s) / f64::from(per) + f64::from(shell.phasing) * f64::from(p) / total);
                 let track: Vec<Vec3> = times.iter().map(|&t| orbit_position(a, inc, raan, u0, n, t)).collect();
-                let shadow: Vec<bool> = track.iter().map(|&r| in_shadow(r)).collect();
-                let mut resources = spec.satellite.clone();
-                resources.eclipse = windows_of(&shadow, sample, duration);
-                nodes.push(Node {
-                    id: format!("{}-{p}-{s}", shell.name),
-                    kind: NodeKind::Satellite,
-                    address: String::new(),
-                    resources,
-                });
+                nodes.push(satellite_node(spec, format!("{}-{p}-{s}", shell.name), &track, &frames, duration));
                 positions.push(track);
             }
         }
@@ -483,6 +600,20 @@ pub fn generate(spec: &ConstellationSpec) -> Result<Topology> {
         }
     }
 
+    for (set, sats) in &catalogues {
+        let Some(start) = start else { break };
+        let first = positions.len();
+        for sat in sats {
+            let track = offsets
+                .iter()
+                .map(|ms| sat.position(start + TimeDelta::milliseconds(*ms as i64)))
+                .collect::<Result<Vec<Vec3>>>()?;
+            nodes.push(satellite_node(spec, sat.id.clone(), &track, &frames, duration));
+            positions.push(track);
+        }
+        links.extend(nearest_neighbour_isls(spec, set, &nodes, &positions[first..], first, sample, duration));
+    }
+
     for g in &spec.ground_stations {
         nodes.push(Node {
             id: g.id.clone(),
@@ -491,7 +622,8 @@ pub fn generate(spec: &ConstellationSpec) -> Result<Topology> {
             resources: spec.ground.clone(),
         });
         let sin_mask = g.min_elevation_deg.to_radians().sin();
-        let ground: Vec<Vec3> = times.iter().map(|&t| surface_position(g.lat_deg, g.lon_deg, t)).collect();
+        let ground: Vec<Vec3> =
+            frames.earth_angle.iter().map(|&angle| surface_position(g.lat_deg, g.lon_deg, angle)).collect();
         for (sat, track) in positions.iter().enumerate() {
             let mut visible = vec![false; samples];
             let (mut sum_km, mut count) = (0.0, 0u64);
@@ -545,6 +677,76 @@ pub fn generate(spec: &ConstellationSpec) -> Result<Topology> {
     let topology = Topology { period_ms: Some(duration), nodes, links };
     topology.validate()?;
     Ok(topology)
+}
+
+/// Most satellites all TLE sets may hold together (their links are found
+/// by comparing every pair).
+pub const MAX_TLE_SATELLITES: usize = 20_000;
+
+/// A satellite node whose eclipse windows follow its `track`.
+fn satellite_node(spec: &ConstellationSpec, id: String, track: &[Vec3], frames: &Frames, duration: u64) -> Node {
+    let shadow: Vec<bool> = track.iter().zip(&frames.sun).map(|(&r, &sun)| in_shadow(r, sun)).collect();
+    let mut resources = spec.satellite.clone();
+    resources.eclipse = windows_of(&shadow, spec.sample_ms, duration);
+    Node { id, kind: NodeKind::Satellite, address: String::new(), resources }
+}
+
+/// A TLE set's inter-satellite links: each satellite picks its
+/// `isl_neighbours` nearest at t = 0 (within `max_isl_km`, line of sight
+/// clear of the Earth); a pair's link exists while both hold, its latency
+/// the mean distance then. `tracks[i]` is node `first + i`.
+fn nearest_neighbour_isls(
+    spec: &ConstellationSpec,
+    set: &TleSet,
+    nodes: &[Node],
+    tracks: &[Vec<Vec3>],
+    first: usize,
+    sample: u64,
+    duration: u64,
+) -> Vec<Link> {
+    let up = |a: Vec3, b: Vec3| norm(sub(a, b)) <= set.max_isl_km && clear_of_earth(a, b);
+    let mut pairs = Vec::new();
+    let mut joined = std::collections::HashSet::new();
+    for i in 0..tracks.len() {
+        let Some(&here) = tracks[i].first() else { continue };
+        let mut near: Vec<(f64, usize)> = (0..tracks.len())
+            .filter(|&j| j != i)
+            .filter_map(|j| tracks[j].first().map(|&there| (j, there)))
+            .filter(|&(_, there)| up(here, there))
+            .map(|(j, there)| (norm(sub(here, there)), j))
+            .collect();
+        near.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
+        for (_, j) in near.into_iter().take(set.isl_neighbours as usize) {
+            if joined.insert((i.min(j), i.max(j))) {
+                pairs.push((i.min(j), i.max(j)));
+            }
+        }
+    }
+    pairs
+        .into_iter()
+        .map(|(i, j)| {
+            let mut visible = Vec::with_capacity(tracks[i].len());
+            let (mut sum_km, mut count) = (0.0, 0u64);
+            for (&a, &b) in tracks[i].iter().zip(&tracks[j]) {
+                let open = up(a, b);
+                if open {
+                    sum_km += norm(sub(a, b));
+                    count += 1;
+                }
+                visible.push(open);
+            }
+            let windows =
+                if count as usize == visible.len() { Vec::new() } else { windows_of(&visible, sample, duration) };
+            Link {
+                a: nodes[first + i].id.clone(),
+                b: nodes[first + j].id.clone(),
+                latency_ms: round_ms(sum_km / count.max(1) as f64 / LIGHT_KM_PER_MS),
+                jitter_ms: 0.0,
+                bandwidth_mbps: spec.isl_bandwidth_mbps,
+                windows,
+            }
+        })
+        .collect()
 }
 
 /// `n` ground stations spread evenly (a Fibonacci lattice) between the
@@ -677,6 +879,119 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("sample_ms"), "{e}");
+    }
+
+    /// A TLE catalogue flying the Walker shell `planes` × `per` at 550 km,
+    /// 53° (phasing 1), epoch 2024-04-10 12:00 UTC.
+    fn walker_tles(planes: u32, per: u32) -> String {
+        let a: f64 = EARTH_RADIUS_KM + 550.0;
+        let rev = (MU_KM3_S2 / (a * a * a)).sqrt() * 86_400.0 / (2.0 * std::f64::consts::PI);
+        let mut text = String::new();
+        for p in 0..planes {
+            for s in 0..per {
+                let anomaly = 360.0 * (f64::from(s) / f64::from(per) + f64::from(p) / f64::from(planes * per));
+                let raan = 360.0 * f64::from(p) / f64::from(planes);
+                text.push_str(&format!("SAT {p}-{s}\n"));
+                text.push_str(&crate::tle::tests::tle(70_000 + p * 100 + s, 101.5, 53.0, raan, anomaly, rev));
+            }
+        }
+        text
+    }
+
+    fn tle_spec(planes: u32, per: u32) -> ConstellationSpec {
+        let mut spec = ConstellationSpec::single_shell(shell(1, 1));
+        spec.shells.clear();
+        spec.tle_sets = vec![TleSet::from_text("t", walker_tles(planes, per))];
+        spec.sample_ms = 20_000;
+        spec
+    }
+
+    #[test]
+    fn a_tle_catalogue_becomes_satellites_with_nearest_neighbour_links() {
+        let spec = tle_spec(8, 16);
+        let t = generate(&spec).unwrap();
+        assert_eq!(t.nodes.len(), 128);
+        assert!(t.nodes.iter().all(|n| n.kind == NodeKind::Satellite && n.id.starts_with("t-7")));
+        // The period is the first satellite's, from its mean motion.
+        let period = t.period_ms.unwrap() as f64 / 60_000.0;
+        assert!((period - 95.5).abs() < 0.5, "{period}");
+        let mut degree = std::collections::HashMap::<&str, usize>::new();
+        for l in &t.links {
+            *degree.entry(&l.a).or_default() += 1;
+            *degree.entry(&l.b).or_default() += 1;
+            assert!(l.latency_ms > 0.0 && l.latency_ms <= 5000.0 / LIGHT_KM_PER_MS + 1e-6, "{l:?}");
+        }
+        assert!(t.nodes.iter().all(|n| degree.get(n.id.as_str()).copied().unwrap_or(0) >= 4), "{degree:?}");
+        // In-plane neighbours (22.5° apart: chord 2a·sin(11.25°) ≈ 2,700 km)
+        // are among the nearest and stay in range all orbit long.
+        let a = EARTH_RADIUS_KM + 550.0;
+        let chord = 2.0 * a * (std::f64::consts::PI / 16.0).sin() / LIGHT_KM_PER_MS;
+        let l = t.links.iter().find(|l| l.a == "t-70000" && l.b == "t-70001").expect("in-plane link");
+        assert!((l.latency_ms - chord).abs() / chord < 0.03, "{} vs {chord}", l.latency_ms);
+        assert!(l.windows.is_empty(), "{l:?}");
+        assert!(t.snapshot(0).route("t-70000", "t-70715").is_some(), "connected at the start");
+        // The same spec gives the same scenario.
+        assert_eq!(generate(&spec).unwrap(), t);
+    }
+
+    #[test]
+    fn tle_satellites_pass_over_ground_stations_and_cross_the_shadow() {
+        let mut spec = tle_spec(8, 16);
+        spec.ground_stations =
+            vec![GroundStation { id: "gs".into(), lat_deg: 48.2, lon_deg: 16.4, min_elevation_deg: 25.0 }];
+        let t = generate(&spec).unwrap();
+        let gsl: Vec<&Link> = t.links.iter().filter(|l| l.a == "gs").collect();
+        assert!(gsl.len() >= 2, "{}", gsl.len());
+        for l in &gsl {
+            // SGP4's radius wanders ±20 km around 550 km; 25° mask: ≤ ~1,150 km.
+            assert!(l.latency_ms >= 520.0 / LIGHT_KM_PER_MS && l.latency_ms <= 1_160.0 / LIGHT_KM_PER_MS, "{l:?}");
+            assert!(!l.windows.is_empty(), "{l:?}");
+        }
+        let period = t.period_ms.unwrap() as f64;
+        let fractions: Vec<f64> = t
+            .nodes
+            .iter()
+            .filter(|n| n.kind == NodeKind::Satellite)
+            .map(|n| n.resources.eclipse.iter().map(|w| (w.end_ms - w.start_ms) as f64).sum::<f64>() / period)
+            .collect();
+        assert!(fractions.iter().all(|f| *f <= 0.41), "{fractions:?}");
+        assert!(fractions.iter().filter(|f| **f > 0.2).count() > fractions.len() / 2, "{fractions:?}");
+        // Another start date turns the Earth (and the windows) elsewhere.
+        spec.start_utc = Some("2024-04-11T06:00:00Z".into());
+        let later = generate(&spec).unwrap();
+        let later_gsl: Vec<&Link> = later.links.iter().filter(|l| l.a == "gs").collect();
+        assert_ne!(
+            gsl.iter().map(|l| (&l.b, &l.windows)).collect::<Vec<_>>(),
+            later_gsl.iter().map(|l| (&l.b, &l.windows)).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_spec_file_reads_its_tle_file_beside_it() {
+        let dir = std::env::temp_dir().join(format!("databelt-tle-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("shell.tle"), walker_tles(4, 8)).unwrap();
+        std::fs::write(
+            dir.join("spec.toml"),
+            "sample_ms = 60000\n[[tle_set]]\nname = \"leo\"\nfile = \"shell.tle\"\nmax_isl_km = 6000\n",
+        )
+        .unwrap();
+        let spec = ConstellationSpec::from_file(&dir.join("spec.toml")).unwrap();
+        let t = generate(&spec).unwrap();
+        assert_eq!(t.nodes.len(), 32);
+        std::fs::write(dir.join("spec.toml"), "[[tle_set]]\nname = \"leo\"\nfile = \"missing.tle\"\n").unwrap();
+        let e = ConstellationSpec::from_file(&dir.join("spec.toml")).unwrap_err().to_string();
+        assert!(e.contains("missing.tle"), "{e}");
+        let mut unread = spec.clone();
+        unread.tle_sets[0].text = None;
+        assert!(generate(&unread).unwrap_err().to_string().contains("was not read"));
+        let e = ConstellationSpec::from_toml("[[tle_set]]\nname = \"x\"\n").unwrap_err().to_string();
+        assert!(e.contains("file") && e.contains("text"), "{e}");
+        let e = ConstellationSpec::from_toml("start_utc = \"soon\"\n[[tle_set]]\nname = \"x\"\ntext = \"\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("start_utc"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

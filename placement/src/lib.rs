@@ -6,7 +6,9 @@
 //!   windows, loaded from TOML and validated; [`topology::Snapshot`] is the
 //!   live graph at one instant.
 //! - [`constellation`]: scenarios generated from orbits (Walker-delta
-//!   shells, +Grid links, ground stations, eclipses).
+//!   shells or TLE catalogues, +Grid or nearest-neighbour links, ground
+//!   stations, eclipses).
+//! - [`tle`]: TLE parsing and SGP4 propagation, GMST and the sun's place.
 //! - [`election`]: which node stores a step's output state so that the next
 //!   step finds it local or near, within the step's SLO (pure).
 //! - [`scheduler`]: which node runs a step — filters, weighted scores and
@@ -25,6 +27,7 @@ mod error;
 pub mod hints;
 pub mod kube;
 pub mod scheduler;
+pub mod tle;
 pub mod topology;
 pub mod workflow;
 

@@ -4,15 +4,16 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use databelt_placement::constellation::{self, CloudSite, ConstellationSpec, Shell};
+use databelt_placement::constellation::{self, CloudSite, ConstellationSpec, Shell, TleSet};
 
 /// `databelt scenario …`
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// A scenario from orbits: a Walker-delta shell with +Grid
-    /// inter-satellite links, ground stations seen above an elevation mask,
-    /// eclipse windows, and a cloud linked to every station. Give a spec file
-    /// (see docs/scenarios.md) or the shell's parameters as flags.
+    /// inter-satellite links (or satellites from TLEs, propagated with SGP4),
+    /// ground stations seen above an elevation mask, eclipse windows, and a
+    /// cloud linked to every station. Give a spec file (see
+    /// docs/scheduler.md), the shell's parameters as flags, or `--tle`.
     Walker(WalkerArgs),
 }
 
@@ -23,6 +24,16 @@ pub struct WalkerArgs {
     /// sample_ms, …). The flags below describe a single shell instead.
     #[arg(long, conflicts_with_all = ["altitude_km", "inclination_deg", "planes", "per_plane", "phasing"])]
     spec: Option<PathBuf>,
+    /// Satellites from a TLE file (two- or three-line format; repeatable):
+    /// each file becomes a `[[tle_set]]` named after it, propagated with
+    /// SGP4, with nearest-neighbour inter-satellite links. Without
+    /// `--spec`, the scenario then has no Walker shell.
+    #[arg(long, conflicts_with_all = ["altitude_km", "inclination_deg", "planes", "per_plane", "phasing"])]
+    tle: Vec<PathBuf>,
+    /// The scenario's t = 0 (RFC 3339, e.g. 2024-05-01T00:00:00Z); with
+    /// TLEs the default is their newest epoch.
+    #[arg(long)]
+    start_utc: Option<String>,
     /// Orbit altitude, km.
     #[arg(long, default_value_t = 550.0)]
     altitude_km: f64,
@@ -69,9 +80,13 @@ pub fn run(command: Command) -> Result<()> {
 
 fn walker(args: WalkerArgs) -> Result<()> {
     let mut spec = match &args.spec {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            ConstellationSpec::from_toml(&text).with_context(|| format!("in {}", path.display()))?
+        Some(path) => ConstellationSpec::from_file(path)?,
+        None if !args.tle.is_empty() => {
+            let mut spec = ConstellationSpec::starlink_like();
+            spec.shells.clear();
+            spec.ground_stations.clear();
+            spec.cloud = None;
+            spec
         }
         None => ConstellationSpec::single_shell(Shell {
             name: "sat".into(),
@@ -92,6 +107,17 @@ fn walker(args: WalkerArgs) -> Result<()> {
     ));
     if args.cloud && spec.cloud.is_none() {
         spec.cloud = Some(CloudSite::at("cloud", 50.1, 8.7));
+    }
+    for path in &args.tle {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let name: String = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect())
+            .unwrap_or_else(|| "tle".into());
+        spec.tle_sets.push(TleSet::from_text(&name, text));
+    }
+    if args.start_utc.is_some() {
+        spec.start_utc = args.start_utc.clone();
     }
     if let Some(s) = args.sample_ms {
         spec.sample_ms = s;
