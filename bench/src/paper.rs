@@ -5,7 +5,8 @@
 //! strict (the paper's rule for a missed SLO), databelt, databelt + fusion — for the latency experiment (state sizes
 //! with the paper's Tmax) and the throughput experiment (2 MB states, N
 //! concurrent workflows), and writes `paper.csv`, `summary.md`,
-//! `latency.svg` and `throughput.svg`.
+//! `latency.svg`, `throughput.svg` and `steps.csv` (per step of every
+//! latency run: where the time over the bound goes).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -118,6 +119,53 @@ struct Outcome {
     failures: Vec<String>,
     wall: Duration,
     bounds: Vec<f64>,
+    /// Scenario time each report's bound was taken at.
+    times: Vec<u64>,
+}
+
+/// Header of `steps.csv`: one line per step of every latency run — where
+/// the time between the bound and the end-to-end latency goes.
+const STEPS_HEADER: &str = "policy,size_mb,run,step,node,wall_ms,read_ms,invoke_ms,store_ms,handoff_ms,handoff_bound_ms,output_bytes,run_total_ms,run_bound_ms\n";
+
+/// `steps.csv` lines of one case's runs: per step the runner's wall time,
+/// the host's read, invoke, store and hand-off times, and the hand-offs'
+/// share of the bound (route latency one way plus bytes at its bandwidth).
+fn step_rows(policy: &str, size_mb: u32, outcome: &Outcome, topology: &Topology) -> String {
+    let mut out = String::new();
+    for (run, ((report, bound), t_ms)) in outcome.reports.iter().zip(&outcome.bounds).zip(&outcome.times).enumerate() {
+        let snapshot = topology.snapshot(*t_ms);
+        let node_of = |step: &str| report.steps.iter().find(|l| l.step == step).map(|l| l.result.node.clone());
+        for line in &report.steps {
+            let r = &line.result;
+            let mut handoff_bound = 0.0;
+            for h in &r.handoffs {
+                for succ in &h.successors {
+                    let Some(consumer) = node_of(succ) else { continue };
+                    if consumer == r.node {
+                        continue;
+                    }
+                    if let Some(route) = snapshot.route(&r.node, &consumer) {
+                        handoff_bound += route.latency_ms + r.output_bytes as f64 * 8.0 / route.bandwidth_bps * 1000.0;
+                    }
+                }
+            }
+            out += &format!(
+                "{policy},{size_mb},{run},{},{},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{},{:.2},{:.2}\n",
+                line.step,
+                r.node,
+                line.wall_micros as f64 / 1000.0,
+                r.read_micros as f64 / 1000.0,
+                r.invoke_micros as f64 / 1000.0,
+                r.store_micros as f64 / 1000.0,
+                r.handoffs.iter().map(|h| h.micros).sum::<u64>() as f64 / 1000.0,
+                handoff_bound,
+                r.output_bytes,
+                report.total_micros as f64 / 1000.0,
+                bound
+            );
+        }
+    }
+    out
 }
 
 fn summarise(
@@ -197,6 +245,7 @@ async fn run_case(
         match r {
             Ok(report) => {
                 into.bounds.push(lower_bound_ms(&report, topology, t_ms));
+                into.times.push(t_ms);
                 into.reports.push(report);
             }
             Err(e) => into.failures.push(e.to_string()),
@@ -206,7 +255,13 @@ async fn run_case(
 
 impl Outcome {
     fn new() -> Outcome {
-        Outcome { reports: Vec::new(), failures: Vec::new(), wall: Duration::ZERO, bounds: Vec::new() }
+        Outcome {
+            reports: Vec::new(),
+            failures: Vec::new(),
+            wall: Duration::ZERO,
+            bounds: Vec::new(),
+            times: Vec::new(),
+        }
     }
 }
 
@@ -265,6 +320,7 @@ pub async fn run(options: PaperOptions) -> Result<Vec<Case>> {
             .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
     let mut cases = Vec::new();
+    let mut steps_csv = String::from(STEPS_HEADER);
     for &mb in &sizes {
         let input = scene(mb)?;
         for (label, policy, fusion) in POLICIES {
@@ -280,6 +336,7 @@ pub async fn run(options: PaperOptions) -> Result<Vec<Case>> {
                 run_case(&runner, &placement, &topology, &input, &o, 1, &mut outcome).await;
             }
             cases.push(summarise("latency", label, mb, 1, &outcome));
+            steps_csv += &step_rows(label, mb, &outcome, &topology);
             bar.inc(1);
             log_case(&bar, cases.last());
         }
@@ -301,6 +358,8 @@ pub async fn run(options: PaperOptions) -> Result<Vec<Case>> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&options.out).with_context(|| format!("cannot create {}", options.out.display()))?;
     write_csv(&options.out.join("paper.csv"), &cases)?;
+    let steps_path = options.out.join("steps.csv");
+    std::fs::write(&steps_path, steps_csv).with_context(|| format!("cannot write {}", steps_path.display()))?;
     std::fs::write(options.out.join("summary.md"), summary(&cases, &options))?;
     let size = |c: &Case| (f64::from(c.size_mb), c.p50_ms);
     plot(&options.out.join("latency.svg"), &cases, "latency", "state size (MB)", "end-to-end p50 (ms)", size, true)?;
