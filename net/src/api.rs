@@ -80,6 +80,21 @@ pub fn router(host: Host) -> Router {
 /// The router of the host API and the peer routes, checking run state
 /// against `capabilities` (shared with the host's step executor).
 pub fn router_with(host: Host, capabilities: std::sync::Arc<crate::workflow::capability::RunCapabilities>) -> Router {
+    router_sharing(host, capabilities, std::sync::Arc::default())
+}
+
+/// The router of the host API and the peer routes of a host whose step
+/// executor is `steps`: run state checked against its capabilities, peer
+/// writes notified to its arrivals.
+pub fn router_for(host: Host, steps: &crate::workflow::StepExecutor) -> Router {
+    router_sharing(host, steps.capabilities(), steps.arrivals())
+}
+
+fn router_sharing(
+    host: Host,
+    capabilities: std::sync::Arc<crate::workflow::capability::RunCapabilities>,
+    arrivals: std::sync::Arc<crate::peer::Arrivals>,
+) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/functions", get(list))
@@ -101,6 +116,7 @@ pub fn router_with(host: Host, capabilities: std::sync::Arc<crate::workflow::cap
             host.sandboxes().clone(),
             host.body_budget().clone(),
             capabilities,
+            arrivals,
         ))
         .layer(axum::middleware::map_response(crate::http::json_errors))
         // Apps answer for themselves: their errors are not rewritten.
@@ -238,7 +254,7 @@ pub async fn serve_node(
     let limits = crate::server::ConnectionLimits::of(host.config());
     let host_node = host.config().node_id.clone();
     let mut router = match &steps {
-        Some(steps) => router_with(host, steps.capabilities()),
+        Some(steps) => router_for(host, steps),
         None => router(host),
     };
     // Durable runs ride on the step executor; their delivery loop lives as

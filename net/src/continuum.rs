@@ -96,6 +96,17 @@ pub struct Propagation {
     pub entries: Vec<(String, Vec<u8>)>,
 }
 
+/// A propagation whose target is elected ([`Propagation::node`]) and
+/// whose push has not started: what [`Continuum::plan_stored`] and
+/// [`Continuum::plan_batch`] return, for the caller to report where the
+/// states are going before they arrive.
+#[derive(Debug)]
+pub struct Planned {
+    /// The propagation so far: `node` is the target.
+    pub propagation: Propagation,
+    started: Instant,
+}
+
 impl Propagation {
     /// Where state `i` (in the order given) is now.
     pub fn locator_of(&self, i: usize) -> Option<Locator> {
@@ -366,6 +377,13 @@ impl Continuum {
     /// names this node. Under [`Policy::Stateless`] the producer's copy is
     /// deleted once the cloud has acknowledged its own.
     pub async fn propagate_with(&self, to: &Destination<'_>, scope: &str, key: &str) -> Result<Propagation> {
+        let planned = self.plan_stored(to, scope, key).await?;
+        self.push_stored(planned, to).await
+    }
+
+    /// The first half of [`Continuum::propagate_with`]: read the state and
+    /// elect its target (in [`Propagation::node`]); nothing is sent yet.
+    pub async fn plan_stored(&self, to: &Destination<'_>, scope: &str, key: &str) -> Result<Planned> {
         let started = Instant::now();
         let tier = self.tier.clone();
         let (s, k) = (scope.to_string(), key.to_string());
@@ -373,28 +391,39 @@ impl Continuum {
             .await?
             .ok_or_else(|| Error::BadInput(format!("no state `{scope}/{key}` on node `{}`", self.node_id)))?;
         let size = value.len() as u64;
-        let mut p = self.start(to, scope, Place::Store, vec![(key.to_string(), size)]).await?;
+        let mut propagation = self.start(to, scope, Place::Store, vec![(key.to_string(), size)]).await?;
+        propagation.entries = vec![(key.to_string(), value)];
+        Ok(Planned { propagation, started })
+    }
+
+    /// The second half of [`Continuum::propagate_with`]: push the planned
+    /// state to its target and wait for the acknowledgement.
+    pub async fn push_stored(&self, planned: Planned, to: &Destination<'_>) -> Result<Propagation> {
+        let Planned { mut propagation, started } = planned;
+        let p = &mut propagation;
+        let (key, value) = std::mem::take(&mut p.entries).into_iter().next().unwrap_or_default();
+        let size = value.len() as u64;
         let target = p.node.clone();
         if target == self.node_id {
             p.duration = started.elapsed();
-            return Ok(p);
+            return Ok(propagation);
         }
         let pushed = match self.address_of(&target) {
-            Ok(addr) => self.peers.put(&addr, to.run_id, scope, key, value, to.ttl_ms).await,
+            Ok(addr) => self.peers.put(&addr, to.run_id, &p.scope, &key, value, to.ttl_ms).await,
             Err(e) => Err(e),
         };
-        self.settle(&mut p, to, started, &target, pushed.map(|()| size));
+        self.settle(p, to, started, &target, pushed.map(|()| size));
         if p.push_failed.is_none() {
             p.copies.push(target);
             if to.policy == Policy::Stateless {
                 // The cloud holds it now; the producer keeps nothing.
                 let tier = self.tier.clone();
-                let (s, k) = (scope.to_string(), key.to_string());
+                let (s, k) = (p.scope.clone(), key);
                 blocking(move || tier.delete(&s, &k)).await?;
                 p.copies.remove(0);
             }
         }
-        Ok(p)
+        Ok(propagation)
     }
 
     /// Move several states of one scope, held by the caller, to where the
@@ -410,28 +439,54 @@ impl Continuum {
         scope: &str,
         entries: Vec<(String, Vec<u8>)>,
     ) -> Result<Propagation> {
-        let started = Instant::now();
         let states: Vec<(String, u64)> = entries.iter().map(|(k, v)| (k.clone(), v.len() as u64)).collect();
-        let size: u64 = states.iter().map(|(_, s)| s).sum();
-        let mut p = self.start(to, scope, place, states).await?;
-        p.copies.clear();
+        let planned = self.plan_batch(to, place, scope, states).await?;
+        Ok(self.push_batch(planned, to, entries).await)
+    }
+
+    /// The first half of [`Continuum::propagate_batch`]: elect the target of
+    /// `states` (keys and sizes) into [`Propagation::node`]; nothing is sent.
+    pub async fn plan_batch(
+        &self,
+        to: &Destination<'_>,
+        place: Place,
+        scope: &str,
+        states: Vec<(String, u64)>,
+    ) -> Result<Planned> {
+        let started = Instant::now();
+        let mut propagation = self.start(to, scope, place, states).await?;
+        propagation.copies.clear();
+        Ok(Planned { propagation, started })
+    }
+
+    /// The second half of [`Continuum::propagate_batch`]: push `entries` (the
+    /// planned states) to the target and wait for the acknowledgement.
+    pub async fn push_batch(
+        &self,
+        planned: Planned,
+        to: &Destination<'_>,
+        entries: Vec<(String, Vec<u8>)>,
+    ) -> Propagation {
+        let Planned { mut propagation, started } = planned;
+        let p = &mut propagation;
+        let size: u64 = entries.iter().map(|(_, v)| v.len() as u64).sum();
         let target = p.node.clone();
         if target == self.node_id {
             p.entries = entries;
             p.duration = started.elapsed();
-            return Ok(p);
+            return propagation;
         }
-        let batch = BatchPut { scope: scope.to_string(), entries, ttl_ms: to.ttl_ms };
+        let batch = BatchPut { scope: p.scope.clone(), entries, ttl_ms: to.ttl_ms };
         let pushed = match self.address_of(&target) {
-            Ok(addr) => self.peers.batch_put_to(&addr, to.run_id, place, &batch).await,
+            Ok(addr) => self.peers.batch_put_to(&addr, to.run_id, p.place, &batch).await,
             Err(e) => Err(e),
         };
         p.entries = batch.entries;
-        self.settle(&mut p, to, started, &target, pushed.map(|()| size));
+        self.settle(p, to, started, &target, pushed.map(|()| size));
         if p.push_failed.is_none() {
             p.copies.push(target);
         }
-        Ok(p)
+        propagation
     }
 
     /// Elect the target for `states` and describe the propagation as if they
@@ -555,6 +610,38 @@ impl Continuum {
             }
         };
         Ok(chosen)
+    }
+
+    /// [`Continuum::read`] for a state that may still be in flight to
+    /// another node, the one its locator names (its producer answered
+    /// early): ask that node again every 20 ms until it has it or
+    /// `deadline` passes, then read as usual.
+    pub async fn read_in_flight(
+        &self,
+        run_id: &RunId,
+        locator: &Locator,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<ReadHit>> {
+        if locator.node != self.node_id
+            && let Ok(addr) = self.address_of(&locator.node)
+        {
+            loop {
+                match self.peers.get_from(&addr, run_id, locator.place, &locator.scope, &locator.key).await {
+                    Ok(Some(value)) => {
+                        self.stats.count(Some(ReadTier::Locator));
+                        return Ok(Some(ReadHit { value, tier: ReadTier::Locator, node: locator.node.clone() }));
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!(node = %locator.node, error = %e, "waiting for an input in flight"),
+                }
+                let next = tokio::time::Instant::now() + Duration::from_millis(20);
+                if next >= deadline {
+                    break;
+                }
+                tokio::time::sleep_until(next).await;
+            }
+        }
+        self.read(run_id, locator).await
     }
 
     /// Read the state `locator` names: local → the locator's node → live

@@ -121,18 +121,74 @@ pub mod byte_strings {
     }
 }
 
+/// Run state arriving at a host from its peers: how many pushes of each
+/// run are being received, and a notification when one ends. A step whose
+/// input is still in flight to this host waits on it
+/// ([`crate::workflow::StepExecutor::arrivals`]).
+#[derive(Debug, Default)]
+pub struct Arrivals {
+    notify: tokio::sync::Notify,
+    incoming: Mutex<HashMap<RunId, usize>>,
+}
+
+impl Arrivals {
+    /// A push of `run`'s state has started arriving; it counts until the
+    /// guard drops (the write done or failed), which wakes the waiters.
+    pub fn begin(self: &Arc<Self>, run: &RunId) -> Incoming {
+        if let Ok(mut m) = self.incoming.lock() {
+            *m.entry(run.clone()).or_default() += 1;
+        }
+        Incoming { arrivals: self.clone(), run: run.clone() }
+    }
+
+    /// Whether a push of `run`'s state is being received now.
+    pub fn receiving(&self, run: &RunId) -> bool {
+        self.incoming.lock().map(|m| m.contains_key(run)).unwrap_or(false)
+    }
+
+    /// A future that completes at the next push's end (enable it before
+    /// looking, so a push ending in between is not missed).
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
+    }
+}
+
+/// A push being received (see [`Arrivals::begin`]).
+#[derive(Debug)]
+pub struct Incoming {
+    arrivals: Arc<Arrivals>,
+    run: RunId,
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.arrivals.incoming.lock()
+            && let Some(n) = m.get_mut(&self.run)
+        {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.run);
+            }
+        }
+        self.arrivals.notify.notify_waiters();
+    }
+}
+
 /// The peer routes over `tier` and the host's run `sandboxes`; request
 /// bodies in flight count against the host's `budget`.
 ///
 /// A request for run state — the reserved run scope (`databelt.runs`) or a
 /// run's sandbox — must carry the run's capability
 /// ([`crate::workflow::capability`]); `capabilities` are the host's bindings,
-/// shared with its step executor.
+/// shared with its step executor. Every write counts in `arrivals` while it
+/// is received (the step executor's: a step waiting for an input in flight
+/// keeps waiting while it arrives, and looks again when it ends).
 pub fn router_with_sandboxes(
     tier: StateTier,
     sandboxes: Sandboxes,
     budget: Arc<ByteBudget>,
     capabilities: Arc<RunCapabilities>,
+    arrivals: Arc<Arrivals>,
 ) -> Router {
     // A batch carries up to eight values of the largest size, plus framing.
     let limits = tier.limits().clone();
@@ -143,6 +199,7 @@ pub fn router_with_sandboxes(
         .route("/peer/v1/batch-put", post(batch_put))
         .layer(DefaultBodyLimit::max(batch_limit))
         .with_state(Peer { tier, sandboxes, capabilities })
+        .layer(axum::middleware::from_fn_with_state(arrivals, track_arrivals))
         .layer(axum::middleware::from_fn_with_state(BodyLimit { budget, max_body: batch_limit }, limit_body))
         .layer(axum::middleware::map_response(crate::http::json_errors))
 }
@@ -153,6 +210,25 @@ struct Peer {
     tier: StateTier,
     sandboxes: Sandboxes,
     capabilities: Arc<RunCapabilities>,
+}
+
+/// Count a write of run state (`PUT` of a value, `batch-put`) in
+/// `arrivals` from its headers until its answer is ready: while its body is
+/// still arriving, a step waiting for it keeps waiting. (The count is
+/// taken before the run's capability is checked; a forged one only makes
+/// a waiting step wait longer, up to its bound.)
+async fn track_arrivals(
+    State(arrivals): State<Arc<Arrivals>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let writes = request.method() == axum::http::Method::PUT || request.uri().path() == "/peer/v1/batch-put";
+    let run = request.headers().get(RUN_ID_HEADER).and_then(|v| v.to_str().ok()).and_then(|s| RunId::new(s).ok());
+    let _incoming = match (writes, run) {
+        (true, Some(run)) => Some(arrivals.begin(&run)),
+        _ => None,
+    };
+    next.run(request).await
 }
 
 impl Peer {
@@ -541,7 +617,25 @@ mod tests {
     use proptest::prelude::*;
     use serde::{Deserialize, Serialize};
 
-    use super::{BatchPut, byte_strings};
+    use super::{Arrivals, BatchPut, byte_strings};
+
+    #[tokio::test]
+    async fn arrivals_count_pushes_per_run_and_wake_waiters_when_one_ends() {
+        let arrivals = std::sync::Arc::new(Arrivals::default());
+        let (a, b): (databelt_types::RunId, databelt_types::RunId) =
+            ("run-a".parse().unwrap(), "run-b".parse().unwrap());
+        let first = arrivals.begin(&a);
+        let second = arrivals.begin(&a);
+        assert!(arrivals.receiving(&a) && !arrivals.receiving(&b));
+        let notified = arrivals.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        drop(first);
+        tokio::time::timeout(std::time::Duration::from_secs(5), notified).await.expect("woken when a push ends");
+        assert!(arrivals.receiving(&a), "one push of the run is still arriving");
+        drop(second);
+        assert!(!arrivals.receiving(&a));
+    }
 
     /// `BatchPut` as plainly derived: values as `Vec<u8>` sequences.
     #[derive(Debug, PartialEq, Serialize, Deserialize)]

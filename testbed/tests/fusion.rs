@@ -283,6 +283,8 @@ async fn a_forged_zero_ttl_cannot_drop_another_runs_sandbox() {
         run_states: Vec::new(),
         fallbacks: Vec::new(),
         deadline_ms: None,
+        early_release: false,
+        arrival_wait_ms: 0,
     };
     // Sent by a node of the continuum: authenticated, and still harmless.
     let node = &s2.security.client;

@@ -259,6 +259,8 @@ async fn malformed_step_requests_are_refused_and_change_nothing() {
         run_states: Vec::new(),
         fallbacks: Vec::new(),
         deadline_ms: None,
+        early_release: false,
+        arrival_wait_ms: 0,
     };
     let bad = |f: &dyn Fn(&mut StepRequest)| {
         let mut r = good.clone();
@@ -422,6 +424,18 @@ async fn emulated_links_move_state_at_the_scenarios_speed() {
         h.micros
     );
     assert_eq!(report.local_availability(), 1.0);
+    // The producer answered early: the runner had a's answer (and started
+    // b) before the hand-off was acknowledged; the final answer that came
+    // after it carries the hand-off as it ended.
+    let a = &report.steps[0];
+    assert!(!a.result.pending && h.bytes_moved >= 200_000 && h.copies == ["s3"], "{h:?}");
+    assert!(
+        a.wall_micros < a.result.read_micros + a.result.invoke_micros + h.micros,
+        "the answer ({} µs) waited for the hand-off ({} µs)",
+        a.wall_micros,
+        h.micros
+    );
+    assert!(report.steps[1].result.read_micros > 0);
 
     // Unfused, with the stateless policy: b reads its input from the cloud,
     // a request and a 200 kB answer over s3 → s2 → s1 → cloud (80 ms ± 3 each way).

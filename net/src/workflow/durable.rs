@@ -1378,6 +1378,9 @@ impl DurableRuns {
             run_states: invocation.run_states.clone(),
             fallbacks,
             deadline_ms: step.deadline_ms,
+            // Step records are committed after the acknowledgements.
+            early_release: false,
+            arrival_wait_ms: 0,
         };
         let tier = executor.host().state().clone();
         // Replicated scopes: this replica must have applied what earlier

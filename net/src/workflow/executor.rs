@@ -15,17 +15,18 @@ use databelt_host::state::{Sandbox, SetOptions, StateTier};
 use databelt_host::{Error, Host, InvokeOptions, InvokeOutcome, Result, RunScope};
 use databelt_placement::Decision;
 use databelt_types::RunId;
+use futures_util::StreamExt as _;
 use serde_json::json;
 
 use crate::api::MAX_BODY_BYTES;
 use crate::auth::Caller;
 use crate::continuum::{Continuum, Destination, Locator, Policy, Propagation, ReadHit, ReadTier};
 use crate::http::{ApiError, BodyLimit, blocking, decode_postcard, limit_body};
-use crate::peer::Place;
+use crate::peer::{Arrivals, Place};
 use crate::workflow::capability::{CAPABILITY_HEADER, RunCapabilities};
 use crate::workflow::protocol::{
-    HandOffReport, InputRead, RUN_SCOPE, StateCounters, StepInput, StepRequest, StepResult, Successor,
-    run_scope_prefix, state_key,
+    HandOffReport, InputRead, MAX_ARRIVAL_WAIT_MS, RUN_SCOPE, STEP_FRAMES_CONTENT_TYPE, StateCounters, StepFrame,
+    StepInput, StepRequest, StepResult, Successor, run_scope_prefix, state_key,
 };
 
 /// Runs workflow steps on one host. Cheap to clone.
@@ -34,7 +35,12 @@ pub struct StepExecutor {
     host: Host,
     continuum: Continuum,
     capabilities: Arc<RunCapabilities>,
+    arrivals: Arc<Arrivals>,
 }
+
+/// Where an early answer goes: the step's result as soon as its hand-offs'
+/// targets are elected (see [`StepRequest::early_release`]).
+type EarlyAnswer = tokio::sync::oneshot::Sender<StepResult>;
 
 fn micros(since: Instant) -> u64 {
     since.elapsed().as_micros() as u64
@@ -44,7 +50,14 @@ impl StepExecutor {
     /// Steps run by `host`, whose state moves through `continuum` (built
     /// over the same host's state tier).
     pub fn new(host: Host, continuum: Continuum) -> StepExecutor {
-        StepExecutor { host, continuum, capabilities: Arc::default() }
+        StepExecutor { host, continuum, capabilities: Arc::default(), arrivals: Arc::default() }
+    }
+
+    /// The pushes of run state arriving at this host (shared with its peer
+    /// routes by [`crate::api::serve_node`]): a step waiting for an input
+    /// still in flight waits on them.
+    pub fn arrivals(&self) -> Arc<Arrivals> {
+        self.arrivals.clone()
     }
 
     /// The run capability bindings of this host (shared with its peer
@@ -75,19 +88,31 @@ impl StepExecutor {
     /// per destination node. Without it, every state is one store operation
     /// and one transfer.
     pub async fn execute(&self, request: StepRequest) -> Result<StepResult> {
-        self.execute_in(request, None).await
+        self.execute_in(request, None, None).await
+    }
+
+    /// [`Self::execute`], sending the result to `early` as soon as the
+    /// hand-offs' targets are elected and before their pushes (only when a
+    /// state leaves this node); the returned result is the final one.
+    pub async fn execute_early(&self, request: StepRequest, early: EarlyAnswer) -> Result<StepResult> {
+        self.execute_in(request, None, Some(early)).await
     }
 
     /// [`Self::execute`] with the function's own state writes staged over
     /// `staged` (from [`StateTier::staged`]) instead of applied: the caller
     /// commits them with the step's records, or drops them.
     pub async fn execute_staged(&self, request: StepRequest, staged: StateTier) -> Result<StepResult> {
-        self.execute_in(request, Some(staged)).await
+        self.execute_in(request, Some(staged), None).await
     }
 
-    async fn execute_in(&self, request: StepRequest, staged: Option<StateTier>) -> Result<StepResult> {
+    async fn execute_in(
+        &self,
+        request: StepRequest,
+        staged: Option<StateTier>,
+        early: Option<EarlyAnswer>,
+    ) -> Result<StepResult> {
         let run_id = request.run_id.clone();
-        let result = self.execute_step(request, staged).await;
+        let result = self.execute_step(request, staged, early).await;
         if result.is_err()
             && let Ok(Some(sandbox)) = self.host.sandboxes().get(&run_id)
             && sandbox.is_empty().unwrap_or(false)
@@ -98,10 +123,17 @@ impl StepExecutor {
         result
     }
 
-    async fn execute_step(&self, mut request: StepRequest, staged: Option<StateTier>) -> Result<StepResult> {
+    async fn execute_step(
+        &self,
+        mut request: StepRequest,
+        staged: Option<StateTier>,
+        early: Option<EarlyAnswer>,
+    ) -> Result<StepResult> {
         validate(&request)?;
         let info = self.host.function(&request.function)?;
         let mut step = StepRun::new(self, &request)?;
+        // Durable runs commit a step's records after its acknowledgements.
+        step.early = early.filter(|_| staged.is_none() && !request.durable);
         step.staged = staged.clone();
         let started = Instant::now();
         let input = std::mem::replace(&mut request.input, StepInput::Inline(Vec::new()));
@@ -129,6 +161,7 @@ impl StepExecutor {
             run_states: Vec::new(),
             prefetched,
             counters: StateCounters::default(),
+            pending: false,
         };
         if request.successors.is_empty() {
             result.run_states = step.locate_written(&written)?;
@@ -136,7 +169,7 @@ impl StepExecutor {
         } else {
             let stored = Instant::now();
             let (handoffs, run_states, store_micros) =
-                step.store_and_hand_on(&request, outcome.output, &written).await?;
+                step.store_and_hand_on(&request, outcome.output, &written, &result).await?;
             step.counters.state_micros += micros(stored);
             result.handoffs = handoffs;
             result.run_states = run_states;
@@ -241,6 +274,10 @@ struct StepRun<'a> {
     counters: StateCounters,
     /// The step's staged tier, in a durable run.
     staged: Option<StateTier>,
+    /// Where the early answer goes, until it is sent.
+    early: Option<EarlyAnswer>,
+    /// How long an input still in flight to this node is waited for.
+    arrival_wait: Duration,
 }
 
 impl<'a> StepRun<'a> {
@@ -265,6 +302,8 @@ impl<'a> StepRun<'a> {
             local,
             counters: StateCounters::default(),
             staged: None,
+            early: None,
+            arrival_wait: Duration::from_millis(request.arrival_wait_ms.min(MAX_ARRIVAL_WAIT_MS)),
         })
     }
 
@@ -320,6 +359,9 @@ impl<'a> StepRun<'a> {
     /// fused (moved out when this step is its only reader), else through the
     /// continuum's read path.
     async fn read_one(&mut self, locator: &Locator, sole: bool) -> Result<ReadHit> {
+        if locator.node == self.here && !self.arrival_wait.is_zero() {
+            self.await_arrival(locator).await?;
+        }
         let fused_local = match &self.sandbox {
             Some(sb) if locator.node == self.here && locator.place == Place::Sandbox => {
                 if sole {
@@ -334,7 +376,13 @@ impl<'a> StepRun<'a> {
             self.counters.local(true, value.len() as u64);
             return Ok(ReadHit { value, tier: ReadTier::Local, node: self.here.clone() });
         }
-        let hit = self.continuum().read(&self.run_id, locator).await?.ok_or_else(|| {
+        let read = if locator.node != self.here && !self.arrival_wait.is_zero() {
+            let deadline = tokio::time::Instant::now() + self.arrival_wait;
+            self.continuum().read_in_flight(&self.run_id, locator, deadline).await?
+        } else {
+            self.continuum().read(&self.run_id, locator).await?
+        };
+        let hit = read.ok_or_else(|| {
             Error::Unavailable(format!(
                 "input state `{}` is on no reachable node (its locator named `{}`)",
                 locator.key, locator.node
@@ -346,6 +394,71 @@ impl<'a> StepRun<'a> {
             self.counters.remote(hit.value.len() as u64);
         }
         Ok(hit)
+    }
+
+    /// Wait until the state `locator` names is here: a producer that
+    /// answered early may still be pushing it. Returns at once when it is
+    /// here. A push of the run that has started arriving is waited for to
+    /// its end; otherwise the wait is the request's `arrival_wait_ms` for a
+    /// push to start, and all in all at most [`MAX_ARRIVAL_WAIT_MS`]. When
+    /// it runs out the read goes on as usual (other tiers, then the
+    /// fallbacks).
+    async fn await_arrival(&self, locator: &Locator) -> Result<()> {
+        let started = tokio::time::Instant::now();
+        let (deadline, cap) = (started + self.arrival_wait, started + Duration::from_millis(MAX_ARRIVAL_WAIT_MS));
+        let arrivals = self.executor.arrivals.clone();
+        loop {
+            // Listen before looking, so a push ending in between is not missed.
+            let notified = arrivals.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_here(locator)? {
+                return Ok(());
+            }
+            let now = tokio::time::Instant::now();
+            let receiving = arrivals.receiving(&self.run_id);
+            if now >= cap || (now >= deadline && !receiving) {
+                tracing::debug!(run = %self.run_id, key = %locator.key, "input still not here; reading on");
+                return Ok(());
+            }
+            // Past the first deadline only a push in progress keeps the step
+            // here: look again when it ends, or each second.
+            let until = if now < deadline { deadline } else { (now + Duration::from_secs(1)).min(cap) };
+            let _ = tokio::time::timeout_at(until, notified).await;
+        }
+    }
+
+    /// Whether this node holds the state `locator` names (in its sandbox of
+    /// the run or its store, as the locator says).
+    fn is_here(&self, locator: &Locator) -> Result<bool> {
+        match locator.place {
+            Place::Sandbox => match &self.sandbox {
+                Some(sb) => sb.tier().exists(&locator.scope, &locator.key),
+                None => match self.executor.host.sandboxes().get(&self.run_id)? {
+                    Some(sb) => sb.tier().exists(&locator.scope, &locator.key),
+                    None => Ok(false),
+                },
+            },
+            Place::Store => self.executor.host.state().exists(&locator.scope, &locator.key),
+        }
+    }
+
+    /// Send the early answer (once): `template` with the planned hand-offs,
+    /// marked pending. Nothing is sent when every state stays here (the
+    /// final answer follows at once) or no early answer was asked for.
+    fn release(&mut self, template: &StepResult, store_micros: u64, planned: &[HandOffReport], run_states: &[Locator]) {
+        if !planned.iter().any(|h| h.locator.node != self.here) {
+            return;
+        }
+        let Some(early) = self.early.take() else { return };
+        let mut result = template.clone();
+        result.store_micros = store_micros;
+        result.handoffs = planned.to_vec();
+        result.run_states = run_states.to_vec();
+        result.counters = self.counters;
+        result.pending = true;
+        // The caller may have gone; the step finishes either way.
+        let _ = early.send(result);
     }
 
     /// `locator`'s state from a durable copy named in `fallbacks` (the
@@ -482,6 +595,7 @@ impl<'a> StepRun<'a> {
         request: &StepRequest,
         output: Vec<u8>,
         written: &[String],
+        template: &StepResult,
     ) -> Result<(Vec<HandOffReport>, Vec<Locator>, u64)> {
         let key = state_key(&self.run_id, &request.step);
         let t = Instant::now();
@@ -505,7 +619,7 @@ impl<'a> StepRun<'a> {
                 self.counters.local(false, bytes);
             }
             let store_micros = micros(t);
-            let (h, r) = self.hand_on_fused(request, &sb, entries).await?;
+            let (h, r) = self.hand_on_fused(request, &sb, entries, template, store_micros).await?;
             return Ok((h, r, store_micros));
         }
         let output_bytes = output.len() as u64;
@@ -517,28 +631,55 @@ impl<'a> StepRun<'a> {
         .await?;
         self.counters.local(false, output_bytes);
         let store_micros = micros(t);
-        let (h, r) = self.hand_on_single(request, &key, written).await?;
+        let (h, r) = self.hand_on_single(request, &key, written, template, store_micros).await?;
         Ok((h, r, store_micros))
     }
 
     /// Fused hand-on: the output and the run-scope states the step wrote go
     /// as one batch to each destination's sandbox; what stays here stays in
-    /// this host's sandbox.
+    /// this host's sandbox. Every target is elected first (and the early
+    /// answer sent), then the batches are pushed.
     async fn hand_on_fused(
         &mut self,
         request: &StepRequest,
         sandbox: &Sandbox,
         mut entries: Vec<(String, Vec<u8>)>,
+        template: &StepResult,
+        store_micros: u64,
     ) -> Result<(Vec<HandOffReport>, Vec<Locator>)> {
         let groups = group_by_node(&request.successors, request.policy);
+        let states: Vec<(String, u64)> = entries.iter().map(|(k, v)| (k.clone(), v.len() as u64)).collect();
+        let mut plans = Vec::with_capacity(groups.len());
+        for (consumer, successors) in &groups {
+            let to = destination(request, consumer, successors);
+            plans.push(self.continuum().plan_batch(&to, Place::Sandbox, RUN_SCOPE, states.clone()).await?);
+        }
+        if self.early.is_some() {
+            let mut planned = Vec::with_capacity(plans.len());
+            let mut run_states = Vec::new();
+            for ((consumer, successors), plan) in groups.iter().zip(&plans) {
+                let p = &plan.propagation;
+                let copies = vec![p.node.clone()];
+                planned.push(hand_off_report(
+                    consumer,
+                    successors,
+                    destination(request, consumer, successors).tmax_ms,
+                    p,
+                    copies,
+                    &self.here,
+                ));
+                run_states.extend((1..p.states.len()).filter_map(|i| p.locator_of(i)));
+            }
+            self.release(template, store_micros, &planned, &run_states);
+        }
         let n = groups.len();
         let mut kept_here = false;
         let mut handoffs = Vec::new();
         let mut run_states = Vec::new();
-        for (i, (consumer, successors)) in groups.into_iter().enumerate() {
-            let to = destination(request, &consumer, &successors);
+        for (i, ((consumer, successors), plan)) in groups.iter().zip(plans).enumerate() {
+            let to = destination(request, consumer, successors);
             let batch = if i + 1 == n { std::mem::take(&mut entries) } else { entries.clone() };
-            let mut p = self.continuum().propagate_batch(&to, Place::Sandbox, RUN_SCOPE, batch).await?;
+            let mut p = self.continuum().push_batch(plan, &to, batch).await;
             if p.node == self.here {
                 if !kept_here {
                     let bytes = p.entries.iter().map(|(_, v)| v.len() as u64).sum();
@@ -556,31 +697,60 @@ impl<'a> StepRun<'a> {
             if p.push_failed.is_none() && p.node != self.here && kept_here {
                 copies.insert(0, self.here.clone());
             }
-            handoffs.push(hand_off_report(&consumer, &successors, to.tmax_ms, &p, copies, &self.here));
+            record_hand_off(&p, &self.here);
+            handoffs.push(hand_off_report(consumer, successors, to.tmax_ms, &p, copies, &self.here));
         }
         Ok((handoffs, run_states))
     }
 
     /// Unfused hand-on: the output, then each run-scope state the step
-    /// wrote, each stored and moved on its own.
+    /// wrote, each stored and moved on its own. With no run-scope states
+    /// written, every target is elected first (and the early answer sent),
+    /// then the outputs are pushed; otherwise each hand-off goes in turn
+    /// (the run states' pushes would race an early answer).
     async fn hand_on_single(
         &mut self,
         request: &StepRequest,
         key: &str,
         written: &[String],
+        template: &StepResult,
+        store_micros: u64,
     ) -> Result<(Vec<HandOffReport>, Vec<Locator>)> {
+        let groups = group_by_node(&request.successors, request.policy);
+        let mut plans = Vec::with_capacity(groups.len());
+        if self.early.is_some() && written.is_empty() {
+            for (consumer, successors) in &groups {
+                let to = destination(request, consumer, successors);
+                plans.push(self.continuum().plan_stored(&to, RUN_SCOPE, key).await?);
+            }
+            let planned: Vec<HandOffReport> = groups
+                .iter()
+                .zip(&plans)
+                .map(|((consumer, successors), plan)| {
+                    let p = &plan.propagation;
+                    let tmax = destination(request, consumer, successors).tmax_ms;
+                    hand_off_report(consumer, successors, tmax, p, vec![self.here.clone(), p.node.clone()], &self.here)
+                })
+                .collect();
+            self.release(template, store_micros, &planned, &[]);
+        }
+        let mut plans = plans.into_iter();
         let mut handoffs = Vec::new();
         let mut run_states = Vec::new();
-        for (consumer, successors) in group_by_node(&request.successors, request.policy) {
-            let to = destination(request, &consumer, &successors);
-            let p = self.continuum().propagate_with(&to, RUN_SCOPE, key).await?;
+        for (consumer, successors) in &groups {
+            let to = destination(request, consumer, successors);
+            let p = match plans.next() {
+                Some(plan) => self.continuum().push_stored(plan, &to).await?,
+                None => self.continuum().propagate_with(&to, RUN_SCOPE, key).await?,
+            };
             count_single(&mut self.counters, &p, &self.here);
             for k in written {
                 let q = self.continuum().propagate_with(&to, RUN_SCOPE, k).await?;
                 count_single(&mut self.counters, &q, &self.here);
                 run_states.push(q.locator());
             }
-            let mut report = hand_off_report(&consumer, &successors, to.tmax_ms, &p, p.copies.clone(), &self.here);
+            record_hand_off(&p, &self.here);
+            let mut report = hand_off_report(consumer, successors, to.tmax_ms, &p, p.copies.clone(), &self.here);
             report.states = 1;
             handoffs.push(report);
         }
@@ -610,7 +780,6 @@ fn hand_off_report(
     here: &str,
 ) -> HandOffReport {
     let (elected, stay_reason) = decision_fields(&p.decision, here);
-    crate::metrics::hand_off(here, p.bytes_moved, p.duration.as_secs_f64(), p.slo_violated, p.push_failed.is_some());
     HandOffReport {
         successors: successors.iter().map(|s| s.step.clone()).collect(),
         consumer_node: consumer.to_string(),
@@ -626,6 +795,11 @@ fn hand_off_report(
         copies,
         states: p.states.len() as u64,
     }
+}
+
+/// Count a finished propagation in the host's metrics.
+fn record_hand_off(p: &Propagation, here: &str) {
+    crate::metrics::hand_off(here, p.bytes_moved, p.duration.as_secs_f64(), p.slo_violated, p.push_failed.is_some());
 }
 
 /// The elected node and the reason for staying, as the report shows them.
@@ -691,9 +865,48 @@ async fn step(
         // This host's peer requests for the run carry it on.
         executor.continuum.peers().carry(&request.run_id, capability);
     }
+    if request.early_release {
+        return step_in_frames(executor, request).await;
+    }
     let result = executor.execute(request).await?;
     let bytes = postcard::to_stdvec(&result).map_err(|e| Error::Runtime(format!("encoding the step result: {e}")))?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+/// Answer a step in frames: the early result as soon as it is sent, then
+/// the final one. The step runs in its own task, so it finishes (its pushes
+/// acknowledged) even when the runner goes away after the first frame. A
+/// step that fails before its early answer gets an ordinary error answer.
+async fn step_in_frames(executor: StepExecutor, request: StepRequest) -> std::result::Result<Response, ApiError> {
+    let (early_tx, early_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move { executor.execute_early(request, early_tx).await });
+    let frame = |f: &StepFrame| {
+        f.encode().map(Bytes::from).map_err(|e| Error::Runtime(format!("encoding the step result: {e}")))
+    };
+    let joined = |r: std::result::Result<Result<StepResult>, tokio::task::JoinError>| {
+        r.unwrap_or_else(|e| Err(Error::Runtime(format!("the step's task failed: {e}"))))
+    };
+    let body = match early_rx.await {
+        // No early answer was sent: the step is over; answer as usual.
+        Err(_) => {
+            let result = joined(task.await)?;
+            axum::body::Body::from(frame(&StepFrame::Result(result))?)
+        }
+        Ok(first) => {
+            let first = frame(&StepFrame::Result(first))?;
+            let rest = async move {
+                let last = match joined(task.await) {
+                    Ok(result) => StepFrame::Result(result),
+                    Err(e) => StepFrame::Failed { kind: e.kind(), message: e.to_string() },
+                };
+                frame(&last).map_err(|e| std::io::Error::other(e.to_string()))
+            };
+            let frames = futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) })
+                .chain(futures_util::stream::once(rest));
+            axum::body::Body::from_stream(frames)
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, STEP_FRAMES_CONTENT_TYPE)], body).into_response())
 }
 
 async fn runs(State(executor): State<StepExecutor>) -> std::result::Result<axum::Json<Vec<RunId>>, ApiError> {

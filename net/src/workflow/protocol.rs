@@ -91,6 +91,76 @@ pub struct StepRequest {
     pub fallbacks: Vec<Locator>,
     /// The step's own deadline, ms (only shortens the host's).
     pub deadline_ms: Option<u64>,
+    /// Answer in frames ([`StepFrame`], content type
+    /// [`STEP_FRAMES_CONTENT_TYPE`]): a first result as soon as the
+    /// hand-offs' targets are elected and their pushes have started
+    /// ([`StepResult::pending`]), the final one once every push is
+    /// acknowledged. The runner starts the successors while their inputs are
+    /// in flight. Not for durable runs, whose step records need the
+    /// acknowledgements first.
+    pub early_release: bool,
+    /// Inputs whose locator names this node but which are still in flight
+    /// to it (their producer released early) are waited for up to this
+    /// long, ms (capped at [`MAX_ARRIVAL_WAIT_MS`]), before the read goes on
+    /// to the other tiers and `fallbacks`; 0: no wait.
+    pub arrival_wait_ms: u64,
+}
+
+/// Content type of a step answer sent in frames.
+pub const STEP_FRAMES_CONTENT_TYPE: &str = "application/x-databelt-step-frames";
+
+/// Longest a host waits for an input still in flight to it, ms.
+pub const MAX_ARRIVAL_WAIT_MS: u64 = 120_000;
+
+/// Largest frame of a step answer a runner accepts, bytes (a final step's
+/// output travels in one).
+pub const MAX_STEP_FRAME_BYTES: usize = 512 * 1024 * 1024;
+
+/// One frame of a step answer sent in frames: a little-endian `u32`
+/// length, then the postcard encoding of this. A first `Result` whose
+/// [`StepResult::pending`] is set is followed by exactly one more frame:
+/// the final result, or `Failed` when the step could not be finished after
+/// its early answer (its hand-offs' states then stay where the final
+/// frame would have said — the producer keeps its copy).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum StepFrame {
+    /// A result: early (`pending`) or final.
+    Result(StepResult),
+    /// The step failed after its early answer.
+    Failed {
+        /// The error's kind.
+        kind: databelt_types::ErrorKind,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl StepFrame {
+    /// The frame with its length prefix.
+    pub fn encode(&self) -> postcard::Result<Vec<u8>> {
+        let body = postcard::to_stdvec(self)?;
+        let mut out = Vec::with_capacity(body.len() + 4);
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
+
+    /// Split the first whole frame off `buffer`: `Ok(None)` while it is
+    /// incomplete; an error for a frame over `max` bytes or one that does not
+    /// decode.
+    pub fn take(buffer: &mut Vec<u8>, max: usize) -> Result<Option<StepFrame>, String> {
+        let Some(head) = buffer.get(..4) else { return Ok(None) };
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        if len > max {
+            return Err(format!("a step frame of {len} bytes (at most {max})"));
+        }
+        if buffer.len() < 4 + len {
+            return Ok(None);
+        }
+        let frame = postcard::from_bytes(&buffer[4..4 + len]).map_err(|e| format!("malformed step frame: {e}"))?;
+        buffer.drain(..4 + len);
+        Ok(Some(frame))
+    }
 }
 
 /// How one input state was read.
@@ -227,4 +297,62 @@ pub struct StepResult {
     pub prefetched: u64,
     /// State operations and transfers of this step.
     pub counters: StateCounters,
+    /// An early answer: the hand-offs' pushes were still in flight, so
+    /// their `bytes_moved`, `micros`, `slo_violated` (beyond what the
+    /// election foresaw), `push_failed` and `copies`, and the transfer
+    /// counters, are not known yet; the final frame has them. Each
+    /// hand-off's locator names the elected target.
+    pub pending: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result() -> StepResult {
+        StepResult {
+            node: "s1".into(),
+            inputs: Vec::new(),
+            read_micros: 1,
+            invoke_micros: 2,
+            output_bytes: 3,
+            store_micros: 4,
+            output: Some(vec![7; 100]),
+            handoffs: Vec::new(),
+            run_states: Vec::new(),
+            prefetched: 0,
+            counters: StateCounters::default(),
+            pending: true,
+        }
+    }
+
+    #[test]
+    fn frames_split_at_any_byte_and_come_out_whole_and_in_order() {
+        let first = StepFrame::Result(result());
+        let last = StepFrame::Failed { kind: databelt_types::ErrorKind::Unavailable, message: "gone".into() };
+        let wire: Vec<u8> = [first.encode().unwrap(), last.encode().unwrap()].concat();
+        for cut in 0..wire.len() {
+            let mut buffer = wire[..cut].to_vec();
+            let mut got = Vec::new();
+            while let Some(f) = StepFrame::take(&mut buffer, 1 << 20).unwrap() {
+                got.push(f);
+            }
+            buffer.extend_from_slice(&wire[cut..]);
+            while let Some(f) = StepFrame::take(&mut buffer, 1 << 20).unwrap() {
+                got.push(f);
+            }
+            assert_eq!(got, [first.clone(), last.clone()], "cut at {cut}");
+            assert!(buffer.is_empty());
+        }
+    }
+
+    #[test]
+    fn oversize_or_malformed_frames_are_refused() {
+        let mut big = StepFrame::Result(result()).encode().unwrap();
+        let e = StepFrame::take(&mut big, 10).unwrap_err();
+        assert!(e.contains("at most 10"), "{e}");
+        let mut garbage = vec![3, 0, 0, 0, 0xff, 0xff, 0xff];
+        assert!(StepFrame::take(&mut garbage, 1 << 20).unwrap_err().contains("malformed"));
+        assert_eq!(garbage.len(), 7, "nothing consumed");
+    }
 }

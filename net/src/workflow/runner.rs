@@ -20,7 +20,10 @@ use crate::continuum::{Locator, Policy, ReadCounts, ReadTier};
 use crate::http::{check, unreachable};
 use crate::placement::PlacementClient;
 use crate::workflow::capability::{self, CAPABILITY_HEADER};
-use crate::workflow::protocol::{StateCounters, StepInput, StepRequest, StepResult, Successor};
+use crate::workflow::protocol::{
+    MAX_ARRIVAL_WAIT_MS, MAX_STEP_FRAME_BYTES, STEP_FRAMES_CONTENT_TYPE, StateCounters, StepFrame, StepInput,
+    StepRequest, StepResult, Successor,
+};
 
 /// One step, ready to run.
 struct Prepared {
@@ -103,7 +106,9 @@ pub struct RunReport {
     /// Outputs of the final steps (postcard), by step name.
     #[serde(skip)]
     pub outputs: Vec<(StepName, Vec<u8>)>,
-    /// End-to-end wall time, µs (without the clean-up).
+    /// End-to-end wall time, µs: until the final steps' outputs are in
+    /// (without the acknowledgements of early answers still to come, and
+    /// without the clean-up).
     pub total_micros: u64,
     /// State reads per tier.
     pub reads: ReadCounts,
@@ -327,7 +332,9 @@ impl Runner {
         Ok(())
     }
 
-    async fn post_step(&self, addr: &str, request: &StepRequest) -> Result<StepResult> {
+    /// Run a step on the host at `addr`: its result, and when the host
+    /// answered early (hand-offs still in flight) the final result to come.
+    async fn post_step(&self, addr: &str, request: &StepRequest) -> Result<(StepResult, Option<FinalResult>)> {
         let body = postcard::to_stdvec(request).map_err(|e| Error::Runtime(format!("encoding a step: {e}")))?;
         let r = self
             .http
@@ -338,9 +345,22 @@ impl Runner {
             .await
             .map_err(|e| unreachable(addr, e))?;
         let r = check(addr, r).await?;
-        let bytes = r.bytes().await.map_err(|e| unreachable(addr, e))?;
-        crate::http::decode_postcard(&bytes, "StepResult")
-            .map_err(|e| Error::Unavailable(format!("host {addr}: malformed step result: {e}")))
+        let framed = r
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes() == STEP_FRAMES_CONTENT_TYPE.as_bytes());
+        if !framed {
+            let bytes = r.bytes().await.map_err(|e| unreachable(addr, e))?;
+            let result = crate::http::decode_postcard(&bytes, "StepResult")
+                .map_err(|e| Error::Unavailable(format!("host {addr}: malformed step result: {e}")))?;
+            return Ok((result, None));
+        }
+        let mut frames = Frames { response: r, buffer: Vec::new(), addr: addr.to_string() };
+        let first = frames.next().await?;
+        if !first.pending {
+            return Ok((first, None));
+        }
+        Ok((first, Some(tokio::spawn(async move { frames.next().await }))))
     }
 
     /// Run the workflow once on `input` (postcard, of the entry steps' input
@@ -384,14 +404,29 @@ impl Runner {
             nodes,
             report,
             handed: HashMap::new(),
+            finals: Vec::new(),
             run_states: Vec::new(),
             done: HashSet::new(),
             touched: Vec::new(),
         };
         let started = Instant::now();
-        let outcome = self.drive(&mut run).await;
+        let driven = self.drive(&mut run).await;
+        // The run's result is in when its final steps have answered; what
+        // follows is bookkeeping (acknowledgements of early answers).
+        let elapsed = started.elapsed();
+        let outcome = match driven {
+            Ok(()) => self.finish(&mut run).await,
+            Err(e) => {
+                // Let the pushes still in flight land before the clean-up
+                // looks for their states.
+                for (_, _, last) in std::mem::take(&mut run.finals) {
+                    let _ = last.await;
+                }
+                Err(e)
+            }
+        };
         let mut report = run.report;
-        report.total_micros = started.elapsed().as_micros() as u64;
+        report.total_micros = elapsed.as_micros() as u64;
         if !options.keep_state {
             report.cleanup = self.cleanup(&report.run_id, &topology, &run.touched).await;
         }
@@ -426,13 +461,29 @@ impl Runner {
             }))
             .await;
             for (name, node, result, wall) in results {
-                let result = result.map_err(|e| Error::StepFailed {
+                let (result, last) = result.map_err(|e| Error::StepFailed {
                     step: name.to_string(),
                     node: node.clone(),
                     source: Box::new(e),
                 })?;
                 run.record(name, result, wall);
+                if let Some(last) = last {
+                    run.finals.push((name.clone(), node.clone(), last));
+                }
             }
+        }
+        Ok(())
+    }
+
+    /// Wait for the final results of the steps whose hosts answered early
+    /// (their hand-offs acknowledged) and take them into the report.
+    async fn finish(&self, run: &mut Progress<'_>) -> Result<()> {
+        for (name, node, last) in std::mem::take(&mut run.finals) {
+            let result = last
+                .await
+                .unwrap_or_else(|e| Err(Error::Runtime(format!("reading the step's final answer: {e}"))))
+                .map_err(|e| Error::StepFailed { step: name.to_string(), node: node.clone(), source: Box::new(e) })?;
+            run.settle(&name, result);
         }
         Ok(())
     }
@@ -444,16 +495,26 @@ impl Runner {
         // An input whose producer has one successor is read once.
         let sole_reader: Vec<bool> =
             s.after.iter().map(|p| self.steps.iter().filter(|c| c.after.contains(p)).count() == 1).collect();
+        let mut fallbacks = Vec::new();
+        let mut arrival_wait = 0;
         let input = if s.after.is_empty() {
             StepInput::Inline(run.input.to_vec())
         } else {
             let mut locators = Vec::new();
             for p in &s.after {
-                let l =
-                    run.handed.get(&(s.name.clone(), p.clone())).cloned().ok_or_else(|| {
-                        Error::Workflow(format!("step `{}`: no state was handed on by `{p}`", s.name))
-                    })?;
-                locators.push(l);
+                let handed = run
+                    .handed
+                    .get(&(s.name.clone(), p.clone()))
+                    .ok_or_else(|| Error::Workflow(format!("step `{}`: no state was handed on by `{p}`", s.name)))?;
+                if let Some(producer) = &handed.in_flight_from {
+                    // Still in flight: wait for it there, and if it never
+                    // lands, read the producer's copy.
+                    let t = self.placement.cached().map_or(0, |(_, t)| t);
+                    let l = &handed.locator;
+                    arrival_wait = arrival_wait.max(arrival_wait_ms(run.topology, t, producer, &l.node, l.size_bytes));
+                    fallbacks.push(Locator { node: producer.clone(), ..l.clone() });
+                }
+                locators.push(handed.locator.clone());
             }
             StepInput::Handed(locators)
         };
@@ -479,8 +540,10 @@ impl Runner {
             durable: self.workflow.durable,
             sole_reader,
             run_states: run.run_states.clone(),
-            fallbacks: Vec::new(),
+            fallbacks,
             deadline_ms: s.deadline_ms,
+            early_release: true,
+            arrival_wait_ms: arrival_wait,
         })
     }
 
@@ -515,6 +578,61 @@ impl Runner {
     }
 }
 
+/// The final result of a step whose host answered early.
+type FinalResult = tokio::task::JoinHandle<Result<StepResult>>;
+
+/// The frames of a step answer sent in frames, read as they arrive.
+struct Frames {
+    response: reqwest::Response,
+    buffer: Vec<u8>,
+    addr: String,
+}
+
+impl Frames {
+    /// The next result; a `Failed` frame, a malformed one or an answer that
+    /// ends before it is an error.
+    async fn next(&mut self) -> Result<StepResult> {
+        let addr = self.addr.clone();
+        let malformed = |m: String| Error::Unavailable(format!("host {addr}: {m}"));
+        loop {
+            match StepFrame::take(&mut self.buffer, MAX_STEP_FRAME_BYTES).map_err(&malformed)? {
+                Some(StepFrame::Result(result)) => return Ok(result),
+                Some(StepFrame::Failed { kind, message }) => {
+                    return Err(Error::Remote { peer: format!("peer {}", self.addr), kind, message });
+                }
+                None => {}
+            }
+            match self.response.chunk().await.map_err(|e| unreachable(&self.addr, e))? {
+                Some(chunk) => self.buffer.extend_from_slice(&chunk),
+                None => return Err(malformed("the step answer ended before its result".into())),
+            }
+        }
+    }
+}
+
+/// How long a step waits for an input still in flight from a producer that
+/// answered early: three times the transfer's least time over the route at
+/// the scenario's rates, plus 2 s, within [`MAX_ARRIVAL_WAIT_MS`]; the
+/// longest wait when there is no route now.
+fn arrival_wait_ms(topology: &Topology, t_ms: u64, from: &str, to: &str, bytes: u64) -> u64 {
+    match topology.snapshot(t_ms).route(from, to) {
+        Some(route) => {
+            let least = route.latency_ms + bytes as f64 * 8.0 / route.bandwidth_bps.max(1.0) * 1000.0;
+            ((3.0 * least + 2000.0) as u64).min(MAX_ARRIVAL_WAIT_MS)
+        }
+        None => MAX_ARRIVAL_WAIT_MS,
+    }
+}
+
+/// A state handed to a step.
+struct Handed {
+    /// Where it is (or is going).
+    locator: Locator,
+    /// The producer's node, while the push to the locator's node is still
+    /// in flight (its host answered early).
+    in_flight_from: Option<String>,
+}
+
 /// One run while the runner drives it.
 struct Progress<'a> {
     /// The run's input (postcard).
@@ -525,7 +643,9 @@ struct Progress<'a> {
     nodes: HashMap<StepName, String>,
     report: RunReport,
     /// Locators handed to each step, by (consumer step, producer step).
-    handed: HashMap<(StepName, StepName), Locator>,
+    handed: HashMap<(StepName, StepName), Handed>,
+    /// Steps whose hosts answered early, with their final answers to come.
+    finals: Vec<(StepName, String, FinalResult)>,
     /// Every known copy of the run's run-scope states.
     run_states: Vec<Locator>,
     done: HashSet<StepName>,
@@ -553,6 +673,50 @@ impl Progress<'_> {
             }
         }
         for h in &result.handoffs {
+            // An early answer: the producer and the target may both hold it.
+            self.touch(&result.node);
+            self.touch(&h.locator.node);
+            let in_flight_from = (result.pending && h.locator.node != result.node).then(|| result.node.clone());
+            for succ in &h.successors {
+                let handed = Handed { locator: h.locator.clone(), in_flight_from: in_flight_from.clone() };
+                self.handed.insert((succ.clone(), name.clone()), handed);
+            }
+        }
+        if !result.pending {
+            self.count_handoffs(&result);
+        }
+        self.take_run_states(&result);
+        if !result.pending {
+            self.report.counters.add(&result.counters);
+        }
+        if let Some(out) = &result.output {
+            self.report.outputs.push((name.clone(), out.clone()));
+        }
+        self.done.insert(name.clone());
+        self.report.steps.push(StepLine { step: name.clone(), result, wall_micros: wall.as_micros() as u64 });
+    }
+
+    /// The run-state copies a step reported replace older ones of the same
+    /// keys. An early answer's copies are still in flight: the producer's
+    /// node is listed after each (where they stay if the push fails; a
+    /// later step fetches from there only what has not reached it).
+    fn take_run_states(&mut self, result: &StepResult) {
+        if result.run_states.is_empty() {
+            return;
+        }
+        self.run_states.retain(|l| !result.run_states.iter().any(|n| n.key == l.key));
+        for l in &result.run_states {
+            self.touch(&l.node);
+            self.run_states.push(l.clone());
+            if result.pending && l.node != result.node {
+                self.run_states.push(Locator { node: result.node.clone(), ..l.clone() });
+            }
+        }
+    }
+
+    /// What a step's hand-offs did, once they are acknowledged.
+    fn count_handoffs(&mut self, result: &StepResult) {
+        for h in &result.handoffs {
             for c in &h.copies {
                 self.touch(c);
             }
@@ -564,24 +728,19 @@ impl Progress<'_> {
             }
             self.report.slo_violations += u64::from(h.slo_violated);
             self.report.bytes_moved += h.bytes_moved;
-            for succ in &h.successors {
-                self.handed.insert((succ.clone(), name.clone()), h.locator.clone());
-            }
         }
-        if !result.run_states.is_empty() {
-            // The copies this step reported replace older ones of the same keys.
-            self.run_states.retain(|l| !result.run_states.iter().any(|n| n.key == l.key));
-            for l in &result.run_states {
-                self.touch(&l.node);
-            }
-            self.run_states.extend(result.run_states.iter().cloned());
-        }
+    }
+
+    /// Take in the final result of step `name`, whose host answered early:
+    /// its hand-offs and counters as they ended (the step line keeps the
+    /// runner's wall time of the early answer).
+    fn settle(&mut self, name: &StepName, result: StepResult) {
+        self.count_handoffs(&result);
+        self.take_run_states(&result);
         self.report.counters.add(&result.counters);
-        if let Some(out) = &result.output {
-            self.report.outputs.push((name.clone(), out.clone()));
+        if let Some(line) = self.report.steps.iter_mut().find(|l| &l.step == name) {
+            line.result = result;
         }
-        self.done.insert(name.clone());
-        self.report.steps.push(StepLine { step: name.clone(), result, wall_micros: wall.as_micros() as u64 });
     }
 }
 

@@ -62,6 +62,8 @@ fn main() {
         run_states: vec![locator],
         fallbacks: Vec::new(),
         deadline_ms: None,
+        early_release: false,
+        arrival_wait_ms: 0,
     };
     write(&dir, "handed", &postcard::to_stdvec(&request).unwrap());
     let inline = StepRequest { input: StepInput::Inline(vec![3, 1, 2, 3]), successors: vec![], ..request };

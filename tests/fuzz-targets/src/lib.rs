@@ -11,7 +11,7 @@ use databelt_host::schema::{
 };
 use databelt_net::http::decode_postcard;
 use databelt_net::peer::{BatchGet, BatchPut, byte_strings};
-use databelt_net::workflow::protocol::{StepRequest, StepResult};
+use databelt_net::workflow::protocol::{StepFrame, StepRequest, StepResult};
 use databelt_placement::{Topology, Workflow};
 use postcard_schema::Schema;
 use postcard_schema::schema::owned::OwnedNamedType;
@@ -53,6 +53,9 @@ pub fn step_protocol(data: &[u8]) {
         assert_eq!(third.ok().flatten(), Some(again), "round trip");
     }
     let _ = decode_postcard::<StepResult>(data, "StepResult");
+    // The framed answer: whatever the bytes, a frame or a clear error.
+    let mut buffer = data.to_vec();
+    while let Ok(Some(_)) = StepFrame::take(&mut buffer, 1 << 20) {}
 }
 
 /// A component's `describe()` answer: a schema, then (with what follows it
