@@ -146,7 +146,8 @@ async fn state_lands_on_the_elected_node_and_is_read_from_the_nearest_tier() {
     // The paper's rule (`strict`): the same state stays on the producer.
     write(s1, "c2", 1_000_000);
     let r1 = rid("r1");
-    let strict = Destination { policy: Policy::Strict, run_id: &r1, consumer: "s3", tmax_ms: 5.0, ttl_ms: None };
+    let strict =
+        Destination { policy: Policy::Strict, run_id: &r1, consumer: "s3", tmax_ms: 5.0, ttl_ms: None, one_way: false };
     let p2 = s1.continuum.propagate_with(&strict, "run", "c2").await.unwrap();
     assert!(matches!(&p2.decision, Some(Decision::Stay { reason: StayReason::NoNodeFits, .. })), "{p2:?}");
     assert_eq!((p2.locator().node.as_str(), p2.bytes_moved, p2.slo_violated), ("s1", 0, true));

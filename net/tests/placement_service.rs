@@ -14,7 +14,13 @@ fn testbed() -> Topology {
 }
 
 fn request(size: u64, tmax: f64) -> ElectionRequest {
-    ElectionRequest { producer: "sat2".into(), consumer: "sat6".into(), size_bytes: size, tmax_ms: tmax }
+    ElectionRequest {
+        producer: "sat2".into(),
+        consumer: "sat6".into(),
+        size_bytes: size,
+        tmax_ms: tmax,
+        one_way: false,
+    }
 }
 
 #[tokio::test]

@@ -59,6 +59,7 @@ fn main() {
         consumer: "sat-40-11".into(),
         size_bytes: 5_000_000,
         tmax_ms: 400.0,
+        one_way: false,
     };
     elect(&snapshot, &request).expect("election");
     let start = snapshot.index_of("gs-10").expect("gs-10");

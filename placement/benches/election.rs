@@ -71,6 +71,7 @@ fn main() {
             consumer: format!("n{}", n / 2),
             size_bytes: 10_000_000,
             tmax_ms: 400.0,
+            one_way: false,
         };
         elect(&snapshot, &request).expect("election");
         let start = snapshot.index_of("n0").expect("n0");

@@ -7,13 +7,16 @@
 //!    links that exist at the snapshot's instant (petgraph A* with a zero
 //!    heuristic, i.e. Dijkstra with the path kept).
 //! 2. For each node `n` of the path, the migration time from the producer is
-//!    `Tmig(n) = 2·(L(n) + J(n)) + 8·D / B(n)` milliseconds, where `L` is the
+//!    `Tmig(n) = k·(L(n) + J(n)) + 8·D / B(n)` milliseconds, where `L` is the
 //!    summed one-way latency of the links up to `n`, `J` their summed jitter
 //!    (a margin for the worst case), and `B` the *bottleneck* bandwidth of
 //!    those links in bit/s (each link's own bandwidth, not a global average;
-//!    `D` is in bytes, hence the 8). The factor 2 covers the data going out
-//!    and the receiver's acknowledgement coming back: a push counts only once
-//!    the receiver has stored it and said so.
+//!    `D` is in bytes, hence the 8). `k = 2` covers the data going out and
+//!    the receiver's acknowledgement coming back, when the consumer starts
+//!    only after the push counts (the receiver has stored it and said so);
+//!    `k = 1` when the consumer waits only for the bytes to land
+//!    ([`ElectionRequest::one_way`]: its producer answers early and the
+//!    acknowledgement is off the consumer's path).
 //! 3. A link whose window closes before `Tmig(n)` has elapsed excludes `n`
 //!    and every node after it.
 //! 4. Walk the path from the consumer backwards and elect the first node
@@ -46,6 +49,11 @@ pub struct ElectionRequest {
     pub size_bytes: u64,
     /// The step's SLO: the longest the transfer may take, in ms.
     pub tmax_ms: f64,
+    /// The consumer waits only for the bytes to land, not for the
+    /// receiver's acknowledgement (its producer answers before the push is
+    /// acknowledged): the path latency counts once in `Tmig`, not twice.
+    #[serde(default)]
+    pub one_way: bool,
 }
 
 /// One node of the path with its migration time.
@@ -57,6 +65,9 @@ pub struct PathNode {
     pub tmig_ms: f64,
     /// Whether every link up to this node stays up for the whole transfer.
     pub window_ok: bool,
+    /// Summed one-way latency of the links up to this node, ms (no jitter).
+    #[serde(default)]
+    pub latency_ms: f64,
 }
 
 /// Why the state stays where it is.
@@ -148,14 +159,14 @@ pub fn elect(snapshot: &Snapshot, request: &ElectionRequest) -> Result<Decision>
     let producer = snapshot.index_of(&request.producer).ok_or_else(|| Error::UnknownNode(request.producer.clone()))?;
     let consumer = snapshot.index_of(&request.consumer).ok_or_else(|| Error::UnknownNode(request.consumer.clone()))?;
     if producer == consumer {
-        let path = vec![PathNode { node: request.producer.clone(), tmig_ms: 0.0, window_ok: true }];
+        let path = vec![PathNode { node: request.producer.clone(), tmig_ms: 0.0, window_ok: true, latency_ms: 0.0 }];
         return Ok(Decision::Stay { reason: StayReason::AlreadyLocal, path });
     }
     let Some((_, path)) = astar(&snapshot.graph, producer, |n| n == consumer, |e| e.weight().latency_ms, |_| 0.0)
     else {
         return Ok(Decision::Stay { reason: StayReason::Unreachable, path: Vec::new() });
     };
-    let annotated = annotate(snapshot, &path, request.size_bytes);
+    let annotated = annotate(snapshot, &path, request.size_bytes, request.one_way);
     let last = annotated.len() - 1;
     for i in (1..annotated.len()).rev() {
         let n = &annotated[i];
@@ -180,10 +191,11 @@ pub fn elect(snapshot: &Snapshot, request: &ElectionRequest) -> Result<Decision>
 }
 
 /// Migration time and window check for every node of `path`.
-fn annotate(snapshot: &Snapshot, path: &[NodeIndex], size_bytes: u64) -> Vec<PathNode> {
+fn annotate(snapshot: &Snapshot, path: &[NodeIndex], size_bytes: u64, one_way: bool) -> Vec<PathNode> {
     let bits = size_bytes as f64 * 8.0;
+    let legs = if one_way { 1.0 } else { 2.0 };
     let mut out = Vec::with_capacity(path.len());
-    out.push(PathNode { node: snapshot.id_of(path[0]).to_string(), tmig_ms: 0.0, window_ok: true });
+    out.push(PathNode { node: snapshot.id_of(path[0]).to_string(), tmig_ms: 0.0, window_ok: true, latency_ms: 0.0 });
     let (mut latency, mut jitter, mut bottleneck, mut shortest_window) = (0.0f64, 0.0f64, f64::INFINITY, u64::MAX);
     for hop in path.windows(2) {
         let link = best_link(snapshot, hop[0], hop[1]);
@@ -191,9 +203,9 @@ fn annotate(snapshot: &Snapshot, path: &[NodeIndex], size_bytes: u64) -> Vec<Pat
         jitter += link.jitter_ms;
         bottleneck = bottleneck.min(link.bandwidth_bps);
         shortest_window = shortest_window.min(link.remaining_ms);
-        let tmig = 2.0 * (latency + jitter) + bits / bottleneck * 1000.0;
+        let tmig = legs * (latency + jitter) + bits / bottleneck * 1000.0;
         let window_ok = out.last().is_some_and(|p: &PathNode| p.window_ok) && (shortest_window as f64) >= tmig;
-        out.push(PathNode { node: snapshot.id_of(hop[1]).to_string(), tmig_ms: tmig, window_ok });
+        out.push(PathNode { node: snapshot.id_of(hop[1]).to_string(), tmig_ms: tmig, window_ok, latency_ms: latency });
     }
     out
 }
@@ -239,7 +251,7 @@ mod tests {
     }
 
     fn req(p: &str, c: &str, size: u64, tmax: f64) -> ElectionRequest {
-        ElectionRequest { producer: p.into(), consumer: c.into(), size_bytes: size, tmax_ms: tmax }
+        ElectionRequest { producer: p.into(), consumer: c.into(), size_bytes: size, tmax_ms: tmax, one_way: false }
     }
 
     #[test]
@@ -259,6 +271,24 @@ mod tests {
         }
         let all = elect(&t.snapshot(0), &req("n0", "n4", 1_000_000, 300.0)).unwrap();
         assert!(matches!(all, Decision::Propagate { ref node, .. } if node == "n4"));
+    }
+
+    #[test]
+    fn a_consumer_that_waits_only_for_the_bytes_counts_the_latency_once() {
+        // Tmax 250: two-way, n4 needs 22·4 + 200 = 288 ms and n2 is elected;
+        // one-way it needs 11·4 + 200 = 244 ms and the consumer itself fits.
+        let t = chain(5, &[40.0], None);
+        let one_way = ElectionRequest { one_way: true, ..req("n0", "n4", 1_000_000, 250.0) };
+        match elect(&t.snapshot(0), &one_way).unwrap() {
+            Decision::Propagate { node, tmig_ms, path, .. } => {
+                assert_eq!(node, "n4");
+                assert!((tmig_ms - 244.0).abs() < 1e-9, "{tmig_ms}");
+                assert!((path[2].latency_ms - 20.0).abs() < 1e-9, "{path:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let two_way = elect(&t.snapshot(0), &req("n0", "n4", 1_000_000, 250.0)).unwrap();
+        assert!(matches!(two_way, Decision::Propagate { ref node, .. } if node == "n2"), "{two_way:?}");
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub struct Args {
     /// Scenario time, ms (link windows).
     #[arg(long, default_value_t = 0)]
     at_ms: u64,
+    /// The consumer waits only for the bytes to land (its producer answers
+    /// early), not for the acknowledgement: latency counts once in Tmig.
+    #[arg(long)]
+    one_way: bool,
 }
 
 /// Run the command.
@@ -36,6 +40,7 @@ pub fn run(args: Args) -> Result<()> {
         consumer: args.consumer,
         size_bytes: args.size,
         tmax_ms: args.tmax_ms,
+        one_way: args.one_way,
     };
     let decision = databelt_placement::elect(&topology.snapshot(args.at_ms), &request)?;
     println!("{}", serde_json::to_string_pretty(&decision)?);

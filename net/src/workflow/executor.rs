@@ -647,11 +647,12 @@ impl<'a> StepRun<'a> {
         template: &StepResult,
         store_micros: u64,
     ) -> Result<(Vec<HandOffReport>, Vec<Locator>)> {
+        let one_way = self.early.is_some();
         let groups = group_by_node(&request.successors, request.policy);
         let states: Vec<(String, u64)> = entries.iter().map(|(k, v)| (k.clone(), v.len() as u64)).collect();
         let mut plans = Vec::with_capacity(groups.len());
         for (consumer, successors) in &groups {
-            let to = destination(request, consumer, successors);
+            let to = destination(request, consumer, successors, one_way);
             plans.push(self.continuum().plan_batch(&to, Place::Sandbox, RUN_SCOPE, states.clone()).await?);
         }
         if self.early.is_some() {
@@ -663,7 +664,7 @@ impl<'a> StepRun<'a> {
                 planned.push(hand_off_report(
                     consumer,
                     successors,
-                    destination(request, consumer, successors).tmax_ms,
+                    destination(request, consumer, successors, one_way).tmax_ms,
                     p,
                     copies,
                     &self.here,
@@ -677,7 +678,7 @@ impl<'a> StepRun<'a> {
         let mut handoffs = Vec::new();
         let mut run_states = Vec::new();
         for (i, ((consumer, successors), plan)) in groups.iter().zip(plans).enumerate() {
-            let to = destination(request, consumer, successors);
+            let to = destination(request, consumer, successors, one_way);
             let batch = if i + 1 == n { std::mem::take(&mut entries) } else { entries.clone() };
             let mut p = self.continuum().push_batch(plan, &to, batch).await;
             if p.node == self.here {
@@ -716,11 +717,12 @@ impl<'a> StepRun<'a> {
         template: &StepResult,
         store_micros: u64,
     ) -> Result<(Vec<HandOffReport>, Vec<Locator>)> {
+        let one_way = self.early.is_some() && written.is_empty();
         let groups = group_by_node(&request.successors, request.policy);
         let mut plans = Vec::with_capacity(groups.len());
         if self.early.is_some() && written.is_empty() {
             for (consumer, successors) in &groups {
-                let to = destination(request, consumer, successors);
+                let to = destination(request, consumer, successors, one_way);
                 plans.push(self.continuum().plan_stored(&to, RUN_SCOPE, key).await?);
             }
             let planned: Vec<HandOffReport> = groups
@@ -728,7 +730,7 @@ impl<'a> StepRun<'a> {
                 .zip(&plans)
                 .map(|((consumer, successors), plan)| {
                     let p = &plan.propagation;
-                    let tmax = destination(request, consumer, successors).tmax_ms;
+                    let tmax = destination(request, consumer, successors, one_way).tmax_ms;
                     hand_off_report(consumer, successors, tmax, p, vec![self.here.clone(), p.node.clone()], &self.here)
                 })
                 .collect();
@@ -738,7 +740,7 @@ impl<'a> StepRun<'a> {
         let mut handoffs = Vec::new();
         let mut run_states = Vec::new();
         for (consumer, successors) in &groups {
-            let to = destination(request, consumer, successors);
+            let to = destination(request, consumer, successors, one_way);
             let p = match plans.next() {
                 Some(plan) => self.continuum().push_stored(plan, &to).await?,
                 None => self.continuum().propagate_with(&to, RUN_SCOPE, key).await?,
@@ -759,14 +761,21 @@ impl<'a> StepRun<'a> {
 }
 
 /// Where a hand-off to the successors on `consumer` goes: the run's policy,
-/// the tightest Tmax among them, the run's TTL.
-fn destination<'r>(request: &'r StepRequest, consumer: &'r str, successors: &[&Successor]) -> Destination<'r> {
+/// the tightest Tmax among them, the run's TTL; `one_way` when the step
+/// answers early (the consumers wait for the bytes, not the acknowledgement).
+fn destination<'r>(
+    request: &'r StepRequest,
+    consumer: &'r str,
+    successors: &[&Successor],
+    one_way: bool,
+) -> Destination<'r> {
     Destination {
         policy: request.policy,
         run_id: &request.run_id,
         consumer,
         tmax_ms: successors.iter().map(|s| s.tmax_ms).fold(f64::INFINITY, f64::min),
         ttl_ms: Some(request.ttl_ms),
+        one_way,
     }
 }
 
