@@ -628,3 +628,78 @@ async fn replicas_lose_no_acknowledged_write_while_nodes_are_killed_and_frozen()
     assert!(missing.is_empty(), "acknowledged writes missing: {missing:?}");
     assert!(acked.len() > writes / 2, "most writes reach a live node");
 }
+
+/// A producer answers early (its hand-off's target elected, the push still
+/// to come), so the consumer starts at once and waits for its input. Real
+/// processes: with the elected target frozen (SIGSTOP) and then killed
+/// (SIGKILL), the push fails after the answer; the consumer's wait runs
+/// out and it reads the copy the producer kept, and the run succeeds, its
+/// report naming the failed push.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_answer_whose_push_fails_is_read_from_the_producer() {
+    let dir = tempfile::tempdir().unwrap();
+    databelt_net::tls::install_default_provider();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let (mut nodes, _placement, url) = continuum(dir.path(), &http).await;
+    // A push to (or a read from) a frozen peer gives up after 1 s without a byte.
+    for n in &mut nodes {
+        n.kill();
+        n.start_with(&url, &["--peer-read-timeout-ms", "1000"]);
+    }
+    for n in &nodes {
+        wait_up(&http, &n.addr).await;
+    }
+    // ~65 kB from s1 to s3 over 5 ms, 1 Gbit/s hops: one way, s2 needs ~6 ms
+    // and s3 ~11 ms; Tmax 8 elects s2, from where mark pulls it.
+    let workflow = dir.path().join("early.toml");
+    std::fs::write(
+        &workflow,
+        format!(
+            "name = \"early\"\n[[step]]\nname = \"preprocess\"\ncomponent = \"{}\"\nnode = \"s1\"\ntmax_ms = 1000\n\n\
+             [[step]]\nname = \"mark\"\ncomponent = \"{}\"\nnode = \"s3\"\ntmax_ms = 8\nafter = [\"preprocess\"]\n",
+            common::guest("wildfire_preprocess").display(),
+            common::guest("wildfire_detect").display()
+        ),
+    )
+    .unwrap();
+    let invoke = || {
+        let out = bin()
+            .arg("invoke")
+            .arg(&workflow)
+            .args(["--placement", &url, "--insecure-dev-no-auth", "--json"])
+            .args(["--input", r#"{"seed": 42, "tiles": 16, "side": 64}"#, "--cache-dir"])
+            .arg(dir.path().join("cache"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
+        serde_json::from_str::<Value>(&line).unwrap()
+    };
+    let hand_off = |r: &Value| r["steps"][0]["result"]["handoffs"][0].clone();
+    let read = |r: &Value| r["steps"][1]["result"]["inputs"][0].clone();
+
+    let healthy = invoke();
+    assert_eq!(hand_off(&healthy)["elected"], "s2", "{healthy}");
+    assert_eq!(hand_off(&healthy)["push_failed"], Value::Null, "{healthy}");
+    assert_eq!(read(&healthy)["node"], "s2", "{healthy}");
+
+    let s2 = nodes[2].child.as_ref().unwrap().id().to_string();
+    assert!(Command::new("kill").args(["-STOP", &s2]).status().unwrap().success());
+    let frozen = invoke();
+    assert!(Command::new("kill").args(["-CONT", &s2]).status().unwrap().success());
+    assert_eq!(hand_off(&frozen)["elected"], "s2", "{frozen}");
+    assert!(hand_off(&frozen)["push_failed"].is_string(), "{frozen}");
+    assert_eq!(read(&frozen)["node"], "s1", "the producer's copy: {frozen}");
+
+    nodes[2].kill();
+    let killed = invoke();
+    assert!(hand_off(&killed)["push_failed"].is_string(), "{killed}");
+    assert_eq!(read(&killed)["node"], "s1", "{killed}");
+    assert_eq!(healthy["outputs"], killed["outputs"], "the same result either way");
+    eprintln!(
+        "early answers, failed pushes: frozen target {} ms, killed target {} ms (healthy {} ms)",
+        frozen["total_micros"].as_u64().unwrap_or(0) / 1000,
+        killed["total_micros"].as_u64().unwrap_or(0) / 1000,
+        healthy["total_micros"].as_u64().unwrap_or(0) / 1000
+    );
+}

@@ -674,6 +674,20 @@ impl<'a> StepRun<'a> {
             self.release(template, store_micros, &planned, &run_states);
         }
         let n = groups.len();
+        let options = SetOptions { ttl_ms: Some(request.ttl_ms), if_not_exists: false };
+        // After an early answer this node is the consumers' fallback: it holds
+        // a copy until the pushes are over (one that failed keeps it).
+        let mut staged = one_way && plans.iter().any(|p| p.propagation.node != self.here);
+        if staged {
+            match sandbox.tier().set_many(RUN_SCOPE, entries.clone(), options) {
+                Ok(()) => self.counters.local(true, states.iter().map(|(_, size)| size).sum()),
+                Err(e) => {
+                    // Over the sandbox's limit: the consumers wait for the push alone.
+                    tracing::warn!(run = %self.run_id, error = %e, "no fallback copy on the producer");
+                    staged = false;
+                }
+            }
+        }
         let mut kept_here = false;
         let mut handoffs = Vec::new();
         let mut run_states = Vec::new();
@@ -682,13 +696,12 @@ impl<'a> StepRun<'a> {
             let batch = if i + 1 == n { std::mem::take(&mut entries) } else { entries.clone() };
             let mut p = self.continuum().push_batch(plan, &to, batch).await;
             if p.node == self.here {
-                if !kept_here {
+                if !kept_here && !staged {
                     let bytes = p.entries.iter().map(|(_, v)| v.len() as u64).sum();
                     self.counters.local(true, bytes);
-                    let options = SetOptions { ttl_ms: Some(request.ttl_ms), if_not_exists: false };
                     sandbox.tier().set_many(RUN_SCOPE, std::mem::take(&mut p.entries), options)?;
-                    kept_here = true;
                 }
+                kept_here = true;
             } else {
                 self.counters.remote(p.bytes_moved);
                 self.counters.local(true, p.bytes_moved);
@@ -700,6 +713,10 @@ impl<'a> StepRun<'a> {
             }
             record_hand_off(&p, &self.here);
             handoffs.push(hand_off_report(consumer, successors, to.tmax_ms, &p, copies, &self.here));
+        }
+        if staged && !kept_here {
+            // Every push landed: the fallback copy is not needed.
+            sandbox.tier().delete_many(RUN_SCOPE, states.into_iter().map(|(k, _)| k).collect())?;
         }
         Ok((handoffs, run_states))
     }
