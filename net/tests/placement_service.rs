@@ -53,6 +53,17 @@ async fn hints_slos_errors_and_local_fallback() {
         }
         other => panic!("{other:?}"),
     }
+    // The same state for a consumer that waits only for the bytes: the
+    // latency counts once, 20 + (10+9)·4 = 96 ms reaches the consumer itself.
+    let one_way = ElectionRequest { one_way: true, ..request(100_000, 100.0) };
+    let (consumer_side, _) = client.storage_hint(&one_way).await.unwrap();
+    match &consumer_side {
+        Decision::Propagate { node, path, .. } => {
+            assert_eq!(node, "sat6");
+            assert!((path[4].latency_ms - 40.0).abs() < 1e-9, "{path:?}");
+        }
+        other => panic!("{other:?}"),
+    }
 
     let f = client
         .function_hint(&FunctionRequest {
