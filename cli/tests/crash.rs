@@ -234,6 +234,17 @@ async fn continuum(dir: &Path, http: &reqwest::Client) -> (Vec<NodeProc>, Placem
     (nodes, placement, url)
 }
 
+/// Restart every node with `flags` and wait until all are up again.
+async fn restart_with(nodes: &mut [NodeProc], placement: &str, http: &reqwest::Client, flags: &[&str]) {
+    for n in nodes.iter_mut() {
+        n.kill();
+        n.start_with(placement, flags);
+    }
+    for n in nodes.iter() {
+        wait_up(http, &n.addr).await;
+    }
+}
+
 /// A small xorshift generator, seeded from the process id.
 struct Rng(u64);
 
@@ -467,13 +478,7 @@ async fn a_frozen_node_costs_a_run_its_max_wait_never_forever() {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
     let (mut nodes, _placement, url) = continuum(dir.path(), &http).await;
     // A hand-off to a frozen peer gives up after 2 s without a byte.
-    for n in &mut nodes {
-        n.kill();
-        n.start_with(&url, &["--peer-read-timeout-ms", "2000"]);
-    }
-    for n in &nodes {
-        wait_up(&http, &n.addr).await;
-    }
+    restart_with(&mut nodes, &url, &http, &["--peer-read-timeout-ms", "2000"]).await;
     deploy(&nodes[0].addr, &common::write_wildfire(dir.path(), "max_wait_ms = 2500"));
     let signal = |node: &NodeProc, sig: &str| {
         let pid = node.child.as_ref().unwrap().id();
@@ -642,13 +647,7 @@ async fn an_early_answer_whose_push_fails_is_read_from_the_producer() {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
     let (mut nodes, _placement, url) = continuum(dir.path(), &http).await;
     // A push to (or a read from) a frozen peer gives up after 1 s without a byte.
-    for n in &mut nodes {
-        n.kill();
-        n.start_with(&url, &["--peer-read-timeout-ms", "1000"]);
-    }
-    for n in &nodes {
-        wait_up(&http, &n.addr).await;
-    }
+    restart_with(&mut nodes, &url, &http, &["--peer-read-timeout-ms", "1000"]).await;
     // ~65 kB from s1 to s3 over 5 ms, 1 Gbit/s hops: one way, s2 needs ~6 ms
     // and s3 ~11 ms; Tmax 8 elects s2, from where mark pulls it.
     let workflow = dir.path().join("early.toml");

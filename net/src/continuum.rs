@@ -406,7 +406,9 @@ impl Continuum {
     pub async fn push_stored(&self, planned: Planned, to: &Destination<'_>) -> Result<Propagation> {
         let Planned { mut propagation, started } = planned;
         let p = &mut propagation;
-        let (key, value) = std::mem::take(&mut p.entries).into_iter().next().unwrap_or_default();
+        let Some((key, value)) = std::mem::take(&mut p.entries).into_iter().next() else {
+            return Err(Error::Runtime("a planned propagation without its state (plan_stored makes one)".into()));
+        };
         let size = value.len() as u64;
         let target = p.node.clone();
         if target == self.node_id {
