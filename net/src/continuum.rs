@@ -32,7 +32,9 @@ pub struct Locator {
     pub scope: String,
     /// Key of the state.
     pub key: String,
-    /// The node that holds it (acknowledged).
+    /// The node that holds it (acknowledged), or — in an early step
+    /// answer ([`crate::workflow::protocol::StepResult::pending`]) — the
+    /// node it is being pushed to.
     pub node: String,
     /// Its size in bytes.
     pub size_bytes: u64,
