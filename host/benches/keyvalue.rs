@@ -14,7 +14,9 @@
 //! and at least 20× faster than the Redis round trip.
 //!
 //! `cargo bench -p databelt-host --bench keyvalue` (set `KV_ROUNDS` for
-//! more rounds; default 20000).
+//! more rounds; default 20000). `KV_PROFILE=databelt` (or `wasmtime`) runs
+//! only that candidate's rounds, for a profiler (`perf record`), and prints
+//! nothing else.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -154,6 +156,12 @@ fn main() {
     let (redb, _d2) = host(false);
     let reference = Wasmtime::new(mem.engine(), &bytes);
     let run_on = |h: &Host, n: u32| assert_eq!(h.run_command(&bytes, &args(n)).unwrap(), 0);
+    match std::env::var("KV_PROFILE").as_deref() {
+        Ok("databelt") => return (0..samples).for_each(|_| run_on(&mem, rounds)),
+        Ok("wasmtime") => return (0..samples).for_each(|_| reference.run(&args(rounds))),
+        Ok(other) => panic!("KV_PROFILE={other}: expected `databelt` or `wasmtime`"),
+        Err(_) => {}
+    }
 
     let figures = per_round(
         samples,

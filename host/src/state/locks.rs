@@ -55,7 +55,12 @@ impl LockTable {
 
     /// Check that `access` may read `read` and write `written`; the error
     /// names the first key held against it.
-    pub fn check(&self, access: Access<'_>, read: &[ScopedKey], written: &[ScopedKey]) -> Result<()> {
+    pub fn check<'k>(
+        &self,
+        access: Access<'_>,
+        read: &[ScopedKey],
+        written: impl IntoIterator<Item = &'k ScopedKey>,
+    ) -> Result<()> {
         if self.holds.is_empty() {
             return Ok(());
         }

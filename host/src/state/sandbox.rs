@@ -57,7 +57,7 @@ impl StateStore for CappedStore {
             self.used.store(after, Ordering::SeqCst);
             Ok(())
         };
-        self.inner.transact_checked(keys, decide, &mut check)
+        self.inner.transact_checked(keys, decide, Some(&mut check))
     }
 
     fn purge_expired(&self, now_ms: u64, limit: usize) -> Result<usize> {

@@ -99,6 +99,30 @@ fn system_clock_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// A tier's clock, read once, on first use.
+struct LazyNow<'a> {
+    tier: &'a StateTier,
+    at: std::cell::Cell<Option<u64>>,
+}
+
+impl LazyNow<'_> {
+    fn get(&self) -> u64 {
+        match self.at.get() {
+            Some(t) => t,
+            None => {
+                let t = self.tier.now();
+                self.at.set(Some(t));
+                t
+            }
+        }
+    }
+
+    /// [`Entry::is_live`], reading the clock only for an entry with a TTL.
+    fn is_live(&self, e: &Entry) -> bool {
+        e.expires_at_ms.is_none_or(|_| e.is_live(self.get()))
+    }
+}
+
 /// The local state tier: a backend plus the semantics of the WIT `store`
 /// interface. Cheap to clone; clones share the backend.
 #[derive(Clone)]
@@ -165,6 +189,12 @@ impl StateTier {
         (self.clock)()
     }
 
+    /// The clock, read on first use only: most values have no TTL, and a
+    /// clock read costs as much as the rest of a small get.
+    fn lazy_now(&self) -> LazyNow<'_> {
+        LazyNow { tier: self, at: std::cell::Cell::new(None) }
+    }
+
     /// Check that `name` may be opened.
     pub fn open_scope(&self, name: &str) -> Result<()> {
         if let Err(e) = ScopeName::new(name) {
@@ -210,12 +240,8 @@ impl StateTier {
         Ok(())
     }
 
-    fn live(&self, entry: Option<Entry>, now: u64) -> Option<Entry> {
-        entry.filter(|e| e.is_live(now))
-    }
-
-    fn expiry(&self, opts: &SetOptions, now: u64) -> Option<u64> {
-        opts.ttl_ms.map(|ttl| now.saturating_add(ttl.max(1)))
+    fn expiry(&self, opts: &SetOptions, now: &LazyNow<'_>) -> Option<u64> {
+        opts.ttl_ms.map(|ttl| now.get().saturating_add(ttl.max(1)))
     }
 
     /// The live value under `key`.
@@ -229,8 +255,8 @@ impl StateTier {
             return self.replicated_entry(scope, key);
         }
         self.check_key(key)?;
-        let now = self.now();
-        Ok(self.live(self.store.get(scope, key)?, now))
+        let now = self.lazy_now();
+        Ok(self.store.get(scope, key)?.filter(|e| now.is_live(e)))
     }
 
     /// Whether a live value exists under `key`.
@@ -275,8 +301,11 @@ impl StateTier {
     /// `quota-exceeded`.
     ///
     /// With `access`, the transaction is refused with `conflict` when a
-    /// prepared transaction holds one of its keys against it (checked
-    /// inside the store's transaction, so atomically with every prepare).
+    /// prepared transaction holds one of its keys against it: `read`, and
+    /// the keys of the writes `decide` returns (checked inside the store's
+    /// transaction, so atomically with every prepare). `written` need only
+    /// name the keys of scopes with a quota or replication log; other
+    /// writes are checked whether declared or not.
     pub(super) fn transact(
         &self,
         access: Option<Access<'_>>,
@@ -286,13 +315,19 @@ impl StateTier {
     ) -> Result<Vec<u64>> {
         let Some(access) = access else { return self.transact_unchecked(read, written, decide) };
         self.load_locks()?;
-        let locks = self.locks.clone();
         self.transact_unchecked(read, written, &mut |current| {
-            if let Some(table) = locks.lock().map_err(|_| Error::Runtime("lock table poisoned".into()))?.as_ref() {
-                table.check(access, read, written)?;
+            let writes = decide(current)?;
+            if let Some(table) = self.locks.lock().map_err(|_| Error::Runtime("lock table poisoned".into()))?.as_ref() {
+                table.check(access, read, writes.iter().map(Write::key))?;
             }
-            decide(current)
+            Ok(writes)
         })
+    }
+
+    /// Whether a write to `scope` must be declared to [`Self::transact`]
+    /// before it is decided (its scope has a quota or logs replication).
+    fn declares_writes(&self, scope: &str) -> bool {
+        self.limits.scope_quotas.contains_key(scope) || self.is_replicated(scope)
     }
 
     fn transact_unchecked(
@@ -408,18 +443,20 @@ impl StateTier {
         }
         self.check_key(key)?;
         self.check_value(&value)?;
-        let now = self.now();
-        let expires_at_ms = self.expiry(&opts, now);
-        let at = ScopedKey::new(scope, key);
-        let written = std::slice::from_ref(&at);
+        let now = self.lazy_now();
+        let expires_at_ms = self.expiry(&opts, &now);
+        // The key is declared (a second copy) only when a read or the
+        // scope's quota needs it: two allocations are a third of a set.
+        let declared = (opts.if_not_exists || self.declares_writes(scope)).then(|| ScopedKey::new(scope, key));
+        let written = declared.as_slice();
         let read: &[ScopedKey] = if opts.if_not_exists { written } else { &[] };
-        let mut value = Some(value);
+        let mut put = Some((ScopedKey::new(scope, key), value));
         let versions = self.transact(PLAIN, read, written, &mut |current| {
-            if opts.if_not_exists && current.first().is_some_and(|e| e.as_ref().is_some_and(|e| e.is_live(now))) {
+            if opts.if_not_exists && current.first().is_some_and(|e| e.as_ref().is_some_and(|e| now.is_live(e))) {
                 return Err(Error::PreconditionFailed(format!("`{key}` exists (if-not-exists)")));
             }
-            let value = value.take().ok_or_else(|| Error::Other("transaction retried".into()))?;
-            Ok(vec![Write::Put { key: at.clone(), value, expires_at_ms }])
+            let (key, value) = put.take().ok_or_else(|| Error::Other("transaction retried".into()))?;
+            Ok(vec![Write::Put { key, value, expires_at_ms }])
         })?;
         versions.first().copied().ok_or_else(|| Error::storage_msg("write returned no version"))
     }
@@ -467,8 +504,13 @@ impl StateTier {
         for k in keys {
             self.check_key(k)?;
         }
-        let now = self.now();
-        Ok(self.store.get_many(scope, keys)?.into_iter().map(|e| self.live(e, now).map(|e| e.value)).collect())
+        let now = self.lazy_now();
+        Ok(self
+            .store
+            .get_many(scope, keys)?
+            .into_iter()
+            .map(|e| e.filter(|e| now.is_live(e)).map(|e| e.value))
+            .collect())
     }
 
     /// Store every entry atomically.
@@ -481,13 +523,13 @@ impl StateTier {
             self.check_key(k)?;
             self.check_value(v)?;
         }
-        let now = self.now();
-        let expires_at_ms = self.expiry(&opts, now);
+        let now = self.lazy_now();
+        let expires_at_ms = self.expiry(&opts, &now);
         let written: Vec<ScopedKey> = entries.iter().map(|(k, _)| ScopedKey::new(scope, k.clone())).collect();
         let read: Vec<ScopedKey> = if opts.if_not_exists { written.clone() } else { Vec::new() };
         let mut entries = Some(entries);
         self.transact(PLAIN, &read, &written, &mut |current| {
-            if let Some(i) = current.iter().position(|e| e.as_ref().is_some_and(|e| e.is_live(now))) {
+            if let Some(i) = current.iter().position(|e| e.as_ref().is_some_and(|e| now.is_live(e))) {
                 return Err(Error::PreconditionFailed(format!("`{}` exists (if-not-exists)", read[i].key)));
             }
             let entries = entries.take().ok_or_else(|| Error::Other("transaction retried".into()))?;
