@@ -79,7 +79,7 @@ macro_rules! shared_bucket_methods {
 
         fn set(&mut self, b: Resource<Bucket>, key: String, value: Vec<u8>) -> KvResult<()> {
             let b = self.table.get(&b)?;
-            kv(self.ctx.set(b, &key, value))
+            kv(self.ctx.set(b, key, value))
         }
 
         fn delete(&mut self, b: Resource<Bucket>, key: String) -> KvResult<()> {
@@ -189,7 +189,7 @@ impl KeyValueCtx {
         self.tier.get(&b.scope, key)
     }
 
-    pub(crate) fn set(&mut self, b: &Bucket, key: &str, value: Vec<u8>) -> Result<(), Error> {
+    pub(crate) fn set(&mut self, b: &Bucket, key: String, value: Vec<u8>) -> Result<(), Error> {
         self.count(Op::Set);
         KeyValueCtxView::writable(b)?;
         self.tier.set(&b.scope, key, value, Default::default()).map(|_| ())

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::RwLock;
 
-use super::{Decide, Entry, ScopedKey, StateStore, Write};
+use super::{Decide, Entry, ScopedKey, StateStore, Versions, Write};
 use crate::error::{Error, Result};
 
 /// Scope names hash with foldhash (randomly seeded per map): SipHash cost
@@ -52,7 +52,7 @@ impl MemoryStore {
         keys: &[ScopedKey],
         decide: &mut Decide<'_>,
         check: Option<&mut dyn FnMut(u64, u64) -> Result<()>>,
-    ) -> Result<Vec<u64>> {
+    ) -> Result<Versions> {
         let mut inner = self.inner.write().map_err(poisoned)?;
         let current: Vec<Option<Entry>> = keys.iter().map(|k| inner.entry(k).cloned()).collect();
         let writes = decide(&current)?;
@@ -71,7 +71,7 @@ impl MemoryStore {
             check(added, freed)?;
         }
         let mut version = inner.last_version;
-        let mut versions = Vec::with_capacity(writes.len());
+        let mut versions = Versions::with_capacity(writes.len());
         for w in writes {
             match w {
                 Write::Put { key, value, expires_at_ms } => {
@@ -164,7 +164,7 @@ impl StateStore for MemoryStore {
         Ok((keys, more))
     }
 
-    fn transact(&self, keys: &[ScopedKey], decide: &mut Decide<'_>) -> Result<Vec<u64>> {
+    fn transact(&self, keys: &[ScopedKey], decide: &mut Decide<'_>) -> Result<Versions> {
         self.transact_checked(keys, decide, None)
     }
 

@@ -98,9 +98,17 @@ impl Write {
     }
 }
 
+/// The writes a transaction decides: one is held inline (most transactions
+/// write one key; an allocation costs as much as a small write), more on
+/// the heap.
+pub type Writes = smallvec::SmallVec<[Write; 1]>;
+
+/// The versions a transaction's puts were given, in the order of its writes.
+pub type Versions = smallvec::SmallVec<[u64; 1]>;
+
 /// Decides the writes of a transaction from the current entries of its keys.
 /// Returning an error aborts the transaction with nothing written.
-pub type Decide<'a> = dyn FnMut(&[Option<Entry>]) -> Result<Vec<Write>> + 'a;
+pub type Decide<'a> = dyn FnMut(&[Option<Entry>]) -> Result<Writes> + 'a;
 
 /// A storage backend: raw entries per (scope, key), and atomic transactions.
 ///
@@ -130,7 +138,7 @@ pub trait StateStore: Send + Sync {
     /// writes (in any scopes), and apply them atomically: all or none, and
     /// durable, as the backend promises, before it returns. Returns the
     /// versions given to the `Put` writes, in order.
-    fn transact(&self, keys: &[ScopedKey], decide: &mut Decide<'_>) -> Result<Vec<u64>>;
+    fn transact(&self, keys: &[ScopedKey], decide: &mut Decide<'_>) -> Result<Versions>;
 
     /// Delete at most `limit` entries expired at `now_ms`, without holding
     /// up other calls for longer than that work; returns how many were

@@ -14,7 +14,7 @@ use redb::{
 };
 
 use super::encoding::{decode_record, decode_record_header, encode_record};
-use super::{Decide, Entry, ScopedKey, StateStore, Write};
+use super::{Decide, Entry, ScopedKey, StateStore, Versions, Write};
 use crate::error::{Error, Result};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("databelt:meta");
@@ -239,7 +239,7 @@ impl StateStore for RedbStore {
         Ok((keys, more))
     }
 
-    fn transact(&self, keys: &[ScopedKey], decide: &mut Decide<'_>) -> Result<Vec<u64>> {
+    fn transact(&self, keys: &[ScopedKey], decide: &mut Decide<'_>) -> Result<Versions> {
         self.in_batch(|txn| {
             let mut tables: BTreeMap<String, Table<'_, &'static str, &'static [u8]>> = BTreeMap::new();
             let mut current = Vec::with_capacity(keys.len());
@@ -256,7 +256,7 @@ impl StateStore for RedbStore {
             let w = |e: redb::Error| Failed::Writing(Error::storage(e));
             let mut meta = txn.open_table(META).map_err(|e| w(e.into()))?;
             let mut version = meta.get(LAST_VERSION).map_err(|e| w(e.into()))?.map_or(0, |v| v.value());
-            let mut versions = Vec::new();
+            let mut versions = Versions::new();
             for write in writes {
                 match write {
                     Write::Put { key, value, expires_at_ms } => {

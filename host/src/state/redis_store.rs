@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Decide, Entry, ScopedKey, StateStore, Write};
+use super::{Decide, Entry, ScopedKey, StateStore, Versions, Write};
 use crate::error::{Error, Result};
 
 /// How to reach the Redis server (`[backend] kind = "redis"`).
@@ -372,7 +372,7 @@ impl StateStore for RedisStore {
         }
     }
 
-    fn transact(&self, keys: &[ScopedKey], decide: &mut Decide<'_>) -> Result<Vec<u64>> {
+    fn transact(&self, keys: &[ScopedKey], decide: &mut Decide<'_>) -> Result<Versions> {
         let read_keys: Vec<String> = keys.iter().map(|k| self.record_key(&k.scope, &k.key)).collect();
         let mut lease = self.lease()?;
         for _ in 0..=self.config.max_retries {

@@ -32,7 +32,7 @@ use crdts::{CmRDT, CvRDT, Dot, VClock};
 use serde::{Deserialize, Serialize};
 
 use super::lattice::{self, Actor, Lattice, Stamp, Update};
-use super::{Entry, ScopedKey, StateTier, Write};
+use super::{Entry, ScopedKey, StateTier, Write, Writes};
 use crate::error::{Error, Result};
 
 /// The reserved scope of replication logs and version vectors.
@@ -405,7 +405,7 @@ impl StateTier {
                     writes.push(Write::Put { key: ScopedKey::new(scope, k), value, expires_at_ms: None });
                 }
             }
-            Ok(writes)
+            Ok(writes.into())
         })?;
         for ((k, _), v) in updates.iter().zip(&result) {
             self.pin(scope, k, v.as_ref().map(Lattice::encode).transpose()?)?;
@@ -516,7 +516,7 @@ impl StateTier {
 
     /// Append, to `writes`, a log entry per write to a replicated scope and
     /// the scopes' new vectors; `vvs` are the entries of [`Self::log_keys`].
-    pub(super) fn append_log(&self, scopes: &[String], vvs: &[Option<Entry>], writes: &mut Vec<Write>) -> Result<()> {
+    pub(super) fn append_log(&self, scopes: &[String], vvs: &[Option<Entry>], writes: &mut Writes) -> Result<()> {
         let Some(repl) = self.replication.as_ref() else { return Ok(()) };
         let mut log = Vec::new();
         for (scope, entry) in scopes.iter().zip(vvs) {
@@ -656,7 +656,7 @@ impl StateTier {
                 expires_at_ms: None,
             });
             outcome = (order.len(), vv);
-            Ok(writes)
+            Ok(writes.into())
         })?;
         if outcome.0 > 0 {
             repl.changed(scope);
@@ -754,7 +754,7 @@ impl StateTier {
                 });
             }
             after = mine;
-            Ok(writes)
+            Ok(writes.into())
         })?;
         repl.changed(scope);
         Ok(after)

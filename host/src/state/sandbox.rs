@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use databelt_types::RunId;
 
 use crate::error::{Error, Result};
-use crate::state::{Decide, Entry, MemoryStore, ScopedKey, StateLimits, StateStore, StateTier};
+use crate::state::{Decide, Entry, MemoryStore, ScopedKey, StateLimits, StateStore, StateTier, Versions};
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -45,7 +45,7 @@ impl StateStore for CappedStore {
         self.inner.scan(scope, prefix, after, limit, now_ms)
     }
 
-    fn transact(&self, keys: &[ScopedKey], decide: &mut Decide<'_>) -> Result<Vec<u64>> {
+    fn transact(&self, keys: &[ScopedKey], decide: &mut Decide<'_>) -> Result<Versions> {
         let mut check = |added: u64, freed: u64| -> Result<()> {
             let after = (self.used.load(Ordering::SeqCst) + added).saturating_sub(freed);
             if added > freed && after > self.cap {

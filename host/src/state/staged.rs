@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use super::{Decide, Entry, ScopedKey, StateStore, Write};
+use super::{Decide, Entry, ScopedKey, StateStore, Versions, Write};
 use crate::error::{Error, Result};
 
 /// Provisional versions of staged writes start here (far above any version
@@ -167,7 +167,7 @@ impl StateStore for StagedStore {
         Ok((keys.into_iter().take(limit).collect(), more))
     }
 
-    fn transact(&self, keys: &[ScopedKey], decide: &mut Decide<'_>) -> Result<Vec<u64>> {
+    fn transact(&self, keys: &[ScopedKey], decide: &mut Decide<'_>) -> Result<Versions> {
         let mut staged = self.staged.lock().map_err(poisoned)?;
         let mut current = Vec::with_capacity(keys.len());
         for k in keys {
@@ -175,7 +175,7 @@ impl StateStore for StagedStore {
             current.push(self.read(&mut staged, k, base));
         }
         let writes = decide(&current)?;
-        let mut versions = Vec::new();
+        let mut versions = Versions::new();
         for w in writes {
             match w {
                 Write::Put { key, value, expires_at_ms } => {

@@ -11,7 +11,7 @@ use databelt_types::ScopeName;
 use super::locks::{Access, LockTable};
 use super::quota::{ScopeQuota, Usage, entry_bytes};
 use super::staged::{StagedStore, StagedWrites};
-use super::{Entry, ScopedKey, StateLimits, StateStore, Write};
+use super::{Entry, ScopedKey, StateLimits, StateStore, Versions, Write, Writes};
 use crate::error::{Error, Result};
 
 /// Options of a write (mirrors the WIT `set-options`).
@@ -136,6 +136,13 @@ pub struct StateTier {
     /// Keys held by prepared transaction parts; `None` until rebuilt from
     /// the prepared records (on first use).
     pub(super) locks: Arc<Mutex<Option<LockTable>>>,
+    /// Whether `locks` has been rebuilt (read without the mutex on every
+    /// write; set once, never cleared).
+    pub(super) locks_loaded: Arc<std::sync::atomic::AtomicBool>,
+    /// How many keys `locks` holds, stored whenever it changes (under its
+    /// mutex, inside the store transaction that takes the holds), so a
+    /// write finds "nothing held" without taking the mutex.
+    pub(super) locks_held: Arc<std::sync::atomic::AtomicUsize>,
     /// The replicated scopes, if any (see [`super::replica`]).
     pub(super) replication: Option<Arc<super::replica::Replication>>,
     /// Whether this tier's transactions log writes to replicated scopes
@@ -162,6 +169,8 @@ impl StateTier {
             clock: Arc::new(system_clock_ms),
             usage: Arc::new(Mutex::new(HashMap::new())),
             locks: Arc::new(Mutex::new(None)),
+            locks_loaded: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            locks_held: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             replication: None,
             logs_replication: false,
             pins: None,
@@ -312,12 +321,15 @@ impl StateTier {
         read: &[ScopedKey],
         written: &[ScopedKey],
         decide: &mut super::Decide<'_>,
-    ) -> Result<Vec<u64>> {
+    ) -> Result<Versions> {
         let Some(access) = access else { return self.transact_unchecked(read, written, decide) };
         self.load_locks()?;
         self.transact_unchecked(read, written, &mut |current| {
             let writes = decide(current)?;
-            if let Some(table) = self.locks.lock().map_err(|_| Error::Runtime("lock table poisoned".into()))?.as_ref() {
+            if self.locks_held.load(std::sync::atomic::Ordering::Acquire) > 0
+                && let Some(table) =
+                    self.locks.lock().map_err(|_| Error::Runtime("lock table poisoned".into()))?.as_ref()
+            {
                 table.check(access, read, writes.iter().map(Write::key))?;
             }
             Ok(writes)
@@ -335,7 +347,7 @@ impl StateTier {
         read: &[ScopedKey],
         written: &[ScopedKey],
         decide: &mut super::Decide<'_>,
-    ) -> Result<Vec<u64>> {
+    ) -> Result<Versions> {
         let logged = self.logged_scopes(written);
         if logged.is_empty() {
             return self.transact_under_quotas(read, written, decide);
@@ -362,7 +374,7 @@ impl StateTier {
         read: &[ScopedKey],
         written: &[ScopedKey],
         decide: &mut super::Decide<'_>,
-    ) -> Result<Vec<u64>> {
+    ) -> Result<Versions> {
         let mut quotas: Vec<(String, ScopeQuota)> = Vec::new();
         for k in read.iter().chain(written) {
             if !quotas.iter().any(|(s, _)| *s == k.scope)
@@ -437,26 +449,29 @@ impl StateTier {
     }
 
     /// Store `value` under `key`; returns the new version.
-    pub fn set(&self, scope: &str, key: &str, value: Vec<u8>, opts: SetOptions) -> Result<u64> {
+    pub fn set(&self, scope: &str, key: impl Into<String>, value: Vec<u8>, opts: SetOptions) -> Result<u64> {
+        // An owned key (as a guest's call lifts it) is moved, not copied.
+        let key: String = key.into();
         if self.is_replicated(scope) {
-            return self.replicated_set(scope, vec![(key.to_string(), value)], opts).map(|_| 0);
+            return self.replicated_set(scope, vec![(key, value)], opts).map(|_| 0);
         }
-        self.check_key(key)?;
+        self.check_key(&key)?;
         self.check_value(&value)?;
         let now = self.lazy_now();
         let expires_at_ms = self.expiry(&opts, &now);
         // The key is declared (a second copy) only when a read or the
-        // scope's quota needs it: two allocations are a third of a set.
-        let declared = (opts.if_not_exists || self.declares_writes(scope)).then(|| ScopedKey::new(scope, key));
+        // scope's quota needs it: allocations are most of a small set.
+        let declared = (opts.if_not_exists || self.declares_writes(scope)).then(|| ScopedKey::new(scope, key.as_str()));
         let written = declared.as_slice();
         let read: &[ScopedKey] = if opts.if_not_exists { written } else { &[] };
         let mut put = Some((ScopedKey::new(scope, key), value));
         let versions = self.transact(PLAIN, read, written, &mut |current| {
             if opts.if_not_exists && current.first().is_some_and(|e| e.as_ref().is_some_and(|e| now.is_live(e))) {
+                let key = written.first().map_or("", |k| k.key.as_str());
                 return Err(Error::PreconditionFailed(format!("`{key}` exists (if-not-exists)")));
             }
             let (key, value) = put.take().ok_or_else(|| Error::Other("transaction retried".into()))?;
-            Ok(vec![Write::Put { key, value, expires_at_ms }])
+            Ok(smallvec::smallvec![Write::Put { key, value, expires_at_ms }])
         })?;
         versions.first().copied().ok_or_else(|| Error::storage_msg("write returned no version"))
     }
@@ -468,7 +483,9 @@ impl StateTier {
         }
         self.check_key(key)?;
         let at = ScopedKey::new(scope, key);
-        self.transact(PLAIN, &[], std::slice::from_ref(&at), &mut |_| Ok(vec![Write::Delete { key: at.clone() }]))?;
+        self.transact(PLAIN, &[], std::slice::from_ref(&at), &mut |_| {
+            Ok(smallvec::smallvec![Write::Delete { key: at.clone() }])
+        })?;
         Ok(())
     }
 
@@ -593,7 +610,7 @@ impl StateTier {
             result = old
                 .checked_add(delta)
                 .ok_or_else(|| Error::Other(format!("counter `{key}` would overflow: {old} + {delta}")))?;
-            Ok(vec![Write::Put { key: at.clone(), value: encoding.encode(result), expires_at_ms }])
+            Ok(smallvec::smallvec![Write::Put { key: at.clone(), value: encoding.encode(result), expires_at_ms }])
         })?;
         Ok(result)
     }
@@ -628,10 +645,10 @@ impl StateTier {
             };
             if !matches {
                 stale = Some(live);
-                return Ok(Vec::new());
+                return Ok(Writes::new());
             }
             let value = value.take().ok_or_else(|| Error::Other("transaction retried".into()))?;
-            Ok(vec![Write::Put { key: at.clone(), value, expires_at_ms: None }])
+            Ok(smallvec::smallvec![Write::Put { key: at.clone(), value, expires_at_ms: None }])
         })?;
         match (stale, versions.first()) {
             (Some(current), _) => Ok(CasOutcome::Stale(current)),
@@ -656,6 +673,8 @@ impl StateTier {
             usage: Arc::new(Mutex::new(HashMap::new())),
             // Staged writes touch nothing: locks are checked at the commit.
             locks: Arc::new(Mutex::new(Some(LockTable::default()))),
+            locks_loaded: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            locks_held: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             replication: self.replication.clone(),
             logs_replication: false,
             pins: None,
@@ -669,7 +688,7 @@ impl StateTier {
     /// `precondition-failed` when one of `absent` exists (a step's log record:
     /// the step has already committed). Returns the versions given to the
     /// `Put` writes: the staged ones (in key order), then `extra`'s.
-    pub fn commit_staged(&self, staged: &StagedStore, extra: Vec<Write>, absent: &[ScopedKey]) -> Result<Vec<u64>> {
+    pub fn commit_staged(&self, staged: &StagedStore, extra: Vec<Write>, absent: &[ScopedKey]) -> Result<Versions> {
         let StagedWrites { mut reads, writes } = staged.writes()?;
         // Replicated keys are validated through their markers; their
         // staged values are joined with what arrived from other replicas.
@@ -702,7 +721,7 @@ impl StateTier {
                     }
                 }
             }
-            Ok(writes)
+            Ok(writes.into())
         })
     }
 
@@ -758,7 +777,11 @@ mod tests {
             // Already there before the first quota'd write: counted by the scan.
             t.store
                 .transact(&[], &mut |_| {
-                    Ok(vec![Write::Put { key: ScopedKey::new("q", "a"), value: vec![0; 39], expires_at_ms: None }])
+                    Ok(smallvec::smallvec![Write::Put {
+                        key: ScopedKey::new("q", "a"),
+                        value: vec![0; 39],
+                        expires_at_ms: None
+                    }])
                 })
                 .unwrap();
             t.set("q", "b", vec![0; 19], o).unwrap();
@@ -1010,7 +1033,7 @@ mod tests {
         for (t, _d) in tiers() {
             let (a, b) = (ScopedKey::new("one", "k"), ScopedKey::new("two", "k"));
             let put = |k: &ScopedKey, v: u8| Write::Put { key: k.clone(), value: vec![v], expires_at_ms: None };
-            t.store.transact(&[], &mut |_| Ok(vec![put(&a, 1), put(&b, 2)])).unwrap();
+            t.store.transact(&[], &mut |_| Ok(smallvec::smallvec![put(&a, 1), put(&b, 2)])).unwrap();
             assert_eq!((t.get("one", "k").unwrap(), t.get("two", "k").unwrap()), (Some(vec![1]), Some(vec![2])));
             let e = t
                 .store
@@ -1020,7 +1043,9 @@ mod tests {
                 })
                 .unwrap_err();
             assert!(matches!(e, Error::PreconditionFailed(_)));
-            t.store.transact(&[], &mut |_| Ok(vec![put(&a, 3), Write::Delete { key: b.clone() }])).unwrap();
+            t.store
+                .transact(&[], &mut |_| Ok(smallvec::smallvec![put(&a, 3), Write::Delete { key: b.clone() }]))
+                .unwrap();
             assert_eq!((t.get("one", "k").unwrap(), t.get("two", "k").unwrap()), (Some(vec![3]), None));
         }
     }

@@ -75,7 +75,11 @@ fn poisoned<T>(_: T) -> Error {
 impl StateTier {
     /// Rebuild the lock table from the prepared records, once.
     pub(super) fn load_locks(&self) -> Result<()> {
+        if self.locks_loaded.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
         if self.locks.lock().map_err(poisoned)?.is_some() {
+            self.locks_loaded.store(true, std::sync::atomic::Ordering::Release);
             return Ok(());
         }
         let mut table = LockTable::default();
@@ -86,8 +90,10 @@ impl StateTier {
         }
         let mut locks = self.locks.lock().map_err(poisoned)?;
         if locks.is_none() {
+            self.locks_held.store(table.len(), std::sync::atomic::Ordering::Release);
             *locks = Some(table);
         }
+        self.locks_loaded.store(true, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 
@@ -160,14 +166,16 @@ impl StateTier {
             let table = table.get_or_insert_with(LockTable::default);
             table.check(Access::Txn(txn), &read_keys, &written_keys)?;
             table.acquire(txn, part, &read_keys, &written_keys);
+            self.locks_held.store(table.len(), std::sync::atomic::Ordering::Release);
             acquired = true;
-            Ok(all.clone())
+            Ok(all.iter().cloned().collect())
         });
         if result.is_err()
             && acquired
             && let Some(table) = self.locks.lock().map_err(poisoned)?.as_mut()
         {
             table.release(txn, Some(part));
+            self.locks_held.store(table.len(), std::sync::atomic::Ordering::Release);
         }
         result.map(|_| ())
     }
@@ -241,7 +249,7 @@ impl StateTier {
                 if current.iter().any(Option::is_none) {
                     return Err(Error::Conflict(format!("transaction `{txn}` was resolved meanwhile")));
                 }
-                Ok(writes.clone())
+                Ok(writes.iter().cloned().collect())
             });
             self.forget_usage(&scopes);
             match result {
@@ -259,6 +267,7 @@ impl StateTier {
     fn release(&self, txn: &str) -> Result<()> {
         if let Some(table) = self.locks.lock().map_err(poisoned)?.as_mut() {
             table.release(txn, None);
+            self.locks_held.store(table.len(), std::sync::atomic::Ordering::Release);
         }
         Ok(())
     }
