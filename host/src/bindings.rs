@@ -504,7 +504,7 @@ impl store::HostScope for DatabeltCtxView<'_> {
         }
         let (t, started) = (self.target(&self_)?, Instant::now());
         let n = value.len();
-        let r = t.tier.set(&t.scope, &t.key(&key), value, options.into()).map(|_| ());
+        let r = t.tier.set(&t.scope, t.key(&key), value, options.into()).map(|_| ());
         self.count("set", &t, n, started);
         if r.is_ok() {
             self.wrote(&t, &key);

@@ -40,7 +40,7 @@ fn run_history(store: Arc<dyn StateStore>, threads: u64, per_thread: u64) -> (Ve
                                 .map_or(0, |v| u64::from_le_bytes(v.try_into().unwrap()))
                         };
                         let sum = read(a).max(read(b));
-                        view.set("s", &format!("k{w}"), (sum + 1).to_le_bytes().to_vec(), SetOptions::default())
+                        view.set("s", format!("k{w}"), (sum + 1).to_le_bytes().to_vec(), SetOptions::default())
                             .unwrap();
                         let staged_writes = staged.writes().unwrap();
                         match tier.commit_staged(&staged, Vec::new(), &[]) {

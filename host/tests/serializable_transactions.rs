@@ -76,7 +76,7 @@ fn run(jobs: &[Job], schedule: &[usize]) -> (Vec<Committed>, usize) {
         let stage = std::mem::replace(&mut stages[i], Stage::Done);
         stages[i] = match (&jobs[i], stage) {
             (Job::Plain { host, key: k }, _) => {
-                match hosts[*host].set("s", &format!("k{k}"), vec![i as u8], SetOptions::default()) {
+                match hosts[*host].set("s", format!("k{k}"), vec![i as u8], SetOptions::default()) {
                     Ok(v) => history.push(Committed { reads: Vec::new(), writes: vec![(key(*host, *k), v)] }),
                     Err(e) => assert_eq!(e.kind(), ErrorKind::Conflict, "{e}"),
                 }
@@ -92,7 +92,7 @@ fn run(jobs: &[Job], schedule: &[usize]) -> (Vec<Committed>, usize) {
                     sum = sum.wrapping_add(e.as_ref().map_or(0, |e| e.value[0]));
                     seen.push((key(n, r), e.map(|e| e.version)));
                 }
-                view.set("s", &format!("k{}", p.write), vec![sum.wrapping_add(1)], SetOptions::default()).unwrap();
+                view.set("s", format!("k{}", p.write), vec![sum.wrapping_add(1)], SetOptions::default()).unwrap();
                 Stage::Prepare(n, staged, seen)
             }
             (Job::Txn(_), Stage::Prepare(n, staged, seen)) => {

@@ -821,7 +821,7 @@ mod tests {
                     let t = t.clone();
                     std::thread::spawn(move || {
                         (0..20)
-                            .filter(|j| t.set("q", &format!("{i}-{j}"), vec![1], SetOptions::default()).is_ok())
+                            .filter(|j| t.set("q", format!("{i}-{j}"), vec![1], SetOptions::default()).is_ok())
                             .count()
                     })
                 })
@@ -878,10 +878,10 @@ mod tests {
             now.store(1_000, Ordering::SeqCst);
             let short = SetOptions { ttl_ms: Some(10), if_not_exists: false };
             for i in 0..10 {
-                t.set(["a", "b"][i % 2], &format!("old{i}"), vec![1; 100], short).unwrap();
+                t.set(["a", "b"][i % 2], format!("old{i}"), vec![1; 100], short).unwrap();
             }
             for i in 0..5 {
-                t.set("a", &format!("live{i}"), vec![2; 100], SetOptions::default()).unwrap();
+                t.set("a", format!("live{i}"), vec![2; 100], SetOptions::default()).unwrap();
             }
             now.store(2_000, Ordering::SeqCst);
             // Renewed after it expired: a purge must not take the new value.
@@ -1000,7 +1000,7 @@ mod tests {
     fn paging_visits_every_key_once() {
         for (t, _d) in tiers() {
             for i in 0..25 {
-                t.set("s", &format!("p/{i:02}"), vec![], SetOptions::default()).unwrap();
+                t.set("s", format!("p/{i:02}"), vec![], SetOptions::default()).unwrap();
             }
             t.set("s", "q", vec![], SetOptions::default()).unwrap();
             let mut seen = Vec::new();
@@ -1120,7 +1120,7 @@ mod tests {
             for op in ops {
                 match op {
                     Op::Set { key, value } => {
-                        let v = t.set("s", &key.to_string(), vec![value], SetOptions::default()).unwrap();
+                        let v = t.set("s", key.to_string(), vec![value], SetOptions::default()).unwrap();
                         prop_assert!(seen_versions.insert(v));
                         model.insert(key, (value, v));
                     }
