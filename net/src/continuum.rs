@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use databelt_host::state::StateTier;
 use databelt_host::{Error, Result};
-use databelt_placement::{Decision, ElectionRequest, NodeKind, StayReason, Topology};
+use databelt_placement::{Decision, ElectionRequest, NodeKind, Topology};
 use databelt_types::RunId;
 use serde::{Deserialize, Serialize};
 
@@ -150,8 +150,9 @@ impl Propagation {
 #[serde(rename_all = "kebab-case")]
 pub enum Policy {
     /// The elected node: nearest the consumer within Tmax (SLO-aware); when
-    /// no node fits Tmax, the node nearest the consumer the links reach
-    /// ([`Decision::BestEffort`]).
+    /// no node fits Tmax, or the consumer waits only for the bytes (an
+    /// early answer), the node nearest the consumer the links reach
+    /// ([`Decision::BestEffort`] when past Tmax).
     #[default]
     Databelt,
     /// A node drawn uniformly from the producer → consumer path.
@@ -160,9 +161,10 @@ pub enum Policy {
     /// dropped once the cloud has acknowledged it).
     Stateless,
     /// Databelt's election with the paper prototype's rule for a missed SLO:
-    /// when no node fits Tmax the state stays on the producer (the consumer
-    /// then pulls it while it waits) instead of going as near the consumer
-    /// as the links allow.
+    /// never past Tmax. The state stops at the node nearest the consumer
+    /// that fits Tmax, or stays on the producer when none does (the
+    /// consumer then pulls it while it waits), instead of going as near the
+    /// consumer as the links allow ([`Decision::within_tmax`]).
     Strict,
 }
 
@@ -611,8 +613,8 @@ impl Continuum {
                     .storage_hint(&request)
                     .await
                     .map_err(|e| Error::unreachable("placement service, electing a storage node", e))?;
-                if let (Policy::Strict, Decision::BestEffort { path, .. }) = (policy, &decision) {
-                    decision = Decision::Stay { reason: StayReason::NoNodeFits, path: path.clone() };
+                if policy == Policy::Strict {
+                    decision = decision.within_tmax(tmax_ms);
                 }
                 let path = decision.path();
                 let target = if policy == Policy::Random && !path.is_empty() {

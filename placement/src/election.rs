@@ -21,6 +21,13 @@
 //!    and every node after it.
 //! 4. Walk the path from the consumer backwards and elect the first node
 //!    whose `Tmig` fits `Tmax`.
+//!    One way, the consumer is elected whenever its links stay up for the
+//!    transfer, even past `Tmax`: `Tmax` bounds how long a hand-off holds
+//!    the run up, and an early answer holds nothing up but the consumer,
+//!    which needs the bytes wherever they stop. Stopping short would only
+//!    add its pull of them (a request and a response over the rest of the
+//!    path). The SLO is then reported missed ([`Decision::BestEffort`]);
+//!    [`Decision::within_tmax`] gives the paper's stop-short answer instead.
 //! 5. If no node beyond the producer fits `Tmax`, the SLO cannot be met by
 //!    any placement: the consumer will wait longer than `Tmax` for the state
 //!    wherever it is, since it must come over the same links. Rather than
@@ -100,10 +107,10 @@ pub enum Decision {
         /// The path producer → consumer with each node's migration time.
         path: Vec<PathNode>,
     },
-    /// No node fits `Tmax`: move the state to `node`, the node nearest the
-    /// consumer that the transfer can reach while its links stay up. The
-    /// SLO is missed whatever is done; this gets the state as close to the
-    /// consumer as the links allow.
+    /// The SLO is missed: no node fits `Tmax` (or, one way, the consumer
+    /// does not). Move the state to `node`, the node nearest the consumer
+    /// that the transfer can reach while its links stay up: this gets the
+    /// state to the consumer soonest.
     BestEffort {
         /// The chosen node.
         node: String,
@@ -143,6 +150,28 @@ impl Decision {
         )
     }
 
+    /// The paper prototype's answer when the SLO is missed: never past
+    /// `tmax_ms`. A [`Decision::BestEffort`] becomes the node nearest the
+    /// consumer that fits `tmax_ms` (its links up), or a stay on the
+    /// producer when none does; other decisions are kept.
+    pub fn within_tmax(self, tmax_ms: f64) -> Decision {
+        match self {
+            Decision::BestEffort { path, .. } => {
+                let last = path.len().saturating_sub(1);
+                match (1..path.len()).rev().find(|&i| path[i].window_ok && path[i].tmig_ms <= tmax_ms) {
+                    Some(i) => Decision::Propagate {
+                        node: path[i].node.clone(),
+                        tmig_ms: path[i].tmig_ms,
+                        hops_to_consumer: last - i,
+                        path,
+                    },
+                    None => Decision::Stay { reason: StayReason::NoNodeFits, path },
+                }
+            }
+            other => other,
+        }
+    }
+
     /// The path producer → consumer the decision considered.
     pub fn path(&self) -> &[PathNode] {
         match self {
@@ -168,6 +197,15 @@ pub fn elect(snapshot: &Snapshot, request: &ElectionRequest) -> Result<Decision>
     };
     let annotated = annotate(snapshot, &path, request.size_bytes, request.one_way);
     let last = annotated.len() - 1;
+    if request.one_way && annotated[last].window_ok {
+        // Nothing but the consumer waits on a one-way push (step 4).
+        let (node, tmig_ms) = (annotated[last].node.clone(), annotated[last].tmig_ms);
+        return Ok(if tmig_ms <= request.tmax_ms {
+            Decision::Propagate { node, tmig_ms, hops_to_consumer: 0, path: annotated }
+        } else {
+            Decision::BestEffort { node, tmig_ms, hops_to_consumer: 0, path: annotated }
+        });
+    }
     for i in (1..annotated.len()).rev() {
         let n = &annotated[i];
         if n.window_ok && n.tmig_ms <= request.tmax_ms {
@@ -289,6 +327,34 @@ mod tests {
         }
         let two_way = elect(&t.snapshot(0), &req("n0", "n4", 1_000_000, 250.0)).unwrap();
         assert!(matches!(two_way, Decision::Propagate { ref node, .. } if node == "n2"), "{two_way:?}");
+    }
+
+    #[test]
+    fn one_way_the_consumer_is_elected_past_tmax_and_the_slo_reported_missed() {
+        // Tmax 230: one-way the consumer needs 244 ms, n3 233, n2 222. The
+        // paper's rule stops at n2; one way, the state goes to the consumer.
+        let t = chain(5, &[40.0], None);
+        let r = ElectionRequest { one_way: true, ..req("n0", "n4", 1_000_000, 230.0) };
+        let d = elect(&t.snapshot(0), &r).unwrap();
+        assert!(
+            matches!(&d, Decision::BestEffort { node, hops_to_consumer: 0, tmig_ms, .. } if node == "n4" && (*tmig_ms - 244.0).abs() < 1e-9),
+            "{d:?}"
+        );
+        assert!(d.slo_missed());
+        let strict = d.within_tmax(230.0);
+        assert!(matches!(&strict, Decision::Propagate { node, hops_to_consumer: 2, .. } if node == "n2"), "{strict:?}");
+        assert!(!strict.slo_missed());
+        // Nothing fits at all: the paper's rule keeps the state home.
+        let none = elect(&t.snapshot(0), &ElectionRequest { one_way: true, ..req("n0", "n4", 1_000_000, 100.0) })
+            .unwrap()
+            .within_tmax(100.0);
+        assert!(matches!(none, Decision::Stay { reason: StayReason::NoNodeFits, .. }), "{none:?}");
+        // A consumer whose link closes mid-transfer is not elected one way either.
+        let closed = chain(3, &[40.0], Some(1000));
+        let d =
+            elect(&closed.snapshot(900), &ElectionRequest { one_way: true, ..req("n0", "n2", 1_000_000, 10_000.0) })
+                .unwrap();
+        assert!(matches!(d, Decision::Stay { reason: StayReason::NoNodeFits, .. }), "{d:?}");
     }
 
     #[test]
@@ -419,6 +485,35 @@ mod tests {
                     let (a, b) = (s.index_of(&r.producer).unwrap(), s.index_of(&r.consumer).unwrap());
                     prop_assert!(!petgraph::algo::has_path_connecting(&s.graph, a, b, None));
                 }
+            }
+        }
+
+        #[test]
+        fn one_way_elects_the_consumer_when_its_links_hold_and_within_tmax_never_passes_tmax(
+            t in arb_topology(), p in 0usize..30, c in 0usize..30, size in 0u64..20_000_000, tmax in 0.0f64..3000.0
+        ) {
+            let n = t.nodes.len();
+            let r = ElectionRequest { one_way: true, ..req(&format!("n{}", p % n), &format!("n{}", c % n), size, tmax) };
+            let d = elect(&t.snapshot(0), &r).unwrap();
+            let path = d.path().to_vec();
+            if path.len() > 1 && path[path.len() - 1].window_ok {
+                prop_assert_eq!(d.target(&r), r.consumer.as_str());
+                prop_assert_eq!(d.slo_missed(), path[path.len() - 1].tmig_ms > tmax);
+            } else {
+                // Otherwise the two-way rules hold, with one-way times.
+                let two = elect(&t.snapshot(0), &ElectionRequest { one_way: false, ..r.clone() }).unwrap();
+                prop_assert_eq!(std::mem::discriminant(&d), std::mem::discriminant(&two));
+            }
+            match d.within_tmax(tmax) {
+                Decision::Propagate { tmig_ms, node, path, .. } => {
+                    prop_assert!(tmig_ms <= tmax);
+                    let pos = path.iter().position(|x| x.node == node).expect("on the path");
+                    for nearer in &path[pos + 1..] {
+                        prop_assert!(!(nearer.window_ok && nearer.tmig_ms <= tmax), "a nearer node fits: {:?}", nearer);
+                    }
+                }
+                Decision::BestEffort { .. } => prop_assert!(false, "within_tmax never answers best effort"),
+                Decision::Stay { .. } => {}
             }
         }
     }
