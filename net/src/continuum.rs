@@ -22,7 +22,7 @@ use databelt_types::RunId;
 use serde::{Deserialize, Serialize};
 
 use crate::http::blocking;
-use crate::peer::{BatchGet, BatchPut, PeerClient, Place};
+use crate::peer::{BatchGet, BatchPut, InFlight, PeerClient, Place};
 use crate::placement::{HintSource, PlacementClient};
 
 /// Where a state handed to the next step is.
@@ -638,27 +638,33 @@ impl Continuum {
     /// [`Continuum::read`] for a state that may still be in flight to
     /// another node, the one its locator names (its producer answered
     /// early): ask that node again every 20 ms until it has it or
-    /// `deadline` passes, then read as usual.
+    /// `deadline` passes — or, while that node says a push of the run's
+    /// state is arriving, until `cap` — then read as usual.
     pub async fn read_in_flight(
         &self,
         run_id: &RunId,
         locator: &Locator,
         deadline: tokio::time::Instant,
+        cap: tokio::time::Instant,
     ) -> Result<Option<ReadHit>> {
         if locator.node != self.node_id
             && let Ok(addr) = self.address_of(&locator.node)
         {
             loop {
-                match self.peers.get_from(&addr, run_id, locator.place, &locator.scope, &locator.key).await {
-                    Ok(Some(value)) => {
-                        self.stats.count(Some(ReadTier::Locator));
-                        return Ok(Some(ReadHit { value, tier: ReadTier::Locator, node: locator.node.clone() }));
-                    }
-                    Ok(None) => {}
-                    Err(e) => tracing::debug!(node = %locator.node, error = %e, "waiting for an input in flight"),
-                }
+                let arriving =
+                    match self.peers.get_in_flight(&addr, run_id, locator.place, &locator.scope, &locator.key).await {
+                        Ok(InFlight::Found(value)) => {
+                            self.stats.count(Some(ReadTier::Locator));
+                            return Ok(Some(ReadHit { value, tier: ReadTier::Locator, node: locator.node.clone() }));
+                        }
+                        Ok(InFlight::Absent { arriving }) => arriving,
+                        Err(e) => {
+                            tracing::debug!(node = %locator.node, error = %e, "waiting for an input in flight");
+                            false
+                        }
+                    };
                 let next = tokio::time::Instant::now() + Duration::from_millis(20);
-                if next >= deadline {
+                if next >= cap || (next >= deadline && !arriving) {
                     break;
                 }
                 tokio::time::sleep_until(next).await;

@@ -69,7 +69,12 @@ pub async fn json_errors(response: Response) -> Response {
         body.message = "no such route".into();
     }
     let mut answer = (status, axum::Json(body)).into_response();
-    for (name, value) in parts.headers.iter().filter(|(n, _)| *n == axum::http::header::RETRY_AFTER) {
+    // Retry-After and our own headers (e.g. `x-databelt-arriving`) survive.
+    for (name, value) in parts
+        .headers
+        .iter()
+        .filter(|(n, _)| *n == axum::http::header::RETRY_AFTER || n.as_str().starts_with("x-databelt-"))
+    {
         answer.headers_mut().insert(name.clone(), value.clone());
     }
     answer

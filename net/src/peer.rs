@@ -57,6 +57,24 @@ pub const TTL_HEADER: &str = "x-databelt-ttl-ms";
 /// Header selecting the run's fusion sandbox (`1`) instead of the store.
 pub const SANDBOX_HEADER: &str = "x-databelt-sandbox";
 
+/// Set (to `1`) on a `404` answer to a read of run state when the answering
+/// node is receiving a push of that run's state right now: the value may
+/// still land there ([`PeerClient::get_in_flight`]).
+pub const ARRIVING_HEADER: &str = "x-databelt-arriving";
+
+/// What a read of a state that may still be in flight found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InFlight {
+    /// The value.
+    Found(Vec<u8>),
+    /// Not there; `arriving`: the node is receiving a push of the run's
+    /// state (perhaps this one) as it answered.
+    Absent {
+        /// Whether a push of the run's state was arriving.
+        arriving: bool,
+    },
+}
+
 /// Which tier of a host a peer request works on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum Place {
@@ -214,7 +232,9 @@ struct Peer {
 
 /// Count a write of run state (`PUT` of a value, `batch-put`) in
 /// `arrivals` from its headers until its answer is ready: while its body is
-/// still arriving, a step waiting for it keeps waiting. (The count is
+/// still arriving, a step waiting for it keeps waiting. A read of the run's
+/// state answered `404` while one is arriving says so ([`ARRIVING_HEADER`]):
+/// a step on another node waiting for it keeps waiting too. (The count is
 /// taken before the run's capability is checked; a forged one only makes
 /// a waiting step wait longer, up to its bound.)
 async fn track_arrivals(
@@ -223,12 +243,21 @@ async fn track_arrivals(
     next: axum::middleware::Next,
 ) -> Response {
     let writes = request.method() == axum::http::Method::PUT || request.uri().path() == "/peer/v1/batch-put";
+    let reads = request.method() == axum::http::Method::GET;
     let run = request.headers().get(RUN_ID_HEADER).and_then(|v| v.to_str().ok()).and_then(|s| RunId::new(s).ok());
-    let _incoming = match (writes, run) {
-        (true, Some(run)) => Some(arrivals.begin(&run)),
+    let _incoming = match (writes, &run) {
+        (true, Some(run)) => Some(arrivals.begin(run)),
         _ => None,
     };
-    next.run(request).await
+    let mut response = next.run(request).await;
+    if reads
+        && response.status() == StatusCode::NOT_FOUND
+        && let Some(run) = &run
+        && arrivals.receiving(run)
+    {
+        response.headers_mut().insert(ARRIVING_HEADER, axum::http::HeaderValue::from_static("1"));
+    }
+    response
 }
 
 impl Peer {
@@ -486,6 +515,22 @@ impl PeerClient {
         scope: &str,
         key: &str,
     ) -> Result<Option<Vec<u8>>> {
+        Ok(match self.get_in_flight(peer, run_id, place, scope, key).await? {
+            InFlight::Found(value) => Some(value),
+            InFlight::Absent { .. } => None,
+        })
+    }
+
+    /// [`Self::get_from`], saying when the value is absent whether `peer`
+    /// was receiving a push of the run's state as it answered.
+    pub async fn get_in_flight(
+        &self,
+        peer: &str,
+        run_id: &RunId,
+        place: Place,
+        scope: &str,
+        key: &str,
+    ) -> Result<InFlight> {
         let url = self.url(peer, scope, key)?;
         let r = self
             .for_run(self.http.get(url), run_id)
@@ -494,7 +539,7 @@ impl PeerClient {
             .await
             .map_err(|e| unreachable(peer, e))?;
         if r.status() == StatusCode::NOT_FOUND {
-            return Ok(None);
+            return Ok(InFlight::Absent { arriving: r.headers().get(ARRIVING_HEADER).is_some_and(|v| v == "1") });
         }
         let mut r = check(peer, r).await?;
         // One buffer, presized: the value is held once.
@@ -502,7 +547,7 @@ impl PeerClient {
         while let Some(chunk) = r.chunk().await.map_err(|e| unreachable(peer, e))? {
             value.extend_from_slice(&chunk);
         }
-        Ok(Some(value))
+        Ok(InFlight::Found(value))
     }
 
     /// Store `value` under `scope/key` on `peer`; returns once the peer has

@@ -7,7 +7,7 @@ use databelt_test_support as common;
 use std::time::Duration;
 
 use databelt_host::{BackendConfig, ErrorKind, Host, HostConfig};
-use databelt_net::peer::{BatchGet, BatchPut, PeerClient, RUN_ID_HEADER};
+use databelt_net::peer::{BatchGet, BatchPut, InFlight, PeerClient, Place, RUN_ID_HEADER};
 
 /// A run id from a literal.
 fn rid(id: &str) -> databelt_types::RunId {
@@ -209,4 +209,47 @@ async fn an_acknowledged_put_survives_the_receiver_restarting() {
     let again = again.expect("the restarted host opens the database");
     assert_eq!(client().get(&again.addr, &rid("run-9"), "wf", "big").await.unwrap(), Some(value));
     again.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_while_a_push_of_the_run_arrives_says_so_and_finds_the_value_once_it_landed() {
+    let peer = start(memory_config()).await;
+    let c = client();
+    databelt_net::tls::install_default_provider();
+    // A push whose body comes in two parts, the second held back.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let body = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) });
+    let put = tokio::spawn(
+        reqwest::Client::new()
+            .put(format!("http://{}/peer/v1/state/wf/slow", peer.addr))
+            .header(RUN_ID_HEADER, "run-a")
+            .body(reqwest::Body::wrap_stream(body))
+            .send(),
+    );
+    tx.send(Ok(vec![1; 4])).await.unwrap();
+    let mut told = false;
+    for _ in 0..200 {
+        match c.get_in_flight(&peer.addr, &rid("run-a"), Place::Store, "wf", "slow").await.unwrap() {
+            InFlight::Absent { arriving: true } => {
+                told = true;
+                break;
+            }
+            other => assert_eq!(other, InFlight::Absent { arriving: false }),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(told, "a read while the run's push arrives is told so");
+    // Another run's read is not, and nothing is stored yet.
+    let other = c.get_in_flight(&peer.addr, &rid("run-b"), Place::Store, "wf", "slow").await.unwrap();
+    assert_eq!(other, InFlight::Absent { arriving: false });
+    assert_eq!(peer.host.state().get("wf", "slow").unwrap(), None);
+    tx.send(Ok(vec![2; 4])).await.unwrap();
+    drop(tx);
+    assert!(put.await.unwrap().unwrap().status().is_success());
+    let landed = c.get_in_flight(&peer.addr, &rid("run-a"), Place::Store, "wf", "slow").await.unwrap();
+    assert_eq!(landed, InFlight::Found(vec![1, 1, 1, 1, 2, 2, 2, 2]));
+    // Once nothing arrives, an absent value is just absent.
+    let gone = c.get_in_flight(&peer.addr, &rid("run-a"), Place::Store, "wf", "other").await.unwrap();
+    assert_eq!(gone, InFlight::Absent { arriving: false });
+    peer.stop().await;
 }

@@ -377,8 +377,9 @@ impl<'a> StepRun<'a> {
             return Ok(ReadHit { value, tier: ReadTier::Local, node: self.here.clone() });
         }
         let read = if locator.node != self.here && !self.arrival_wait.is_zero() {
-            let deadline = tokio::time::Instant::now() + self.arrival_wait;
-            self.continuum().read_in_flight(&self.run_id, locator, deadline).await?
+            let now = tokio::time::Instant::now();
+            let (deadline, cap) = (now + self.arrival_wait, now + Duration::from_millis(MAX_ARRIVAL_WAIT_MS));
+            self.continuum().read_in_flight(&self.run_id, locator, deadline, cap).await?
         } else {
             self.continuum().read(&self.run_id, locator).await?
         };
