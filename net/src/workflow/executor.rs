@@ -336,7 +336,18 @@ impl<'a> StepRun<'a> {
             let sole = sole_reader.get(i).copied().unwrap_or(false);
             let hit = match self.read_one(locator, sole).await {
                 Ok(hit) => hit,
-                Err(e) => self.read_fallback(locator, fallbacks).await?.ok_or(e)?,
+                Err(e) => match self.read_fallback(locator, fallbacks).await? {
+                    Some(hit) => hit,
+                    // A producer drops its copy only once its push has
+                    // landed: when the copy is gone, the push landed while
+                    // this step looked elsewhere, so look where the locator
+                    // says once more.
+                    None if fallbacks.iter().any(|f| f.key == locator.key && f.scope == locator.scope) => {
+                        tracing::debug!(run = %self.run_id, key = %locator.key, error = %e, "input not at its producer either; looking again");
+                        self.read_one(locator, sole).await?
+                    }
+                    None => return Err(e),
+                },
             };
             reads.push(InputRead {
                 key: locator.key.clone(),
