@@ -649,7 +649,9 @@ async fn an_early_answer_whose_push_fails_is_read_from_the_producer() {
     // A push to (or a read from) a frozen peer gives up after 1 s without a byte.
     restart_with(&mut nodes, &url, &http, &["--peer-read-timeout-ms", "1000"]).await;
     // ~65 kB from s1 to s3 over 5 ms, 1 Gbit/s hops: one way, s2 needs ~6 ms
-    // and s3 ~11 ms; Tmax 8 elects s2, from where mark pulls it.
+    // and s3 ~11 ms; under the strict policy (never past Tmax) Tmax 8 elects
+    // s2, from where mark pulls it. (The databelt policy would push it on
+    // to s3, mark's own node.)
     let workflow = dir.path().join("early.toml");
     std::fs::write(
         &workflow,
@@ -665,7 +667,7 @@ async fn an_early_answer_whose_push_fails_is_read_from_the_producer() {
         let out = bin()
             .arg("invoke")
             .arg(&workflow)
-            .args(["--placement", &url, "--insecure-dev-no-auth", "--json"])
+            .args(["--placement", &url, "--insecure-dev-no-auth", "--json", "--policy", "strict"])
             .args(["--input", r#"{"seed": 42, "tiles": 16, "side": 64}"#, "--cache-dir"])
             .arg(dir.path().join("cache"))
             .output()

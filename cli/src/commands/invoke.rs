@@ -19,11 +19,12 @@ use crate::security::ClientArgs;
 /// Where output states go (`--policy`).
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PolicyArg {
-    /// Elected: nearest the consumer within Tmax; when no node meets Tmax,
-    /// as near the consumer as the links allow.
+    /// Elected: nearest the consumer within Tmax; when no node meets Tmax
+    /// (or the consumer waits only for the bytes), as near the consumer as
+    /// the links allow.
     Databelt,
-    /// Elected; stays on the producer when no node meets Tmax (the paper
-    /// prototype's rule).
+    /// Elected, never past Tmax: the nearest node that meets it, else the
+    /// producer (the paper prototype's rule).
     Strict,
     /// A node drawn from the producer → consumer path.
     Random,
