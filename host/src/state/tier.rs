@@ -448,7 +448,8 @@ impl StateTier {
         self.usage.lock().ok()?.get(scope).copied()
     }
 
-    /// Store `value` under `key`; returns the new version.
+    /// Store `value` under `key`; returns the new version. An owned `key`
+    /// (a `String`) is moved into the store, not copied.
     pub fn set(&self, scope: &str, key: impl Into<String>, value: Vec<u8>, opts: SetOptions) -> Result<u64> {
         // An owned key (as a guest's call lifts it) is moved, not copied.
         let key: String = key.into();
