@@ -59,6 +59,25 @@ impl Reference {
         Reference { engine, pre }
     }
 
+    /// Plain wasmtime instantiating `guest` (WASI p2 linked, every other
+    /// import a trap) and dropping the Store without a call: what a
+    /// component's size and imports cost wasmtime itself.
+    fn instantiate_only(engine: &wasmtime::Engine, guest: &str) -> impl Fn() + use<> {
+        let component = Component::from_file(engine, common::guest(guest)).expect("component");
+        let mut linker: Linker<RefState> = Linker::new(engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).expect("wasi");
+        linker.define_unknown_imports_as_traps(&component).expect("traps");
+        let pre = linker.instantiate_pre(&component).expect("instantiate_pre");
+        let engine = engine.clone();
+        move || {
+            let state = RefState { wasi: WasiCtxBuilder::new().build(), table: ResourceTable::new() };
+            let mut store = Store::new(&engine, state);
+            store.set_epoch_deadline(1_000);
+            store.epoch_deadline_trap();
+            pre.instantiate(&mut store).expect("instantiate");
+        }
+    }
+
     fn call(&self, input: &[u8]) -> Vec<u8> {
         let state = RefState { wasi: WasiCtxBuilder::new().build(), table: ResourceTable::new() };
         let mut store = Store::new(&self.engine, state);
@@ -171,12 +190,15 @@ fn main() {
     let probe_input = postcard::to_stdvec(&Op::GetSet1K { scope: "bench".into() }).expect("encode");
     assert_eq!(reference.call(&ref_input), ref_input);
 
+    let min_only = Reference::instantiate_only(&reference.engine, "bench_min");
+    let getset_only = Reference::instantiate_only(&reference.engine, "bench_getset");
     {
         let mut group = criterion.benchmark_group("invoke");
         group.bench_function("reference (plain wasmtime, bench-min)", |b| b.iter(|| reference.call(&ref_input)));
         group.bench_function("databelt/memory (1 KiB get + set)", |b| b.iter(|| invoke_once(&mem_host, &input)));
         group.bench_function("databelt/redb (1 KiB get + set)", |b| b.iter(|| invoke_once(&redb_host, &input)));
         group.bench_function("kv-probe/memory (1 KiB get + set)", |b| b.iter(|| probe_once(&mem_host, &probe_input)));
+        group.bench_function("plain wasmtime instantiate + drop (bench-getset)", |b| b.iter(&getset_only));
         group.finish();
     }
     criterion.final_summary();
@@ -188,6 +210,8 @@ fn main() {
             &mut || {
                 reference.call(&ref_input);
             },
+            &mut || min_only(),
+            &mut || getset_only(),
             &mut || invoke_once(&mem_host, &input),
             &mut || probe_once(&mem_host, &probe_input),
             &mut || {
@@ -195,7 +219,8 @@ fn main() {
             },
         ],
     );
-    let (reference_p50, mem_p50, probe_p50, bare_p50) = (figures[0], figures[1], figures[2], figures[3]);
+    let (reference_p50, min_only_p50, getset_only_p50) = (figures[0], figures[1], figures[2]);
+    let (mem_p50, probe_p50, bare_p50) = (figures[3], figures[4], figures[5]);
     // redb pays an fsync per set: measured against its own reference samples
     // so that its disk waits do not disturb the figures above.
     let redb_figures = p50s(
@@ -233,6 +258,16 @@ fn main() {
         "decomposition: kv-probe with no state call                    {:>9.2} µs  = {:.2}× reference",
         us(bare_p50),
         ratio(bare_p50, reference_p50)
+    );
+    println!(
+        "decomposition: plain wasmtime instantiate + drop, bench-min   {:>9.2} µs  = {:.2}× reference",
+        us(min_only_p50),
+        ratio(min_only_p50, reference_p50)
+    );
+    println!(
+        "decomposition: plain wasmtime instantiate + drop, bench-getset {:>8.2} µs  = {:.2}× reference (no call; imports as traps)",
+        us(getset_only_p50),
+        ratio(getset_only_p50, reference_p50)
     );
     println!(
         "databelt/redb (fsync per set): bench-getset                   {:>9.2} µs  = {:.2}× its reference ({:.2} µs)",
