@@ -210,6 +210,31 @@ pub struct ReadHit {
     pub node: String,
 }
 
+/// What [`Continuum::read_outcome`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// A tier had the state.
+    Found(ReadHit),
+    /// No tier had it.
+    Absent {
+        /// Why the locator's node could not be asked (a connection cut, a
+        /// link down, a timeout: `unavailable`), when it could not: asking
+        /// again later may find the state there. `None` when it answered
+        /// that it has no such state, or when it is this node.
+        locator_unreachable: Option<String>,
+    },
+}
+
+impl ReadOutcome {
+    /// The hit, if any.
+    pub fn hit(self) -> Option<ReadHit> {
+        match self {
+            ReadOutcome::Found(hit) => Some(hit),
+            ReadOutcome::Absent { .. } => None,
+        }
+    }
+}
+
 /// The tier a read was served from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -646,7 +671,7 @@ impl Continuum {
         locator: &Locator,
         deadline: tokio::time::Instant,
         cap: tokio::time::Instant,
-    ) -> Result<Option<ReadHit>> {
+    ) -> Result<ReadOutcome> {
         if locator.node != self.node_id
             && let Ok(addr) = self.address_of(&locator.node)
         {
@@ -655,7 +680,8 @@ impl Continuum {
                     match self.peers.get_in_flight(&addr, run_id, locator.place, &locator.scope, &locator.key).await {
                         Ok(InFlight::Found(value)) => {
                             self.stats.count(Some(ReadTier::Locator));
-                            return Ok(Some(ReadHit { value, tier: ReadTier::Locator, node: locator.node.clone() }));
+                            let hit = ReadHit { value, tier: ReadTier::Locator, node: locator.node.clone() };
+                            return Ok(ReadOutcome::Found(hit));
                         }
                         Ok(InFlight::Absent { arriving }) => arriving,
                         Err(e) => {
@@ -670,18 +696,24 @@ impl Continuum {
                 tokio::time::sleep_until(next).await;
             }
         }
-        self.read(run_id, locator).await
+        self.read_outcome(run_id, locator).await
     }
 
     /// Read the state `locator` names: local → the locator's node → live
     /// neighbours → the cloud node. `Ok(None)` when no tier has it.
     pub async fn read(&self, run_id: &RunId, locator: &Locator) -> Result<Option<ReadHit>> {
+        Ok(self.read_outcome(run_id, locator).await?.hit())
+    }
+
+    /// [`Continuum::read`], saying when nothing was found whether the
+    /// locator's node could be asked at all.
+    pub async fn read_outcome(&self, run_id: &RunId, locator: &Locator) -> Result<ReadOutcome> {
         let tier = self.tier.clone();
         let (s, k) = (locator.scope.clone(), locator.key.clone());
         let local = blocking(move || tier.get(&s, &k)).await?;
         if let Some(v) = local {
             self.stats.count(Some(ReadTier::Local));
-            return Ok(Some(ReadHit { value: v, tier: ReadTier::Local, node: self.node_id.clone() }));
+            return Ok(ReadOutcome::Found(ReadHit { value: v, tier: ReadTier::Local, node: self.node_id.clone() }));
         }
         let (topology, t) = self.topology()?;
         let snapshot = topology.snapshot(t);
@@ -691,23 +723,39 @@ impl Continuum {
         candidates.extend(
             topology.nodes.iter().filter(|n| n.kind == NodeKind::Cloud).map(|n| (n.id.clone(), ReadTier::Cloud)),
         );
+        let mut locator_unreachable = None;
         for (node, tier) in candidates {
             if tried.contains(&node) {
                 continue;
             }
             tried.push(node.clone());
-            let Ok(addr) = self.address(&topology, &node) else { continue };
+            let addr = match self.address(&topology, &node) {
+                Ok(addr) => addr,
+                Err(e) => {
+                    if tier == ReadTier::Locator {
+                        locator_unreachable = Some(e.to_string());
+                    }
+                    continue;
+                }
+            };
             match self.peers.get_from(&addr, run_id, locator.place, &locator.scope, &locator.key).await {
                 Ok(Some(v)) => {
                     self.stats.count(Some(tier));
-                    return Ok(Some(ReadHit { value: v, tier, node }));
+                    return Ok(ReadOutcome::Found(ReadHit { value: v, tier, node }));
                 }
                 Ok(None) => {}
-                Err(e) => tracing::debug!(%node, error = %e, "read tier unavailable"),
+                Err(e) => {
+                    tracing::debug!(%node, error = %e, "read tier unavailable");
+                    // Only a node that could not be asked may answer later;
+                    // a refusal (bad credentials, a malformed request) stays.
+                    if tier == ReadTier::Locator && e.kind() == databelt_host::ErrorKind::Unavailable {
+                        locator_unreachable = Some(e.to_string());
+                    }
+                }
             }
         }
         self.stats.count(None);
-        Ok(None)
+        Ok(ReadOutcome::Absent { locator_unreachable })
     }
 
     /// Delete `scope/key` of a finished run from every node in `nodes`

@@ -516,3 +516,95 @@ async fn fifty_concurrent_runs_on_sixteen_slots_all_succeed() {
     assert_eq!(totals.len(), 50);
     assert!(live_runs(&cluster).is_empty(), "every run cleaned up");
 }
+
+/// A handed input whose node cannot be reached for a moment (its route is
+/// down, as when a link window closes mid-transfer) is asked for again, a
+/// bounded number of times, and read once the route is back; a node that
+/// stays unreachable fails the step with `unavailable` after those tries,
+/// saying which node could not be asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_input_whose_node_is_cut_off_for_a_moment_is_asked_for_again_and_read() {
+    let (mut host, dir) = common::temp_config();
+    host.backend = BackendConfig::Memory;
+    let options = ClusterOptions {
+        placement_listen: "127.0.0.1:0".parse().unwrap(),
+        host,
+        data_dir: dir.path().to_path_buf(),
+        peer_timeout: Duration::from_secs(10),
+        advertise: None,
+        // The emulator puts a route taken down by hand back up on its
+        // next tick: at most a second later.
+        emulate: Some(Duration::from_millis(1000)),
+        insecure_development: false,
+        replication: Default::default(),
+        cloud_backend: None,
+    };
+    let mut cluster = Cluster::start(common::chain_topology(), options).await.unwrap();
+    let path = workflow(dir.path(), "cut", &[("a", "stage", "s3", 1000.0, &[]), ("b", "stage", "s1", 1000.0, &["a"])]);
+    let runner = runner(&cluster, &path).await;
+    runner.deploy().await.unwrap();
+    let value = input(&runner, 10, None);
+    let ttl = databelt_host::state::SetOptions { ttl_ms: Some(60_000), if_not_exists: false };
+    let s3 = cluster.node("s3").unwrap();
+    for run in ["r-1", "r-2"] {
+        s3.host.state().set(RUN_SCOPE, format!("{run}/a"), value.clone(), ttl).unwrap();
+    }
+    let request = |run: &str| StepRequest {
+        run_id: run.parse().unwrap(),
+        step: "b".parse().unwrap(),
+        function: "cut-b".parse().unwrap(),
+        input: StepInput::Handed(vec![databelt_net::continuum::Locator {
+            scope: RUN_SCOPE.into(),
+            key: format!("{run}/a"),
+            node: "s3".into(),
+            size_bytes: value.len() as u64,
+            place: Place::Store,
+        }]),
+        successors: Vec::new(),
+        policy: Policy::Databelt,
+        ttl_ms: 60_000,
+        fusion: false,
+        durable: false,
+        sole_reader: Vec::new(),
+        run_states: Vec::new(),
+        fallbacks: Vec::new(),
+        deadline_ms: None,
+        early_release: false,
+        arrival_wait_ms: 0,
+    };
+
+    // Down right after a tick of the emulator put it back up: it stays down
+    // for about a second, past the first two tries (50 and 300 ms).
+    let route = cluster.emulator.as_ref().unwrap().route("s1", "s3").unwrap();
+    route.set_up(false);
+    while !route.is_up() {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    route.set_up(false);
+    let s1 = cluster.node("s1").unwrap();
+    for run in ["r-1", "r-2"] {
+        s1.executor.continuum().peers().carry(&run.parse().unwrap(), "test capability");
+    }
+    let t = std::time::Instant::now();
+    let result = s1.executor.execute(request("r-1")).await.unwrap();
+    let took = t.elapsed();
+    let read = &result.inputs[0];
+    assert_eq!((read.tier, read.node.as_str()), (ReadTier::Locator, "s3"), "{read:?}");
+    assert!(took >= Duration::from_millis(300), "the first tries found the route down; took {took:?}");
+    assert!(route.is_up());
+    assert_eq!(s3.host.state().get(RUN_SCOPE, "r-1/a").unwrap(), Some(value.clone()), "the read moved nothing");
+
+    // A node that stays unreachable: the step fails after the bounded tries.
+    cluster.node_mut("s3").unwrap().stop();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t = std::time::Instant::now();
+    let err = cluster.node("s1").unwrap().executor.execute(request("r-2")).await.unwrap_err();
+    let took = t.elapsed();
+    assert_eq!(err.kind(), databelt_host::ErrorKind::Unavailable, "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("no reachable node") && message.contains("`s3` could not be asked (4 tries)"),
+        "{message}"
+    );
+    assert!(took >= Duration::from_millis(1300) && took < Duration::from_secs(10), "bounded tries took {took:?}");
+}

@@ -20,7 +20,7 @@ use serde_json::json;
 
 use crate::api::MAX_BODY_BYTES;
 use crate::auth::Caller;
-use crate::continuum::{Continuum, Destination, Locator, Policy, Propagation, ReadHit, ReadTier};
+use crate::continuum::{Continuum, Destination, Locator, Policy, Propagation, ReadHit, ReadOutcome, ReadTier};
 use crate::http::{ApiError, BodyLimit, blocking, decode_postcard, limit_body};
 use crate::peer::{Arrivals, Place};
 use crate::workflow::capability::{CAPABILITY_HEADER, RunCapabilities};
@@ -28,6 +28,12 @@ use crate::workflow::protocol::{
     HandOffReport, InputRead, MAX_ARRIVAL_WAIT_MS, RUN_SCOPE, STEP_FRAMES_CONTENT_TYPE, StateCounters, StepFrame,
     StepInput, StepRequest, StepResult, Successor, run_scope_prefix, state_key,
 };
+
+/// The pauses before each further try at reading a handed input found
+/// nowhere, ms (see `StepRun::read_again`): a few, growing, under 1.5 s
+/// in all — long enough for a cut connection's route to change, short
+/// against a step's deadline.
+pub const READ_RETRY_DELAYS_MS: [u64; 3] = [50, 250, 1000];
 
 /// Runs workflow steps on one host. Cheap to clone.
 #[derive(Clone)]
@@ -334,19 +340,11 @@ impl<'a> StepRun<'a> {
         for (i, locator) in locators.iter().enumerate() {
             let t = Instant::now();
             let sole = sole_reader.get(i).copied().unwrap_or(false);
-            let hit = match self.read_one(locator, sole).await {
-                Ok(hit) => hit,
-                Err(e) => match self.read_fallback(locator, fallbacks).await? {
+            let hit = match self.read_one(locator, sole, true).await? {
+                ReadOutcome::Found(hit) => hit,
+                ReadOutcome::Absent { locator_unreachable } => match self.read_fallback(locator, fallbacks).await? {
                     Some(hit) => hit,
-                    // A producer drops its copy only once its push has
-                    // landed: when the copy is gone, the push landed while
-                    // this step looked elsewhere, so look where the locator
-                    // says once more.
-                    None if fallbacks.iter().any(|f| f.key == locator.key && f.scope == locator.scope) => {
-                        tracing::debug!(run = %self.run_id, key = %locator.key, error = %e, "input not at its producer either; looking again");
-                        self.read_one(locator, sole).await?
-                    }
-                    None => return Err(e),
+                    None => self.read_again(locator, sole, fallbacks, locator_unreachable).await?,
                 },
             };
             reads.push(InputRead {
@@ -368,9 +366,11 @@ impl<'a> StepRun<'a> {
 
     /// One handed state: from this host's sandbox when it was handed here
     /// fused (moved out when this step is its only reader), else through the
-    /// continuum's read path.
-    async fn read_one(&mut self, locator: &Locator, sole: bool) -> Result<ReadHit> {
-        if locator.node == self.here && !self.arrival_wait.is_zero() {
+    /// continuum's read path — waiting for it first, with `wait`, when it
+    /// may still be in flight.
+    async fn read_one(&mut self, locator: &Locator, sole: bool, wait: bool) -> Result<ReadOutcome> {
+        let wait = wait && !self.arrival_wait.is_zero();
+        if locator.node == self.here && wait {
             self.await_arrival(locator).await?;
         }
         let fused_local = match &self.sandbox {
@@ -385,27 +385,65 @@ impl<'a> StepRun<'a> {
         };
         if let Some(value) = fused_local {
             self.counters.local(true, value.len() as u64);
-            return Ok(ReadHit { value, tier: ReadTier::Local, node: self.here.clone() });
+            return Ok(ReadOutcome::Found(ReadHit { value, tier: ReadTier::Local, node: self.here.clone() }));
         }
-        let read = if locator.node != self.here && !self.arrival_wait.is_zero() {
+        let read = if locator.node != self.here && wait {
             let now = tokio::time::Instant::now();
             let (deadline, cap) = (now + self.arrival_wait, now + Duration::from_millis(MAX_ARRIVAL_WAIT_MS));
             self.continuum().read_in_flight(&self.run_id, locator, deadline, cap).await?
         } else {
-            self.continuum().read(&self.run_id, locator).await?
+            self.continuum().read_outcome(&self.run_id, locator).await?
         };
-        let hit = read.ok_or_else(|| {
-            Error::Unavailable(format!(
-                "input state `{}` is on no reachable node (its locator named `{}`)",
-                locator.key, locator.node
-            ))
-        })?;
-        if hit.tier == ReadTier::Local {
-            self.counters.local(false, hit.value.len() as u64);
-        } else {
-            self.counters.remote(hit.value.len() as u64);
+        if let ReadOutcome::Found(hit) = &read {
+            if hit.tier == ReadTier::Local {
+                self.counters.local(false, hit.value.len() as u64);
+            } else {
+                self.counters.remote(hit.value.len() as u64);
+            }
         }
-        Ok(hit)
+        Ok(read)
+    }
+
+    /// Ask again, at most [`READ_RETRY_DELAYS_MS`]`.len()` times, for an
+    /// input found nowhere, when asking again can find it:
+    /// - its locator's node could not be asked (`unreachable`: a link
+    ///   window closed mid-transfer and cut the connection, a timeout);
+    ///   the next try goes over the route the topology has then;
+    /// - its producer had a fallback copy but dropped it: the push landed
+    ///   while this step looked elsewhere, so the locator's node has it now
+    ///   (one more look).
+    ///
+    /// Otherwise, or when the tries run out, the step fails with
+    /// `unavailable`, saying why.
+    async fn read_again(
+        &mut self,
+        locator: &Locator,
+        sole: bool,
+        fallbacks: &[Locator],
+        mut unreachable: Option<String>,
+    ) -> Result<ReadHit> {
+        let had_fallback = fallbacks.iter().any(|f| f.key == locator.key && f.scope == locator.scope);
+        let mut tries = 0;
+        for delay in READ_RETRY_DELAYS_MS {
+            if unreachable.is_none() && (tries > 0 || !had_fallback) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            tries += 1;
+            tracing::debug!(run = %self.run_id, key = %locator.key, tries, unreachable = ?unreachable, "input found nowhere; asking again");
+            match self.read_one(locator, sole, false).await? {
+                ReadOutcome::Found(hit) => return Ok(hit),
+                ReadOutcome::Absent { locator_unreachable } => unreachable = locator_unreachable,
+            }
+        }
+        let why = match unreachable {
+            Some(e) => format!("; `{}` could not be asked ({} tries): {e}", locator.node, tries + 1),
+            None => String::new(),
+        };
+        Err(Error::Unavailable(format!(
+            "input state `{}` is on no reachable node (its locator named `{}`){why}",
+            locator.key, locator.node
+        )))
     }
 
     /// Wait until the state `locator` names is here: a producer that
