@@ -343,8 +343,11 @@ impl<'a> StepRun<'a> {
             let hit = match self.read_one(locator, sole, true).await? {
                 ReadOutcome::Found(hit) => hit,
                 ReadOutcome::Absent { locator_unreachable } => match self.read_fallback(locator, fallbacks).await? {
-                    Some(hit) => hit,
-                    None => self.read_again(locator, sole, fallbacks, locator_unreachable).await?,
+                    ReadOutcome::Found(hit) => hit,
+                    ReadOutcome::Absent { locator_unreachable: fallback_unreachable } => {
+                        let unreachable = locator_unreachable.or(fallback_unreachable);
+                        self.read_again(locator, sole, fallbacks, unreachable).await?
+                    }
                 },
             };
             reads.push(InputRead {
@@ -405,10 +408,12 @@ impl<'a> StepRun<'a> {
     }
 
     /// Ask again, at most [`READ_RETRY_DELAYS_MS`]`.len()` times, for an
-    /// input found nowhere, when asking again can find it:
-    /// - its locator's node could not be asked (`unreachable`: a link
-    ///   window closed mid-transfer and cut the connection, a timeout);
-    ///   the next try goes over the route the topology has then;
+    /// input found nowhere (its locator, then its fallbacks), when asking
+    /// again can find it:
+    /// - its locator's node or a fallback's could not be asked
+    ///   (`unreachable`: a link window closed mid-transfer and cut the
+    ///   connection, a timeout); the next try goes over the route the
+    ///   topology has then;
     /// - its producer had a fallback copy but dropped it: the push landed
     ///   while this step looked elsewhere, so the locator's node has it now
     ///   (one more look).
@@ -431,13 +436,17 @@ impl<'a> StepRun<'a> {
             tokio::time::sleep(Duration::from_millis(delay)).await;
             tries += 1;
             tracing::debug!(run = %self.run_id, key = %locator.key, tries, unreachable = ?unreachable, "input found nowhere; asking again");
-            match self.read_one(locator, sole, false).await? {
+            let at_locator = match self.read_one(locator, sole, false).await? {
                 ReadOutcome::Found(hit) => return Ok(hit),
-                ReadOutcome::Absent { locator_unreachable } => unreachable = locator_unreachable,
-            }
+                ReadOutcome::Absent { locator_unreachable } => locator_unreachable,
+            };
+            unreachable = match self.read_fallback(locator, fallbacks).await? {
+                ReadOutcome::Found(hit) => return Ok(hit),
+                ReadOutcome::Absent { locator_unreachable } => at_locator.or(locator_unreachable),
+            };
         }
         let why = match unreachable {
-            Some(e) => format!("; `{}` could not be asked ({} tries): {e}", locator.node, tries + 1),
+            Some(e) => format!("; a node that may hold it could not be asked ({} tries): {e}", tries + 1),
             None => String::new(),
         };
         Err(Error::Unavailable(format!(
@@ -514,14 +523,22 @@ impl<'a> StepRun<'a> {
     /// `locator`'s state from a durable copy named in `fallbacks` (the
     /// producer's store, in durable runs), when the copy the locator names is
     /// gone (a sandbox lost with a crashed host).
-    async fn read_fallback(&mut self, locator: &Locator, fallbacks: &[Locator]) -> Result<Option<ReadHit>> {
+    async fn read_fallback(&mut self, locator: &Locator, fallbacks: &[Locator]) -> Result<ReadOutcome> {
+        let mut locator_unreachable = None;
         for fallback in fallbacks.iter().filter(|f| f.key == locator.key && f.scope == locator.scope) {
-            if let Ok(Some(hit)) = self.continuum().read(&self.run_id, fallback).await {
-                self.counters.remote(hit.value.len() as u64);
-                return Ok(Some(hit));
+            match self.continuum().read_outcome(&self.run_id, fallback).await {
+                Ok(ReadOutcome::Found(hit)) => {
+                    self.counters.remote(hit.value.len() as u64);
+                    return Ok(ReadOutcome::Found(hit));
+                }
+                Ok(ReadOutcome::Absent { locator_unreachable: Some(e) }) => locator_unreachable = Some(e),
+                Ok(ReadOutcome::Absent { locator_unreachable: None }) => {}
+                Err(e) => {
+                    tracing::debug!(run = %self.run_id, node = %fallback.node, error = %e, "fallback read failed")
+                }
             }
         }
-        Ok(None)
+        Ok(ReadOutcome::Absent { locator_unreachable })
     }
 
     /// Fetch the declared run-scope keys that are not here from the nodes
