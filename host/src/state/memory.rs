@@ -54,7 +54,9 @@ impl MemoryStore {
         check: Option<&mut dyn FnMut(u64, u64) -> Result<()>>,
     ) -> Result<Versions> {
         let mut inner = self.inner.write().map_err(poisoned)?;
-        let current: Vec<Option<Entry>> = keys.iter().map(|k| inner.entry(k).cloned()).collect();
+        // A blind write reads nothing: no call to collect an empty list.
+        let current: Vec<Option<Entry>> =
+            if keys.is_empty() { Vec::new() } else { keys.iter().map(|k| inner.entry(k).cloned()).collect() };
         let writes = decide(&current)?;
         if let Some(check) = check {
             let old = |key: &ScopedKey| inner.entry(key).map_or(0, |e| e.value.len() as u64);
