@@ -21,9 +21,11 @@ use databelt_placement::{Decision, ElectionRequest, NodeKind, Topology};
 use databelt_types::RunId;
 use serde::{Deserialize, Serialize};
 
+use crate::batch_body::BatchPutBody;
 use crate::http::blocking;
-use crate::peer::{BatchGet, BatchPut, InFlight, PeerClient, Place};
+use crate::peer::{BatchGet, InFlight, PeerClient, Place};
 use crate::placement::{HintSource, PlacementClient};
+use bytes::Bytes;
 
 /// Where a state handed to the next step is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,8 +100,9 @@ pub struct Propagation {
     /// the producer keeps its own, except under the stateless policy): what
     /// garbage collection must clean.
     pub copies: Vec<String>,
-    /// A batch's entries, handed back (a push does not consume them); empty
-    /// for a state read from the store.
+    /// A batch's entries, handed back when they stay on this node (the
+    /// target is this node, or the push failed); empty once a push landed,
+    /// and for a state read from the store.
     pub entries: Vec<(String, Vec<u8>)>,
 }
 
@@ -512,15 +515,22 @@ impl Continuum {
             p.duration = started.elapsed();
             return propagation;
         }
-        let batch = BatchPut { scope: p.scope.clone(), entries, ttl_ms: to.ttl_ms };
+        // The values go out from their own buffers (shared, not copied).
+        let entries: Vec<(String, Bytes)> = entries.into_iter().map(|(k, v)| (k, Bytes::from(v))).collect();
         let pushed = match self.address_of(&target) {
-            Ok(addr) => self.peers.batch_put_to(&addr, to.run_id, p.place, &batch).await,
+            Ok(addr) => {
+                let body = BatchPutBody::new(&p.scope, &entries, to.ttl_ms);
+                self.peers.batch_put_to(&addr, to.run_id, p.place, body).await
+            }
             Err(e) => Err(e),
         };
-        p.entries = batch.entries;
         self.settle(p, to, started, &target, pushed.map(|()| size));
         if p.push_failed.is_none() {
             p.copies.push(target);
+        } else {
+            // They stay here: handed back (without a copy once the request
+            // has let go of them).
+            p.entries = entries.into_iter().map(|(k, v)| (k, Vec::from(v))).collect();
         }
         propagation
     }

@@ -5,7 +5,8 @@
 //!
 //! - [`api`]: the host HTTP API (deploy, list, invoke functions).
 //! - [`peer`]: the peer protocol between hosts (state reads and writes,
-//!   batches, fusion sandboxes) and its client.
+//!   batches, fusion sandboxes) and its client; [`batch_body`] streams its
+//!   batch writes at both ends.
 //! - [`placement`]: the placement service (topology, SLOs, hints) and the
 //!   hosts' client of it, over the pure decisions of `databelt-placement`.
 //! - [`continuum`]: the continuous data path: SLO-aware propagation of a
@@ -25,6 +26,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod batch_body;
 pub mod continuum;
 pub mod http;
 pub mod metrics;

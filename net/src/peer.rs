@@ -46,6 +46,7 @@ use databelt_host::{Error, Result};
 use databelt_types::RunId;
 
 use crate::auth::Credentials;
+use crate::batch_body::{BatchBodyError, BatchPutBody, BatchPutDecoder};
 use crate::http::{ApiError, BodyLimit, blocking, check, decode_postcard, limit_body, unreachable};
 use crate::workflow::capability::{CAPABILITY_HEADER, RunCapabilities};
 use crate::workflow::protocol::RUN_SCOPE;
@@ -208,9 +209,7 @@ pub fn router_with_sandboxes(
     capabilities: Arc<RunCapabilities>,
     arrivals: Arc<Arrivals>,
 ) -> Router {
-    // A batch carries up to eight values of the largest size, plus framing.
-    let limits = tier.limits().clone();
-    let batch_limit = limits.max_value_bytes.saturating_mul(8).saturating_add(1 << 20);
+    let batch_limit = batch_limit(tier.limits());
     Router::new()
         .route("/peer/v1/state/{scope}/{key}", get(get_value).put(put_value).delete(delete_value))
         .route("/peer/v1/batch-get", post(batch_get))
@@ -220,6 +219,12 @@ pub fn router_with_sandboxes(
         .layer(axum::middleware::from_fn_with_state(arrivals, track_arrivals))
         .layer(axum::middleware::from_fn_with_state(BodyLimit { budget, max_body: batch_limit }, limit_body))
         .layer(axum::middleware::map_response(crate::http::json_errors))
+}
+
+/// The largest batch body a host takes: up to eight values of the largest
+/// size, plus framing.
+fn batch_limit(limits: &databelt_host::state::StateLimits) -> usize {
+    limits.max_value_bytes.saturating_mul(8).saturating_add(1 << 20)
 }
 
 /// What the peer routes serve.
@@ -398,18 +403,50 @@ async fn batch_get(
     Ok(([(header::CONTENT_TYPE, "application/postcard")], bytes).into_response())
 }
 
+/// `batch-put`, decoded as it arrives ([`BatchPutDecoder`]): who may write
+/// the batch's scope is checked as soon as the scope has arrived, a value
+/// over the limit is refused at its header, and each value is copied once.
 async fn batch_put(
     State(peer): State<Peer>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> std::result::Result<StatusCode, ApiError> {
     let run = run_id(&headers)?;
-    let req: BatchPut = decode_postcard(&body, "BatchPut")?;
-    peer.check_run(&headers, &run, &req.scope)?;
+    Peer::place(&headers)?;
+    let max_body = batch_limit(peer.tier.limits());
+    let mut decoder = BatchPutDecoder::new(peer.tier.limits().max_value_bytes);
+    let mut checked = false;
+    let mut received = 0usize;
+    let mut stream = body.into_data_stream();
+    use futures_util::StreamExt;
+    while let Some(chunk) = stream.next().await {
+        let chunk: Bytes = chunk.map_err(|e| Error::BadInput(format!("body: {e}")))?;
+        received = received.saturating_add(chunk.len());
+        if received > max_body {
+            return Err(Error::QuotaExceeded(format!("request body is over the limit of {max_body} bytes")).into());
+        }
+        decoder.feed(&chunk).map_err(batch_body_error)?;
+        if !checked && let Some(scope) = decoder.scope() {
+            peer.check_run(&headers, &run, scope)?;
+            checked = true;
+        }
+    }
+    let req = decoder.finish().map_err(batch_body_error)?;
+    if !checked {
+        peer.check_run(&headers, &run, &req.scope)?;
+    }
     let tier = peer.for_write(&headers, &run, req.ttl_ms)?;
     blocking(move || tier.set_many(&req.scope, req.entries, SetOptions { ttl_ms: req.ttl_ms, if_not_exists: false }))
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The error a refused batch body answers with.
+fn batch_body_error(e: BatchBodyError) -> ApiError {
+    match e {
+        BatchBodyError::Malformed(_) => Error::BadInput(e.to_string()).into(),
+        BatchBodyError::ValueTooLarge { .. } => Error::QuotaExceeded(e.to_string()).into(),
+    }
 }
 
 impl Place {
@@ -597,16 +634,27 @@ impl PeerClient {
             .map_err(|e| Error::Unavailable(format!("peer {peer}: malformed answer: {e}")))
     }
 
-    /// Store many entries of one scope on `peer`, atomically, in one request.
-    pub async fn batch_put(&self, peer: &str, run_id: &RunId, req: &BatchPut) -> Result<()> {
-        self.batch_put_to(peer, run_id, Place::Store, req).await
+    /// Store many entries of one scope on `peer`, atomically, in one request
+    /// (the values are sent from their own buffers, not copied).
+    pub async fn batch_put(&self, peer: &str, run_id: &RunId, req: BatchPut) -> Result<()> {
+        let entries: Vec<(String, Bytes)> = req.entries.into_iter().map(|(k, v)| (k, Bytes::from(v))).collect();
+        self.batch_put_to(peer, run_id, Place::Store, BatchPutBody::new(&req.scope, &entries, req.ttl_ms)).await
     }
 
-    /// Store many entries of one scope in `place` on `peer`, atomically, in
-    /// one request; returns once the peer has stored them and said so.
-    pub async fn batch_put_to(&self, peer: &str, run_id: &RunId, place: Place, req: &BatchPut) -> Result<()> {
+    /// Store a batch ([`BatchPutBody`]: many entries of one scope) in
+    /// `place` on `peer`, atomically, in one request; returns once the peer
+    /// has stored them and said so.
+    pub async fn batch_put_to(&self, peer: &str, run_id: &RunId, place: Place, body: BatchPutBody) -> Result<()> {
         fail::fail_point!("peer-push", |_| Err(Error::Unavailable(format!("peer {peer}: fail point peer-push"))));
-        self.post_postcard(peer, run_id, place, "batch-put", req).await.map(|_| ())
+        let r = self
+            .for_run(self.http.post(format!("{}://{peer}/peer/v1/batch-put", self.scheme)), run_id)
+            .header(header::CONTENT_TYPE, "application/postcard")
+            .header(SANDBOX_HEADER, place.header())
+            .body(reqwest::Body::wrap(body))
+            .send()
+            .await
+            .map_err(|e| unreachable(peer, e))?;
+        check(peer, r).await.map(|_| ())
     }
 
     /// POST `body` to `/peer/v1/{route}` on `peer` within `timeout`; the

@@ -83,7 +83,7 @@ async fn get_put_delete_and_batches() {
     assert_eq!(c.get(&peer.addr, &rid("run-1"), "wf", key).await.unwrap(), None);
 
     let entries: Vec<(String, Vec<u8>)> = (0..10).map(|i| (format!("s{i}"), vec![i as u8; 100])).collect();
-    c.batch_put(&peer.addr, &rid("run-1"), &BatchPut { scope: "wf".into(), entries, ttl_ms: None }).await.unwrap();
+    c.batch_put(&peer.addr, &rid("run-1"), BatchPut { scope: "wf".into(), entries, ttl_ms: None }).await.unwrap();
     let keys = vec!["s0".to_string(), "missing".to_string(), "s9".to_string()];
     let got = c.batch_get(&peer.addr, &rid("run-1"), &BatchGet { scope: "wf".into(), keys }).await.unwrap();
     assert_eq!(got, vec![Some(vec![0; 100]), None, Some(vec![9; 100])]);
@@ -166,9 +166,30 @@ async fn malformed_and_oversized_requests_are_4xx_and_change_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    // A batch value whose header claims more than the value limit (1 MiB
+    // here) is refused at that header: 413, nothing allocated or written.
+    let mut hostile = vec![2, b'w', b'f', 1, 1, b'k', 0x80, 0x80, 0x80, 0x04];
+    hostile.extend_from_slice(&[0u8; 64]);
+    let r =
+        http.post(format!("{base}/peer/v1/batch-put")).header(RUN_ID_HEADER, "r").body(hostile).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("value `k` is 8388608 bytes; the limit is 1048576"), "{body}");
+    // A batch cut short is malformed.
+    let whole =
+        postcard::to_stdvec(&BatchPut { scope: "wf".into(), entries: vec![("k".into(), vec![1; 10])], ttl_ms: None })
+            .unwrap();
+    let r = http
+        .post(format!("{base}/peer/v1/batch-put"))
+        .header(RUN_ID_HEADER, "r")
+        .body(whole[..whole.len() - 3].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
     let too_many =
         BatchPut { scope: "wf".into(), entries: (0..300).map(|i| (format!("b{i}"), vec![1])).collect(), ttl_ms: None };
-    let e = client().batch_put(&peer.addr, &rid("r"), &too_many).await.unwrap_err();
+    let e = client().batch_put(&peer.addr, &rid("r"), too_many).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::QuotaExceeded, "{e}");
 
     assert!(peer.host.state().list_keys("wf", "", None, None).unwrap().keys.is_empty(), "nothing was written");
