@@ -9,7 +9,9 @@ use std::io::{Read, Write};
 
 use bytes::Bytes;
 use databelt_host::{BackendConfig, Host, HostConfig};
+use databelt_net::batch_body::BatchPutBody;
 use databelt_net::peer::RUN_ID_HEADER;
+use http_body::Body as _;
 
 const MIB: u64 = 1 << 20;
 
@@ -51,8 +53,22 @@ async fn eight_128_mib_uploads_share_one_budget_and_oversize_is_refused_before_r
     assert!(refused.starts_with("HTTP/1.1 413"), "{refused}");
     assert!(refused.contains("\"error\":\"quota-exceeded\""), "{refused}");
 
-    // Eight concurrent 128 MiB bodies (one buffer on the client side, shared).
-    let body = Bytes::from(vec![0xffu8; 128 * MIB as usize]);
+    // Eight concurrent 128 MiB bodies (one buffer on the client side,
+    // shared): a batch of eight values under the 16 MiB value limit, cut
+    // short by its last byte, so the receiver decodes all of it and then
+    // refuses it (400) without writing anything.
+    let value = Bytes::from(vec![0xffu8; (16 * MIB - 64) as usize]);
+    let entries: Vec<(String, Bytes)> = (0..8).map(|i| (format!("v{i}"), value.clone())).collect();
+    let batch = BatchPutBody::new("wf", &entries, None);
+    let mut encoded = Vec::with_capacity(batch.len() as usize);
+    let mut batch = std::pin::pin!(batch);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    while let std::task::Poll::Ready(Some(Ok(frame))) = batch.as_mut().poll_frame(&mut cx) {
+        encoded.extend_from_slice(&frame.into_data().unwrap());
+    }
+    drop((entries, value));
+    encoded.pop();
+    let body = Bytes::from(encoded);
     let before = peak_rss();
     let http = {
         databelt_net::tls::install_default_provider();
@@ -87,7 +103,7 @@ async fn eight_128_mib_uploads_share_one_budget_and_oversize_is_refused_before_r
         })
         .count();
     println!(
-        "8 × 128 MiB with a 256 MiB budget: {read} read (400, not a batch), {refused} refused before reading; \
+        "8 × 128 MiB with a 256 MiB budget: {read} read (400, a batch cut short), {refused} refused before reading; \
          peak RSS grew {} MiB",
         grew / MIB
     );

@@ -274,3 +274,52 @@ async fn a_read_while_a_push_of_the_run_arrives_says_so_and_finds_the_value_once
     assert_eq!(gone, InFlight::Absent { arriving: false });
     peer.stop().await;
 }
+
+/// A batch goes out as its postcard encoding with an exact `content-length`
+/// (not chunked), so the receiver reserves that much of its body budget, not
+/// its limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_sent_with_its_exact_length() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let batch = BatchPut {
+        scope: "wf".into(),
+        entries: vec![("a".into(), vec![1; 70_000]), ("b".into(), vec![]), ("c".into(), vec![3; 5])],
+        ttl_ms: Some(9),
+    };
+    let expected = postcard::to_stdvec(&batch).unwrap();
+    let receiver = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let head_end = loop {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the request ended early");
+            got.extend_from_slice(&buf[..n]);
+            if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .expect("a content-length header")
+            .trim()
+            .parse()
+            .unwrap();
+        while got.len() < head_end + length {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the body ended early");
+            got.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await.unwrap();
+        (head, got[head_end..].to_vec())
+    });
+    client().batch_put(&addr, &rid("r"), batch).await.unwrap();
+    let (head, body) = receiver.await.unwrap();
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    assert!(head.contains(&format!("content-length: {}", expected.len())), "{head}");
+    assert_eq!(body, expected, "the body is the batch's postcard encoding");
+}
