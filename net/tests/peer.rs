@@ -175,6 +175,25 @@ async fn malformed_and_oversized_requests_are_4xx_and_change_nothing() {
     assert_eq!(r.status(), 413);
     let body = r.text().await.unwrap();
     assert!(body.contains("value `k` is 8388608 bytes; the limit is 1048576"), "{body}");
+    // A batch into the run scope without the run's capability: refused as
+    // soon as its scope has arrived (the first field), nothing written.
+    let run_batch = postcard::to_stdvec(&BatchPut {
+        scope: databelt_net::workflow::protocol::RUN_SCOPE.into(),
+        entries: vec![("out".into(), vec![1; 10])],
+        ttl_ms: None,
+    })
+    .unwrap();
+    let r =
+        http.post(format!("{base}/peer/v1/batch-put")).header(RUN_ID_HEADER, "r").body(run_batch).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        peer.host
+            .state()
+            .list_keys(databelt_net::workflow::protocol::RUN_SCOPE, "", None, None)
+            .unwrap()
+            .keys
+            .is_empty()
+    );
     // A batch cut short is malformed.
     let whole =
         postcard::to_stdvec(&BatchPut { scope: "wf".into(), entries: vec![("k".into(), vec![1; 10])], ttl_ms: None })
