@@ -74,6 +74,26 @@ pub struct PaperOptions {
     /// Keep the cloud node's state in this Redis server (the global tier);
     /// `None`: in memory like the other nodes.
     pub cloud_redis: Option<String>,
+    /// Only these state sizes (MB) in the latency experiment (`Some(empty)`:
+    /// no latency experiment); `None`: the mode's sizes.
+    pub sizes: Option<Vec<u32>>,
+    /// Only these concurrency levels in the throughput experiment
+    /// (`Some(empty)`: none); `None`: the mode's levels.
+    pub levels: Option<Vec<u32>>,
+    /// Only these policies (labels of [`POLICIES`]); `None`: all five.
+    pub policies: Option<Vec<String>>,
+}
+
+impl PaperOptions {
+    /// The policies to run, checked against [`POLICIES`].
+    fn chosen_policies(&self) -> Result<Vec<(&'static str, Policy, bool)>> {
+        let Some(wanted) = &self.policies else { return Ok(POLICIES.to_vec()) };
+        if let Some(unknown) = wanted.iter().find(|w| !POLICIES.iter().any(|(label, _, _)| label == w)) {
+            let known: Vec<&str> = POLICIES.iter().map(|(label, _, _)| *label).collect();
+            anyhow::bail!("unknown policy `{unknown}`; the policies are {}", known.join(", "));
+        }
+        Ok(POLICIES.iter().copied().filter(|(label, _, _)| wanted.iter().any(|w| w == label)).collect())
+    }
 }
 
 /// One measured case.
@@ -308,12 +328,19 @@ pub async fn run(options: PaperOptions) -> Result<Vec<Case>> {
         let schema = runner.input_schema().ok_or_else(|| anyhow::anyhow!("the workflow has no entry step"))?;
         Ok(schema::json_to_postcard(schema, &input)?)
     };
-    let (sizes, runs, levels): (Vec<u32>, u32, Vec<u32>) = if options.quick {
+    let (mut sizes, runs, mut levels): (Vec<u32>, u32, Vec<u32>) = if options.quick {
         (vec![1, 5], 2, vec![5, 10])
     } else {
         ((0..=10).map(|i| if i == 0 { 1 } else { i * 5 }).collect(), 3, (1..=10).map(|i| i * 5).collect())
     };
-    let total = (sizes.len() + levels.len()) * POLICIES.len();
+    if let Some(chosen) = &options.sizes {
+        sizes.clone_from(chosen);
+    }
+    if let Some(chosen) = &options.levels {
+        levels.clone_from(chosen);
+    }
+    let policies = options.chosen_policies()?;
+    let total = (sizes.len() + levels.len()) * policies.len();
     let bar = indicatif::ProgressBar::new(total as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
@@ -323,7 +350,7 @@ pub async fn run(options: PaperOptions) -> Result<Vec<Case>> {
     let mut steps_csv = String::from(STEPS_HEADER);
     for &mb in &sizes {
         let input = scene(mb)?;
-        for (label, policy, fusion) in POLICIES {
+        for &(label, policy, fusion) in &policies {
             bar.set_message(format!("latency {mb} MB {label}"));
             let o = RunOptions {
                 policy,
@@ -343,7 +370,7 @@ pub async fn run(options: PaperOptions) -> Result<Vec<Case>> {
     }
     let input = scene(2)?;
     for &n in &levels {
-        for (label, policy, fusion) in POLICIES {
+        for &(label, policy, fusion) in &policies {
             bar.set_message(format!("throughput {n} concurrent {label}"));
             let o = RunOptions { policy, fusion: Some(fusion), tmax_ms: Some(tmax_for(2.0)), ..RunOptions::default() };
             let mut outcome = Outcome::new();
@@ -435,7 +462,11 @@ fn find<'a>(cases: &'a [Case], experiment: &str, policy: &str, size: u32, n: u32
 pub fn summary(cases: &[Case], options: &PaperOptions) -> String {
     let mut md = format!(
         "# Databelt paper evaluation ({})\n\nScenario `{}`, schedule ×{}, every link emulated; workflow `{}`.\n\n",
-        if options.quick { "quick" } else { "full" },
+        match (options.quick, options.sizes.is_some() || options.levels.is_some() || options.policies.is_some()) {
+            (_, true) => "partial: chosen sizes, levels or policies",
+            (true, false) => "quick",
+            (false, false) => "full",
+        },
         options.scenario.display(),
         options.time_scale,
         options.workflow.display()

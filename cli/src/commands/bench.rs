@@ -60,6 +60,24 @@ pub struct PaperArgs {
     /// `redis://127.0.0.1:6379/`, instead of in memory.
     #[arg(long, value_name = "URL")]
     cloud_redis: Option<String>,
+    /// Only these state sizes in the latency experiment, MB, e.g. `1,50`
+    /// (a case to look at again without the whole run).
+    #[arg(long, value_delimiter = ',', conflicts_with = "no_latency")]
+    sizes: Vec<u32>,
+    /// Only these concurrency levels in the throughput experiment, e.g.
+    /// `40,50`.
+    #[arg(long, value_delimiter = ',', conflicts_with = "no_throughput")]
+    concurrency: Vec<u32>,
+    /// Only this policy (repeatable): stateless, random, strict, databelt,
+    /// databelt+fusion.
+    #[arg(long)]
+    policy: Vec<String>,
+    /// Skip the latency experiment.
+    #[arg(long)]
+    no_latency: bool,
+    /// Skip the throughput experiment.
+    #[arg(long)]
+    no_throughput: bool,
 }
 
 /// Run the command.
@@ -85,6 +103,9 @@ fn bench_scheduler(args: SchedulerArgs) -> Result<()> {
 }
 
 fn bench_paper(args: PaperArgs) -> Result<()> {
+    if args.sizes.contains(&0) || args.concurrency.contains(&0) {
+        anyhow::bail!("--sizes and --concurrency take positive numbers");
+    }
     let options = paper::PaperOptions {
         scenario: args.scenario,
         workflow: args.workflow,
@@ -92,6 +113,11 @@ fn bench_paper(args: PaperArgs) -> Result<()> {
         time_scale: args.time_scale,
         quick: args.quick,
         cloud_redis: args.cloud_redis,
+        sizes: (!args.sizes.is_empty() || args.no_latency)
+            .then(|| if args.no_latency { Vec::new() } else { args.sizes }),
+        levels: (!args.concurrency.is_empty() || args.no_throughput)
+            .then(|| if args.no_throughput { Vec::new() } else { args.concurrency }),
+        policies: (!args.policy.is_empty()).then_some(args.policy),
     };
     let started = std::time::Instant::now();
     let cases = runtime()?.block_on(paper::run(options))?;
