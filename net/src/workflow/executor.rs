@@ -416,7 +416,9 @@ impl<'a> StepRun<'a> {
     ///   topology has then;
     /// - its producer had a fallback copy but dropped it: the push landed
     ///   while this step looked elsewhere, so the locator's node has it now
-    ///   (one more look).
+    ///   (one more look, after every try whose fallback was found empty: a
+    ///   push can land between a try's look at the locator and its look at
+    ///   the fallback).
     ///
     /// Otherwise, or when the tries run out, the step fails with
     /// `unavailable`, saying why.
@@ -440,10 +442,19 @@ impl<'a> StepRun<'a> {
                 ReadOutcome::Found(hit) => return Ok(hit),
                 ReadOutcome::Absent { locator_unreachable } => locator_unreachable,
             };
-            unreachable = match self.read_fallback(locator, fallbacks).await? {
+            let at_fallback = match self.read_fallback(locator, fallbacks).await? {
                 ReadOutcome::Found(hit) => return Ok(hit),
-                ReadOutcome::Absent { locator_unreachable } => at_locator.or(locator_unreachable),
+                ReadOutcome::Absent { locator_unreachable } => locator_unreachable,
             };
+            if had_fallback && at_fallback.is_none() {
+                // The producer drops its copy only once the push has landed:
+                // a fallback found empty means the locator's node has it now,
+                // even if it did not a moment ago, when this try looked there.
+                if let ReadOutcome::Found(hit) = self.read_one(locator, sole, false).await? {
+                    return Ok(hit);
+                }
+            }
+            unreachable = at_locator.or(at_fallback);
         }
         let why = match unreachable {
             Some(e) => format!("; a node that may hold it could not be asked ({} tries): {e}", tries + 1),
