@@ -733,6 +733,22 @@ impl<'a> StepRun<'a> {
             let to = destination(request, consumer, successors, one_way);
             plans.push(self.continuum().plan_batch(&to, Place::Sandbox, RUN_SCOPE, states.clone()).await?);
         }
+        let n = groups.len();
+        let options = SetOptions { ttl_ms: Some(request.ttl_ms), if_not_exists: false };
+        // With an early answer this node is the consumers' fallback: it holds a
+        // copy, made before the answer, until the pushes are over (one that
+        // failed keeps it).
+        let mut staged = one_way && plans.iter().any(|p| p.propagation.node != self.here);
+        if staged {
+            match sandbox.tier().set_many(RUN_SCOPE, entries.clone(), options) {
+                Ok(()) => self.counters.local(true, states.iter().map(|(_, size)| size).sum()),
+                Err(e) => {
+                    // Over the sandbox's limit: the consumers wait for the push alone.
+                    tracing::warn!(run = %self.run_id, error = %e, "no fallback copy on the producer");
+                    staged = false;
+                }
+            }
+        }
         if self.early.is_some() {
             let mut planned = Vec::with_capacity(plans.len());
             let mut run_states = Vec::new();
@@ -750,21 +766,6 @@ impl<'a> StepRun<'a> {
                 run_states.extend((1..p.states.len()).filter_map(|i| p.locator_of(i)));
             }
             self.release(template, store_micros, &planned, &run_states);
-        }
-        let n = groups.len();
-        let options = SetOptions { ttl_ms: Some(request.ttl_ms), if_not_exists: false };
-        // After an early answer this node is the consumers' fallback: it holds
-        // a copy until the pushes are over (one that failed keeps it).
-        let mut staged = one_way && plans.iter().any(|p| p.propagation.node != self.here);
-        if staged {
-            match sandbox.tier().set_many(RUN_SCOPE, entries.clone(), options) {
-                Ok(()) => self.counters.local(true, states.iter().map(|(_, size)| size).sum()),
-                Err(e) => {
-                    // Over the sandbox's limit: the consumers wait for the push alone.
-                    tracing::warn!(run = %self.run_id, error = %e, "no fallback copy on the producer");
-                    staged = false;
-                }
-            }
         }
         let mut kept_here = false;
         let mut handoffs = Vec::new();
