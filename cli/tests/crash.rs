@@ -134,7 +134,10 @@ fn leftovers(data: &Path) -> Vec<String> {
 /// left on its disk ([`leftovers`], prefixed with the node).
 async fn stop_and_look(http: &reqwest::Client, nodes: &mut [NodeProc]) -> Vec<String> {
     until_no_live_runs(http, nodes).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // An ended run's `forget` messages may still be in an outbox, waiting
+    // out a retry after a node's restart: the outbox's longest backoff is
+    // 2 s (`DurableConfig::max_backoff`), so settle for longer than that.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
     for n in nodes.iter_mut() {
         n.kill();
     }
