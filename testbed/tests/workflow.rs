@@ -12,7 +12,7 @@ use common::live_runs;
 use std::path::Path;
 use std::time::Duration;
 
-use databelt_host::{BackendConfig, schema};
+use databelt_host::{BackendConfig, HostConfig, schema};
 use databelt_net::continuum::{Policy, ReadTier};
 use databelt_net::peer::Place;
 use databelt_net::workflow::protocol::{RUN_SCOPE, StepInput, StepRequest};
@@ -23,6 +23,19 @@ use serde_json::{Value, json};
 
 async fn cluster() -> (Cluster, tempfile::TempDir) {
     common::chain_cluster().await
+}
+
+/// A cluster's options on loopback: `host` on every node, state under
+/// `dir`, links emulated at `emulate` ticks (none: not emulated).
+fn loopback_options(host: HostConfig, dir: &Path, peer_timeout: Duration, emulate: Option<Duration>) -> ClusterOptions {
+    ClusterOptions {
+        placement_listen: "127.0.0.1:0".parse().unwrap(),
+        host,
+        data_dir: dir.to_path_buf(),
+        peer_timeout,
+        emulate,
+        ..ClusterOptions::default()
+    }
 }
 
 fn workflow(dir: &Path, name: &str, steps: &[(&str, &str, &str, f64, &[&str])]) -> std::path::PathBuf {
@@ -363,17 +376,7 @@ async fn wildfire_example_runs_on_the_paper_testbed() {
     }
     let (mut host, dir) = common::temp_config();
     host.backend = BackendConfig::Memory;
-    let options = ClusterOptions {
-        placement_listen: "127.0.0.1:0".parse().unwrap(),
-        host,
-        data_dir: dir.path().to_path_buf(),
-        peer_timeout: Duration::from_secs(10),
-        advertise: None,
-        emulate: None,
-        insecure_development: false,
-        replication: Default::default(),
-        cloud_backend: None,
-    };
+    let options = loopback_options(host, dir.path(), Duration::from_secs(10), None);
     let cluster = Cluster::start(Topology::from_toml(&free).unwrap(), options).await.unwrap();
     let runner = runner(&cluster, &root.join("examples/wildfire/wildfire.toml")).await;
     let schema = runner.input_schema().unwrap();
@@ -415,17 +418,7 @@ async fn wildfire_example_runs_on_the_paper_testbed() {
 async fn emulated_links_move_state_at_the_scenarios_speed() {
     let (mut host, dir) = common::temp_config();
     host.backend = BackendConfig::Memory;
-    let options = ClusterOptions {
-        placement_listen: "127.0.0.1:0".parse().unwrap(),
-        host,
-        data_dir: dir.path().to_path_buf(),
-        peer_timeout: Duration::from_secs(10),
-        advertise: None,
-        emulate: Some(Duration::from_millis(50)),
-        insecure_development: false,
-        replication: Default::default(),
-        cloud_backend: None,
-    };
+    let options = loopback_options(host, dir.path(), Duration::from_secs(10), Some(Duration::from_millis(50)));
     let cluster = Cluster::start(common::chain_topology(), options).await.unwrap();
     assert!(cluster.emulator.is_some());
     let path = workflow(dir.path(), "slow", &[("a", "stage", "s1", 1000.0, &[]), ("b", "stage", "s3", 1000.0, &["a"])]);
@@ -472,17 +465,7 @@ async fn fifty_concurrent_runs_on_sixteen_slots_all_succeed() {
     let (mut host, dir) = common::temp_config();
     host.backend = BackendConfig::Memory;
     host.max_concurrent_instances = 16;
-    let options = ClusterOptions {
-        placement_listen: "127.0.0.1:0".parse().unwrap(),
-        host,
-        data_dir: dir.path().to_path_buf(),
-        peer_timeout: Duration::from_secs(30),
-        advertise: None,
-        emulate: None,
-        insecure_development: false,
-        replication: Default::default(),
-        cloud_backend: None,
-    };
+    let options = loopback_options(host, dir.path(), Duration::from_secs(30), None);
     let cluster = Cluster::start(common::chain_topology(), options).await.unwrap();
     let path = workflow(
         dir.path(),
@@ -526,19 +509,9 @@ async fn fifty_concurrent_runs_on_sixteen_slots_all_succeed() {
 async fn an_input_whose_node_is_cut_off_for_a_moment_is_asked_for_again_and_read() {
     let (mut host, dir) = common::temp_config();
     host.backend = BackendConfig::Memory;
-    let options = ClusterOptions {
-        placement_listen: "127.0.0.1:0".parse().unwrap(),
-        host,
-        data_dir: dir.path().to_path_buf(),
-        peer_timeout: Duration::from_secs(10),
-        advertise: None,
-        // The emulator puts a route taken down by hand back up on its
-        // next tick: at most a second later.
-        emulate: Some(Duration::from_millis(1000)),
-        insecure_development: false,
-        replication: Default::default(),
-        cloud_backend: None,
-    };
+    // The emulator puts a route taken down by hand back up on its
+    // next tick: at most a second later.
+    let options = loopback_options(host, dir.path(), Duration::from_secs(10), Some(Duration::from_millis(1000)));
     let mut cluster = Cluster::start(common::chain_topology(), options).await.unwrap();
     let path = workflow(dir.path(), "cut", &[("a", "stage", "s3", 1000.0, &[]), ("b", "stage", "s1", 1000.0, &["a"])]);
     let runner = runner(&cluster, &path).await;
