@@ -14,6 +14,13 @@
 //! chunks of every other route that crosses the same wire, so transfers
 //! that share a physical link share its bandwidth.
 //!
+//! A connection reads its next chunk only when its last one is about to
+//! leave the wire, so each keeps a couple of chunks queued, not a whole
+//! transfer: concurrent transfers interleave, a small message waits behind
+//! a few chunks of each, and a sender is held back through TCP — as on a
+//! shaped link with a bounded buffer, rather than one that queues
+//! everything it is given.
+//!
 //! Why not an existing crate: `noxious` (a Rust port of Toxiproxy) keeps its
 //! toxics crate-private behind a REST server, and its bandwidth toxic, like
 //! Toxiproxy's, limits each connection on its own; a satellite link's
@@ -135,6 +142,20 @@ pub struct Hop {
     pub wire: Arc<Wire>,
     /// Its bandwidth now, Mbit/s.
     pub bandwidth_mbps: f64,
+}
+
+/// Least time a connection's queued bytes may take on the wire before it
+/// reads more (see [`queue_ahead`]): below a tick of Tokio's timer the
+/// pacing itself would leave a fast link idle.
+const MIN_QUEUE_AHEAD: Duration = Duration::from_millis(4);
+
+/// How far ahead of the wire a connection may queue: two chunks at the
+/// link's bandwidth (one on the wire, one waiting: a lone transfer keeps the
+/// link busy), at least [`MIN_QUEUE_AHEAD`]. The bottleneck's queue is then
+/// bounded by the open transfers, as a shaped link's is by its buffer and
+/// TCP's congestion control, instead of holding whole transfers in turn.
+fn queue_ahead(spec: &LinkSpec) -> Duration {
+    spec.serialisation(2 * CHUNK).max(MIN_QUEUE_AHEAD)
 }
 
 /// Which way bytes travel through a link.
@@ -320,6 +341,13 @@ async fn direction(
             if tx.send((release, buf)).await.is_err() {
                 break;
             }
+            // Read on only when this chunk is about to leave the wire: a
+            // connection keeps at most `queue_ahead` of its bytes queued, so
+            // the queue holds a little of every transfer (they share the
+            // link, and a new connection's first bytes wait behind a few
+            // chunks each, not behind whole transfers), and a sender is held
+            // back through TCP as it would be by a full bottleneck.
+            tokio::time::sleep_until(sent.checked_sub(queue_ahead(&spec)).unwrap_or(sent)).await;
         }
     });
     while let Some((release, buf)) = rx.recv().await {
@@ -399,6 +427,42 @@ mod tests {
         let ms = at.duration_since(t).as_secs_f64() * 1000.0 - spec.latency_ms;
         let mbps = payload.len() as f64 * 8.0 / (ms / 1000.0) / 1e6;
         assert!((mbps - 40.0).abs() <= 4.0, "{mbps:.1} Mbit/s over {ms:.0} ms, expected 40 ± 4");
+    }
+
+    /// A busy link delays a new connection's first message by a few chunks
+    /// of the transfer in progress, not by all of it.
+    #[tokio::test]
+    async fn a_small_message_waits_behind_a_few_chunks_of_a_transfer_not_all_of_it() {
+        let upstream = echo_server().await;
+        let spec = LinkSpec { latency_ms: 5.0, jitter_ms: 0.0, bandwidth_mbps: 40.0 };
+        let link = Link::start("127.0.0.1:0".parse().unwrap(), upstream, spec).unwrap();
+        // 4 MB: 800 ms on the wire each way.
+        let mut bulk = TcpStream::connect(link.addr()).await.unwrap();
+        let (mut bulk_r, mut bulk_w) = bulk.split();
+        let payload = vec![1u8; 4_000_000];
+        let bulk_done = async {
+            let (w, r) = tokio::join!(bulk_w.write_all(&payload), async {
+                let mut back = vec![0u8; payload.len()];
+                bulk_r.read_exact(&mut back).await.map(|_| std::time::Instant::now())
+            });
+            w.unwrap();
+            r.unwrap()
+        };
+        let small = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut s = TcpStream::connect(link.addr()).await.unwrap();
+            s.set_nodelay(true).unwrap();
+            let t = std::time::Instant::now();
+            s.write_all(b"ping").await.unwrap();
+            let mut buf = [0u8; 4];
+            s.read_exact(&mut buf).await.unwrap();
+            (t.elapsed(), std::time::Instant::now())
+        };
+        let (bulk_at, (rtt, small_at)) = tokio::join!(bulk_done, small);
+        // Two chunks queued ahead of it each way (~7 ms each) plus 10 ms of
+        // latency; all of the transfer ahead of it would be ~700 ms.
+        assert!(rtt < Duration::from_millis(120), "round trip behind a transfer: {rtt:?}");
+        assert!(small_at < bulk_at, "the small message came back before the transfer");
     }
 
     #[tokio::test]
