@@ -82,6 +82,10 @@ pub struct PaperOptions {
     pub levels: Option<Vec<u32>>,
     /// Only these policies (labels of [`POLICIES`]); `None`: all five.
     pub policies: Option<Vec<String>>,
+    /// Workflows per latency case (one at a time); `None`: the mode's (3,
+    /// quick 2). More runs make a case's p50 steadier where jitter moves
+    /// single runs by several percent (1 MB).
+    pub runs: Option<u32>,
 }
 
 impl PaperOptions {
@@ -339,6 +343,7 @@ pub async fn run(options: PaperOptions) -> Result<Vec<Case>> {
     if let Some(chosen) = &options.levels {
         levels.clone_from(chosen);
     }
+    let runs = options.runs.unwrap_or(runs);
     let policies = options.chosen_policies()?;
     let total = (sizes.len() + levels.len()) * policies.len();
     let bar = indicatif::ProgressBar::new(total as u64);
@@ -462,8 +467,11 @@ fn find<'a>(cases: &'a [Case], experiment: &str, policy: &str, size: u32, n: u32
 pub fn summary(cases: &[Case], options: &PaperOptions) -> String {
     let mut md = format!(
         "# Databelt paper evaluation ({})\n\nScenario `{}`, schedule ×{}, every link emulated; workflow `{}`.\n\n",
-        match (options.quick, options.sizes.is_some() || options.levels.is_some() || options.policies.is_some()) {
-            (_, true) => "partial: chosen sizes, levels or policies",
+        match (
+            options.quick,
+            options.sizes.is_some() || options.levels.is_some() || options.policies.is_some() || options.runs.is_some(),
+        ) {
+            (_, true) => "partial: chosen sizes, levels, policies or runs",
             (true, false) => "quick",
             (false, false) => "full",
         },

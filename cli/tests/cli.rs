@@ -76,6 +76,11 @@ fn errors_are_one_line() {
     std::fs::write(&cfg, "deadline_ms = -1").unwrap();
     let e = one_line_error(&["run", hello, "--config", cfg.to_str().unwrap()]);
     assert!(e.contains("invalid configuration"), "{e}");
+    // The paper bench refuses empty cases before it starts a continuum.
+    let out = dir.path().join("paper");
+    let e = one_line_error(&["bench", "paper", "--runs", "0", "--out", out.to_str().unwrap()]);
+    assert!(e.contains("--runs take positive numbers"), "{e}");
+    assert!(!out.exists(), "a refused bench wrote nothing");
 }
 
 #[test]

@@ -72,6 +72,11 @@ pub struct PaperArgs {
     /// databelt+fusion.
     #[arg(long)]
     policy: Vec<String>,
+    /// Workflows per latency case, one at a time (default 3; 2 with
+    /// `--quick`): more give a steadier p50 where link jitter moves single
+    /// runs by several percent.
+    #[arg(long, value_name = "N", conflicts_with = "no_latency")]
+    runs: Option<u32>,
     /// Skip the latency experiment.
     #[arg(long)]
     no_latency: bool,
@@ -103,8 +108,8 @@ fn bench_scheduler(args: SchedulerArgs) -> Result<()> {
 }
 
 fn bench_paper(args: PaperArgs) -> Result<()> {
-    if args.sizes.contains(&0) || args.concurrency.contains(&0) {
-        anyhow::bail!("--sizes and --concurrency take positive numbers");
+    if args.sizes.contains(&0) || args.concurrency.contains(&0) || args.runs == Some(0) {
+        anyhow::bail!("--sizes, --concurrency and --runs take positive numbers");
     }
     let options = paper::PaperOptions {
         scenario: args.scenario,
@@ -118,6 +123,7 @@ fn bench_paper(args: PaperArgs) -> Result<()> {
         levels: (!args.concurrency.is_empty() || args.no_throughput)
             .then(|| if args.no_throughput { Vec::new() } else { args.concurrency }),
         policies: (!args.policy.is_empty()).then_some(args.policy),
+        runs: args.runs,
     };
     let started = std::time::Instant::now();
     let cases = runtime()?.block_on(paper::run(options))?;
