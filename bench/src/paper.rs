@@ -113,10 +113,11 @@ pub struct Case {
     pub concurrency: u32,
     /// Runs measured.
     pub runs: usize,
-    /// Runs that failed (not in the figures), with the first error.
+    /// Runs that failed (not in the figures).
     pub failed: usize,
-    /// The first failure, if any.
-    pub first_error: Option<String>,
+    /// The failures, told apart by message with run ids and addresses left
+    /// out ([`failure_kinds`]), commonest first.
+    pub failure_kinds: Vec<(String, usize)>,
     /// End-to-end latency p50 / p95, ms.
     pub p50_ms: f64,
     /// p95, ms.
@@ -216,7 +217,7 @@ fn summarise(
         concurrency,
         runs: reports.len(),
         failed: outcome.failures.len(),
-        first_error: outcome.failures.first().cloned(),
+        failure_kinds: failure_kinds(&outcome.failures),
         p50_ms: percentile(&e2e, 50.0),
         p95_ms: percentile(&e2e, 95.0),
         throughput_per_min: reports.len() as f64 / wall.as_secs_f64().max(1e-9) * 60.0,
@@ -427,6 +428,57 @@ fn log_case(bar: &indicatif::ProgressBar, case: Option<&Case>) {
     }
 }
 
+/// The failures of a case told apart by what they say: each message with
+/// its run ids (`…-run-…`) and socket addresses (`127.0.0.1:40663`) replaced
+/// by `<run>` and `<addr>`, counted, commonest first (ties in the order
+/// first seen).
+pub fn failure_kinds(failures: &[String]) -> Vec<(String, usize)> {
+    let mut kinds: Vec<(String, usize)> = Vec::new();
+    for failure in failures {
+        let shape = failure_shape(failure);
+        match kinds.iter_mut().find(|(k, _)| *k == shape) {
+            Some((_, n)) => *n += 1,
+            None => kinds.push((shape, 1)),
+        }
+    }
+    kinds.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    kinds
+}
+
+/// `message` with run ids and socket addresses masked (see [`failure_kinds`]).
+fn failure_shape(message: &str) -> String {
+    let is_word = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':');
+    let mut out = String::with_capacity(message.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        let trimmed = word.trim_end_matches(['.', ':']);
+        let tail = &word[trimmed.len()..];
+        let is_addr = trimmed.rsplit_once(':').is_some_and(|(host, port)| {
+            !port.is_empty() && port.chars().all(|c| c.is_ascii_digit()) && host.parse::<std::net::IpAddr>().is_ok()
+        });
+        if trimmed.contains("-run-") {
+            out.push_str("<run>");
+            out.push_str(tail);
+        } else if is_addr {
+            out.push_str("<addr>");
+            out.push_str(tail);
+        } else {
+            out.push_str(word);
+        }
+        word.clear();
+    };
+    for c in message.chars() {
+        if is_word(c) {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
 fn tempfile_dir() -> Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("databelt-paper-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -506,15 +558,11 @@ pub fn summary(cases: &[Case], options: &PaperOptions) -> String {
     if !failed.is_empty() {
         md += "\n## Failed runs (left out of the figures)\n\n";
         for c in failed {
-            md += &format!(
-                "- {} {} MB ×{} {}: {} failed — {}\n",
-                c.experiment,
-                c.size_mb,
-                c.concurrency,
-                c.policy,
-                c.failed,
-                c.first_error.as_deref().unwrap_or("")
-            );
+            md +=
+                &format!("- {} {} MB ×{} {}: {} failed\n", c.experiment, c.size_mb, c.concurrency, c.policy, c.failed);
+            for (message, n) in &c.failure_kinds {
+                md += &format!("  - {n}× {message}\n");
+            }
         }
     }
     md += "\n## Targets\n\n";
@@ -629,5 +677,32 @@ mod tests {
         assert_eq!(tmax_for(50.0), 710.0);
         assert_eq!(tmax_for(2.0), 112.5);
         assert_eq!(tmax_for(60.0), 710.0);
+    }
+
+    #[test]
+    fn failures_are_counted_by_what_they_say_not_by_run_or_port() {
+        let failures = [
+            "step `alarm` on node `cloud`: peer 127.0.0.1:7200: unavailable: input state `wildfire-run-18ede01e8f29b662-119/confirm` is on no reachable node; could not be asked (4 tries): peer 127.0.0.1:40663: error sending request",
+            "step `mark` on node `sat4`: peer 127.0.0.1:7205: unavailable: input state `wildfire-run-18eddfc1b2ca15ba-15/preprocess` is on no reachable node",
+            "step `alarm` on node `cloud`: peer 127.0.0.1:7200: unavailable: input state `wildfire-run-18ede01e8f29b662-7/confirm` is on no reachable node; could not be asked (4 tries): peer 127.0.0.1:35813: error sending request",
+        ]
+        .map(String::from);
+        let kinds = failure_kinds(&failures);
+        assert_eq!(kinds.len(), 2, "{kinds:?}");
+        assert_eq!(kinds[0].1, 2);
+        assert_eq!(
+            kinds[0].0,
+            "step `alarm` on node `cloud`: peer <addr>: unavailable: input state `<run>/confirm` is on no reachable node; could not be asked (4 tries): peer <addr>: error sending request"
+        );
+        assert_eq!(
+            kinds[1],
+            (failures[1].replace("127.0.0.1:7205", "<addr>").replace("wildfire-run-18eddfc1b2ca15ba-15", "<run>"), 1)
+        );
+        // Nothing to mask: the message stays as it is.
+        assert_eq!(
+            failure_kinds(&["deadline exceeded after 300000 ms.".into()]),
+            [("deadline exceeded after 300000 ms.".into(), 1)]
+        );
+        assert!(failure_kinds(&[]).is_empty());
     }
 }
