@@ -150,11 +150,13 @@ struct Outcome {
 
 /// Header of `steps.csv`: one line per step of every latency run — where
 /// the time between the bound and the end-to-end latency goes.
-const STEPS_HEADER: &str = "policy,size_mb,run,step,node,wall_ms,read_ms,invoke_ms,store_ms,handoff_ms,handoff_bound_ms,output_bytes,run_total_ms,run_bound_ms\n";
+const STEPS_HEADER: &str = "policy,size_mb,run,step,node,wall_ms,read_ms,invoke_ms,store_ms,handoff_ms,handoff_bound_ms,output_bytes,run_total_ms,run_bound_ms,reads\n";
 
 /// `steps.csv` lines of one case's runs: per step the runner's wall time,
 /// the host's read, invoke, store and hand-off times, and the hand-offs'
-/// share of the bound (route latency one way plus bytes at its bandwidth).
+/// share of the bound (route latency one way plus bytes at its bandwidth),
+/// and where each input was read: `tier@node` per input, `;`-separated
+/// (`local@sat4`, `locator@sat2`, …; [`read_list`]).
 fn step_rows(policy: &str, size_mb: u32, outcome: &Outcome, topology: &Topology) -> String {
     let mut out = String::new();
     for (run, ((report, bound), t_ms)) in outcome.reports.iter().zip(&outcome.bounds).zip(&outcome.times).enumerate() {
@@ -175,7 +177,7 @@ fn step_rows(policy: &str, size_mb: u32, outcome: &Outcome, topology: &Topology)
                 }
             }
             out += &format!(
-                "{policy},{size_mb},{run},{},{},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{},{:.2},{:.2}\n",
+                "{policy},{size_mb},{run},{},{},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{},{:.2},{:.2},{}\n",
                 line.step,
                 r.node,
                 line.wall_micros as f64 / 1000.0,
@@ -186,11 +188,19 @@ fn step_rows(policy: &str, size_mb: u32, outcome: &Outcome, topology: &Topology)
                 handoff_bound,
                 r.output_bytes,
                 report.total_micros as f64 / 1000.0,
-                bound
+                bound,
+                read_list(&r.inputs)
             );
         }
     }
     out
+}
+
+/// Where a step's inputs were read, for `steps.csv`: `tier@node` per input
+/// in the order the step read them, `;`-separated (no commas, so the CSV
+/// needs no quoting); empty for a step that read no handed state.
+fn read_list(inputs: &[databelt_net::workflow::protocol::InputRead]) -> String {
+    inputs.iter().map(|i| format!("{}@{}", i.tier.name(), i.node)).collect::<Vec<_>>().join(";")
 }
 
 fn summarise(
@@ -704,5 +714,23 @@ mod tests {
             [("deadline exceeded after 300000 ms.".into(), 1)]
         );
         assert!(failure_kinds(&[]).is_empty());
+    }
+
+    #[test]
+    fn reads_are_listed_as_tier_at_node_without_commas() {
+        use databelt_net::continuum::ReadTier;
+        use databelt_net::workflow::protocol::InputRead;
+        let read = |tier, node: &str| InputRead {
+            key: "r/a".into(),
+            locator_node: "sat4".into(),
+            tier,
+            node: node.into(),
+            bytes: 1,
+            micros: 1,
+        };
+        assert_eq!(read_list(&[]), "");
+        let list = read_list(&[read(ReadTier::Local, "sat4"), read(ReadTier::Neighbour, "sat5")]);
+        assert_eq!(list, "local@sat4;neighbour@sat5");
+        assert!(!list.contains(','));
     }
 }

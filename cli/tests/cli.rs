@@ -478,10 +478,15 @@ fn run_executes_a_wasi_command_and_exits_with_its_code() {
 
 /// One HTTP/1.1 request to 127.0.0.1:`port`; the whole answer.
 fn http(port: u16, method: &str, path: &str, token: &str, body: &str) -> String {
+    http_with(port, method, path, token, "", body)
+}
+
+/// [`http`] with `extra` header lines (each ending in `\r\n`).
+fn http_with(port: u16, method: &str, path: &str, token: &str, extra: &str, body: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(request.as_bytes()).unwrap();
@@ -658,11 +663,15 @@ fn serve_exports_request_and_invocation_spans_over_otlp() {
         format!("http://127.0.0.1:{collector}"),
     ];
     let (mut child, port, token) = serve(dir.path(), &args);
-    let put = http(
+    // The caller's trace (W3C trace context): the request's span and the
+    // invocation's continue it.
+    let (trace_id, parent_id) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
+    let put = http_with(
         port,
         "POST",
         "/functions/probe/invoke",
         &token,
+        &format!("traceparent: 00-{trace_id}-{parent_id}-01\r\n"),
         r#"{"Set":{"scope":"s","key":"k","value":[1],"ttl_ms":null,"if_not_exists":false}}"#,
     );
     // SIGINT: serve stops gracefully and the exporter flushes on the way out.
@@ -686,4 +695,12 @@ fn serve_exports_request_and_invocation_spans_over_otlp() {
     for needle in ["http", "/functions/probe/invoke", "invoke", "run_id", "probe", "sat7", "state call", "databelt"] {
         assert!(has(needle), "no {needle:?} in the exported spans");
     }
+    // Both spans carry the caller's trace id (OTLP sends ids as raw bytes);
+    // the request's span names the caller's span as its parent.
+    let bytes = |hex: &str| {
+        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect::<Vec<u8>>()
+    };
+    let count = |needle: &[u8]| exported.windows(needle.len()).filter(|w| *w == needle).count();
+    assert!(count(&bytes(trace_id)) >= 2, "the request and invocation spans are in the caller's trace");
+    assert_eq!(count(&bytes(parent_id)), 1, "the request span's parent is the caller's span");
 }

@@ -140,8 +140,13 @@ pub fn status_for(e: &Error) -> StatusCode {
 pub const CLIENT_POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Run `f` on the blocking pool (store calls, Wasmtime invocations).
+/// The work runs inside the caller's span, so what it records (an
+/// invocation's span, its state calls) stays in the caller's trace.
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Runtime(format!("worker failed: {e}")))?
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f))
+        .await
+        .map_err(|e| Error::Runtime(format!("worker failed: {e}")))?
 }
 
 /// A transport failure talking to `peer` (connect, timeout, broken body),

@@ -18,7 +18,8 @@
 //! - [`http`]: what every API shares: the error body, status and kind
 //!   decoding, body limits, blocking work.
 //! - [`server`]: the accept loop of every server, with connection limits.
-//! - [`metrics`]: Prometheus metrics (`GET /metrics`) and request tracing.
+//! - [`metrics`]: Prometheus metrics (`GET /metrics`) and request tracing;
+//!   [`trace_context`] carries a trace across nodes (W3C `traceparent`).
 //! - [`tls`]: mutual TLS between the members of a continuum (CA, member
 //!   certificates that name their node, verifiers).
 //! - [`auth`]: who may call what — node certificates, bearer tokens with
@@ -35,6 +36,7 @@ pub mod placement;
 pub mod replication;
 pub mod server;
 pub mod tls;
+pub mod trace_context;
 pub mod workflow;
 
 pub use databelt_host::{Error, ErrorKind, Result};

@@ -130,13 +130,15 @@ fn route_family(path: &str) -> &'static str {
     }
 }
 
-/// Middleware: a `tracing` span per request (method, path, node) and the
-/// request counters and latency histogram.
+/// Middleware: a `tracing` span per request (method, path, node), a child
+/// of the trace the request carries (`traceparent`, see
+/// [`crate::trace_context`]), and the request counters and latency histogram.
 pub async fn track(server: &'static str, node: std::sync::Arc<str>, req: Request, next: Next) -> Response {
     use tracing::Instrument as _;
     let method = req.method().clone();
     let family = route_family(req.uri().path());
     let span = tracing::debug_span!("http", %method, path = %req.uri().path(), server, node = %node);
+    crate::trace_context::adopt_parent(&span, req.headers());
     let started = Instant::now();
     let resp = next.run(req).instrument(span).await;
     let status = resp.status().as_u16().to_string();

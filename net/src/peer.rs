@@ -520,9 +520,10 @@ impl PeerClient {
         }
     }
 
-    /// `request` for `run`: its id, and its capability when carried.
+    /// `request` for `run`: its id, its capability when carried, and the
+    /// current trace context.
     fn for_run(&self, request: reqwest::RequestBuilder, run: &RunId) -> reqwest::RequestBuilder {
-        let request = request.header(RUN_ID_HEADER, run.as_str());
+        let request = crate::trace_context::inject(request.header(RUN_ID_HEADER, run.as_str()));
         match self.carried.lock().ok().and_then(|c| c.get(run).cloned()) {
             Some(capability) => request.header(CAPABILITY_HEADER, capability),
             None => request,
@@ -660,9 +661,7 @@ impl PeerClient {
     /// POST `body` to `/peer/v1/{route}` on `peer` within `timeout`; the
     /// answer's body (an error answer becomes the error it reports).
     pub async fn post_raw(&self, peer: &str, route: &str, body: Vec<u8>, timeout: Duration) -> Result<Bytes> {
-        let r = self
-            .http
-            .post(format!("{}://{peer}/peer/v1/{route}", self.scheme))
+        let r = crate::trace_context::inject(self.http.post(format!("{}://{peer}/peer/v1/{route}", self.scheme)))
             .header(header::CONTENT_TYPE, "application/postcard")
             .timeout(timeout)
             .body(body)
@@ -674,9 +673,7 @@ impl PeerClient {
 
     /// GET `/peer/v1/{route}` on `peer` within `timeout`; the answer's body.
     pub async fn get_raw(&self, peer: &str, route: &str, timeout: Duration) -> Result<Bytes> {
-        let r = self
-            .http
-            .get(format!("{}://{peer}/peer/v1/{route}", self.scheme))
+        let r = crate::trace_context::inject(self.http.get(format!("{}://{peer}/peer/v1/{route}", self.scheme)))
             .timeout(timeout)
             .send()
             .await

@@ -390,20 +390,29 @@ impl PlacementClient {
     /// Register the SLOs of `workflow`.
     pub async fn set_slos(&self, workflow: &str, slos: &Slos) -> Result<()> {
         let url = format!("{}/v1/slos/{workflow}", self.base);
-        let r = self.http.put(&url).json(slos).send().await.map_err(|e| Error::Unavailable(format!("{url}: {e}")))?;
+        let r = crate::trace_context::inject(self.http.put(&url).json(slos))
+            .send()
+            .await
+            .map_err(|e| Error::Unavailable(format!("{url}: {e}")))?;
         check(r).await.map(|_| ())
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
         let url = format!("{}{path}", self.base);
-        let r = self.http.get(&url).send().await.map_err(|e| Error::Unavailable(format!("{url}: {e}")))?;
+        let r = crate::trace_context::inject(self.http.get(&url))
+            .send()
+            .await
+            .map_err(|e| Error::Unavailable(format!("{url}: {e}")))?;
         let r = check(r).await?;
         r.json().await.map_err(|e| Error::Unavailable(format!("{url}: bad answer: {e}")))
     }
 
     async fn post_json<B: Serialize, T: serde::de::DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
         let url = format!("{}{path}", self.base);
-        let r = self.http.post(&url).json(body).send().await.map_err(|e| Error::Unavailable(format!("{url}: {e}")))?;
+        let r = crate::trace_context::inject(self.http.post(&url).json(body))
+            .send()
+            .await
+            .map_err(|e| Error::Unavailable(format!("{url}: {e}")))?;
         let r = check(r).await?;
         r.json().await.map_err(|e| Error::Unavailable(format!("{url}: bad answer: {e}")))
     }

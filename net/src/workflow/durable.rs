@@ -916,18 +916,22 @@ impl DurableRuns {
     fn send_now(&self, direct: Vec<(String, Outgoing)>) {
         for (k, o) in direct {
             let runs = self.clone();
-            tokio::spawn(async move {
-                match runs.send(&o.target, &o.message).await {
-                    Ok(()) => {
-                        let _ = runs.apply(vec![Write::Delete { key: key(k) }]);
+            let span = tracing::Span::current();
+            tokio::spawn(tracing::Instrument::instrument(
+                async move {
+                    match runs.send(&o.target, &o.message).await {
+                        Ok(()) => {
+                            let _ = runs.apply(vec![Write::Delete { key: key(k) }]);
+                        }
+                        Err(e) => {
+                            // Back off from now, as the delivery loop would.
+                            let _ = runs.after_failure(k, o, e);
+                            runs.inner.wake.notify_one();
+                        }
                     }
-                    Err(e) => {
-                        // Back off from now, as the delivery loop would.
-                        let _ = runs.after_failure(k, o, e);
-                        runs.inner.wake.notify_one();
-                    }
-                }
-            });
+                },
+                span,
+            ));
         }
     }
 

@@ -984,7 +984,10 @@ async fn step(
 /// step that fails before its early answer gets an ordinary error answer.
 async fn step_in_frames(executor: StepExecutor, request: StepRequest) -> std::result::Result<Response, ApiError> {
     let (early_tx, early_rx) = tokio::sync::oneshot::channel();
-    let task = tokio::spawn(async move { executor.execute_early(request, early_tx).await });
+    let task =
+        tokio::spawn(tracing::Instrument::in_current_span(
+            async move { executor.execute_early(request, early_tx).await },
+        ));
     let frame = |f: &StepFrame| {
         f.encode().map(Bytes::from).map_err(|e| Error::Runtime(format!("encoding the step result: {e}")))
     };

@@ -336,14 +336,14 @@ impl Runner {
     /// answered early (hand-offs still in flight) the final result to come.
     async fn post_step(&self, addr: &str, request: &StepRequest) -> Result<(StepResult, Option<FinalResult>)> {
         let body = postcard::to_stdvec(request).map_err(|e| Error::Runtime(format!("encoding a step: {e}")))?;
-        let r = self
-            .http
-            .post(format!("{}/workflow/v1/step", self.placement.credentials().base_url(addr)))
-            .header(CAPABILITY_HEADER, capability::derive(&self.secret, &request.run_id))
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| unreachable(addr, e))?;
+        let r = crate::trace_context::inject(
+            self.http.post(format!("{}/workflow/v1/step", self.placement.credentials().base_url(addr))),
+        )
+        .header(CAPABILITY_HEADER, capability::derive(&self.secret, &request.run_id))
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| unreachable(addr, e))?;
         let r = check(addr, r).await?;
         let framed = r
             .headers()
@@ -379,6 +379,14 @@ impl Runner {
                 RunId::sanitized(&format!("{}-{:x}-{n}", FunctionName::for_step(&self.workflow.name, "run"), nanos))
             }
         };
+        // One span per run: its step requests carry it to every host, so the
+        // run is one trace (see `trace_context`).
+        let span = tracing::debug_span!("run", run_id = %run_id, workflow = %self.workflow.name);
+        tracing::Instrument::instrument(self.run_as(run_id, input, options), span).await
+    }
+
+    /// [`Runner::run`] once the run has its id.
+    async fn run_as(&self, run_id: RunId, input: Vec<u8>, options: &RunOptions) -> Result<RunReport> {
         let topology = self.topology()?;
         let nodes = self.resolve_nodes(&topology).await?;
         let report = RunReport {

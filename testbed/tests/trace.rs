@@ -1,0 +1,103 @@
+//! One workflow run is one trace across hosts: with an OpenTelemetry layer
+//! installed, the runner's `run` span, every host's request spans and every
+//! invocation span share the run's trace id, each request span the child of
+//! the span that sent it. (Its own test binary: the subscriber is global.)
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use databelt_host::schema;
+use databelt_net::workflow::RunOptions;
+use opentelemetry::trace::{SpanId, TraceId, TracerProvider as _};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+use serde_json::json;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+
+/// Keeps every exported span.
+#[derive(Debug, Clone, Default)]
+struct Collected(Arc<Mutex<Vec<SpanData>>>);
+
+impl SpanExporter for Collected {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        self.0.lock().unwrap().extend(batch);
+        Ok(())
+    }
+}
+
+/// A span's string attribute.
+fn attribute(span: &SpanData, key: &str) -> Option<String> {
+    span.attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| kv.value.as_str().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_run_is_one_trace_across_its_hosts() {
+    let collected = Collected::default();
+    let provider = SdkTracerProvider::builder().with_simple_exporter(collected.clone()).build();
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_target("databelt_net", tracing::Level::DEBUG)
+        .with_target("databelt_host", tracing::Level::DEBUG);
+    let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("test")).with_filter(filter);
+    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer)).unwrap();
+
+    let (cluster, dir) = common::chain_cluster().await;
+    let path = common::chain_workflow(dir.path());
+    let runner = common::runner(&cluster, &path).await;
+    let input = json!({"trail": [], "data": vec![1u8; 10], "resize": 20_000});
+    let input = schema::json_to_postcard(runner.input_schema().unwrap(), &input).unwrap();
+    let report = runner.run(input, &RunOptions::default()).await.unwrap();
+    let run_id = report.run_id.to_string();
+    drop(runner);
+    drop(cluster);
+    provider.force_flush().unwrap();
+
+    let spans = collected.0.lock().unwrap().clone();
+    let run = spans
+        .iter()
+        .find(|s| s.name == "run" && attribute(s, "run_id").as_deref() == Some(run_id.as_str()))
+        .expect("the runner's run span");
+    let trace: TraceId = run.span_context.trace_id();
+    let in_trace: Vec<&SpanData> = spans.iter().filter(|s| s.span_context.trace_id() == trace).collect();
+    let by_id: HashMap<SpanId, &SpanData> = in_trace.iter().map(|s| (s.span_context.span_id(), *s)).collect();
+
+    // Every step's invocation is in the run's trace, on the step's node.
+    let invocations: HashSet<(String, String)> = in_trace
+        .iter()
+        .filter(|s| s.name == "invoke")
+        .filter_map(|s| Some((attribute(s, "function")?, attribute(s, "node")?)))
+        .collect();
+    let expected: HashSet<(String, String)> = [("chain-a", "s1"), ("chain-b", "s3"), ("chain-c", "cloud")]
+        .iter()
+        .map(|(f, n)| (f.to_string(), n.to_string()))
+        .collect();
+    assert_eq!(invocations, expected, "every step's invocation in the run's trace");
+    assert!(
+        spans.iter().filter(|s| s.name == "invoke").all(|s| s.span_context.trace_id() == trace),
+        "no invocation of the run in another trace"
+    );
+
+    // Each host's step request is a child of the run span (sent by the
+    // runner, a remote parent); the hand-off pushes between hosts are
+    // children of the pushing host's spans.
+    let requests: Vec<&SpanData> = in_trace.iter().filter(|s| s.name == "http").copied().collect();
+    let step_requests: Vec<&&SpanData> =
+        requests.iter().filter(|s| attribute(s, "path").as_deref() == Some("/workflow/v1/step")).collect();
+    assert_eq!(step_requests.len(), 3, "one step request per step");
+    for s in &step_requests {
+        assert_eq!(s.parent_span_id, run.span_context.span_id(), "a step request's parent is the run");
+        assert!(s.parent_span_is_remote);
+    }
+    let pushes: Vec<&&SpanData> =
+        requests.iter().filter(|s| attribute(s, "path").is_some_and(|p| p.starts_with("/peer/v1/"))).collect();
+    assert!(!pushes.is_empty(), "the hand-offs crossed hosts inside the trace");
+    for p in pushes {
+        let parent = by_id.get(&p.parent_span_id).expect("a peer request's parent is a span of the run");
+        assert_eq!(parent.name, "http", "sent while serving a step request");
+        assert_ne!(attribute(parent, "node"), attribute(p, "node"), "from another host");
+    }
+}
