@@ -14,17 +14,29 @@
 //! [`adopt_parent`] has nothing to attach to. A malformed incoming header is
 //! ignored (the request span starts its own trace), never an error: tracing
 //! is not a reason to refuse a request.
+//!
+//! All of this is the crate's `opentelemetry` feature (the CLI turns it on).
+//! Without it the functions keep their signatures and do nothing, and the
+//! network layer needs no `tracing-subscriber` or OpenTelemetry crates.
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::HeaderMap;
+#[cfg(feature = "opentelemetry")]
+use axum::http::{HeaderName, HeaderValue};
+#[cfg(feature = "opentelemetry")]
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+#[cfg(feature = "opentelemetry")]
 use opentelemetry::trace::TraceContextExt as _;
+#[cfg(feature = "opentelemetry")]
 use opentelemetry_sdk::propagation::TraceContextPropagator;
+#[cfg(feature = "opentelemetry")]
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
+#[cfg(feature = "opentelemetry")]
 /// Writes propagated fields into an HTTP header map, skipping any field
 /// that is not a valid header (the propagator only writes valid ones).
 struct HeaderInjector<'a>(&'a mut HeaderMap);
 
+#[cfg(feature = "opentelemetry")]
 impl Injector for HeaderInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
         if let (Ok(name), Ok(value)) = (HeaderName::try_from(key), HeaderValue::try_from(value)) {
@@ -35,8 +47,10 @@ impl Injector for HeaderInjector<'_> {
 
 /// Reads propagated fields from an HTTP header map (non-ASCII values read
 /// as absent).
+#[cfg(feature = "opentelemetry")]
 struct HeaderExtractor<'a>(&'a HeaderMap);
 
+#[cfg(feature = "opentelemetry")]
 impl Extractor for HeaderExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).and_then(|v| v.to_str().ok())
@@ -51,10 +65,14 @@ impl Extractor for HeaderExtractor<'_> {
 /// `tracestate` when it has one), or none when the current span has no
 /// OpenTelemetry context.
 pub fn current_headers() -> HeaderMap {
+    #[cfg_attr(not(feature = "opentelemetry"), allow(unused_mut))]
     let mut headers = HeaderMap::new();
-    let context = tracing::Span::current().context();
-    if context.span().span_context().is_valid() {
-        TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(&mut headers));
+    #[cfg(feature = "opentelemetry")]
+    {
+        let context = tracing::Span::current().context();
+        if context.span().span_context().is_valid() {
+            TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(&mut headers));
+        }
     }
     headers
 }
@@ -69,6 +87,7 @@ pub fn inject(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
 /// Make the trace context an incoming request carries the parent of
 /// `span`. Nothing happens when the request carries none, or a malformed
 /// one, or when `span` is disabled or has no OpenTelemetry layer.
+#[cfg(feature = "opentelemetry")]
 pub fn adopt_parent(span: &tracing::Span, headers: &HeaderMap) {
     if !headers.contains_key("traceparent") {
         return;
@@ -80,7 +99,31 @@ pub fn adopt_parent(span: &tracing::Span, headers: &HeaderMap) {
     }
 }
 
-#[cfg(test)]
+/// Make the trace context an incoming request carries the parent of
+/// `span`: without the `opentelemetry` feature, nothing.
+#[cfg(not(feature = "opentelemetry"))]
+pub fn adopt_parent(_span: &tracing::Span, _headers: &HeaderMap) {}
+
+#[cfg(all(test, not(feature = "opentelemetry")))]
+mod tests_without_the_feature {
+    use super::*;
+
+    #[test]
+    fn without_the_feature_nothing_is_sent_or_adopted() {
+        let span = tracing::info_span!("http");
+        let _entered = span.enter();
+        assert!(current_headers().is_empty());
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            axum::http::HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        );
+        adopt_parent(&span, &headers);
+        assert!(current_headers().is_empty());
+    }
+}
+
+#[cfg(all(test, feature = "opentelemetry"))]
 mod tests {
     use super::*;
     use opentelemetry::trace::TracerProvider as _;
