@@ -383,6 +383,16 @@ mod tests {
         addr
     }
 
+    /// Time one 4-byte `ping` takes to come back from the echo server.
+    async fn round_trip(s: &mut TcpStream) -> Duration {
+        let t = std::time::Instant::now();
+        s.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+        t.elapsed()
+    }
+
     /// Round trip of a small message: twice the one-way latency.
     #[tokio::test]
     async fn delivers_the_configured_latency_within_10_percent() {
@@ -393,11 +403,7 @@ mod tests {
         s.set_nodelay(true).unwrap();
         let mut rtts = Vec::new();
         for _ in 0..5 {
-            let t = std::time::Instant::now();
-            s.write_all(b"ping").await.unwrap();
-            let mut buf = [0u8; 4];
-            s.read_exact(&mut buf).await.unwrap();
-            rtts.push(t.elapsed().as_secs_f64() * 1000.0);
+            rtts.push(round_trip(&mut s).await.as_secs_f64() * 1000.0);
         }
         rtts.sort_by(f64::total_cmp);
         let median = rtts[2];
@@ -452,11 +458,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let mut s = TcpStream::connect(link.addr()).await.unwrap();
             s.set_nodelay(true).unwrap();
-            let t = std::time::Instant::now();
-            s.write_all(b"ping").await.unwrap();
-            let mut buf = [0u8; 4];
-            s.read_exact(&mut buf).await.unwrap();
-            (t.elapsed(), std::time::Instant::now())
+            (round_trip(&mut s).await, std::time::Instant::now())
         };
         let (bulk_at, (rtt, small_at)) = tokio::join!(bulk_done, small);
         // Two chunks queued ahead of it each way (~7 ms each) plus 10 ms of
