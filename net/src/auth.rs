@@ -16,7 +16,7 @@
 //! | `GET /metrics` | a node, or `read` |
 //! | `/state/...` (look at and fix function state) | `admin` |
 //! | `/peer/v1/...` | a node of the topology |
-//! | `POST /workflow/v1/step`, `DELETE /workflow/v1/runs/{id}` | a node, or `invoke` |
+//! | `POST /workflow/v1/step`, `POST /workflow/v1/warm`, `DELETE /workflow/v1/runs/{id}` | a node, or `invoke` |
 //! | `GET /workflow/v1/runs` | `admin` |
 //! | `GET /v1/topology`, `GET /v1/slos/{workflow}` | a node, or `read` |
 //! | `POST /v1/hints/...` | a node, or `invoke` |
@@ -269,7 +269,7 @@ pub fn need(method: &Method, path: &str) -> Need {
             Need::Invoke(Some(percent_decode(name).unwrap_or_else(|| (*name).to_string())))
         }
         (_, ["peer", "v1", ..]) => Need::Node,
-        ("POST", ["workflow", "v1", "step"]) | ("DELETE", ["workflow", "v1", "runs", _]) => {
+        ("POST", ["workflow", "v1", "step" | "warm"]) | ("DELETE", ["workflow", "v1", "runs", _]) => {
             Need::NodeOr(Box::new(Need::Invoke(None)))
         }
         ("POST", ["workflow", "v1", "deliver"]) => Need::Node,
@@ -616,6 +616,8 @@ mod tests {
         assert_eq!(check(&a, &headers(&admin), &none, Method::PUT, "/peer/v1/state/s/k"), d, "tokens are not nodes");
         assert_eq!(check(&a, &headers(&admin), &none, Method::GET, "/workflow/v1/runs"), None);
         assert_eq!(check(&a, &headers(&alarm), &none, Method::GET, "/workflow/v1/runs"), d);
+        assert_eq!(check(&a, &headers(&alarm), &none, Method::POST, "/workflow/v1/warm"), None);
+        assert_eq!(check(&a, &headers(&reader), &none, Method::POST, "/workflow/v1/warm"), d);
         assert_eq!(check(&a, &headers(&admin), &none, Method::PUT, "/v1/slos/wf"), None);
         assert_eq!(check(&a, &headers(&reader), &none, Method::PUT, "/v1/slos/wf"), d);
         assert_eq!(check(&a, &no_token, &none, Method::GET, "/no/such/route"), u);

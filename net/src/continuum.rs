@@ -584,6 +584,45 @@ impl Continuum {
         }
     }
 
+    /// Open connections, in the background, to where hand-offs to
+    /// `consumers` (the nodes a step's successors run on) will most likely
+    /// go: each consumer's node, or under [`Policy::Stateless`] the cloud
+    /// node — when that is not this node and this node has not used it
+    /// lately ([`PeerClient::warm`]). A step calls this as it starts, so the
+    /// TCP and TLS handshakes overlap its input wait and its invocation
+    /// instead of delaying its first hand-off. Each attempt gives up after
+    /// `timeout`; a failure is only logged (the push connects on its own).
+    pub fn warm_toward<'c>(&self, policy: Policy, consumers: impl IntoIterator<Item = &'c str>, timeout: Duration) {
+        let mut targets: Vec<String> = Vec::new();
+        for consumer in consumers {
+            let target = match policy {
+                Policy::Stateless => match self.topology() {
+                    Ok((t, _)) => match t.nodes.iter().find(|n| n.kind == NodeKind::Cloud) {
+                        Some(cloud) => cloud.id.clone(),
+                        None => continue,
+                    },
+                    Err(_) => continue,
+                },
+                _ => consumer.to_string(),
+            };
+            if target != self.node_id && !targets.contains(&target) {
+                targets.push(target);
+            }
+        }
+        for target in targets {
+            let Ok(addr) = self.address_of(&target) else {
+                continue;
+            };
+            let peers = self.peers.clone();
+            tokio::spawn(async move {
+                match peers.warm(&addr, timeout).await {
+                    Ok(sent) => tracing::debug!(node = %target, sent, "connection warmed"),
+                    Err(e) => tracing::debug!(node = %target, error = %e, "warming a connection failed"),
+                }
+            });
+        }
+    }
+
     /// The address this node reaches `node` at (its route, or the
     /// topology's address).
     pub fn peer_address(&self, node: &str) -> Result<String> {

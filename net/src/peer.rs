@@ -27,7 +27,7 @@
 //! the `Vec` it owns; the receiver appends the body's chunks into one buffer
 //! presized from `content-length` and hands that buffer to the store.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -449,6 +449,21 @@ fn batch_body_error(e: BatchBodyError) -> ApiError {
     }
 }
 
+/// Note `peer` as used at `now`, forgetting the least recently used peer
+/// when [`MAX_REMEMBERED_PEERS`] are remembered.
+fn remember(used: &mut HashMap<String, Instant>, peer: &str, now: Instant) {
+    if let Some(t) = used.get_mut(peer) {
+        *t = now;
+        return;
+    }
+    if used.len() >= MAX_REMEMBERED_PEERS
+        && let Some(oldest) = used.iter().min_by_key(|(_, t)| **t).map(|(p, _)| p.clone())
+    {
+        used.remove(&oldest);
+    }
+    used.insert(peer.to_string(), now);
+}
+
 impl Place {
     fn header(self) -> &'static str {
         match self {
@@ -466,7 +481,19 @@ pub struct PeerClient {
     /// The capabilities of the runs this host works for, sent with every
     /// request for that run.
     carried: Arc<Mutex<HashMap<RunId, String>>>,
+    /// When a request last went to each peer (its address): a peer used
+    /// within [`WARM_FRESH`] likely has a pooled connection open.
+    used: Arc<Mutex<HashMap<String, Instant>>>,
 }
+
+/// A peer this client sent a request to less than this long ago is not
+/// warmed again ([`PeerClient::warm`]): half the pool's idle timeout, so a
+/// connection it opened is still pooled.
+pub const WARM_FRESH: Duration = Duration::from_secs(crate::http::CLIENT_POOL_IDLE.as_secs() / 2);
+
+/// Most peers whose last use a client remembers; beyond that the oldest is
+/// forgotten (and may be warmed once more than needed).
+const MAX_REMEMBERED_PEERS: usize = 4096;
 
 impl PeerClient {
     /// A client presenting `credentials` (a host's: its node certificate),
@@ -495,7 +522,54 @@ impl PeerClient {
             .pool_idle_timeout(crate::http::CLIENT_POOL_IDLE)
             .build()
             .map_err(|e| Error::Runtime(format!("http client: {e}")))?;
-        Ok(PeerClient { http, scheme: credentials.scheme(), carried: Arc::default() })
+        Ok(PeerClient { http, scheme: credentials.scheme(), carried: Arc::default(), used: Arc::default() })
+    }
+
+    /// Open a connection to `peer` ahead of a transfer, unless this client
+    /// used the peer within [`WARM_FRESH`]: a cheap request (`GET /healthz`)
+    /// within `timeout`, so that the TCP and TLS handshakes — a round trip
+    /// or two over a satellite or ground link — are done, and the
+    /// connection pooled, before a hand-off needs it. Returns whether a
+    /// request was sent. A failure is returned (and the peer may be warmed
+    /// again); it changes nothing else: the transfer opens its own
+    /// connection as it would have.
+    pub async fn warm(&self, peer: &str, timeout: Duration) -> Result<bool> {
+        if !self.claim_warm(peer, Instant::now()) {
+            return Ok(false);
+        }
+        let request = self.http.get(format!("{}://{peer}/healthz", self.scheme)).timeout(timeout);
+        let sent = request.send().await.map_err(|e| unreachable(peer, e));
+        let outcome = match sent {
+            Ok(r) => check(peer, r).await.map(|_| true),
+            Err(e) => Err(e),
+        };
+        if outcome.is_err()
+            && let Ok(mut used) = self.used.lock()
+        {
+            used.remove(peer);
+        }
+        outcome
+    }
+
+    /// Whether `peer` needs warming at `now`; if so it counts as used from
+    /// now on (so concurrent steps warm it once).
+    fn claim_warm(&self, peer: &str, now: Instant) -> bool {
+        let Ok(mut used) = self.used.lock() else {
+            return false;
+        };
+        if used.get(peer).is_some_and(|t| now.saturating_duration_since(*t) < WARM_FRESH) {
+            return false;
+        }
+        remember(&mut used, peer, now);
+        true
+    }
+
+    /// Send `request` to `peer`, noting the peer as used.
+    async fn send(&self, peer: &str, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        if let Ok(mut used) = self.used.lock() {
+            remember(&mut used, peer, Instant::now());
+        }
+        request.send().await.map_err(|e| unreachable(peer, e))
     }
 
     /// Send `capability` with every request for `run` from now on (the host
@@ -570,12 +644,8 @@ impl PeerClient {
         key: &str,
     ) -> Result<InFlight> {
         let url = self.url(peer, scope, key)?;
-        let r = self
-            .for_run(self.http.get(url), run_id)
-            .header(SANDBOX_HEADER, place.header())
-            .send()
-            .await
-            .map_err(|e| unreachable(peer, e))?;
+        let r =
+            self.send(peer, self.for_run(self.http.get(url), run_id).header(SANDBOX_HEADER, place.header())).await?;
         if r.status() == StatusCode::NOT_FOUND {
             return Ok(InFlight::Absent { arriving: r.headers().get(ARRIVING_HEADER).is_some_and(|v| v == "1") });
         }
@@ -605,14 +675,14 @@ impl PeerClient {
         if let Some(ttl) = ttl_ms {
             req = req.header(TTL_HEADER, ttl.to_string());
         }
-        let r = req.send().await.map_err(|e| unreachable(peer, e))?;
+        let r = self.send(peer, req).await?;
         check(peer, r).await.map(|_| ())
     }
 
     /// Delete `scope/key` on `peer`.
     pub async fn delete(&self, peer: &str, run_id: &RunId, scope: &str, key: &str) -> Result<()> {
         let url = self.url(peer, scope, key)?;
-        let r = self.for_run(self.http.delete(url), run_id).send().await.map_err(|e| unreachable(peer, e))?;
+        let r = self.send(peer, self.for_run(self.http.delete(url), run_id)).await?;
         check(peer, r).await.map(|_| ())
     }
 
@@ -647,37 +717,31 @@ impl PeerClient {
     /// has stored them and said so.
     pub async fn batch_put_to(&self, peer: &str, run_id: &RunId, place: Place, body: BatchPutBody) -> Result<()> {
         fail::fail_point!("peer-push", |_| Err(Error::Unavailable(format!("peer {peer}: fail point peer-push"))));
-        let r = self
+        let request = self
             .for_run(self.http.post(format!("{}://{peer}/peer/v1/batch-put", self.scheme)), run_id)
             .header(header::CONTENT_TYPE, "application/postcard")
             .header(SANDBOX_HEADER, place.header())
-            .body(reqwest::Body::wrap(body))
-            .send()
-            .await
-            .map_err(|e| unreachable(peer, e))?;
+            .body(reqwest::Body::wrap(body));
+        let r = self.send(peer, request).await?;
         check(peer, r).await.map(|_| ())
     }
 
     /// POST `body` to `/peer/v1/{route}` on `peer` within `timeout`; the
     /// answer's body (an error answer becomes the error it reports).
     pub async fn post_raw(&self, peer: &str, route: &str, body: Vec<u8>, timeout: Duration) -> Result<Bytes> {
-        let r = crate::trace_context::inject(self.http.post(format!("{}://{peer}/peer/v1/{route}", self.scheme)))
+        let request = crate::trace_context::inject(self.http.post(format!("{}://{peer}/peer/v1/{route}", self.scheme)))
             .header(header::CONTENT_TYPE, "application/postcard")
             .timeout(timeout)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| unreachable(peer, e))?;
+            .body(body);
+        let r = self.send(peer, request).await?;
         check(peer, r).await?.bytes().await.map_err(|e| unreachable(peer, e))
     }
 
     /// GET `/peer/v1/{route}` on `peer` within `timeout`; the answer's body.
     pub async fn get_raw(&self, peer: &str, route: &str, timeout: Duration) -> Result<Bytes> {
-        let r = crate::trace_context::inject(self.http.get(format!("{}://{peer}/peer/v1/{route}", self.scheme)))
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| unreachable(peer, e))?;
+        let request = crate::trace_context::inject(self.http.get(format!("{}://{peer}/peer/v1/{route}", self.scheme)))
+            .timeout(timeout);
+        let r = self.send(peer, request).await?;
         check(peer, r).await?.bytes().await.map_err(|e| unreachable(peer, e))
     }
 
@@ -691,13 +755,11 @@ impl PeerClient {
         body: &B,
     ) -> Result<reqwest::Response> {
         let body = postcard::to_stdvec(body).map_err(|e| Error::Runtime(e.to_string()))?;
-        let r = self
+        let request = self
             .for_run(self.http.post(format!("{}://{peer}/peer/v1/{route}", self.scheme)), run_id)
             .header(SANDBOX_HEADER, place.header())
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| unreachable(peer, e))?;
+            .body(body);
+        let r = self.send(peer, request).await?;
         check(peer, r).await
     }
 }
@@ -765,5 +827,67 @@ mod tests {
         let encoded = postcard::to_stdvec(&batch).unwrap();
         assert!(postcard::from_bytes::<BatchPut>(&encoded[..encoded.len() - 2]).is_err());
         assert!(byte_strings::decode_values(&[2, 1, 5, 9]).is_err());
+    }
+
+    fn client() -> super::PeerClient {
+        let credentials = crate::auth::Credentials::development();
+        super::PeerClient::new(&credentials, std::time::Duration::from_secs(1), std::time::Duration::from_secs(2))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_peer_used_lately_is_not_warmed_again_until_its_connection_may_have_closed() {
+        let c = client();
+        let t0 = std::time::Instant::now();
+        assert!(c.claim_warm("a:1", t0), "a peer never used is warmed");
+        assert!(!c.claim_warm("a:1", t0), "claimed once: a second step does not warm it too");
+        assert!(!c.claim_warm("a:1", t0 + super::WARM_FRESH / 2));
+        assert!(c.claim_warm("b:1", t0), "peers are told apart");
+        assert!(c.claim_warm("a:1", t0 + super::WARM_FRESH), "after WARM_FRESH it is warmed again");
+    }
+
+    #[test]
+    fn remembered_peers_are_bounded_and_the_oldest_goes_first() {
+        let mut used = std::collections::HashMap::new();
+        let t0 = std::time::Instant::now();
+        for i in 0..super::MAX_REMEMBERED_PEERS {
+            super::remember(&mut used, &format!("p{i}"), t0 + std::time::Duration::from_millis(i as u64 + 1));
+        }
+        super::remember(&mut used, "p0", t0 + std::time::Duration::from_secs(3600));
+        super::remember(&mut used, "new", t0 + std::time::Duration::from_secs(3601));
+        assert_eq!(used.len(), super::MAX_REMEMBERED_PEERS);
+        assert!(used.contains_key("p0"), "used again, so no longer the oldest");
+        assert!(!used.contains_key("p1"), "the least recently used is forgotten");
+        assert!(used.contains_key("new"));
+    }
+
+    #[tokio::test]
+    async fn warming_sends_one_cheap_request_and_a_failure_lets_it_try_again() {
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = hits.clone();
+        let app = axum::Router::new().route(
+            "/healthz",
+            axum::routing::get(move || {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async { "ok" }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let c = client();
+        let timeout = std::time::Duration::from_secs(2);
+        assert!(c.warm(&addr, timeout).await.unwrap(), "a request was sent");
+        assert!(!c.warm(&addr, timeout).await.unwrap(), "not again while the connection is fresh");
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+        // Nobody listens here: the error is returned, and the peer is not
+        // marked as used, so the next step tries again.
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        assert!(c.warm(&closed, timeout).await.is_err());
+        assert!(c.warm(&closed, timeout).await.is_err(), "tried again, not skipped as fresh");
     }
 }

@@ -12,9 +12,11 @@ use std::time::Duration;
 
 use databelt_host::{BackendConfig, Host};
 use databelt_net::auth::{Credentials, MemberSecurity, Permission, TokenFile};
+use databelt_net::continuum::Policy;
 use databelt_net::peer::{PeerClient, RUN_ID_HEADER};
 use databelt_net::placement::PlacementService;
 use databelt_net::tls::{Authority, Identity, MemberTls, Members, Validity, client_config};
+use databelt_net::workflow::protocol::WarmRequest;
 use databelt_placement::Topology;
 use databelt_types::NodeId;
 
@@ -162,6 +164,16 @@ async fn every_unauthenticated_request_is_refused_and_changes_nothing() {
     let invoker = w.user(Some(&w.invoker));
     assert_ne!(status(invoke(&invoker, "probe")).await, 403, "allowed to invoke probe");
     assert_eq!(status(invoke(&invoker, "other")).await, 403);
+
+    // Ask a host to connect ahead of a run: an invoke token (or a node) is
+    // needed.
+    let warm = |nodes: usize| {
+        let request = WarmRequest { policy: Policy::Databelt, nodes: vec!["sat2".to_string(); nodes] };
+        postcard::to_stdvec(&request).unwrap()
+    };
+    let post_warm = |c: &reqwest::Client, body: Vec<u8>| c.post(w.url("/workflow/v1/warm")).body(body);
+    assert_eq!(status(post_warm(&anonymous, warm(1))).await, 401);
+    assert_eq!(status(post_warm(&reader, warm(1))).await, 403);
     // A wrong token is 401 even where nothing would be needed otherwise.
     assert_eq!(status(w.user(Some("dbt_forged")).get(w.url("/functions"))).await, 401);
     assert_eq!(status(reader.get(w.url("/functions"))).await, 200);

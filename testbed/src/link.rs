@@ -177,6 +177,8 @@ struct Shared {
     path: Mutex<Option<(Vec<Hop>, Vec<Hop>)>>,
     /// Bytes delivered each way (forward: toward the upstream).
     carried: [std::sync::atomic::AtomicU64; 2],
+    /// Connections accepted while the link was up.
+    connections: std::sync::atomic::AtomicU64,
 }
 
 /// A running emulated link; dropping it stops accepting connections.
@@ -207,6 +209,7 @@ impl Link {
             backward: Arc::new(Wire { free: Mutex::new(now) }),
             path: Mutex::new(None),
             carried: Default::default(),
+            connections: Default::default(),
         });
         let s = shared.clone();
         let accept = tokio::spawn(async move {
@@ -216,6 +219,7 @@ impl Link {
                     drop(client);
                     continue;
                 }
+                s.connections.fetch_add(1, Ordering::Relaxed);
                 let s = s.clone();
                 tokio::spawn(async move {
                     if let Err(e) = proxy(client, s).await {
@@ -231,6 +235,11 @@ impl Link {
     /// and back (answers), every connection and byte of framing included.
     pub fn bytes_carried(&self) -> (u64, u64) {
         (self.shared.carried[0].load(Ordering::Relaxed), self.shared.carried[1].load(Ordering::Relaxed))
+    }
+
+    /// Connections opened over the link so far (while it was up).
+    pub fn connections(&self) -> u64 {
+        self.shared.connections.load(Ordering::Relaxed)
     }
 
     /// The address to connect to instead of the upstream.
@@ -405,6 +414,7 @@ mod tests {
         for _ in 0..5 {
             rtts.push(round_trip(&mut s).await.as_secs_f64() * 1000.0);
         }
+        assert_eq!(link.connections(), 1, "one connection, counted once");
         rtts.sort_by(f64::total_cmp);
         let median = rtts[2];
         assert!((median - 80.0).abs() <= 8.0, "round trip {median:.1} ms, expected 80 ± 8: {rtts:?}");

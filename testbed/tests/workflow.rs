@@ -15,7 +15,7 @@ use std::time::Duration;
 use databelt_host::{BackendConfig, HostConfig, schema};
 use databelt_net::continuum::{Policy, ReadTier};
 use databelt_net::peer::Place;
-use databelt_net::workflow::protocol::{RUN_SCOPE, StepInput, StepRequest};
+use databelt_net::workflow::protocol::{MAX_WARM_NODES, RUN_SCOPE, StepInput, StepRequest, WarmRequest};
 use databelt_net::workflow::{RunOptions, RunReport, Runner};
 use databelt_placement::Topology;
 use databelt_testbed::{Cluster, ClusterOptions};
@@ -453,6 +453,88 @@ async fn emulated_links_move_state_at_the_scenarios_speed() {
     let read = &report.steps[1].result.inputs[0];
     assert_eq!((read.tier, read.node.as_str()), (ReadTier::Locator, "cloud"));
     assert!(read.micros >= 2 * 77_000 + 40_000, "read from the cloud took {} µs", read.micros);
+    assert!(live_runs(&cluster).is_empty());
+}
+
+/// At the start of a run, the runner asks the hosts of later steps to
+/// connect to their successors' nodes. Here c (on s3) gets its request only
+/// after a's 1 MB has crossed the slow s1 → s2 link (b answers early when
+/// its own short push starts), and its input arrives ~20 ms later: were s3
+/// to connect only then, its hand-off to the cloud, 80 ms away, would find
+/// the handshake still under way and open a second connection. Connected
+/// at the start, s3's connection is seen before half of a's 1 MB has
+/// crossed, and the hand-off uses it. A second run opens nothing new.
+/// (Causal order and connection counts, not timing.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hosts_connect_to_their_successors_nodes_when_the_run_starts() {
+    let mut toml = String::new();
+    for id in ["cloud", "s1", "s2", "s3"] {
+        let kind = if id == "cloud" { "cloud" } else { "satellite" };
+        toml += &format!("[[node]]\nid = \"{id}\"\nkind = \"{kind}\"\naddress = \"127.0.0.1:0\"\n");
+    }
+    for (a, b, lat, mbps) in
+        [("cloud", "s1", 60, 1000), ("s1", "s2", 10, 10), ("s2", "s3", 10, 1000), ("s3", "cloud", 80, 1000)]
+    {
+        toml += &format!(
+            "[[link]]\na = \"{a}\"\nb = \"{b}\"\nlatency_ms = {lat}\njitter_ms = 1\nbandwidth_mbps = {mbps}\n"
+        );
+    }
+    let (mut host, dir) = common::temp_config();
+    host.backend = BackendConfig::Memory;
+    let options = loopback_options(host, dir.path(), Duration::from_secs(20), Some(Duration::from_millis(50)));
+    let topology = Topology::from_toml(&toml).unwrap();
+    let cluster = std::sync::Arc::new(Cluster::start(topology, options).await.unwrap());
+    let path = workflow(
+        dir.path(),
+        "warm",
+        &[
+            ("a", "stage", "s1", 5000.0, &[]),
+            ("b", "stage", "s2", 5000.0, &["a"]),
+            ("c", "stage", "s3", 5000.0, &["b"]),
+            ("d", "stage", "cloud", 5000.0, &["c"]),
+        ],
+    );
+    let runner = runner(&cluster, &path).await;
+    runner.deploy().await.unwrap();
+    let route = |from: &str, to: &str| cluster.emulator.as_ref().unwrap().route(from, to).unwrap();
+    // Malformed and oversize warm requests are refused and open nothing.
+    let http = cluster.credentials.client_builder().unwrap().build().unwrap();
+    let warm_url = cluster.credentials.base_url(&cluster.node("s3").unwrap().address) + "/workflow/v1/warm";
+    let too_many = WarmRequest { policy: Policy::Databelt, nodes: vec!["cloud".to_string(); MAX_WARM_NODES + 1] };
+    for body in [vec![0xff; 8], postcard::to_stdvec(&too_many).unwrap()] {
+        let r = http.post(&warm_url).body(body).send().await.unwrap();
+        assert_eq!(r.status(), 400);
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "bad-input");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(route("s3", "cloud").connections(), 0);
+    let watcher = {
+        let cluster = cluster.clone();
+        tokio::spawn(async move {
+            let e = cluster.emulator.as_ref().unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while e.route("s3", "cloud").unwrap().connections() == 0 && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            e.route("s1", "s2").unwrap().bytes_carried().0
+        })
+    };
+    let report = runner.run(input(&runner, 10, Some(1_000_000)), &RunOptions::default()).await.unwrap();
+    let crossed_when_connected = watcher.await.unwrap();
+    assert!(
+        crossed_when_connected < 500_000,
+        "s3 connected to the cloud only after {crossed_when_connected} bytes of a's 1 MB had crossed s1 → s2"
+    );
+    let c = report.steps.iter().find(|s| s.step.as_str() == "c").unwrap();
+    assert_eq!(c.result.handoffs[0].locator.node, "cloud", "c's output went to the cloud");
+    assert_eq!(route("s3", "cloud").connections(), 1, "the hand-off used the connection opened ahead");
+
+    // Within the freshness window nothing new is opened.
+    let carried = route("s3", "cloud").bytes_carried();
+    let report = runner.run(input(&runner, 10, Some(1000)), &RunOptions::default()).await.unwrap();
+    assert_eq!(report.steps.len(), 4);
+    assert_eq!(route("s3", "cloud").connections(), 1, "the pooled connection served the second run");
+    assert!(route("s3", "cloud").bytes_carried().0 > carried.0, "the second hand-off crossed it");
     assert!(live_runs(&cluster).is_empty());
 }
 

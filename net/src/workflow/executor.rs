@@ -25,8 +25,8 @@ use crate::http::{ApiError, BodyLimit, blocking, decode_postcard, limit_body};
 use crate::peer::{Arrivals, Place};
 use crate::workflow::capability::{CAPABILITY_HEADER, RunCapabilities};
 use crate::workflow::protocol::{
-    HandOffReport, InputRead, MAX_ARRIVAL_WAIT_MS, RUN_SCOPE, STEP_FRAMES_CONTENT_TYPE, StateCounters, StepFrame,
-    StepInput, StepRequest, StepResult, Successor, run_scope_prefix, state_key,
+    HandOffReport, InputRead, MAX_ARRIVAL_WAIT_MS, MAX_WARM_NODES, RUN_SCOPE, STEP_FRAMES_CONTENT_TYPE, StateCounters,
+    StepFrame, StepInput, StepRequest, StepResult, Successor, WarmRequest, run_scope_prefix, state_key,
 };
 
 /// The pauses before each further try at reading a handed input found
@@ -34,6 +34,11 @@ use crate::workflow::protocol::{
 /// in all — long enough for a cut connection's route to change, short
 /// against a step's deadline.
 pub const READ_RETRY_DELAYS_MS: [u64; 3] = [50, 250, 1000];
+
+/// How long a step's host tries to open a connection to a successor's node
+/// ahead of the hand-off ([`Continuum::warm_toward`]): a few round trips of
+/// the slowest link, far under a step's deadline.
+pub const WARM_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs workflow steps on one host. Cheap to clone.
 #[derive(Clone)]
@@ -137,6 +142,9 @@ impl StepExecutor {
     ) -> Result<StepResult> {
         validate(&request)?;
         let info = self.host.function(&request.function)?;
+        // Connect to the successors' nodes while the inputs arrive and the
+        // function runs, not when its output is ready.
+        self.continuum.warm_toward(request.policy, request.successors.iter().map(|s| s.node.as_str()), WARM_TIMEOUT);
         let mut step = StepRun::new(self, &request)?;
         // Durable runs commit a step's records after its acknowledgements.
         step.early = early.filter(|_| staged.is_none() && !request.durable);
@@ -234,6 +242,7 @@ impl StepExecutor {
     pub fn router(self) -> Router {
         Router::new()
             .route("/workflow/v1/step", post(step))
+            .route("/workflow/v1/warm", post(warm))
             .route("/workflow/v1/runs", get(runs))
             .route("/workflow/v1/runs/{run_id}", delete(forget))
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -976,6 +985,21 @@ async fn step(
     let result = executor.execute(request).await?;
     let bytes = postcard::to_stdvec(&result).map_err(|e| Error::Runtime(format!("encoding the step result: {e}")))?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+/// `POST /workflow/v1/warm`: connect to the nodes named, in the background
+/// (nothing is waited for; a node not in the topology is skipped).
+async fn warm(State(executor): State<StepExecutor>, body: Bytes) -> std::result::Result<StatusCode, ApiError> {
+    let request: WarmRequest = decode_postcard(&body, "WarmRequest")?;
+    if request.nodes.len() > MAX_WARM_NODES {
+        return Err(Error::BadInput(format!(
+            "a warm request names {} nodes; at most {MAX_WARM_NODES}",
+            request.nodes.len()
+        ))
+        .into());
+    }
+    executor.continuum.warm_toward(request.policy, request.nodes.iter().map(String::as_str), WARM_TIMEOUT);
+    Ok(StatusCode::ACCEPTED)
 }
 
 /// Answer a step in frames: the early result as soon as it is sent, then

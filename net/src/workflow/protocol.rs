@@ -4,6 +4,7 @@
 //! | method and path | body | answer |
 //! |---|---|---|
 //! | `POST /workflow/v1/step` | postcard [`StepRequest`] | postcard [`StepResult`] |
+//! | `POST /workflow/v1/warm` | postcard [`WarmRequest`] | `202`: the host connects in the background |
 //! | `GET /workflow/v1/runs` | | JSON list of run ids with state on this host |
 //! | `DELETE /workflow/v1/runs/{run_id}` | | JSON `{"deleted": n}`: the run's state here is gone |
 //!
@@ -105,6 +106,25 @@ pub struct StepRequest {
     /// to the other tiers and `fallbacks`; 0: no wait.
     pub arrival_wait_ms: u64,
 }
+
+/// Ask a host to open connections, ahead of a run, to the nodes its steps
+/// of the run will hand off to (`POST /workflow/v1/warm`): the runner sends
+/// it at the start of a run to the hosts of the steps that do not start at
+/// once, so that their first hand-off does not wait for a TCP and TLS
+/// handshake over a slow link (see [`crate::continuum::Continuum::warm_toward`]).
+/// A host that used a node lately sends it nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WarmRequest {
+    /// The run's policy (under [`Policy::Stateless`] hand-offs go to the
+    /// cloud node, whichever node the successors run on).
+    pub policy: Policy,
+    /// The nodes the host's steps' successors run on; at most
+    /// [`MAX_WARM_NODES`].
+    pub nodes: Vec<String>,
+}
+
+/// Most nodes one [`WarmRequest`] may name.
+pub const MAX_WARM_NODES: usize = 64;
 
 /// Content type of a step answer sent in frames.
 pub const STEP_FRAMES_CONTENT_TYPE: &str = "application/x-databelt-step-frames";

@@ -21,8 +21,8 @@ use crate::http::{check, unreachable};
 use crate::placement::PlacementClient;
 use crate::workflow::capability::{self, CAPABILITY_HEADER};
 use crate::workflow::protocol::{
-    MAX_ARRIVAL_WAIT_MS, MAX_STEP_FRAME_BYTES, STEP_FRAMES_CONTENT_TYPE, StateCounters, StepFrame, StepInput,
-    StepRequest, StepResult, Successor,
+    MAX_ARRIVAL_WAIT_MS, MAX_STEP_FRAME_BYTES, MAX_WARM_NODES, STEP_FRAMES_CONTENT_TYPE, StateCounters, StepFrame,
+    StepInput, StepRequest, StepResult, Successor, WarmRequest,
 };
 
 /// One step, ready to run.
@@ -150,6 +150,42 @@ pub fn percentile(values: &[f64], p: f64) -> f64 {
     v[rank.min(v.len()) - 1]
 }
 
+/// How long the runner waits for a host to take a warm request.
+const WARM_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most hosts whose last warm request a runner remembers (beyond that, the
+/// stale ones are forgotten).
+const MAX_WARMED_HOSTS: usize = 4096;
+
+/// Which hosts to ask to warm which connections at the start of a run: for
+/// every step that does not start with the run (it has predecessors), its
+/// node and the nodes its successors run on, other than itself; one entry
+/// per host, in step order. Entry steps are left out: their request goes
+/// out at once, and the host connects as the step starts.
+fn warm_plan<'s>(
+    steps: impl Iterator<Item = (&'s StepName, &'s [StepName])> + Clone,
+    nodes: &HashMap<StepName, String>,
+) -> Vec<(String, Vec<String>)> {
+    let mut plan: Vec<(String, Vec<String>)> = Vec::new();
+    for (name, after) in steps.clone() {
+        let (Some(host), false) = (nodes.get(name), after.is_empty()) else { continue };
+        for (successor, _) in steps.clone().filter(|(_, a)| a.contains(name)) {
+            let Some(target) = nodes.get(successor).filter(|t| *t != host) else { continue };
+            let at = match plan.iter().position(|(h, _)| h == host) {
+                Some(i) => i,
+                None => {
+                    plan.push((host.clone(), Vec::new()));
+                    plan.len() - 1
+                }
+            };
+            if !plan[at].1.contains(target) {
+                plan[at].1.push(target.clone());
+            }
+        }
+    }
+    plan
+}
+
 /// Drives runs of one workflow across a continuum. Cheap to share (`&self`
 /// methods); runs may go on concurrently.
 pub struct Runner {
@@ -161,6 +197,8 @@ pub struct Runner {
     counter: AtomicU64,
     /// Derives each run's capability (never sent).
     secret: [u8; 32],
+    /// When each host was last asked to warm its connections.
+    warmed: std::sync::Mutex<HashMap<String, Instant>>,
 }
 
 impl Runner {
@@ -230,6 +268,7 @@ impl Runner {
             deployed: tokio::sync::Mutex::new(HashSet::new()),
             counter: AtomicU64::new(0),
             secret: rand::random(),
+            warmed: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -332,6 +371,46 @@ impl Runner {
         Ok(())
     }
 
+    /// Ask the hosts of the steps that do not start with the run to connect
+    /// to their successors' nodes now (`POST /workflow/v1/warm`), so that
+    /// their hand-offs find the connections open; hosts asked within
+    /// [`crate::peer::WARM_FRESH`] are not asked again. Nothing is waited
+    /// for: a host that does not answer only misses the head start.
+    fn warm_hosts(&self, topology: &Topology, nodes: &HashMap<StepName, String>, policy: Policy) {
+        let plan = warm_plan(self.steps.iter().map(|s| (&s.name, s.after.as_slice())), nodes);
+        let now = Instant::now();
+        for (host, targets) in plan {
+            {
+                let Ok(mut warmed) = self.warmed.lock() else { return };
+                if warmed.get(&host).is_some_and(|t| now.saturating_duration_since(*t) < crate::peer::WARM_FRESH) {
+                    continue;
+                }
+                if warmed.len() >= MAX_WARMED_HOSTS {
+                    warmed.retain(|_, t| now.saturating_duration_since(*t) < crate::peer::WARM_FRESH);
+                }
+                warmed.insert(host.clone(), now);
+            }
+            let Ok(addr) = Self::address(topology, &host) else { continue };
+            let request = WarmRequest { policy, nodes: targets.into_iter().take(MAX_WARM_NODES).collect() };
+            let Ok(body) = postcard::to_stdvec(&request) else { continue };
+            let send = self
+                .http
+                .post(format!("{}/workflow/v1/warm", self.placement.credentials().base_url(&addr)))
+                .timeout(WARM_REQUEST_TIMEOUT)
+                .body(body)
+                .send();
+            tokio::spawn(async move {
+                let outcome = match send.await {
+                    Ok(r) => check(&addr, r).await.map(|_| ()),
+                    Err(e) => Err(unreachable(&addr, e)),
+                };
+                if let Err(e) = outcome {
+                    tracing::debug!(host = %host, error = %e, "asking a host to warm its connections failed");
+                }
+            });
+        }
+    }
+
     /// Run a step on the host at `addr`: its result, and when the host
     /// answered early (hand-offs still in flight) the final result to come.
     async fn post_step(&self, addr: &str, request: &StepRequest) -> Result<(StepResult, Option<FinalResult>)> {
@@ -389,6 +468,7 @@ impl Runner {
     async fn run_as(&self, run_id: RunId, input: Vec<u8>, options: &RunOptions) -> Result<RunReport> {
         let topology = self.topology()?;
         let nodes = self.resolve_nodes(&topology).await?;
+        self.warm_hosts(&topology, &nodes, options.policy);
         let report = RunReport {
             run_id,
             workflow: self.workflow.name.clone(),
@@ -755,6 +835,33 @@ impl Progress<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_of_later_steps_are_asked_to_warm_their_successors_nodes_once_each() {
+        let n = |s: &str| -> StepName { s.parse().unwrap() };
+        // a (entry, on x) -> b (on y) -> c (on z) and d (on y) -> e (on w);
+        // d's successor e also on w; c's successor f on z itself.
+        let steps: Vec<(StepName, Vec<StepName>)> = vec![
+            (n("a"), vec![]),
+            (n("b"), vec![n("a")]),
+            (n("d"), vec![n("a")]),
+            (n("c"), vec![n("b")]),
+            (n("e"), vec![n("b"), n("d")]),
+            (n("f"), vec![n("c")]),
+        ];
+        let nodes: HashMap<StepName, String> = [("a", "x"), ("b", "y"), ("d", "y"), ("c", "z"), ("e", "w"), ("f", "z")]
+            .into_iter()
+            .map(|(s, h)| (n(s), h.to_string()))
+            .collect();
+        let plan = warm_plan(steps.iter().map(|(s, a)| (s, a.as_slice())), &nodes);
+        assert_eq!(
+            plan,
+            vec![("y".to_string(), vec!["z".to_string(), "w".to_string()])],
+            "the entry host x is left out, y names w once, z hands off to itself only"
+        );
+        let missing: HashMap<StepName, String> = HashMap::new();
+        assert!(warm_plan(steps.iter().map(|(s, a)| (s, a.as_slice())), &missing).is_empty());
+    }
 
     #[test]
     fn function_names_are_valid_for_any_step_name() {
