@@ -92,6 +92,16 @@ async fn a_workflow_run_is_one_trace_across_its_hosts() {
         assert_eq!(s.parent_span_id, run.span_context.span_id(), "a step request's parent is the run");
         assert!(s.parent_span_is_remote);
     }
+    // The run's clean-up (and the deploys it made) are in its trace too.
+    let cleanups: Vec<&&SpanData> = requests
+        .iter()
+        .filter(|s| attribute(s, "path").is_some_and(|p| p.starts_with("/workflow/v1/runs/")))
+        .collect();
+    assert_eq!(cleanups.len(), 3, "one clean-up request per node the run touched");
+    let deploys = requests.iter().filter(|s| attribute(s, "path").is_some_and(|p| p.starts_with("/functions/")));
+    for s in cleanups.into_iter().chain(deploys) {
+        assert_eq!(s.parent_span_id, run.span_context.span_id(), "sent by the runner inside the run");
+    }
     let pushes: Vec<&&SpanData> =
         requests.iter().filter(|s| attribute(s, "path").is_some_and(|p| p.starts_with("/peer/v1/"))).collect();
     assert!(!pushes.is_empty(), "the hand-offs crossed hosts inside the trace");

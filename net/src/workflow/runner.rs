@@ -345,13 +345,15 @@ impl Runner {
         if deployed.contains(&key) {
             return Ok(());
         }
-        let r = self
-            .http
-            .put(format!("{}/functions/{}", self.placement.credentials().base_url(addr), step.function))
-            .body(step.component.clone())
-            .send()
-            .await
-            .map_err(|e| unreachable(addr, e))?;
+        let r = crate::trace_context::inject(self.http.put(format!(
+            "{}/functions/{}",
+            self.placement.credentials().base_url(addr),
+            step.function
+        )))
+        .body(step.component.clone())
+        .send()
+        .await
+        .map_err(|e| unreachable(addr, e))?;
         check(addr, r)
             .await
             .map_err(|e| Error::Workflow(format!("deploying step `{}` on `{node}`: {e}", step.name)))?;
@@ -393,12 +395,12 @@ impl Runner {
             let Ok(addr) = Self::address(topology, &host) else { continue };
             let request = WarmRequest { policy, nodes: targets.into_iter().take(MAX_WARM_NODES).collect() };
             let Ok(body) = postcard::to_stdvec(&request) else { continue };
-            let send = self
-                .http
-                .post(format!("{}/workflow/v1/warm", self.placement.credentials().base_url(&addr)))
-                .timeout(WARM_REQUEST_TIMEOUT)
-                .body(body)
-                .send();
+            let send = crate::trace_context::inject(
+                self.http.post(format!("{}/workflow/v1/warm", self.placement.credentials().base_url(&addr))),
+            )
+            .timeout(WARM_REQUEST_TIMEOUT)
+            .body(body)
+            .send();
             tokio::spawn(async move {
                 let outcome = match send.await {
                     Ok(r) => check(&addr, r).await.map(|_| ()),
@@ -642,14 +644,15 @@ impl Runner {
             cleanup.nodes.push(node.clone());
             let done: Result<u64> = async {
                 let addr = Self::address(topology, node)?;
-                let r = self
-                    .http
-                    .delete(format!("{}/workflow/v1/runs/{run_id}", self.placement.credentials().base_url(&addr)))
-                    .header(CAPABILITY_HEADER, capability::derive(&self.secret, run_id))
-                    .timeout(Duration::from_secs(5))
-                    .send()
-                    .await
-                    .map_err(|e| unreachable(&addr, e))?;
+                let r = crate::trace_context::inject(
+                    self.http
+                        .delete(format!("{}/workflow/v1/runs/{run_id}", self.placement.credentials().base_url(&addr))),
+                )
+                .header(CAPABILITY_HEADER, capability::derive(&self.secret, run_id))
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+                .map_err(|e| unreachable(&addr, e))?;
                 let v: serde_json::Value = check(&addr, r).await?.json().await.map_err(|e| unreachable(&addr, e))?;
                 Ok(v["deleted"].as_u64().unwrap_or(0))
             }
