@@ -338,6 +338,9 @@ pub async fn run(options: PaperOptions) -> Result<Vec<Case>> {
         Runner::load(&options.workflow, placement.clone(), Some(dir.join("cache"))).await.with_context(|| {
             format!("loading {} (build the components first: scripts/bench-paper.sh)", options.workflow.display())
         })?;
+    // Functions are deployed before anything is measured (the first run
+    // would otherwise count the uploads and compilations).
+    runner.deploy().await.context("deploying the workflow's functions")?;
     let scene = |mb: u32| -> Result<Vec<u8>> {
         let input = serde_json::json!({"seed": 42, "tiles": mb, "side": 1000});
         let schema = runner.input_schema().ok_or_else(|| anyhow::anyhow!("the workflow has no entry step"))?;
