@@ -93,10 +93,8 @@ async fn a_workflow_run_is_one_trace_across_its_hosts() {
         assert!(s.parent_span_is_remote);
     }
     // The run's clean-up (and the deploys it made) are in its trace too.
-    let cleanups: Vec<&&SpanData> = requests
-        .iter()
-        .filter(|s| attribute(s, "path").is_some_and(|p| p.starts_with("/workflow/v1/runs/")))
-        .collect();
+    let cleanups: Vec<&&SpanData> =
+        requests.iter().filter(|s| attribute(s, "path").is_some_and(|p| p.starts_with("/workflow/v1/runs/"))).collect();
     assert_eq!(cleanups.len(), 3, "one clean-up request per node the run touched");
     let deploys = requests.iter().filter(|s| attribute(s, "path").is_some_and(|p| p.starts_with("/functions/")));
     for s in cleanups.into_iter().chain(deploys) {
