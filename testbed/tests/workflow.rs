@@ -456,17 +456,10 @@ async fn emulated_links_move_state_at_the_scenarios_speed() {
     assert!(live_runs(&cluster).is_empty());
 }
 
-/// At the start of a run, the runner asks the hosts of later steps to
-/// connect to their successors' nodes. Here c (on s3) gets its request only
-/// after a's 1 MB has crossed the slow s1 → s2 link (b answers early when
-/// its own short push starts), and its input arrives ~20 ms later: were s3
-/// to connect only then, its hand-off to the cloud, 80 ms away, would find
-/// the handshake still under way and open a second connection. Connected
-/// at the start, s3's connection is seen before half of a's 1 MB has
-/// crossed, and the hand-off uses it. A second run opens nothing new.
-/// (Causal order and connection counts, not timing.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn hosts_connect_to_their_successors_nodes_when_the_run_starts() {
+/// The warm-up scenario: cloud — s1 — s2 — s3 and s3 — cloud, where s1 → s2
+/// is slow (10 Mbit/s) and every other link fast, s3 → cloud 80 ms; the
+/// chain a (s1) → b (s2) → c (s3) → d (cloud) of stage steps.
+async fn warm_up_cluster() -> (std::sync::Arc<Cluster>, Runner, tempfile::TempDir) {
     let mut toml = String::new();
     for id in ["cloud", "s1", "s2", "s3"] {
         let kind = if id == "cloud" { "cloud" } else { "satellite" };
@@ -495,7 +488,22 @@ async fn hosts_connect_to_their_successors_nodes_when_the_run_starts() {
         ],
     );
     let runner = runner(&cluster, &path).await;
-    runner.deploy().await.unwrap();
+    (cluster, runner, dir)
+}
+
+/// At the start of a run, the runner asks the hosts of later steps to
+/// connect to their successors' nodes. Here c (on s3) gets its request only
+/// after a's 1 MB has crossed the slow s1 → s2 link (b answers early when
+/// its own short push starts), and its input arrives ~20 ms later: were s3
+/// to connect only then, its hand-off to the cloud, 80 ms away, would find
+/// the handshake still under way and open a second connection. Connected
+/// at the start, s3's connection is seen before half of a's 1 MB has
+/// crossed, and the hand-off uses it. A second run opens nothing new.
+/// (Causal order and connection counts, not timing.) Nothing is deployed
+/// ahead: the run deploys its steps itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hosts_connect_to_their_successors_nodes_when_the_run_starts() {
+    let (cluster, runner, _dir) = warm_up_cluster().await;
     let route = |from: &str, to: &str| cluster.emulator.as_ref().unwrap().route(from, to).unwrap();
     // Malformed and oversize warm requests are refused and open nothing.
     let http = cluster.credentials.client_builder().unwrap().build().unwrap();
@@ -535,6 +543,32 @@ async fn hosts_connect_to_their_successors_nodes_when_the_run_starts() {
     assert_eq!(report.steps.len(), 4);
     assert_eq!(route("s3", "cloud").connections(), 1, "the pooled connection served the second run");
     assert!(route("s3", "cloud").bytes_carried().0 > carried.0, "the second hand-off crossed it");
+    assert!(live_runs(&cluster).is_empty());
+}
+
+/// `Runner::deploy` also asks every host to connect to its steps'
+/// successors' nodes, the first step's included: each hop of the chain has
+/// its connection before any run, and a run started then opens none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_a_deploy_a_run_finds_every_hop_connected() {
+    let (cluster, runner, _dir) = warm_up_cluster().await;
+    let hops = [("s1", "s2"), ("s2", "s3"), ("s3", "cloud")];
+    let connections =
+        || hops.map(|(a, b)| cluster.emulator.as_ref().unwrap().route(a, b).unwrap().connections()).to_vec();
+    assert_eq!(connections(), [0, 0, 0]);
+    runner.deploy().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while connections() != [1, 1, 1] && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(connections(), [1, 1, 1], "every hop connected by the deploy");
+    // Each warm-up holds its connection for two round trips (the handshake,
+    // then `GET /healthz`), at most ~330 ms here; a hand-off due before
+    // that ends opens a second one. Let them end.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let report = runner.run(input(&runner, 10, Some(100_000)), &RunOptions::default()).await.unwrap();
+    assert_eq!(report.steps.len(), 4);
+    assert_eq!(connections(), [1, 1, 1], "the run's hand-offs used those connections");
     assert!(live_runs(&cluster).is_empty());
 }
 

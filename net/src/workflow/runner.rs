@@ -157,18 +157,22 @@ const WARM_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// stale ones are forgotten).
 const MAX_WARMED_HOSTS: usize = 4096;
 
-/// Which hosts to ask to warm which connections at the start of a run: for
-/// every step that does not start with the run (it has predecessors), its
-/// node and the nodes its successors run on, other than itself; one entry
-/// per host, in step order. Entry steps are left out: their request goes
-/// out at once, and the host connects as the step starts.
+/// Which hosts to ask to warm which connections: for every step placed in
+/// `nodes`, its node and the nodes its successors run on, other than itself;
+/// one entry per host, in step order. Entry steps count only with
+/// `entry_steps`: at the start of a run their request goes out at once, and
+/// the host connects as the step starts (at deploy time they count).
 fn warm_plan<'s>(
     steps: impl Iterator<Item = (&'s StepName, &'s [StepName])> + Clone,
     nodes: &HashMap<StepName, String>,
+    entry_steps: bool,
 ) -> Vec<(String, Vec<String>)> {
     let mut plan: Vec<(String, Vec<String>)> = Vec::new();
     for (name, after) in steps.clone() {
-        let (Some(host), false) = (nodes.get(name), after.is_empty()) else { continue };
+        let Some(host) = nodes.get(name) else { continue };
+        if after.is_empty() && !entry_steps {
+            continue;
+        }
         for (successor, _) in steps.clone().filter(|(_, a)| a.contains(name)) {
             let Some(target) = nodes.get(successor).filter(|t| *t != host) else { continue };
             let at = match plan.iter().position(|(h, _)| h == host) {
@@ -197,7 +201,8 @@ pub struct Runner {
     counter: AtomicU64,
     /// Derives each run's capability (never sent).
     secret: [u8; 32],
-    /// When each host was last asked to warm its connections.
+    /// When each host was last asked to warm its connections (keyed by
+    /// the host, the policy and the nodes named).
     warmed: std::sync::Mutex<HashMap<String, Instant>>,
 }
 
@@ -362,35 +367,42 @@ impl Runner {
     }
 
     /// Deploy every step's component on its node now (placement steps are
-    /// deployed when a run places them).
+    /// deployed when a run places them), and ask the hosts to connect to
+    /// their steps' successors' nodes (see [`Runner::run`]), so that a run
+    /// started soon after finds the connections open, its first step's too.
     pub async fn deploy(&self) -> Result<()> {
         let topology = self.topology()?;
+        let mut fixed = HashMap::new();
         for s in &self.steps {
             if let StepNode::Fixed(node) = &s.node {
                 self.ensure_deployed(s, node, &Self::address(&topology, node)?).await?;
+                fixed.insert(s.name.clone(), node.clone());
             }
         }
+        self.warm_hosts(&topology, &fixed, Policy::Databelt, true);
         Ok(())
     }
 
-    /// Ask the hosts of the steps that do not start with the run to connect
-    /// to their successors' nodes now (`POST /workflow/v1/warm`), so that
-    /// their hand-offs find the connections open; hosts asked within
-    /// [`crate::peer::WARM_FRESH`] are not asked again. Nothing is waited
+    /// Ask the hosts of the steps in `nodes` (entry steps only with
+    /// `entry_steps`) to connect to their successors' nodes now (`POST
+    /// /workflow/v1/warm`), so that their hand-offs find the connections
+    /// open; a host asked for the same nodes within
+    /// [`crate::peer::WARM_FRESH`] is not asked again. Nothing is waited
     /// for: a host that does not answer only misses the head start.
-    fn warm_hosts(&self, topology: &Topology, nodes: &HashMap<StepName, String>, policy: Policy) {
-        let plan = warm_plan(self.steps.iter().map(|s| (&s.name, s.after.as_slice())), nodes);
+    fn warm_hosts(&self, topology: &Topology, nodes: &HashMap<StepName, String>, policy: Policy, entry_steps: bool) {
+        let plan = warm_plan(self.steps.iter().map(|s| (&s.name, s.after.as_slice())), nodes, entry_steps);
         let now = Instant::now();
         for (host, targets) in plan {
             {
+                let asked = format!("{host} {policy:?} {targets:?}");
                 let Ok(mut warmed) = self.warmed.lock() else { return };
-                if warmed.get(&host).is_some_and(|t| now.saturating_duration_since(*t) < crate::peer::WARM_FRESH) {
+                if warmed.get(&asked).is_some_and(|t| now.saturating_duration_since(*t) < crate::peer::WARM_FRESH) {
                     continue;
                 }
                 if warmed.len() >= MAX_WARMED_HOSTS {
                     warmed.retain(|_, t| now.saturating_duration_since(*t) < crate::peer::WARM_FRESH);
                 }
-                warmed.insert(host.clone(), now);
+                warmed.insert(asked, now);
             }
             let Ok(addr) = Self::address(topology, &host) else { continue };
             let request = WarmRequest { policy, nodes: targets.into_iter().take(MAX_WARM_NODES).collect() };
@@ -470,7 +482,7 @@ impl Runner {
     async fn run_as(&self, run_id: RunId, input: Vec<u8>, options: &RunOptions) -> Result<RunReport> {
         let topology = self.topology()?;
         let nodes = self.resolve_nodes(&topology).await?;
-        self.warm_hosts(&topology, &nodes, options.policy);
+        self.warm_hosts(&topology, &nodes, options.policy, false);
         let report = RunReport {
             run_id,
             workflow: self.workflow.name.clone(),
@@ -856,14 +868,18 @@ mod tests {
             .into_iter()
             .map(|(s, h)| (n(s), h.to_string()))
             .collect();
-        let plan = warm_plan(steps.iter().map(|(s, a)| (s, a.as_slice())), &nodes);
+        let plan = warm_plan(steps.iter().map(|(s, a)| (s, a.as_slice())), &nodes, false);
         assert_eq!(
             plan,
             vec![("y".to_string(), vec!["z".to_string(), "w".to_string()])],
             "the entry host x is left out, y names w once, z hands off to itself only"
         );
+        // At deploy time the entry step's host counts too.
+        let plan = warm_plan(steps.iter().map(|(s, a)| (s, a.as_slice())), &nodes, true);
+        assert_eq!(plan[0], ("x".to_string(), vec!["y".to_string()]));
+        assert_eq!(plan[1..], [("y".to_string(), vec!["z".to_string(), "w".to_string()])]);
         let missing: HashMap<StepName, String> = HashMap::new();
-        assert!(warm_plan(steps.iter().map(|(s, a)| (s, a.as_slice())), &missing).is_empty());
+        assert!(warm_plan(steps.iter().map(|(s, a)| (s, a.as_slice())), &missing, true).is_empty());
     }
 
     #[test]
