@@ -153,8 +153,8 @@ pub fn percentile(values: &[f64], p: f64) -> f64 {
 /// How long the runner waits for a host to take a warm request.
 const WARM_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Most hosts whose last warm request a runner remembers (beyond that, the
-/// stale ones are forgotten).
+/// Most warm requests a runner remembers (beyond that, the stale ones are
+/// forgotten; while all are fresh, no more are sent).
 const MAX_WARMED_HOSTS: usize = 4096;
 
 /// Which hosts to ask to warm which connections: for every step placed in
@@ -401,6 +401,10 @@ impl Runner {
                 }
                 if warmed.len() >= MAX_WARMED_HOSTS {
                     warmed.retain(|_, t| now.saturating_duration_since(*t) < crate::peer::WARM_FRESH);
+                    if warmed.len() >= MAX_WARMED_HOSTS {
+                        // Every one asked just now: this host goes without.
+                        continue;
+                    }
                 }
                 warmed.insert(asked, now);
             }
