@@ -60,6 +60,12 @@ pub struct HostConfig {
     pub max_output_bytes: u64,
     /// Instances that can run at once (pooling allocator slots). Default 64.
     pub max_concurrent_instances: u32,
+    /// Instances made ahead of their invocations, at most one per function
+    /// (the most recently invoked or deployed keep theirs); each holds a
+    /// pooling-allocator slot of its own, beside `max_concurrent_instances`.
+    /// 0 makes every instance on the invocation's path. Default 8, at most
+    /// 1024.
+    pub prepared_instances: u32,
     /// Invocations that may wait for a slot when all are busy; more are
     /// refused at once with `unavailable`. Default 1024.
     pub max_queued_invocations: u32,
@@ -112,6 +118,9 @@ pub struct ReplicatedScope {
     pub nodes: Vec<String>,
 }
 
+/// Most instances a host may make ahead (`prepared_instances`).
+pub const MAX_PREPARED_INSTANCES: u32 = 1024;
+
 impl Default for HostConfig {
     fn default() -> Self {
         HostConfig {
@@ -124,6 +133,7 @@ impl Default for HostConfig {
             max_memory_bytes: 64 * 1024 * 1024,
             max_output_bytes: 32 * 1024 * 1024,
             max_concurrent_instances: 64,
+            prepared_instances: 8,
             max_queued_invocations: 1024,
             slot_wait_ms: 10_000,
             max_chain_steps: 32,
@@ -248,6 +258,12 @@ impl HostConfig {
         }
         if self.max_concurrent_instances == 0 {
             return bad("max_concurrent_instances must be at least 1".into());
+        }
+        if self.prepared_instances > MAX_PREPARED_INSTANCES {
+            return bad(format!(
+                "prepared_instances must be at most {MAX_PREPARED_INSTANCES}, got {}",
+                self.prepared_instances
+            ));
         }
         if self.max_body_bytes_in_flight < 1024 * 1024 {
             return bad(format!(

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use crate::config::{BackendConfig, HostConfig};
 use databelt_types::{FunctionName, RunId};
 
 use crate::error::{Error, Result};
+use crate::prepared::Cleanup;
 use crate::state::{MemoryStore, RedbStore, Sandboxes, StateStore, StateTier};
 
 /// What a deployed function says about itself (from its `describe` export).
@@ -41,14 +42,55 @@ pub struct FunctionInfo {
     pub scopes: Option<ScopeGrants>,
 }
 
-struct Loaded {
+pub(crate) struct Loaded {
     pre: FunctionPre<InvocationState>,
-    info: FunctionInfo,
+    pub(crate) info: FunctionInfo,
+    /// An instance made ahead of the next invocation (see
+    /// [`crate::prepared`]).
+    spare: Mutex<Option<Prepared>>,
+    /// One is being made (see [`crate::prepared::Spares::reserve`]).
+    pub(crate) making: AtomicBool,
     /// This function's invocation counter and duration histogram for the
     /// outcome `ok`, registered on its first invocation (a registry lookup
     /// with its labels per invocation costs as much as a state call); other
     /// outcomes are looked up when they happen.
     ok_metrics: std::sync::OnceLock<(metrics::Counter, metrics::Histogram)>,
+}
+
+impl Loaded {
+    fn new(pre: FunctionPre<InvocationState>, info: FunctionInfo) -> Loaded {
+        Loaded {
+            pre,
+            info,
+            spare: Mutex::new(None),
+            making: AtomicBool::new(false),
+            ok_metrics: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Whether an instance made ahead is waiting.
+    pub(crate) fn has_spare(&self) -> bool {
+        self.spare.lock().is_ok_and(|s| s.is_some())
+    }
+
+    /// The instance made ahead, if one is waiting.
+    pub(crate) fn take_spare(&self) -> Option<Prepared> {
+        self.spare.lock().ok().and_then(|mut s| s.take())
+    }
+
+    /// Keep `prepared` for the next invocation.
+    pub(crate) fn put_spare(&self, prepared: Prepared) {
+        if let Ok(mut s) = self.spare.lock() {
+            *s = Some(prepared);
+        }
+    }
+}
+
+/// An instance and its Store, made with placeholder contexts (see
+/// [`Host::begin`]).
+pub(crate) struct Prepared {
+    store: Store<InvocationState>,
+    instance: Function,
 }
 
 /// Options of one invocation.
@@ -250,7 +292,7 @@ impl Drop for EpochTicker {
     }
 }
 
-struct HostInner {
+pub(crate) struct HostInner {
     engine: Engine,
     linker: Linker<InvocationState>,
     /// The linker of `wasi:http/proxy` apps (async WASI and wasi:http).
@@ -265,6 +307,10 @@ struct HostInner {
     run_counter: AtomicU64,
     slots: crate::slots::Slots,
     body_budget: Arc<crate::budget::ByteBudget>,
+    spares: crate::prepared::Spares,
+    /// The grants of the placeholder contexts an instance is made with:
+    /// none.
+    no_scopes: Arc<ScopeGrants>,
     _ticker: EpochTicker,
     _purger: Purger,
 }
@@ -340,6 +386,7 @@ impl HostBuilder {
             Duration::from_millis(config.purge_interval_ms),
             config.purge_batch as usize,
         )?;
+        let spares = crate::prepared::Spares::new(config.prepared_instances as usize);
         let host = Host {
             inner: Arc::new(HostInner {
                 engine,
@@ -355,6 +402,8 @@ impl HostBuilder {
                 run_counter: AtomicU64::new(0),
                 slots,
                 body_budget,
+                spares,
+                no_scopes: Arc::new(ScopeGrants::default()),
                 _ticker: ticker,
                 _purger: purger,
             }),
@@ -384,7 +433,9 @@ fn new_engine(config: &HostConfig) -> Result<Engine> {
     let mut cfg = wasmtime::Config::new();
     cfg.wasm_component_model(true);
     cfg.epoch_interruption(true);
-    let n = config.max_concurrent_instances;
+    // Invocations hold at most `max_concurrent_instances` slots (the gate in
+    // front of the pool); instances prepared ahead have their own.
+    let n = config.max_concurrent_instances.saturating_add(config.prepared_instances);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(n)
         .total_core_instances(n.saturating_mul(8))
@@ -579,12 +630,13 @@ impl Host {
     /// Check and register a component under `name` (not kept on disk).
     fn load_function(&self, name: &str, bytes: &[u8], scopes: Option<ScopeGrants>) -> Result<FunctionInfo> {
         let (pre, info) = self.compile(name, bytes, scopes)?;
-        let loaded = Arc::new(Loaded { pre, info: info.clone(), ok_metrics: std::sync::OnceLock::new() });
+        let loaded = Arc::new(Loaded::new(pre, info.clone()));
         self.inner
             .functions
             .write()
             .map_err(|_| Error::Runtime("function registry lock poisoned".into()))?
-            .insert(name.to_string(), loaded);
+            .insert(name.to_string(), loaded.clone());
+        self.prepare_spare(&loaded);
         Ok(info)
     }
 
@@ -610,14 +662,9 @@ impl Host {
             };
             let slot = self.inner.slots.acquire()?;
             let described = {
-                let (mut store, instance) = self.instantiate(
-                    &pre,
-                    invocation,
-                    self.inner.tier.clone(),
-                    None,
-                    None,
-                    self.inner.config.deadline_ms,
-                )?;
+                let Prepared { mut store, instance } = self.make_instance(&pre)?;
+                let deadline = self.inner.config.deadline_ms;
+                self.begin(&mut store, invocation, self.inner.tier.clone(), None, None, deadline);
                 let r = instance.databelt_state_handler().call_describe(&mut store);
                 r.map_err(|e| self.classify(&store, e))
             };
@@ -685,18 +732,33 @@ impl Host {
         }
     }
 
-    fn instantiate(
-        &self,
-        pre: &FunctionPre<InvocationState>,
-        invocation: Invocation,
-        tier: StateTier,
-        run_scope: Option<RunScope>,
-        grants: Option<Arc<ScopeGrants>>,
-        deadline_ms: u64,
-    ) -> Result<(Store<InvocationState>, Function)> {
-        let mut store = self.new_store(invocation, tier, run_scope, grants, deadline_ms, &[]);
-        let instance = pre.instantiate(&mut store).map_err(|e| self.classify(&store, e))?;
-        Ok((store, instance))
+    /// An instance of `pre` in a Store with placeholder contexts, ready for
+    /// [`Host::begin`]: what every function invocation runs in, whether it
+    /// was made ahead or on the invocation's path.
+    fn make_instance(&self, pre: &FunctionPre<InvocationState>) -> Result<Prepared> {
+        let mut store = self.blank_store(&[]);
+        match pre.instantiate(&mut store) {
+            Ok(instance) => Ok(Prepared { store, instance }),
+            Err(e) => Err(self.classify(&store, e)),
+        }
+    }
+
+    /// Make an instance of `loaded` ahead of its next invocation, if there is
+    /// room for one (see [`crate::prepared`]).
+    pub(crate) fn prepare_spare(&self, loaded: &Arc<Loaded>) {
+        if !self.inner.spares.reserve(loaded) {
+            return;
+        }
+        let made = self.make_instance(&loaded.pre);
+        if let Err(e) = &made {
+            tracing::debug!(function = %loaded.info.name, error = %e, "no instance prepared ahead");
+        }
+        self.inner.spares.keep(loaded, made.ok());
+    }
+
+    /// Instances made ahead of their invocations, held now.
+    pub fn prepared_instances(&self) -> usize {
+        self.inner.spares.count()
     }
 
     /// A Store for one invocation: WASI (with `args`), Databelt and
@@ -710,6 +772,16 @@ impl Host {
         deadline_ms: u64,
         args: &[String],
     ) -> Store<InvocationState> {
+        let mut store = self.blank_store(args);
+        self.begin(&mut store, invocation, tier, run_scope, grants, deadline_ms);
+        store
+    }
+
+    /// A Store with WASI (with `args`, stderr kept or inherited), the memory
+    /// limit, the host's deadline, and placeholder Databelt and wasi:keyvalue
+    /// contexts that refuse every scope (a component's start function runs
+    /// in them).
+    fn blank_store(&self, args: &[String]) -> Store<InvocationState> {
         let inner = &self.inner;
         let mut wasi = WasiCtxBuilder::new();
         let mut stderr = None;
@@ -721,35 +793,57 @@ impl Host {
             stderr = Some(pipe);
         }
         wasi.args(args);
-        let host = Arc::downgrade(&self.inner);
-        let check: bindings::SuccessorCheck = Arc::new(move |name: &str| {
-            host.upgrade().is_some_and(|h| h.functions.read().is_ok_and(|m| m.contains_key(name)))
-        });
-        let keyvalue = crate::keyvalue::KeyValueCtx::new(tier.clone()).with_grants(grants.clone());
+        let placeholder = Invocation {
+            run_id: String::new(),
+            function: String::new(),
+            step: 0,
+            node_id: inner.config.node_id.clone(),
+        };
+        let no_scopes = Some(inner.no_scopes.clone());
         let state = InvocationState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            databelt: match run_scope {
-                Some(r) => {
-                    DatabeltCtx::new(tier, invocation).with_successor_check(check).with_run_scope(r).with_grants(grants)
-                }
-                None => DatabeltCtx::new(tier, invocation).with_successor_check(check).with_grants(grants),
-            },
-            keyvalue,
+            databelt: DatabeltCtx::new(inner.tier.clone(), placeholder).with_grants(no_scopes.clone()),
+            keyvalue: crate::keyvalue::KeyValueCtx::new(inner.tier.clone()).with_grants(no_scopes),
             #[cfg(feature = "http-apps")]
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
             #[cfg(feature = "http-apps")]
             hooks: crate::apps::NoOutgoing,
             stderr,
             limiter: MemoryLimiter { max_memory: inner.config.max_memory_bytes as usize, refused: false },
-            deadline_ms,
+            deadline_ms: inner.config.deadline_ms,
         };
         let mut store = Store::new(&inner.engine, state);
         store.limiter(|s| &mut s.limiter);
-        let ticks = deadline_ms.div_ceil(inner.config.epoch_tick_ms).max(1);
-        store.set_epoch_deadline(ticks);
+        store.set_epoch_deadline(deadline_ticks(&inner.config, inner.config.deadline_ms));
         store.epoch_deadline_trap();
         store
+    }
+
+    /// Give a Store made by [`Host::blank_store`] the invocation's own
+    /// contexts over `tier`, and its deadline from now.
+    fn begin(
+        &self,
+        store: &mut Store<InvocationState>,
+        invocation: Invocation,
+        tier: StateTier,
+        run_scope: Option<RunScope>,
+        grants: Option<Arc<ScopeGrants>>,
+        deadline_ms: u64,
+    ) {
+        let host = Arc::downgrade(&self.inner);
+        let check: bindings::SuccessorCheck = Arc::new(move |name: &str| {
+            host.upgrade().is_some_and(|h| h.functions.read().is_ok_and(|m| m.contains_key(name)))
+        });
+        let data = store.data_mut();
+        data.keyvalue = crate::keyvalue::KeyValueCtx::new(tier.clone()).with_grants(grants.clone());
+        let databelt = DatabeltCtx::new(tier, invocation).with_successor_check(check).with_grants(grants);
+        data.databelt = match run_scope {
+            Some(r) => databelt.with_run_scope(r),
+            None => databelt,
+        };
+        data.deadline_ms = deadline_ms;
+        store.set_epoch_deadline(deadline_ticks(&self.inner.config, deadline_ms));
     }
 
     /// Turn a wasmtime failure into the error that explains it.
@@ -782,6 +876,35 @@ impl Host {
     /// Run `name` on `input` (postcard), then every successor it hands off
     /// to, and return the last output.
     pub fn invoke(&self, name: &str, input: &[u8], options: InvokeOptions) -> Result<InvokeOutcome> {
+        let (outcome, cleanup) = self.invoke_deferring_cleanup(name, input, options);
+        cleanup.run();
+        outcome
+    }
+
+    /// [`Host::invoke`], answering before the clean-up: the last Store's
+    /// teardown (and the freeing of its instance slot) and the making of
+    /// the next instance of each function that ran are left in the returned
+    /// [`Cleanup`]. Hand the answer on, then run it (dropping it runs it
+    /// too); see [`crate::prepared`].
+    pub fn invoke_deferring_cleanup(
+        &self,
+        name: &str,
+        input: &[u8],
+        options: InvokeOptions,
+    ) -> (Result<InvokeOutcome>, Cleanup) {
+        let mut cleanup = Cleanup::new(self.clone());
+        let outcome = self.run_chain(name, input, options, &mut cleanup);
+        (outcome, cleanup)
+    }
+
+    /// Run `name`, then every successor it hands off to.
+    fn run_chain(
+        &self,
+        name: &str,
+        input: &[u8],
+        options: InvokeOptions,
+        cleanup: &mut Cleanup,
+    ) -> Result<InvokeOutcome> {
         let run_id = match options.run_id {
             Some(r) => r,
             None => self.new_run_id(),
@@ -815,7 +938,8 @@ impl Host {
             };
             let deadline =
                 options.deadline_ms.map_or(self.inner.config.deadline_ms, |d| d.min(self.inner.config.deadline_ms));
-            let called = self.call_once(&loaded, invocation, &input, &run_scope, options.state.as_ref(), deadline)?;
+            let state = options.state.as_ref();
+            let called = self.call_once(&loaded, invocation, &input, &run_scope, state, deadline, cleanup)?;
             steps.push(StepReport { function: function.clone(), step, duration: started.elapsed() });
             state_ops.add(&called.ops);
             for key in called.run_written {
@@ -838,17 +962,20 @@ impl Host {
         }
     }
 
-    /// One step: wait for an instance slot, instantiate, call, and free the
-    /// Store before the slot.
+    /// One step: wait for an instance slot (after the previous step's Store
+    /// and slot are gone), then call in it.
+    #[allow(clippy::too_many_arguments)]
     fn call_once(
         &self,
-        loaded: &Loaded,
+        loaded: &Arc<Loaded>,
         invocation: Invocation,
         input: &[u8],
         run_scope: &RunScope,
         state: Option<&StateTier>,
         deadline_ms: u64,
+        cleanup: &mut Cleanup,
     ) -> Result<Called> {
+        cleanup.retire_now();
         let started = Instant::now();
         let function = invocation.function.clone();
         let _span = tracing::debug_span!(
@@ -860,9 +987,7 @@ impl Host {
         )
         .entered();
         let called = self.inner.slots.acquire().and_then(|slot| {
-            let called = self.call_in_slot(loaded, invocation, input, run_scope, state, deadline_ms);
-            drop(slot);
-            called
+            self.call_in_slot(loaded, slot, invocation, input, run_scope, state, deadline_ms, cleanup)
         });
         let register = |outcome: &'static str| {
             let node = self.inner.config.node_id.clone();
@@ -883,21 +1008,39 @@ impl Host {
         called
     }
 
+    /// One call in `slot`: in the instance made ahead when one is waiting
+    /// (else one made now), with the invocation's contexts. The Store and
+    /// the slot are then left to `cleanup`.
+    #[allow(clippy::too_many_arguments)]
     fn call_in_slot(
         &self,
-        loaded: &Loaded,
+        loaded: &Arc<Loaded>,
+        slot: crate::slots::Slot,
         invocation: Invocation,
         input: &[u8],
         run_scope: &RunScope,
         state: Option<&StateTier>,
         deadline_ms: u64,
+        cleanup: &mut Cleanup,
     ) -> Result<Called> {
         let grants = loaded.info.scopes.clone().map(Arc::new);
         let tier = state.unwrap_or(&self.inner.tier).clone();
-        let (mut store, instance) =
-            self.instantiate(&loaded.pre, invocation, tier, Some(run_scope.clone()), grants, deadline_ms)?;
+        let mut prepared = match loaded.take_spare() {
+            Some(p) => p,
+            None => self.make_instance(&loaded.pre)?,
+        };
+        self.begin(&mut prepared.store, invocation, tier, Some(run_scope.clone()), grants, deadline_ms);
+        let called = self.call_prepared(&mut prepared, input);
+        cleanup.finished(prepared, slot, loaded);
+        called
+    }
+
+    /// Call the function in `prepared` on `input` and collect what it asked
+    /// for.
+    fn call_prepared(&self, prepared: &mut Prepared, input: &[u8]) -> Result<Called> {
+        let Prepared { store, instance } = prepared;
         let result =
-            instance.databelt_state_handler().call_handle(&mut store, input).map_err(|e| self.classify(&store, e))?;
+            instance.databelt_state_handler().call_handle(&mut *store, input).map_err(|e| self.classify(store, e))?;
         match result {
             Ok(output) => {
                 let max = self.inner.config.max_output_bytes;
@@ -928,6 +1071,11 @@ impl Host {
             Err(e) => Err(Error::Function(bindings::wit_error_message(&e))),
         }
     }
+}
+
+/// Epoch ticks of a `deadline_ms` deadline (at least one).
+fn deadline_ticks(config: &HostConfig, deadline_ms: u64) -> u64 {
+    deadline_ms.div_ceil(config.epoch_tick_ms).max(1)
 }
 
 /// Bytes of a guest's stderr kept to explain a trap.

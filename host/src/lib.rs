@@ -20,6 +20,7 @@ mod error;
 pub mod grants;
 mod host;
 pub mod keyvalue;
+pub mod prepared;
 pub mod schema;
 mod slots;
 pub mod state;
@@ -32,6 +33,7 @@ pub use config::{BackendConfig, HostConfig, ReplicatedScope, StateLimits};
 pub use databelt_types as types;
 pub use error::{Cause, Error, ErrorKind, Result};
 pub use host::{FunctionInfo, Host, HostBuilder, InvokeOptions, InvokeOutcome, StepReport};
+pub use prepared::Cleanup;
 
 /// The embedding guide (`docs/embedding.md`), compiled as doc tests so its
 /// examples stay true.

@@ -658,3 +658,86 @@ fn lattice_calls_that_cannot_hold_fail_and_change_nothing() {
     assert_eq!(call(&a, &Op::CounterGet { scope: sh(), key: s("n") }).unwrap(), Reply::Count(1));
     assert_eq!(call(&a, &Op::Get { scope: sh(), key: s("t") }).unwrap(), Reply::Value(None));
 }
+
+/// A host on the memory backend keeping up to `prepared` instances made
+/// ahead.
+fn host_preparing(prepared: u32) -> (Host, tempfile::TempDir) {
+    let (mut config, dir) = common::temp_config();
+    config.backend = databelt_host::BackendConfig::Memory;
+    config.prepared_instances = prepared;
+    (Host::new(config).unwrap(), dir)
+}
+
+#[test]
+fn every_invocation_runs_in_an_instance_of_its_own_whether_made_ahead_or_not() {
+    for prepared in [0, 8] {
+        let (host, _dir) = host_preparing(prepared);
+        host.deploy_file("probe", &guest("kv_probe")).unwrap();
+        let expected = if prepared == 0 { 0 } else { 1 };
+        assert_eq!(host.prepared_instances(), expected, "a deploy makes the first instance ahead ({prepared})");
+        for _ in 0..5 {
+            assert_eq!(call(&host, &Op::CallsInThisInstance).unwrap(), Reply::Count(1), "fresh instance ({prepared})");
+            assert_eq!(host.prepared_instances(), expected, "the next one is ready after each call ({prepared})");
+        }
+        // An answer first, the clean-up after: the next instance is made then.
+        let input = postcard::to_allocvec(&Op::CallsInThisInstance).unwrap();
+        let (out, cleanup) = host.invoke_deferring_cleanup("probe", &input, InvokeOptions::default());
+        assert_eq!(postcard::from_bytes::<Reply>(&out.unwrap().output).unwrap(), Reply::Count(1));
+        assert_eq!(host.prepared_instances(), 0, "the instance made ahead was used ({prepared})");
+        assert_eq!(host.slot_usage().0, 1, "the answered invocation's slot is held until its clean-up");
+        cleanup.run();
+        assert_eq!(host.slot_usage().0, 0, "and freed by it");
+        assert_eq!(host.prepared_instances(), expected, "the clean-up made the next one ({prepared})");
+    }
+}
+
+#[test]
+fn prepared_instances_stay_within_their_limit_the_least_recently_prepared_giving_theirs_up() {
+    let (host, _dir) = host_preparing(2);
+    for name in ["a", "b", "c"] {
+        host.deploy_file(name, &guest("kv_probe")).unwrap();
+        assert!(host.prepared_instances() <= 2, "after deploying {name}: {}", host.prepared_instances());
+    }
+    assert_eq!(host.prepared_instances(), 2);
+    for name in ["a", "b", "c", "a", "a", "b"] {
+        assert_eq!(call_as(&host, name, &Op::CallsInThisInstance).unwrap(), Reply::Count(1));
+        assert_eq!(host.prepared_instances(), 2, "after calling {name}");
+    }
+    // Every function still runs, with or without an instance made ahead.
+    for name in ["a", "b", "c"] {
+        assert_eq!(call_as(&host, name, &Op::CallsInThisInstance).unwrap(), Reply::Count(1));
+    }
+    // An undeployed function's instance goes with it; a redeployed one never
+    // runs in an instance of its old version.
+    assert!(host.undeploy("c").unwrap());
+    host.deploy_file("a", &guest("reader")).unwrap();
+    let e = call_as(&host, "a", &Op::CallsInThisInstance).unwrap_err();
+    assert_eq!(e.kind(), databelt_host::ErrorKind::BadInput, "the new `a` has another input type: {e}");
+    assert!(host.prepared_instances() <= 2);
+}
+
+#[test]
+fn a_host_with_one_slot_and_instances_made_ahead_serves_chains_and_concurrent_calls() {
+    // The chain's first step keeps no slot while the next one waits for it,
+    // and prepared instances never take an invocation's slot.
+    let (mut config, _dir) = common::temp_config();
+    config.backend = databelt_host::BackendConfig::Memory;
+    config.max_concurrent_instances = 1;
+    config.prepared_instances = 1;
+    config.slot_wait_ms = 5_000;
+    let host = Host::new(config).unwrap();
+    host.deploy_file("probe", &guest("kv_probe")).unwrap();
+    let hand_off = Op::HandOff { successor: s("probe"), next: postcard::to_allocvec(&Op::Context).unwrap() };
+    let out = host.invoke("probe", &postcard::to_allocvec(&hand_off).unwrap(), InvokeOptions::default()).unwrap();
+    assert_eq!(out.steps.len(), 2, "both steps ran on one slot");
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let host = host.clone();
+            std::thread::spawn(move || call(&host, &Op::CallsInThisInstance))
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap().unwrap(), Reply::Count(1));
+    }
+    assert_eq!(host.slot_usage(), (0, 0));
+}

@@ -36,7 +36,7 @@ use databelt_host::{Error, FunctionInfo, Host, InvokeOptions, InvokeOutcome};
 use databelt_types::RunId;
 
 use crate::auth::ServerSecurity;
-use crate::http::{ApiError, BodyLimit, blocking, limit_body};
+use crate::http::{ApiError, BodyLimit, blocking, blocking_then_clean, limit_body};
 
 /// Largest request body (component or input) accepted: 64 MiB.
 pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
@@ -287,7 +287,8 @@ async fn host_metrics(State(host): State<Host>) -> Response {
         let (in_use, queued) = host.slot_usage();
         metrics::gauge!("databelt_instance_slots_in_use", "node" => node.clone()).set(f64::from(in_use));
         metrics::gauge!("databelt_invocations_queued", "node" => node.clone()).set(f64::from(queued));
-        metrics::gauge!("databelt_instance_slots", "node" => node).set(f64::from(host.slot_capacity()));
+        metrics::gauge!("databelt_instance_slots", "node" => node.clone()).set(f64::from(host.slot_capacity()));
+        metrics::gauge!("databelt_prepared_instances", "node" => node).set(host.prepared_instances() as f64);
     })
 }
 
@@ -357,27 +358,36 @@ async fn invoke(
     let json = is_json(&headers);
     let run_id = q.run_id.map(RunId::new).transpose().map_err(Error::from)?;
     let options = InvokeOptions { run_id, ..InvokeOptions::default() };
-    let (outcome, output_json): (InvokeOutcome, Option<Vec<u8>>) = blocking(move || {
+    let (outcome, output_json): (InvokeOutcome, Option<Vec<u8>>) = blocking_then_clean(move || {
         let input = if json {
             // Postcard written while the JSON is parsed: no `Value` tree.
-            json_text_to_postcard(&host.function(&name)?.input_schema, &body)?
+            match host.function(&name).and_then(|f| json_text_to_postcard(&f.input_schema, &body)) {
+                Ok(input) => input,
+                Err(e) => return (Err(e), None),
+            }
         } else {
             body.to_vec()
         };
-        let outcome = host.invoke(&name, &input, options).map_err(|e| match e {
-            Error::BadInput(m) if !json && looks_like_json(&body) => Error::BadInput(format!(
-                "{m} (the request has no `content-type: application/json`, so its body was decoded as postcard; it looks like JSON: send that header)"
-            )),
-            other => other,
-        })?;
-        let output = if json {
-            // JSON text straight from the postcard bytes: no `Value` tree,
-            // which took tens of times a byte array's size.
-            Some(postcard_to_json_text(&host.function(&outcome.function)?.output_schema, &outcome.output)?)
-        } else {
-            None
-        };
-        Ok((outcome, output))
+        // Answered first; the Store's teardown and the next instance after.
+        let (outcome, cleanup) = host.invoke_deferring_cleanup(&name, &input, options);
+        let answer = outcome
+            .map_err(|e| match e {
+                Error::BadInput(m) if !json && looks_like_json(&body) => Error::BadInput(format!(
+                    "{m} (the request has no `content-type: application/json`, so its body was decoded as postcard; it looks like JSON: send that header)"
+                )),
+                other => other,
+            })
+            .and_then(|outcome| {
+                let output = if json {
+                    // JSON text straight from the postcard bytes: no `Value`
+                    // tree, which took tens of times a byte array's size.
+                    Some(postcard_to_json_text(&host.function(&outcome.function)?.output_schema, &outcome.output)?)
+                } else {
+                    None
+                };
+                Ok((outcome, output))
+            });
+        (answer, Some(cleanup))
     })
     .await?;
     match output_json {

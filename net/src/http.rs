@@ -149,6 +149,26 @@ pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 
         .map_err(|e| Error::Runtime(format!("worker failed: {e}")))?
 }
 
+/// [`blocking`] for work that answers first and leaves a clean-up
+/// ([`databelt_host::Host::invoke_deferring_cleanup`]): the answer is sent
+/// back as soon as `f` returns it; the clean-up then runs on the same worker
+/// thread, off the answer's path.
+pub async fn blocking_then_clean<T: Send + 'static>(
+    f: impl FnOnce() -> (Result<T>, Option<databelt_host::Cleanup>) + Send + 'static,
+) -> Result<T> {
+    let span = tracing::Span::current();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::task::spawn_blocking(move || {
+        span.in_scope(|| {
+            let (answer, cleanup) = f();
+            // The receiver is gone only when the request was dropped.
+            let _ = tx.send(answer);
+            drop(cleanup);
+        })
+    });
+    rx.await.map_err(|_| Error::Runtime("worker failed before it answered".into()))?
+}
+
 /// A transport failure talking to `peer` (connect, timeout, broken body),
 /// with the transport's error kept as the source.
 pub fn unreachable(peer: &str, e: reqwest::Error) -> Error {

@@ -83,6 +83,10 @@ fn describe() {
     describe_gauge!("databelt_instance_slots_in_use", "Instance slots held now");
     describe_gauge!("databelt_instance_slots", "Instance slots of the host (max_concurrent_instances)");
     describe_gauge!("databelt_invocations_queued", "Invocations waiting for an instance slot");
+    describe_gauge!(
+        "databelt_prepared_instances",
+        "Instances made ahead of their invocations, held now (prepared_instances)"
+    );
     describe_counter!(
         "databelt_http_requests_total",
         "HTTP requests served, by server, route family, method and status"

@@ -77,6 +77,8 @@ async fn metrics_count_a_workflow_run_and_carry_no_run_ids() {
     // HTTP requests of the step protocol reached the hosts.
     assert!(sum(&s, "databelt_http_requests_total", &["route=\"workflow\"", "status=\"200\""]) >= 6.0, "{text}");
     assert!(sum(&s, "databelt_instance_slots", &["node=\"s3\""]) >= 1.0);
+    // s3's function has an instance made ahead of its next invocation.
+    assert!(sum(&s, "databelt_prepared_instances", &["node=\"s3\""]) >= 1.0, "{text}");
     // Names follow the conventions, and no run id is a label.
     for k in s.keys() {
         let name = k.split('{').next().unwrap();

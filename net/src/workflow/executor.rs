@@ -21,7 +21,7 @@ use serde_json::json;
 use crate::api::MAX_BODY_BYTES;
 use crate::auth::Caller;
 use crate::continuum::{Continuum, Destination, Locator, Policy, Propagation, ReadHit, ReadOutcome, ReadTier};
-use crate::http::{ApiError, BodyLimit, blocking, decode_postcard, limit_body};
+use crate::http::{ApiError, BodyLimit, blocking, blocking_then_clean, decode_postcard, limit_body};
 use crate::peer::{Arrivals, Place};
 use crate::workflow::capability::{CAPABILITY_HEADER, RunCapabilities};
 use crate::workflow::protocol::{
@@ -647,7 +647,12 @@ impl<'a> StepRun<'a> {
             state,
             deadline_ms: request.deadline_ms,
         };
-        let outcome = blocking(move || host.invoke(&function, &input, options)).await?;
+        // Answered first; the Store's teardown and the next instance after.
+        let outcome = blocking_then_clean(move || {
+            let (outcome, cleanup) = host.invoke_deferring_cleanup(&function, &input, options);
+            (outcome, Some(cleanup))
+        })
+        .await?;
         let ops = outcome.state_ops;
         self.counters.store_ops += ops.store_ops;
         self.counters.store_bytes += ops.store_bytes;

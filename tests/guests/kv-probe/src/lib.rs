@@ -121,6 +121,10 @@ fn probe(ctx: &Context, input: Op) -> Result<Reply, Error> {
             Reply::Siblings(open(&scope)?.siblings(&key)?.into_iter().map(|s| (s.value, s.stamp, s.node)).collect())
         }
         Op::Recurse => Reply::Count(recurse(std::hint::black_box(1))),
+        Op::CallsInThisInstance => {
+            static CALLS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+            Reply::Count(CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1)
+        }
         Op::CounterHelpers { scope, key } => {
             let s = open(&scope)?;
             s.set_counter(&key, 5)?;

@@ -138,6 +138,9 @@ pub enum Op {
         scope: String,
         key: String,
     },
+    /// Count this call in a static of the guest and return the count: 1
+    /// when every invocation gets an instance of its own.
+    CallsInThisInstance,
 }
 
 /// What an operation returned.
