@@ -84,6 +84,43 @@ pub fn inject(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
     if headers.is_empty() { request } else { request.headers(headers) }
 }
 
+/// The current span's `traceparent`, to keep with work that is sent later
+/// (a durable message re-sent by the delivery loop); `None` when the span
+/// has no OpenTelemetry context.
+pub fn current_traceparent() -> Option<String> {
+    current_headers().get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+/// `request` with the trace context `kept` (a `traceparent` kept from when
+/// the work was made, see [`current_traceparent`]), or with the current
+/// span's when none was kept. A kept value that is not a valid header value
+/// is left out (the receiver starts a trace of its own).
+pub fn inject_kept(request: reqwest::RequestBuilder, kept: Option<&str>) -> reqwest::RequestBuilder {
+    match kept {
+        Some(traceparent) => match axum::http::HeaderValue::from_str(traceparent) {
+            Ok(value) => request.header("traceparent", value),
+            Err(_) => request,
+        },
+        None => inject(request),
+    }
+}
+
+/// Make `span` (a span with no parent, for work that outlives the current
+/// span, such as a task it spawns) a child of the current span in the
+/// trace, without keeping the current span open until `span` ends. Nothing
+/// happens when the current span has no OpenTelemetry context.
+#[cfg(feature = "opentelemetry")]
+pub fn continue_current(span: &tracing::Span) {
+    let context = tracing::Span::current().context();
+    if context.span().span_context().is_valid() {
+        let _ = span.set_parent(context);
+    }
+}
+
+/// [`continue_current`] without the `opentelemetry` feature: nothing.
+#[cfg(not(feature = "opentelemetry"))]
+pub fn continue_current(_span: &tracing::Span) {}
+
 /// Make the trace context an incoming request carries the parent of
 /// `span`. Nothing happens when the request carries none, or a malformed
 /// one, or when `span` is disabled or has no OpenTelemetry layer.
@@ -205,5 +242,36 @@ mod tests {
         });
         // No subscriber at all.
         assert!(current_headers().is_empty());
+    }
+
+    /// The `traceparent` a request built with `kept` would carry.
+    fn sent_traceparent(kept: Option<&str>) -> Option<String> {
+        crate::tls::install_default_provider();
+        let request = inject_kept(reqwest::Client::new().post("http://127.0.0.1:9/x"), kept).build().unwrap();
+        request.headers().get("traceparent").map(|v| v.to_str().unwrap().to_string())
+    }
+
+    #[test]
+    fn a_message_sent_later_carries_the_trace_it_was_made_in() {
+        let kept = with_otel(|| {
+            let span = tracing::info_span!("run");
+            let _entered = span.enter();
+            current_traceparent()
+        });
+        let kept = kept.expect("a span with a context has a traceparent");
+        // Sent later, from a span of another trace (the delivery loop's): the
+        // kept context wins.
+        with_otel(|| {
+            let other = tracing::info_span!("delivery");
+            let _entered = other.enter();
+            assert_eq!(sent_traceparent(Some(&kept)).as_deref(), Some(kept.as_str()));
+            // Nothing kept: the current span's.
+            let current = current_traceparent().unwrap();
+            assert_ne!(current, kept);
+            assert_eq!(sent_traceparent(None), Some(current));
+        });
+        // A kept value that is no header value is left out, not refused.
+        assert_eq!(sent_traceparent(Some("bad\nvalue")), None);
+        assert_eq!(current_traceparent(), None, "no span: nothing to keep");
     }
 }

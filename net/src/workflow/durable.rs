@@ -365,6 +365,38 @@ struct Outgoing {
     max_wait_ms: u64,
     /// For an invocation of a step placed by the service: the nodes tried.
     movable: Option<Vec<String>>,
+    /// The `traceparent` of the span that made the message, so that a
+    /// re-sent message joins the trace of the run that sent it.
+    trace: Option<String>,
+}
+
+/// An [`Outgoing`] as written before it kept a trace context (2026-12-04).
+#[derive(Deserialize)]
+struct OutgoingUntraced {
+    target: String,
+    message: Message,
+    attempts: u32,
+    first_ms: u64,
+    next_ms: u64,
+    max_wait_ms: u64,
+    movable: Option<Vec<String>>,
+}
+
+/// Decode a stored outgoing message, of this version or the one before.
+fn decode_outgoing(bytes: &[u8]) -> Result<Outgoing> {
+    decode::<Outgoing>(bytes, "outgoing message").or_else(|e| match postcard::from_bytes::<OutgoingUntraced>(bytes) {
+        Ok(o) => Ok(Outgoing {
+            target: o.target,
+            message: o.message,
+            attempts: o.attempts,
+            first_ms: o.first_ms,
+            next_ms: o.next_ms,
+            max_wait_ms: o.max_wait_ms,
+            movable: o.movable,
+            trace: None,
+        }),
+        Err(_) => Err(e),
+    })
 }
 
 /// How a run stands.
@@ -682,7 +714,7 @@ impl DurableRuns {
                 .filter_map(|s| bundle.components.iter().find(|(n, _)| *n == s.name).cloned())
                 .collect();
             let message = Message::Install(def.clone(), components);
-            self.send(&node.id, &message)
+            self.send(&node.id, &message, None)
                 .await
                 .map_err(|e| Error::Unavailable(format!("installing on node `{}`: {e}", node.id)))?;
             nodes.push(node.id.clone());
@@ -886,6 +918,7 @@ impl DurableRuns {
             next_ms: now,
             max_wait_ms: max_wait_ms.unwrap_or(self.inner.config.default_max_wait_ms),
             movable,
+            trace: crate::trace_context::current_traceparent(),
         };
         Ok(put_record(k, encode(&o)?, Some(now + self.inner.config.retention_ms)))
     }
@@ -904,7 +937,7 @@ impl DurableRuns {
     ) -> Result<Write> {
         let write = self.outgoing(k.clone(), target, message, max_wait_ms, movable)?;
         let Write::Put { key, value, expires_at_ms } = write else { return Ok(write) };
-        let mut o: Outgoing = decode(&value, "outgoing message")?;
+        let mut o = decode_outgoing(&value)?;
         o.next_ms = o.first_ms + self.inner.config.delivery_timeout.as_millis() as u64 + 1000;
         let value = encode(&o)?;
         direct.push((k, o));
@@ -919,7 +952,7 @@ impl DurableRuns {
             let span = tracing::Span::current();
             tokio::spawn(tracing::Instrument::instrument(
                 async move {
-                    match runs.send(&o.target, &o.message).await {
+                    match runs.send(&o.target, &o.message, o.trace.as_deref()).await {
                         Ok(()) => {
                             let _ = runs.apply(vec![Write::Delete { key: key(k) }]);
                         }
@@ -951,8 +984,9 @@ impl DurableRuns {
             .ok_or_else(|| Error::Unavailable("no topology: the placement service was never reached".into()))
     }
 
-    /// Send `message` to `node` (handled in place when it is this node).
-    async fn send(&self, node: &str, message: &Message) -> Result<()> {
+    /// Send `message` to `node` (handled in place when it is this node), in
+    /// the trace `trace` (kept with the message) or the current span's.
+    async fn send(&self, node: &str, message: &Message, trace: Option<&str>) -> Result<()> {
         if node == self.here() {
             return Box::pin(self.receive(message.clone())).await;
         }
@@ -966,10 +1000,8 @@ impl DurableRuns {
             "{}/workflow/v1/deliver",
             self.inner.executor.continuum().placement().credentials().base_url(&addr)
         );
-        let r = self
-            .inner
-            .http
-            .post(url)
+        let request = self.inner.http.post(url);
+        let r = crate::trace_context::inject_kept(request, trace)
             .header(header::CONTENT_TYPE, "application/octet-stream")
             .body(encode(message)?)
             .send()
@@ -988,8 +1020,8 @@ impl DurableRuns {
         let pending: Vec<(String, Outgoing)> = blocking(move || {
             let mut v = Vec::new();
             for k in runs.keys("out/", 1000)? {
-                if let Some(o) = runs.read::<Outgoing>(&k, "outgoing message")? {
-                    v.push((k, o));
+                if let Some(bytes) = runs.tier().get(WORKFLOW_SCOPE, &k)? {
+                    v.push((k, decode_outgoing(&bytes)?));
                 }
             }
             Ok(v)
@@ -1007,7 +1039,10 @@ impl DurableRuns {
         if due.len() == self.inner.config.delivery_batch {
             next = Duration::ZERO;
         }
-        let results = futures_util::future::join_all(due.iter().map(|(_, o)| self.send(&o.target, &o.message))).await;
+        let results = futures_util::future::join_all(
+            due.iter().map(|(_, o)| self.send(&o.target, &o.message, o.trace.as_deref())),
+        )
+        .await;
         for ((k, o), result) in due.into_iter().zip(results) {
             match result {
                 Ok(()) => self.apply(vec![Write::Delete { key: key(k) }])?,
@@ -1224,7 +1259,11 @@ impl DurableRuns {
         running.insert((run.clone(), name.clone()), false);
         drop(running);
         let runs = self.clone();
-        tokio::spawn(async move {
+        // In the trace of what started the step (a delivered message, a
+        // run's start), without holding that request's span open.
+        let span = tracing::info_span!(parent: None, "durable_step", run_id = %run, step = %name);
+        crate::trace_context::continue_current(&span);
+        let task = async move {
             // Wait for a turn (the entry is durable meanwhile, or its
             // sender still holds it).
             let Ok(_turn) = runs.inner.turns.clone().acquire_owned().await else { return };
@@ -1243,7 +1282,8 @@ impl DurableRuns {
                 }
             }
             runs.inner.wake.notify_one();
-        });
+        };
+        tokio::spawn(tracing::Instrument::instrument(task, span));
     }
 
     /// Run a step whose inbox entry is complete and commit it, retrying
@@ -1689,7 +1729,7 @@ impl DurableRuns {
         let k = out_key(&invocation.run, &invocation.step, &format!("invoke-retry@{attempt}"), "step");
         let write = self.outgoing(k, node.to_string(), Message::Invoke(again), None, None)?;
         let Write::Put { key, value, expires_at_ms } = write else { return Ok(write) };
-        let mut o: Outgoing = decode(&value, "outgoing message")?;
+        let mut o = decode_outgoing(&value)?;
         let cap = self.inner.config.min_backoff.saturating_mul(1 << aborts.min(6)).min(self.inner.config.max_backoff);
         o.next_ms += (cap.as_millis() as f64 * rand::random::<f64>()) as u64;
         Ok(Write::Put { key, value: encode(&o)?, expires_at_ms })
@@ -2124,6 +2164,38 @@ async fn deliver_route(State(runs): State<DurableRuns>, body: Bytes) -> std::res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outgoing_messages_stored_before_they_kept_a_trace_still_decode() {
+        #[derive(Serialize)]
+        struct Before {
+            target: String,
+            message: Message,
+            attempts: u32,
+            first_ms: u64,
+            next_ms: u64,
+            max_wait_ms: u64,
+            movable: Option<Vec<String>>,
+        }
+        let message = Message::Forget(RunId::new("r-1").unwrap(), Some(2));
+        let before = Before {
+            target: "s2".into(),
+            message: message.clone(),
+            attempts: 3,
+            first_ms: 10,
+            next_ms: 20,
+            max_wait_ms: 30,
+            movable: Some(vec!["s1".into()]),
+        };
+        let o = decode_outgoing(&encode(&before).unwrap()).unwrap();
+        assert_eq!((o.target.as_str(), o.attempts, o.first_ms, o.next_ms, o.max_wait_ms), ("s2", 3, 10, 20, 30));
+        assert_eq!((o.movable.clone(), o.trace.clone()), (Some(vec!["s1".to_string()]), None));
+        let traced = Outgoing { trace: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()), ..o };
+        let again = decode_outgoing(&encode(&traced).unwrap()).unwrap();
+        assert_eq!(again.trace, traced.trace, "kept through a store round trip");
+        let e = decode_outgoing(&[0xff, 0xff]).err().expect("damaged");
+        assert!(e.to_string().contains("outgoing message is damaged"), "{e}");
+    }
 
     #[test]
     fn only_failures_that_may_pass_are_retried() {
