@@ -2193,7 +2193,7 @@ mod tests {
         let traced = Outgoing { trace: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()), ..o };
         let again = decode_outgoing(&encode(&traced).unwrap()).unwrap();
         assert_eq!(again.trace, traced.trace, "kept through a store round trip");
-        let e = decode_outgoing(&[0xff, 0xff]).err().expect("damaged");
+        let e = decode_outgoing(&[0xff, 0xff]).expect_err("damaged");
         assert!(e.to_string().contains("outgoing message is damaged"), "{e}");
     }
 
