@@ -111,6 +111,24 @@ impl<'a> Cursor<'a> {
             T::Seq(item) => {
                 let n = self.len()?;
                 let n = self.count(n)?;
+                // Items of one fixed width (bytes, floats, tuples of them)
+                // are checked in one step: a 1 MB `Vec<u8>` walked byte by
+                // byte took ~5 ms, on every step of a workflow.
+                if let Some(width) = fixed_width(item) {
+                    let total = n.checked_mul(width as u64).ok_or("length overflows")?;
+                    return self.take(usize::try_from(total).map_err(|_| "length overflows")?).map(|_| ());
+                }
+                if matches!(item.ty, T::Bool) {
+                    let start = self.at;
+                    let bytes = self.take(usize::try_from(n).map_err(|_| "length overflows")?)?;
+                    return match bytes.iter().position(|b| *b > 1) {
+                        Some(i) => {
+                            self.at = start + i;
+                            Err(format!("{} is not a bool", bytes[i]))
+                        }
+                        None => Ok(()),
+                    };
+                }
                 (0..n).try_for_each(|_| self.value(item))
             }
             T::Map { key, val } => {
@@ -145,6 +163,23 @@ impl<'a> Cursor<'a> {
             return Err(format!("a length of {n} with {left} bytes left"));
         }
         Ok(n)
+    }
+}
+
+/// The encoded width of every value of `t` when it is one fixed width that
+/// any bytes of it are valid for (integers of one byte, floats, and
+/// tuples, structs and newtypes of those); `None` otherwise.
+fn fixed_width(t: &OwnedNamedType) -> Option<usize> {
+    use postcard_schema::schema::owned::OwnedDataModelType as T;
+    match &t.ty {
+        T::U8 | T::I8 => Some(1),
+        T::F32 => Some(4),
+        T::F64 => Some(8),
+        T::Unit | T::UnitStruct => Some(0),
+        T::NewtypeStruct(inner) => fixed_width(inner),
+        T::Tuple(items) | T::TupleStruct(items) => items.iter().try_fold(0, |w, i| Some(w + fixed_width(i)?)),
+        T::Struct(fields) => fields.iter().try_fold(0, |w, f| Some(w + fixed_width(&f.ty)?)),
+        _ => None,
     }
 }
 
@@ -269,6 +304,69 @@ mod tests {
 
     fn schema() -> OwnedNamedType {
         Visit::SCHEMA.into()
+    }
+
+    #[derive(Serialize, Deserialize, Schema, Debug, PartialEq)]
+    struct Pixel {
+        heat: u8,
+        at: f64,
+    }
+
+    /// Whether postcard's own decoder takes all of `bytes` as a `T`.
+    fn decodes_whole<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> bool {
+        postcard::take_from_bytes::<T>(bytes).is_ok_and(|(_, rest)| rest.is_empty())
+    }
+
+    /// Bytes that are often a valid encoding of a sequence, often not: a
+    /// length, then items of a width of 1, 2, 4 or 9 bytes, then possibly
+    /// a few more bytes, a cut, or a byte changed to 2 or 200.
+    fn sequence_bytes() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        (
+            0u8..30,
+            prop::sample::select(vec![1usize, 2, 4, 9]),
+            0u8..4,
+            proptest::collection::vec(0u8..4, 300),
+            0usize..400,
+            0u8..12,
+        )
+            .prop_map(|(len, width, extra, pool, cut, change)| {
+                let n = usize::from(len) * width + usize::from(extra % 2);
+                let mut bytes = vec![len];
+                bytes.extend(pool.iter().cycle().take(n).copied());
+                if cut < bytes.len() && change % 3 == 0 {
+                    bytes.truncate(cut);
+                }
+                if change >= 10 && bytes.len() > 1 {
+                    let i = 1 + cut % (bytes.len() - 1);
+                    bytes[i] = if change == 10 { 2 } else { 200 };
+                }
+                bytes
+            })
+    }
+
+    proptest::proptest! {
+        /// The one-step check of fixed-width (and bool) sequences accepts
+        /// exactly what postcard's decoder accepts.
+        #[test]
+        fn sequences_checked_in_one_step_agree_with_postcard(bytes in sequence_bytes()) {
+            let check = |schema: OwnedNamedType| check_postcard(&schema, &bytes).is_ok();
+            proptest::prop_assert_eq!(check(<Vec<u8>>::SCHEMA.into()), decodes_whole::<Vec<u8>>(&bytes));
+            proptest::prop_assert_eq!(check(<Vec<i8>>::SCHEMA.into()), decodes_whole::<Vec<i8>>(&bytes));
+            proptest::prop_assert_eq!(check(<Vec<f32>>::SCHEMA.into()), decodes_whole::<Vec<f32>>(&bytes));
+            proptest::prop_assert_eq!(check(<Vec<(u8, i8)>>::SCHEMA.into()), decodes_whole::<Vec<(u8, i8)>>(&bytes));
+            proptest::prop_assert_eq!(check(<Vec<Pixel>>::SCHEMA.into()), decodes_whole::<Vec<Pixel>>(&bytes));
+            proptest::prop_assert_eq!(check(<Vec<bool>>::SCHEMA.into()), decodes_whole::<Vec<bool>>(&bytes));
+            proptest::prop_assert_eq!(check(<Vec<u16>>::SCHEMA.into()), decodes_whole::<Vec<u16>>(&bytes));
+        }
+    }
+
+    #[test]
+    fn a_bad_bool_in_a_sequence_is_named_at_its_byte() {
+        let e = check_postcard(&<Vec<bool>>::SCHEMA.into(), &[3, 1, 0, 7]).unwrap_err().to_string();
+        assert!(e.contains("at byte 3: 7 is not a bool"), "{e}");
+        let e = check_postcard(&<Vec<u8>>::SCHEMA.into(), &[3, 1, 0]).unwrap_err().to_string();
+        assert!(e.contains("unexpected end of input"), "{e}");
     }
 
     #[derive(Serialize, Deserialize, Schema, Debug, PartialEq, Clone)]
