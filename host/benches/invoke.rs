@@ -172,13 +172,13 @@ fn p50s(batches: usize, per_batch: usize, fs: &mut [&mut dyn FnMut()]) -> Vec<Du
             s.push(t.elapsed() / per_batch as u32);
         }
     }
-    samples
-        .into_iter()
-        .map(|mut s| {
-            s.sort();
-            s[s.len() / 2]
-        })
-        .collect()
+    samples.into_iter().map(median).collect()
+}
+
+/// The median of `samples`.
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
 }
 
 /// Time to the answer of each of `fs` when calls are spaced `gap` apart
@@ -202,13 +202,7 @@ fn isolated_p50s(calls: usize, gap: Duration, fs: &mut [&mut dyn FnMut() -> Box<
             }
         }
     }
-    samples
-        .into_iter()
-        .map(|mut s| {
-            s.sort();
-            s[s.len() / 2]
-        })
-        .collect()
+    samples.into_iter().map(median).collect()
 }
 
 /// CPU time of every thread of this process so far (Linux schedstat, ns).
