@@ -103,11 +103,22 @@ impl Slots {
 }
 
 impl Drop for Slot {
+    /// Frees the slot and wakes one waiter, if any waits: a waiter counts
+    /// itself under the lock before it waits, so one that is not counted yet
+    /// will find the slot free. (Waking no one would still cost a `futex`
+    /// system call per invocation.)
     fn drop(&mut self) {
-        if let Ok(mut counts) = self.gate.state.lock() {
-            counts.in_use = counts.in_use.saturating_sub(1);
+        let waiting = match self.gate.state.lock() {
+            Ok(mut counts) => {
+                counts.in_use = counts.in_use.saturating_sub(1);
+                counts.waiting
+            }
+            // A poisoned lock: wake one anyway, it will report the poison.
+            Err(_) => 1,
+        };
+        if waiting > 0 {
+            self.gate.freed.notify_one();
         }
-        self.gate.freed.notify_one();
     }
 }
 
