@@ -16,7 +16,9 @@ use databelt_host::{BackendConfig, HostConfig, schema};
 use databelt_net::continuum::Policy;
 use databelt_net::placement::PlacementClient;
 use databelt_net::workflow::{RunOptions, RunReport, Runner, percentile};
+use databelt_placement::Snapshot;
 use databelt_placement::Topology;
+use databelt_testbed::emulator::spec_on;
 use databelt_testbed::{Cluster, ClusterOptions};
 use futures_util::future::join_all;
 use plotters::prelude::*;
@@ -133,9 +135,13 @@ pub struct Case {
     /// Mean bytes sent between nodes per run (hand-offs, remote reads and
     /// prefetches).
     pub bytes_moved: f64,
-    /// Median lower bound per run, ms: compute plus the least transfer time
-    /// the placement forces (each hand-off's route at the scenario's rates).
+    /// Median lower bound per run, ms: compute plus the least time the
+    /// placement's hand-offs need on their routes at the scenario's rates,
+    /// the links' jitter included ([`databelt_testbed::LinkSpec::expected_delivery_ms`]).
     pub bound_ms: f64,
+    /// The same bound with every hand-off at its route's mean latency
+    /// ([`databelt_testbed::LinkSpec::mean_delivery_ms`]; the bound before 2026-12-04).
+    pub mean_bound_ms: f64,
 }
 
 /// What one case produced.
@@ -143,41 +149,70 @@ struct Outcome {
     reports: Vec<RunReport>,
     failures: Vec<String>,
     wall: Duration,
-    bounds: Vec<f64>,
+    bounds: Vec<Bound>,
     /// Scenario time each report's bound was taken at.
     times: Vec<u64>,
 }
 
+/// A lower bound of a run or of a step's hand-offs, ms.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Bound {
+    /// Each transfer's last byte at its expected time on the emulated route
+    /// (latency, bandwidth and jitter).
+    expected: f64,
+    /// Each transfer's bytes at the route's mean latency and bandwidth.
+    mean: f64,
+}
+
+impl std::ops::AddAssign for Bound {
+    fn add_assign(&mut self, other: Bound) {
+        self.expected += other.expected;
+        self.mean += other.mean;
+    }
+}
+
+/// The least time a step's hand-offs to other nodes need (each successor on
+/// another node gets the step's output over the route between them).
+fn handoff_bound(report: &RunReport, line: &databelt_net::workflow::StepLine, snapshot: &Snapshot) -> Bound {
+    let r = &line.result;
+    let node_of = |step: &str| report.steps.iter().find(|l| l.step == step).map(|l| l.result.node.clone());
+    let mut bound = Bound::default();
+    for h in &r.handoffs {
+        for succ in &h.successors {
+            let Some(consumer) = node_of(succ) else { continue };
+            if consumer == r.node {
+                continue;
+            }
+            if let Some(spec) = spec_on(snapshot, &r.node, &consumer) {
+                bound += Bound {
+                    expected: spec.expected_delivery_ms(r.output_bytes),
+                    mean: spec.mean_delivery_ms(r.output_bytes),
+                };
+            }
+        }
+    }
+    bound
+}
+
 /// Header of `steps.csv`: one line per step of every latency run — where
 /// the time between the bound and the end-to-end latency goes.
-const STEPS_HEADER: &str = "policy,size_mb,run,step,node,wall_ms,read_ms,invoke_ms,store_ms,handoff_ms,handoff_bound_ms,output_bytes,run_total_ms,run_bound_ms,reads\n";
+const STEPS_HEADER: &str = "policy,size_mb,run,step,node,wall_ms,read_ms,invoke_ms,store_ms,handoff_ms,handoff_bound_ms,output_bytes,run_total_ms,run_bound_ms,reads,handoff_mean_bound_ms,run_mean_bound_ms\n";
 
 /// `steps.csv` lines of one case's runs: per step the runner's wall time,
 /// the host's read, invoke, store and hand-off times, and the hand-offs'
-/// share of the bound (route latency one way plus bytes at its bandwidth),
-/// and where each input was read: `tier@node` per input, `;`-separated
+/// share of the bound (route latency one way plus bytes at its bandwidth,
+/// jitter included; then without it, at the end of the line), and where
+/// each input was read: `tier@node` per input, `;`-separated
 /// (`local@sat4`, `locator@sat2`, …; [`read_list`]).
 fn step_rows(policy: &str, size_mb: u32, outcome: &Outcome, topology: &Topology) -> String {
     let mut out = String::new();
     for (run, ((report, bound), t_ms)) in outcome.reports.iter().zip(&outcome.bounds).zip(&outcome.times).enumerate() {
         let snapshot = topology.snapshot(*t_ms);
-        let node_of = |step: &str| report.steps.iter().find(|l| l.step == step).map(|l| l.result.node.clone());
         for line in &report.steps {
             let r = &line.result;
-            let mut handoff_bound = 0.0;
-            for h in &r.handoffs {
-                for succ in &h.successors {
-                    let Some(consumer) = node_of(succ) else { continue };
-                    if consumer == r.node {
-                        continue;
-                    }
-                    if let Some(route) = snapshot.route(&r.node, &consumer) {
-                        handoff_bound += route.latency_ms + r.output_bytes as f64 * 8.0 / route.bandwidth_bps * 1000.0;
-                    }
-                }
-            }
+            let handoff_bound = handoff_bound(report, line, &snapshot);
             out += &format!(
-                "{policy},{size_mb},{run},{},{},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{},{:.2},{:.2},{}\n",
+                "{policy},{size_mb},{run},{},{},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{},{:.2},{:.2},{},{:.2},{:.2}\n",
                 line.step,
                 r.node,
                 line.wall_micros as f64 / 1000.0,
@@ -185,11 +220,13 @@ fn step_rows(policy: &str, size_mb: u32, outcome: &Outcome, topology: &Topology)
                 r.invoke_micros as f64 / 1000.0,
                 r.store_micros as f64 / 1000.0,
                 r.handoffs.iter().map(|h| h.micros).sum::<u64>() as f64 / 1000.0,
-                handoff_bound,
+                handoff_bound.expected,
                 r.output_bytes,
                 report.total_micros as f64 / 1000.0,
-                bound,
-                read_list(&r.inputs)
+                bound.expected,
+                read_list(&r.inputs),
+                handoff_bound.mean,
+                bound.mean
             );
         }
     }
@@ -235,30 +272,23 @@ fn summarise(
         slo_violation_pct: if transfers == 0 { 0.0 } else { viol as f64 * 100.0 / transfers as f64 },
         storage_ms: reports.iter().map(|r| r.counters.state_micros as f64 / 1000.0).sum::<f64>() / n,
         bytes_moved: reports.iter().map(|r| r.counters.remote_bytes as f64).sum::<f64>() / n,
-        bound_ms: percentile(bounds, 50.0),
+        bound_ms: percentile(&bounds.iter().map(|b| b.expected).collect::<Vec<_>>(), 50.0),
+        mean_bound_ms: percentile(&bounds.iter().map(|b| b.mean).collect::<Vec<_>>(), 50.0),
     }
 }
 
 /// Lower bound of one run: the functions' compute time plus, for every
 /// hand-off, the least time its bytes need from the producer's node to the
-/// consumer's at the scenario's rates now (one way, no acknowledgement).
-fn lower_bound_ms(report: &RunReport, topology: &Topology, t_ms: u64) -> f64 {
+/// consumer's at the scenario's rates now (one way, no acknowledgement):
+/// with the links' jitter, the expected arrival of the last byte (see
+/// [`databelt_testbed::LinkSpec::expected_delivery_ms`]), and at the mean latency.
+fn lower_bound(report: &RunReport, topology: &Topology, t_ms: u64) -> Bound {
     let snapshot = topology.snapshot(t_ms);
-    let node_of = |step: &str| report.steps.iter().find(|l| l.step == step).map(|l| l.result.node.clone());
-    let mut bound = 0.0;
+    let mut bound = Bound::default();
     for line in &report.steps {
-        bound += line.result.invoke_micros as f64 / 1000.0;
-        for h in &line.result.handoffs {
-            for succ in &h.successors {
-                let Some(consumer) = node_of(succ) else { continue };
-                if consumer == line.result.node {
-                    continue;
-                }
-                if let Some(route) = snapshot.route(&line.result.node, &consumer) {
-                    bound += route.latency_ms + line.result.output_bytes as f64 * 8.0 / route.bandwidth_bps * 1000.0;
-                }
-            }
-        }
+        let compute = line.result.invoke_micros as f64 / 1000.0;
+        bound += Bound { expected: compute, mean: compute };
+        bound += handoff_bound(report, line, &snapshot);
     }
     bound
 }
@@ -279,7 +309,7 @@ async fn run_case(
     for r in results {
         match r {
             Ok(report) => {
-                into.bounds.push(lower_bound_ms(&report, topology, t_ms));
+                into.bounds.push(lower_bound(&report, topology, t_ms));
                 into.times.push(t_ms);
                 into.reports.push(report);
             }
@@ -500,11 +530,11 @@ fn tempfile_dir() -> Result<PathBuf> {
 
 fn write_csv(path: &Path, cases: &[Case]) -> Result<()> {
     let mut text = String::from(
-        "experiment,policy,size_mb,concurrency,runs,failed,e2e_p50_ms,e2e_p95_ms,throughput_per_min,local_availability_pct,slo_violation_pct,storage_op_ms,bytes_moved,lower_bound_ms\n",
+        "experiment,policy,size_mb,concurrency,runs,failed,e2e_p50_ms,e2e_p95_ms,throughput_per_min,local_availability_pct,slo_violation_pct,storage_op_ms,bytes_moved,lower_bound_ms,mean_latency_bound_ms\n",
     );
     for c in cases {
         text += &format!(
-            "{},{},{},{},{},{},{:.1},{:.1},{:.2},{:.1},{:.1},{:.1},{:.0},{:.1}\n",
+            "{},{},{},{},{},{},{:.1},{:.1},{:.2},{:.1},{:.1},{:.1},{:.0},{:.1},{:.1}\n",
             c.experiment,
             c.policy,
             c.size_mb,
@@ -518,7 +548,8 @@ fn write_csv(path: &Path, cases: &[Case]) -> Result<()> {
             c.slo_violation_pct,
             c.storage_ms,
             c.bytes_moved,
-            c.bound_ms
+            c.bound_ms,
+            c.mean_bound_ms
         );
     }
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
@@ -544,10 +575,10 @@ pub fn summary(cases: &[Case], options: &PaperOptions) -> String {
         options.time_scale,
         options.workflow.display()
     );
-    md += "## Latency (one workflow at a time)\n\n| size MB | policy | p50 ms | p95 ms | local % | SLO viol. % | storage ms | bytes moved | bound ms | p50/bound |\n|---|---|---|---|---|---|---|---|---|---|\n";
+    md += "## Latency (one workflow at a time)\n\n| size MB | policy | p50 ms | p95 ms | local % | SLO viol. % | storage ms | bytes moved | bound ms | p50/bound | p50/mean-latency bound |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
     for c in cases.iter().filter(|c| c.experiment == "latency") {
         md += &format!(
-            "| {} | {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.2} |\n",
+            "| {} | {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} |\n",
             c.size_mb,
             c.policy,
             c.p50_ms,
@@ -557,7 +588,8 @@ pub fn summary(cases: &[Case], options: &PaperOptions) -> String {
             c.storage_ms,
             c.bytes_moved,
             c.bound_ms,
-            c.p50_ms / c.bound_ms.max(1e-9)
+            c.p50_ms / c.bound_ms.max(1e-9),
+            c.p50_ms / c.mean_bound_ms.max(1e-9)
         );
     }
     md += "\n## Throughput (2 MB states)\n\n| concurrent | policy | workflows/min | p50 ms | p95 ms | local % | SLO viol. % |\n|---|---|---|---|---|---|---|\n";
@@ -771,6 +803,7 @@ mod tests {
             storage_ms: 1.0,
             bytes_moved: 1.0,
             bound_ms,
+            mean_bound_ms: bound_ms,
         }
     }
 

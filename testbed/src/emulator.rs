@@ -38,7 +38,8 @@ pub fn route_spec(topology: &Topology, t_ms: u64, from: &str, to: &str) -> Optio
     spec_on(&topology.snapshot(t_ms), from, to)
 }
 
-fn spec_on(snapshot: &Snapshot, from: &str, to: &str) -> Option<LinkSpec> {
+/// [`route_spec`] on a snapshot already taken.
+pub fn spec_on(snapshot: &Snapshot, from: &str, to: &str) -> Option<LinkSpec> {
     let route = snapshot.route(from, to)?;
     Some(LinkSpec {
         latency_ms: route.latency_ms,

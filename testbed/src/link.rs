@@ -38,8 +38,10 @@ use tokio::time::Instant;
 
 use crate::Error;
 
-/// Largest chunk moved as one unit (the emulation's packet train).
-const CHUNK: usize = 16 * 1024;
+/// Largest chunk moved as one unit (the emulation's packet train): each
+/// draws its own jitter.
+pub const CHUNK_BYTES: usize = 16 * 1024;
+const CHUNK: usize = CHUNK_BYTES;
 
 /// A link's parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -73,6 +75,57 @@ impl LinkSpec {
     /// Time to serialise `bytes` at this bandwidth.
     pub fn serialisation(&self, bytes: usize) -> Duration {
         Duration::from_secs_f64(bytes as f64 * 8.0 / (self.bandwidth_mbps * 1e6))
+    }
+
+    /// The one-way latency plus `bytes` at the bandwidth, ms: when the last
+    /// byte of a transfer on an idle link would arrive if every byte took the
+    /// mean latency.
+    pub fn mean_delivery_ms(&self, bytes: u64) -> f64 {
+        self.latency_ms + bytes as f64 * 8.0 / (self.bandwidth_mbps * 1e6) * 1000.0
+    }
+
+    /// When the last byte of a `bytes` transfer on an idle link arrives, in
+    /// expectation, ms after its first byte reached the link: this link's
+    /// own model, in which the transfer is cut into chunks of
+    /// [`CHUNK_BYTES`], chunk `i` leaves the wire when its last bit is
+    /// serialised (`t_i`), travels the latency plus its own uniform draw `U_i`
+    /// in `±jitter`, and is delivered in order, so the transfer completes at
+    /// `latency + max_i(t_i + U_i)`. (Real links draw per packet, not per
+    /// 16 KiB chunk; any protocol needs every byte, so no sender beats this
+    /// on such a link.) Equals [`LinkSpec::mean_delivery_ms`] without
+    /// jitter or for a single chunk; with jitter, a bulk transfer's last byte
+    /// lands up to `jitter` later than that, as the chunks serialised within
+    /// the jitter window before it each may be the latest.
+    pub fn expected_delivery_ms(&self, bytes: u64) -> f64 {
+        let mean = self.mean_delivery_ms(bytes);
+        let jitter = self.jitter_ms.min(self.latency_ms);
+        if bytes == 0 || jitter <= 0.0 {
+            return mean;
+        }
+        // Lead of each chunk's departure over the last one's, ms (only those
+        // within 2 × jitter of the last can be the latest).
+        let per_byte_ms = 8.0 / (self.bandwidth_mbps * 1e6) * 1000.0;
+        let total = bytes as f64 * per_byte_ms;
+        let chunk = CHUNK_BYTES as u64;
+        let chunks = bytes.div_ceil(chunk);
+        let leads: Vec<f64> = (1..=chunks)
+            .rev()
+            .map(|i| total - (i * chunk).min(bytes) as f64 * per_byte_ms)
+            .take_while(|lead| *lead < 2.0 * jitter)
+            .collect();
+        // E[max_i (U_i − lead_i)] = −J + ∫_{−J}^{J} (1 − Π_i F(y + lead_i)) dy,
+        // F the uniform CDF on [−J, J]; midpoint rule.
+        let cdf = |u: f64| ((u + jitter) / (2.0 * jitter)).clamp(0.0, 1.0);
+        const STEPS: usize = 4000;
+        let dy = 2.0 * jitter / STEPS as f64;
+        let above: f64 = (0..STEPS)
+            .map(|k| {
+                let y = -jitter + (k as f64 + 0.5) * dy;
+                1.0 - leads.iter().map(|lead| cdf(y + lead)).product::<f64>()
+            })
+            .sum::<f64>()
+            * dy;
+        mean + (-jitter + above)
     }
 }
 
@@ -390,6 +443,53 @@ mod tests {
             }
         });
         addr
+    }
+
+    #[test]
+    fn the_expected_delivery_is_the_mean_without_jitter_or_for_one_chunk() {
+        let spec = LinkSpec { latency_ms: 20.0, jitter_ms: 0.0, bandwidth_mbps: 40.0 };
+        let mb = 1_000_000u64;
+        assert!((spec.mean_delivery_ms(mb) - 220.0).abs() < 1e-9);
+        assert!((spec.expected_delivery_ms(mb) - 220.0).abs() < 1e-9);
+        let jittery = LinkSpec { jitter_ms: 9.0, ..spec };
+        // One chunk draws once: its mean delay is the latency.
+        assert!((jittery.expected_delivery_ms(100) - jittery.mean_delivery_ms(100)).abs() < 0.01);
+        assert_eq!(jittery.expected_delivery_ms(0), jittery.mean_delivery_ms(0));
+    }
+
+    #[test]
+    fn chunks_sent_at_once_land_with_the_latest_of_their_draws() {
+        // Serialisation time ≈ 0: n draws at once, E[max] = J (n − 1) / (n + 1).
+        let spec = LinkSpec { latency_ms: 50.0, jitter_ms: 10.0, bandwidth_mbps: 1e9 };
+        let bytes = 4 * CHUNK_BYTES as u64;
+        let excess = spec.expected_delivery_ms(bytes) - spec.mean_delivery_ms(bytes);
+        assert!((excess - 10.0 * 3.0 / 5.0).abs() < 0.01, "{excess}");
+    }
+
+    #[test]
+    fn the_expected_delivery_matches_a_simulation_of_the_link_model() {
+        use rand::{Rng, SeedableRng};
+        let spec = LinkSpec { latency_ms: 38.0, jitter_ms: 18.0, bandwidth_mbps: 40.0 };
+        let bytes = 1_095_460u64;
+        let per_byte = 8.0 / 40e6 * 1000.0;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let trials = 20_000;
+        let mut sum = 0.0;
+        for _ in 0..trials {
+            let mut last: f64 = 0.0;
+            let mut sent = 0u64;
+            while sent < bytes {
+                sent = (sent + CHUNK_BYTES as u64).min(bytes);
+                let delay = spec.latency_ms + rng.random_range(-spec.jitter_ms..=spec.jitter_ms);
+                last = last.max(sent as f64 * per_byte + delay);
+            }
+            sum += last;
+        }
+        let simulated = sum / trials as f64;
+        let model = spec.expected_delivery_ms(bytes);
+        assert!((model - simulated).abs() < 0.2, "model {model:.2} ms, simulated {simulated:.2} ms");
+        let excess = model - spec.mean_delivery_ms(bytes);
+        assert!(excess > 5.0 && excess < 18.0, "a 1 MB transfer lands {excess:.1} ms after the mean");
     }
 
     /// Time one 4-byte `ping` takes to come back from the echo server.
