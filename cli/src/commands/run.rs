@@ -45,6 +45,10 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(id) = args.node_id {
         config.node_id = id.into_string();
     }
+    // One invocation and out: an instance made ahead would be made for
+    // nothing (after the call, or for every function kept in the data
+    // directory).
+    config.prepared_instances = 0;
     let host = Host::new(config.clone())?;
     let name = function_name(&args.component);
     let bytes = std::fs::read(&args.component).with_context(|| format!("cannot read {}", args.component.display()))?;
