@@ -9,8 +9,11 @@
 //! - [`scheduling`]: the scheduler evaluation — a simulated day on a
 //!   generated constellation, the Databelt scheduler against first-fit,
 //!   round-robin and random (`databelt bench scheduler`).
+//! - [`median`]: a median and its distribution-free confidence interval
+//!   (how far a case's figure can be trusted).
 //!
 //! Criterion benchmarks that need a cluster live in `benches/` (`fusion`).
 
+pub mod median;
 pub mod paper;
 pub mod scheduling;

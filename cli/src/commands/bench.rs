@@ -72,9 +72,10 @@ pub struct PaperArgs {
     /// databelt+fusion.
     #[arg(long)]
     policy: Vec<String>,
-    /// Workflows per latency case, one at a time (default 3; 2 with
-    /// `--quick`): more give a steadier p50 where link jitter moves single
-    /// runs by several percent.
+    /// Workflows per latency case, one at a time, the same at every size.
+    /// Default: 2 with `--quick`; otherwise enough for the case's lower
+    /// bounds to add up to 20 s, 3 to 30 runs (30 at 1 MB, where link jitter
+    /// moves single runs by several percent).
     #[arg(long, value_name = "N", conflicts_with = "no_latency")]
     runs: Option<u32>,
     /// Skip the latency experiment.
