@@ -12,7 +12,12 @@
 //! [`Wire`]s of the physical links it crosses ([`Link::set_path`]): each
 //! chunk is then serialised on every wire in turn, queueing behind the
 //! chunks of every other route that crosses the same wire, so transfers
-//! that share a physical link share its bandwidth.
+//! that share a physical link share its bandwidth. A chunk is forwarded
+//! packet by packet ([`PACKET_BYTES`]), as a router does: it starts on the
+//! next wire once its first packet has crossed the one before, and leaves
+//! that wire no sooner than its last packet can, so each hop after the
+//! bottleneck adds one packet's serialisation to a transfer, not one
+//! chunk's.
 //!
 //! A connection reads its next chunk only when its last one is about to
 //! leave the wire, so each keeps a couple of chunks queued, not a whole
@@ -42,6 +47,11 @@ use crate::Error;
 /// draws its own jitter.
 pub const CHUNK_BYTES: usize = 16 * 1024;
 const CHUNK: usize = CHUNK_BYTES;
+
+/// Unit a route forwards from one wire to the next within a chunk (an
+/// Ethernet frame's payload): a router stores and forwards packets, not
+/// whole chunks.
+pub const PACKET_BYTES: usize = 1500;
 
 /// A link's parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -148,15 +158,13 @@ impl Shared {
             Err(_) => None,
         };
         match hops {
-            Some(hops) if !hops.is_empty() => hops.iter().fold(now, |t, h| {
-                h.wire.pass(t, Duration::from_secs_f64(bytes as f64 * 8.0 / (h.bandwidth_mbps * 1e6)))
-            }),
+            Some(hops) if !hops.is_empty() => forward_along(&hops, now, bytes),
             _ => {
                 let own = match way {
                     Way::Forward => &self.forward,
                     Way::Backward => &self.backward,
                 };
-                own.pass(now, spec.serialisation(bytes))
+                own.pass(now, spec.serialisation(bytes), now).1
             }
         }
     }
@@ -175,17 +183,39 @@ impl Wire {
         Arc::new(Wire { free: Mutex::new(Instant::now()) })
     }
 
-    /// Serialise a chunk that reaches the wire at `arrives` and takes
-    /// `takes` on it; returns when its last bit has left.
-    fn pass(&self, arrives: Instant, takes: Duration) -> Instant {
+    /// Serialise a chunk that can start on the wire at `arrives`, takes
+    /// `takes` on it and cannot have left it before `not_before` (its last
+    /// packet reaches the wire late); returns when it started and when its
+    /// last bit left.
+    fn pass(&self, arrives: Instant, takes: Duration, not_before: Instant) -> (Instant, Instant) {
         let mut free = match self.free.lock() {
             Ok(f) => f,
             Err(p) => p.into_inner(),
         };
         let start = (*free).max(arrives);
-        *free = start + takes;
-        *free
+        *free = (start + takes).max(not_before);
+        (start, *free)
     }
+}
+
+/// Serialise a chunk of `bytes`, read at `now`, on every wire of `hops` in
+/// turn, forwarding it packet by packet: on each wire after the first it
+/// can start once its first packet has crossed the wire before, and leave
+/// once its last packet, which left the wire before last, has crossed this
+/// one too. Returns when it has left the last wire.
+fn forward_along(hops: &[Hop], now: Instant, bytes: usize) -> Instant {
+    let packet = bytes.min(PACKET_BYTES);
+    let time = |b: usize, mbps: f64| Duration::from_secs_f64(b as f64 * 8.0 / (mbps * 1e6));
+    let mut before: Option<(Instant, Instant, f64)> = None;
+    for h in hops {
+        let (arrives, not_before) = match before {
+            None => (now, now),
+            Some((start, end, mbps)) => (start + time(packet, mbps), end + time(packet, h.bandwidth_mbps)),
+        };
+        let (start, end) = h.wire.pass(arrives, time(bytes, h.bandwidth_mbps), not_before);
+        before = Some((start, end, h.bandwidth_mbps));
+    }
+    before.map_or(now, |(_, end, _)| end)
 }
 
 /// One wire of a route's path and its bandwidth, Mbit/s.
@@ -455,6 +485,38 @@ mod tests {
         // One chunk draws once: its mean delay is the latency.
         assert!((jittery.expected_delivery_ms(100) - jittery.mean_delivery_ms(100)).abs() < 0.01);
         assert_eq!(jittery.expected_delivery_ms(0), jittery.mean_delivery_ms(0));
+    }
+
+    #[test]
+    fn a_route_forwards_packets_so_each_later_hop_adds_one_packet_not_one_chunk() {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let hop = |mbps: f64| Hop { wire: Wire::new(), bandwidth_mbps: mbps };
+        let (chunk_ms, packet_ms) = (CHUNK as f64 * 8.0 / 40e3, PACKET_BYTES as f64 * 8.0 / 40e3);
+        let now = Instant::now();
+        // Four chunks at once over two 40 Mbit/s hops: the last leaves the
+        // second wire one packet after it left the first.
+        let hops = [hop(40.0), hop(40.0)];
+        let last = (0..4).map(|_| forward_along(&hops, now, CHUNK)).last().unwrap();
+        assert!((ms(last - now) - (4.0 * chunk_ms + packet_ms)).abs() < 1e-3, "{}", ms(last - now));
+        // A faster hop before the bottleneck: only its first packet counts.
+        let now = Instant::now();
+        let hops = [hop(90.0), hop(40.0)];
+        let last = (0..4).map(|_| forward_along(&hops, now, CHUNK)).last().unwrap();
+        let first_packet = PACKET_BYTES as f64 * 8.0 / 90e3;
+        assert!((ms(last - now) - (first_packet + 4.0 * chunk_ms)).abs() < 1e-3, "{}", ms(last - now));
+        // A faster hop after it: its last packet's time.
+        let now = Instant::now();
+        let hops = [hop(40.0), hop(90.0)];
+        let last = (0..4).map(|_| forward_along(&hops, now, CHUNK)).last().unwrap();
+        assert!((ms(last - now) - (4.0 * chunk_ms + first_packet)).abs() < 1e-3, "{}", ms(last - now));
+        // A message under a packet crosses each hop whole.
+        let now = Instant::now();
+        let hops = [hop(40.0), hop(40.0), hop(40.0)];
+        let end = forward_along(&hops, now, 100);
+        assert!((ms(end - now) - 3.0 * 100.0 * 8.0 / 40e3).abs() < 1e-3);
+        // One hop: the chunk's serialisation, as on a link of its own.
+        let now = Instant::now();
+        assert!((ms(forward_along(&[hop(40.0)], now, CHUNK) - now) - chunk_ms).abs() < 1e-3);
     }
 
     #[test]
