@@ -492,22 +492,30 @@ mod tests {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let hop = |mbps: f64| Hop { wire: Wire::new(), bandwidth_mbps: mbps };
         let (chunk_ms, packet_ms) = (CHUNK as f64 * 8.0 / 40e3, PACKET_BYTES as f64 * 8.0 / 40e3);
+        // When the last of four chunks read at once has left the last wire.
+        let four_chunks = |hops: &[Hop], now: Instant| {
+            let mut last = now;
+            for _ in 0..4 {
+                last = forward_along(hops, now, CHUNK);
+            }
+            last
+        };
         let now = Instant::now();
         // Four chunks at once over two 40 Mbit/s hops: the last leaves the
         // second wire one packet after it left the first.
         let hops = [hop(40.0), hop(40.0)];
-        let last = (0..4).map(|_| forward_along(&hops, now, CHUNK)).last().unwrap();
+        let last = four_chunks(&hops, now);
         assert!((ms(last - now) - (4.0 * chunk_ms + packet_ms)).abs() < 1e-3, "{}", ms(last - now));
         // A faster hop before the bottleneck: only its first packet counts.
         let now = Instant::now();
         let hops = [hop(90.0), hop(40.0)];
-        let last = (0..4).map(|_| forward_along(&hops, now, CHUNK)).last().unwrap();
+        let last = four_chunks(&hops, now);
         let first_packet = PACKET_BYTES as f64 * 8.0 / 90e3;
         assert!((ms(last - now) - (first_packet + 4.0 * chunk_ms)).abs() < 1e-3, "{}", ms(last - now));
         // A faster hop after it: its last packet's time.
         let now = Instant::now();
         let hops = [hop(40.0), hop(90.0)];
-        let last = (0..4).map(|_| forward_along(&hops, now, CHUNK)).last().unwrap();
+        let last = four_chunks(&hops, now);
         assert!((ms(last - now) - (4.0 * chunk_ms + first_packet)).abs() < 1e-3, "{}", ms(last - now));
         // A message under a packet crosses each hop whole.
         let now = Instant::now();
