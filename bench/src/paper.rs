@@ -16,14 +16,14 @@ use databelt_host::{BackendConfig, HostConfig, schema};
 use databelt_net::continuum::Policy;
 use databelt_net::placement::PlacementClient;
 use databelt_net::workflow::{RunOptions, RunReport, Runner, percentile};
-
-use crate::median::{median, median_interval};
 use databelt_placement::Snapshot;
 use databelt_placement::Topology;
 use databelt_testbed::emulator::spec_on;
 use databelt_testbed::{Cluster, ClusterOptions};
 use futures_util::future::join_all;
 use plotters::prelude::*;
+
+use crate::median::{median, median_interval};
 
 /// The paper's Tmax per state size (MB → ms).
 pub const PAPER_TMAX: [(u32, f64); 11] = [
